@@ -1,0 +1,25 @@
+# Shared shell helpers for scripts/*. Sourced, not run.
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# apt_install PKG…: installs Debian packages that are missing (as root), or says what to run.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ]; then
+    step "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "missing packages: ${missing[*]}; run: sudo apt-get install ${missing[*]}" >&2
+    return 1
+  fi
+}
+
+# ensure_test_deps: what the test suite needs on top of the Rust toolchain.
+ensure_test_deps() {
+  apt_install chromium fonts-liberation
+}

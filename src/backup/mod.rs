@@ -1,0 +1,3 @@
+//! Profile backups (`wafleet backup` / `wafleet restore`): consistent copies with checksums and retention.
+
+pub mod cli;

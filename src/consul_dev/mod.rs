@@ -1,0 +1,3 @@
+//! The built-in single-node Consul-compatible agent (`wafleet consul-dev`): HTTP API subset and DNS.
+
+pub mod cli;

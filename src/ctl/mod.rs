@@ -1,0 +1,3 @@
+//! Operator commands over the Consul client: `wafleet shards …`, `wafleet route`, `wafleet token`.
+
+pub mod cli;

@@ -1,0 +1,1 @@
+//! The shard's SQLite store (sqlx): outbox, idempotency keys, message log.

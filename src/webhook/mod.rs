@@ -1,0 +1,1 @@
+//! Webhook signing, delivery, retries and dead letters.

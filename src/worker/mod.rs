@@ -1,0 +1,3 @@
+//! The worker (`wafleet worker`): shard ownership, the session supervisor and the worker HTTP API.
+
+pub mod cli;
