@@ -39,8 +39,10 @@ enum Command {
     Token(wafleet::ctl::cli::TokenArgs),
     /// Run the WhatsApp Web simulator.
     Sim(wafleet::sim::cli::Args),
-    /// Back up session profiles, or restore one.
+    /// Back up session profiles (consistent copies with checksums and retention).
     Backup(wafleet::backup::cli::Args),
+    /// Restore a session profile from a backup.
+    Restore(wafleet::backup::cli::RestoreArgs),
 }
 
 #[tokio::main]
@@ -69,6 +71,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(a) => ctl::cli::token(a).await?,
         Command::Sim(a) => sim::cli::run(a).await?,
         Command::Backup(a) => backup::cli::run(a).await?,
+        Command::Restore(a) => backup::cli::restore(a).await?,
     }
     Ok(())
 }

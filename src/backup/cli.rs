@@ -11,3 +11,15 @@ pub async fn run(_args: Args) -> Result<(), std::io::Error> {
         "this command is being built",
     ))
 }
+
+/// Arguments of `wafleet restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {}
+
+/// Runs `wafleet restore`.
+pub async fn restore(_args: RestoreArgs) -> Result<(), std::io::Error> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "this command is being built",
+    ))
+}
