@@ -500,13 +500,27 @@ impl Store {
     }
 
     /// Returns a claimed message to the head of its queue, not to be retried before `not_before`
-    /// (after a transient send error). Its FIFO position is unchanged.
-    pub async fn release_queued(&self, id: &str, not_before_ms: u64) -> Result<(), StoreError> {
+    /// (after a transient send error, or a session not ready: then `refund_attempt` undoes the
+    /// attempt counted by [`Store::claim_queued`]). Its FIFO position is unchanged.
+    pub async fn release_queued(
+        &self,
+        id: &str,
+        not_before_ms: u64,
+        refund_attempt: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE send_queue SET claimed_at = NULL, not_before = ? WHERE message_id = ?")
             .bind(db_ms(not_before_ms))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if refund_attempt {
+            sqlx::query("UPDATE messages SET attempts = MAX(attempts - 1, 0) WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -11,10 +11,12 @@
 //! * [`WebhookConfig`], [`Registry`], [`UrlPolicy`]: validated targets, global default.
 //! * [`delivery::run`]: the delivery task; [`delivery::classify`] and [`delivery::backoff`] are
 //!   its pure policy.
+//! * [`Emitter`]: builds and appends `session.status`, `session.qr` and inbound `message` events.
 //! * [`sse::sse_events`]: `GET …/events` with `Last-Event-ID` resume.
 
 mod config;
 pub mod delivery;
+mod emit;
 mod envelope;
 pub mod sign;
 pub mod sse;
@@ -23,5 +25,6 @@ pub use config::{
     ConfigError, EventFilter, Registry, SessionHooks, UrlPolicy, WebhookConfig, WebhookRequest,
 };
 pub use delivery::{DeliveryConfig, WebhookError};
+pub use emit::Emitter;
 pub use envelope::{Envelope, events, new_event_id};
 pub use sign::{SecretError, WebhookSecret};
