@@ -8,6 +8,8 @@
 //! tightly, and ends on shutdown or on a store error (the client then reconnects with its last id).
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::ids::{SessionId, WorkspaceId};
-use crate::store::{OutboxEvent, Store};
+use crate::store::{OutboxEvent, Store, StoreError};
 
 /// Rows read per store query.
 const BATCH: u32 = 256;
@@ -24,24 +26,19 @@ const BATCH: u32 = 256;
 const IDLE_RECHECK: Duration = Duration::from_secs(15);
 
 /// The session's events as outbox rows (see the module doc). `last_event_id` is the client's
-/// `Last-Event-ID` header, if any.
-pub fn event_records(
+/// `Last-Event-ID` header, if any. The starting point is resolved before this returns, so a
+/// fresh stream includes every event committed after the call.
+pub async fn event_records(
     store: Store,
     ws: WorkspaceId,
     s: SessionId,
     last_event_id: Option<String>,
     shutdown: CancellationToken,
-) -> impl Stream<Item = OutboxEvent> + Send + 'static {
-    async_stream::stream! {
-        // Subscribe before the first read so no commit between read and wait is missed.
-        let mut changes = store.outbox_changes();
-        let mut cursor = match store.resume_seq(&ws, &s, last_event_id.as_deref()).await {
-            Ok(seq) => seq,
-            Err(e) => {
-                warn!(error = %e, "event stream: reading the outbox failed");
-                return;
-            }
-        };
+) -> Result<impl Stream<Item = OutboxEvent> + Send + 'static, StoreError> {
+    // Subscribe before reading so no commit between a read and the wait is missed.
+    let mut changes = store.outbox_changes();
+    let mut cursor = store.resume_seq(&ws, &s, last_event_id.as_deref()).await?;
+    Ok(async_stream::stream! {
         loop {
             let batch = match store.events_after_seq(&ws, &s, cursor, BATCH).await {
                 Ok(b) => b,
@@ -63,20 +60,49 @@ pub fn event_records(
                 }
             }
         }
-    }
+    })
 }
 
-/// The same stream as warp SSE events, ready for `warp::sse::reply(warp::sse::keep_alive()
-/// .stream(…))`.
-pub fn sse_events(
+/// The same stream as warp SSE events, ready for
+/// `warp::sse::reply(warp::sse::keep_alive().stream(…))` (which needs a `Sync` stream, hence
+/// [`SseStream`]).
+pub async fn sse_events(
     store: Store,
     ws: WorkspaceId,
     s: SessionId,
     last_event_id: Option<String>,
     shutdown: CancellationToken,
-) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + 'static {
+) -> Result<SseStream, StoreError> {
     use futures::StreamExt as _;
-    event_records(store, ws, s, last_event_id, shutdown).map(|ev| Ok(to_sse(&ev)))
+    let inner = event_records(store, ws, s, last_event_id, shutdown)
+        .await?
+        .map(|ev| Ok(to_sse(&ev)));
+    Ok(SseStream(std::sync::Mutex::new(Box::pin(inner))))
+}
+
+type BoxedSse = Pin<Box<dyn Stream<Item = Result<warp::sse::Event, Infallible>> + Send>>;
+
+/// The SSE stream of one session. `Send + Sync` (warp requires a `Sync` body): the inner
+/// stream sits behind a mutex that is only ever reached through `&mut`, so it never blocks.
+pub struct SseStream(std::sync::Mutex<BoxedSse>);
+
+impl Stream for SseStream {
+    type Item = Result<warp::sse::Event, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .poll_next(cx)
+    }
+}
+
+impl std::fmt::Debug for SseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream").finish_non_exhaustive()
+    }
 }
 
 /// One outbox row as an SSE event: `id`, `event` and the envelope as `data`.
