@@ -86,6 +86,44 @@ fn published_standard_webhooks_vector() {
     );
 }
 
+/// The worked example of docs/webhooks.md, so the documentation cannot drift from the code.
+#[test]
+fn documented_example() {
+    let secret = WebhookSecret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let env = wafleet::webhook::Envelope {
+        id: "evt_01JD8X3V7Q2W9K4M6N8P0R2T4V".into(),
+        event: "session.status".into(),
+        workspace: ws("acme-42"),
+        session: sid("main"),
+        shard: 3,
+        timestamp: 1_732_800_000_123,
+        payload: json!({"status": "WORKING"}),
+        metadata: json!({}),
+    };
+    let body = env.to_json();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/webhooks.md")).unwrap();
+    assert!(
+        doc.contains(&body),
+        "the documented body is what the code serializes"
+    );
+    let headers: HashMap<_, _> =
+        signature_headers(Some(&secret), &env.id, 1_732_800_000, body.as_bytes())
+            .into_iter()
+            .collect();
+    for (name, value) in &headers {
+        assert!(doc.contains(&format!("{name}: {value}")), "{name}: {value}");
+    }
+    let py = python_signatures(&[(
+        secret.expose().to_owned(),
+        env.id.clone(),
+        1_732_800_000,
+        body.into_bytes(),
+    )]);
+    assert_eq!(headers["Signature"], py[0].0);
+    assert_eq!(headers["webhook-signature"], py[0].1);
+}
+
 #[test]
 fn signatures_match_python() {
     let mut cases = Vec::new();

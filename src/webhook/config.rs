@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::RwLock;
 
 use http::{HeaderName, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
@@ -54,21 +54,38 @@ impl ConfigError {
     }
 }
 
-/// The `webhook` object of a create-session request (DESIGN §7), before validation.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The `webhook` object of a create-session request (DESIGN §7), before validation. The
+/// worker may keep it as is in `session.json` (mode 0600: it holds the secret) and validate it
+/// again with [`WebhookConfig::from_request`] on restore.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// `http(s)://…`.
     pub url: String,
     /// Signing secret; without one, deliveries are unsigned.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Event names to deliver; absent, empty or containing `"*"`: all.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
     /// Extra request headers (e.g. an `Authorization` for the receiver).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log line.
+        f.debug_struct("WebhookRequest")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("events", &self.events)
+            .field(
+                "headers",
+                &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 /// Which events a webhook wants.
