@@ -10,6 +10,10 @@ use sqlx::Row;
 use super::{Store, StoreError, db_ms, ms};
 use crate::ids::WorkspaceId;
 
+/// How long an `Idempotency-Key` is remembered unless the caller chooses otherwise (24 h, as
+/// Stripe does: long enough for any client retry loop).
+pub const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A response kept under an idempotency key: status and the exact body bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {

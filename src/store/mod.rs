@@ -26,7 +26,8 @@ use sqlx::sqlite::{
 use tokio::sync::watch;
 
 pub use idempotency::{
-    IdempotencyKey, IdempotencyOutcome, StoredResponse, request_hash, validate_idempotency_key,
+    IDEMPOTENCY_TTL, IdempotencyKey, IdempotencyOutcome, StoredResponse, request_hash,
+    validate_idempotency_key,
 };
 pub use messages::{
     EnqueueRequest, Enqueued, Message, MessageKind, MessageStatus, NewMessage, QueuedMessage,
@@ -184,4 +185,56 @@ fn ms(v: i64) -> u64 {
 /// Converts milliseconds to the SQLite INTEGER; values past year 292 million saturate.
 fn db_ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Housekeeping settings for [`run_maintenance`].
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// Delivered and skipped outbox events older than this are deleted (the SSE resume window).
+    /// Pending events and dead letters are never deleted.
+    pub outbox_retention: std::time::Duration,
+    /// How often to run.
+    pub every: std::time::Duration,
+}
+
+impl Default for Maintenance {
+    /// 7 days of outbox retention, hourly.
+    fn default() -> Self {
+        Self {
+            outbox_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            every: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Purges expired idempotency keys and old delivered events every `every` until `shutdown`.
+/// Errors are logged and the loop goes on.
+pub async fn run_maintenance(
+    store: Store,
+    settings: Maintenance,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        match store.purge_expired_idempotency(now).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        let before = now.saturating_sub(
+            u64::try_from(settings.outbox_retention.as_millis()).unwrap_or(u64::MAX),
+        );
+        match store.purge_outbox(before).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "old outbox events purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging the outbox failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.every) => {}
+        }
+    }
 }
