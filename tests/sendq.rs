@@ -403,3 +403,85 @@ async fn queue_survives_a_restart_and_interrupted_sends_fail_instead_of_resendin
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// PURE: a greedy sender against the default bucket (1 per 3 s ± 1 s, burst 3) for one
+/// simulated hour with real random jitter keeps the documented rate.
+#[test]
+fn pacing_holds_the_configured_rate() {
+    let cfg = PacingConfig::default();
+    let mut bucket = wafleet::sendq::TokenBucket::new(&cfg);
+    let mut rand = rand::random::<f64>;
+    let mut now = 0u64;
+    let mut sent = Vec::new();
+    while now <= 3_600_000 {
+        match bucket.try_take(now, &cfg, &mut rand) {
+            Ok(()) => sent.push(now),
+            Err(at) => {
+                assert!(at > now);
+                now = at;
+            }
+        }
+    }
+    assert_eq!(&sent[..3], &[0, 0, 0], "the burst goes at once");
+    let gaps: Vec<u64> = sent[3..].windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| (2_000..=4_000).contains(g)),
+        "every gap within 3 s ± 1 s"
+    );
+    let mean = gaps.iter().sum::<u64>() as f64 / gaps.len() as f64;
+    assert!((2_900.0..=3_100.0).contains(&mean), "mean gap {mean} ms");
+    assert!(sent.len() <= 3 + 3_600_000 / 2_000 + 1);
+}
+
+/// The dispatcher never sends a session's messages closer together than the bucket allows
+/// (a lower bound: machine load can only make the gaps longer).
+#[tokio::test]
+async fn dispatcher_respects_the_bucket() {
+    #[derive(Default)]
+    struct Clocked(Mutex<Vec<std::time::Instant>>);
+    impl MessageSender for Clocked {
+        async fn send(&self, msg: OutgoingMessage) -> Result<WaMessageId, SendError> {
+            self.0.lock().unwrap().push(std::time::Instant::now());
+            Ok(WaMessageId(format!("wa-{}", msg.id)))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db.sqlite")).await.unwrap();
+    let engine = Arc::new(Clocked::default());
+    let cfg = PacingConfig {
+        interval_ms: 200,
+        jitter_ms: 0,
+        burst: 1,
+        ..PacingConfig::default()
+    };
+    let q = SendQueue::new(
+        store.clone(),
+        engine.clone(),
+        Arc::new(Registry::new()),
+        0,
+        cfg,
+    );
+    for i in 0..4 {
+        q.submit(request("a", &format!("m{i}")), None)
+            .await
+            .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(q.run(shutdown.clone()));
+    wait_for("four sends", || async {
+        engine.0.lock().unwrap().len() == 4
+    })
+    .await;
+    let at = engine.0.lock().unwrap().clone();
+    for w in at.windows(2) {
+        // Generous slack for scheduling noise between the bucket and the engine's clock; without
+        // pacing the four sends would be a few milliseconds apart.
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(150),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -463,6 +463,18 @@ impl<S: MessageSender> SendQueue<S> {
         }
     }
 
+    fn with_bucket<T>(
+        &self,
+        key: &SessionKey,
+        cfg: &PacingConfig,
+        f: impl FnOnce(&mut TokenBucket) -> T,
+    ) -> T {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        f(buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(cfg)))
+    }
+
     /// Handles the head message once: wait for its time and a token, send, record. `Ok(false)`
     /// on shutdown.
     async fn step(
@@ -483,14 +495,12 @@ impl<S: MessageSender> SendQueue<S> {
                 .pause(Duration::from_millis(head.not_before - now), shutdown)
                 .await);
         }
-        let taken = {
-            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-            let bucket = buckets
-                .entry(key.clone())
-                .or_insert_with(|| TokenBucket::new(&cfg));
-            bucket.try_take(now, &cfg, &mut rand::random::<f64>)
-        };
-        if let Err(ready_at) = taken {
+        // Check for a token first, but take it only right before the engine call (below), so
+        // the spacing holds between actual sends and not between checks.
+        let wait = self.with_bucket(key, &cfg, |b| {
+            b.ready_at(now, &cfg, &mut rand::random::<f64>)
+        });
+        if let Some(ready_at) = wait {
             let d = Duration::from_millis(ready_at.saturating_sub(now));
             // Not woken by session_ready: pacing is not about readiness.
             return Ok(tokio::select! {
@@ -517,6 +527,11 @@ impl<S: MessageSender> SendQueue<S> {
                 typing: cfg.typing_for(text_len),
             },
         };
+        // A token seen available stays available (only this task takes from this bucket).
+        let taken = self.with_bucket(key, &cfg, |b| {
+            b.try_take(now_ms(), &cfg, &mut rand::random::<f64>)
+        });
+        debug_assert!(taken.is_ok());
         let started = std::time::Instant::now();
         let result = self.sender.send(out).await;
         let attempts = head.message.attempts + 1;

@@ -160,6 +160,17 @@ impl TokenBucket {
         }
     }
 
+    /// `None` if a token is available at `now_ms`, else when the next one arrives. Takes nothing.
+    pub fn ready_at(
+        &mut self,
+        now_ms: u64,
+        cfg: &PacingConfig,
+        rand: &mut impl FnMut() -> f64,
+    ) -> Option<u64> {
+        self.refill(now_ms, cfg, rand);
+        (self.tokens == 0).then(|| self.next_refill_ms.unwrap_or(now_ms))
+    }
+
     /// Takes a token at `now_ms` if there is one (`Ok`), else returns when the next token
     /// arrives (`Err(ready_at_ms)`). `rand` yields samples in `[0, 1)` for the jitter.
     pub fn try_take(
@@ -229,6 +240,8 @@ mod tests {
             b.try_take(0, &c, &mut r).unwrap();
         }
         assert_eq!(b.try_take(1, &c, &mut r), Err(3000));
+        assert_eq!(b.ready_at(1, &c, &mut r), Some(3000));
+        assert_eq!(b.ready_at(3000, &c, &mut r), None);
         assert_eq!(b.available(1_000_000, &c, &mut r), 3);
         for _ in 0..3 {
             b.try_take(1_000_000, &c, &mut r).unwrap();
