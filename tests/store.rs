@@ -484,3 +484,50 @@ async fn outbox_heads_dead_letters_replay_and_resume() {
     assert_eq!(store.purge_outbox(u64::MAX / 2).await.unwrap(), 2);
     assert!(store.event(&a[0].id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn session_status_and_its_event_commit_together_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = Store::open(&path).await.unwrap();
+    let ev = event("w", "s", events::SESSION_STATUS);
+    assert_eq!(
+        store
+            .set_session_status(&ws("w"), &sid("s"), "STARTING", Some(&ev), 1)
+            .await
+            .unwrap(),
+        None
+    );
+    // A duplicate event id fails the transaction: the status stays STARTING.
+    assert!(
+        store
+            .set_session_status(&ws("w"), &sid("s"), "WORKING", Some(&ev), 2)
+            .await
+            .is_err()
+    );
+    let states = store.session_states().await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].status, "STARTING");
+    let ev2 = event("w", "s", events::SESSION_STATUS);
+    assert_eq!(
+        store
+            .set_session_status(&ws("w"), &sid("s"), "WORKING", Some(&ev2), 3)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("STARTING")
+    );
+    store.close().await;
+    let store = Store::open(&path).await.unwrap();
+    let states = store.session_states().await.unwrap();
+    assert_eq!(
+        (states[0].status.as_str(), states[0].updated_at),
+        ("WORKING", 3)
+    );
+    assert_eq!(outbox_count(&store, "w", "s").await, 2);
+    store
+        .forget_session_state(&ws("w"), &sid("s"))
+        .await
+        .unwrap();
+    assert!(store.session_states().await.unwrap().is_empty());
+}

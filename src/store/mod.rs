@@ -1,5 +1,5 @@
 //! The shard's SQLite store (sqlx): idempotency keys, the message log, the per-session send
-//! queue and the webhook/event outbox.
+//! queue, the last status of each session and the webhook/event outbox.
 //!
 //! One file per shard, `<data>/shards/<k>/wafleet.db`, on shared storage (NFS). That is why it
 //! runs with `journal_mode=DELETE` (WAL needs shared memory, which NFS does not give) and
@@ -32,7 +32,7 @@ pub use idempotency::{
 pub use messages::{
     EnqueueRequest, Enqueued, Message, MessageKind, MessageStatus, NewMessage, QueuedMessage,
 };
-pub use outbox::{OutboxEvent, OutboxState};
+pub use outbox::{OutboxEvent, OutboxState, SessionState};
 
 /// How long a statement waits for a lock held by another connection before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

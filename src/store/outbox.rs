@@ -425,3 +425,96 @@ impl Store {
             .await?)
     }
 }
+
+/// A session's last recorded status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Session.
+    pub session: SessionId,
+    /// `STOPPED`, `STARTING`, `SCAN_QR_CODE`, `WORKING` or `FAILED`.
+    pub status: String,
+    /// Unix ms.
+    pub updated_at: u64,
+}
+
+// === impl Store (session states) ===
+
+impl Store {
+    /// Records a session's new status and, in the same transaction, its `session.status` event
+    /// (if given). Returns the previous status, if any.
+    pub async fn set_session_status(
+        &self,
+        ws: &WorkspaceId,
+        s: &SessionId,
+        status: &str,
+        event: Option<&Envelope>,
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let previous: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM session_states WHERE workspace = ? AND session = ?",
+        )
+        .bind(ws.as_str())
+        .bind(s.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO session_states (workspace, session, status, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (workspace, session) DO UPDATE SET status = excluded.status,
+                                                            updated_at = excluded.updated_at",
+        )
+        .bind(ws.as_str())
+        .bind(s.as_str())
+        .bind(status)
+        .bind(db_ms(now_ms))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(event) = event {
+            insert(&mut tx, event, now_ms).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.notify_outbox();
+        }
+        Ok(previous)
+    }
+
+    /// Every recorded session status (for restores after a restart), by workspace and session.
+    pub async fn session_states(&self) -> Result<Vec<SessionState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workspace, session, status, updated_at FROM session_states
+             ORDER BY workspace, session",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ws: String = r.try_get("workspace")?;
+                let s: String = r.try_get("session")?;
+                Ok(SessionState {
+                    workspace: WorkspaceId::new(ws)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    session: SessionId::new(s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    status: r.try_get("status")?,
+                    updated_at: ms(r.try_get("updated_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets a session's status (on delete). Its events stay until retention removes them.
+    pub async fn forget_session_state(
+        &self,
+        ws: &WorkspaceId,
+        s: &SessionId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM session_states WHERE workspace = ? AND session = ?")
+            .bind(ws.as_str())
+            .bind(s.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,6 +1,6 @@
 //! [`Emitter`]: builds envelopes for a shard (shard number, session metadata, timestamp) and
-//! appends them to the outbox. What the worker calls for events whose state lives outside the
-//! store: `session.status`, `session.qr`, inbound `message`.
+//! appends them to the outbox. What the worker calls for `session.status` (stored together with
+//! the session's status row), `session.qr` and inbound `message` events.
 
 use std::sync::Arc;
 
@@ -63,7 +63,8 @@ impl Emitter {
         Ok(env)
     }
 
-    /// `session.status` with `{"status": <STOPPED|STARTING|SCAN_QR_CODE|WORKING|FAILED>, ...extra}`.
+    /// Records the session's new status and its `session.status` event `{"status": <STOPPED|
+    /// STARTING|SCAN_QR_CODE|WORKING|FAILED>, ...extra}` in one transaction.
     pub async fn session_status(
         &self,
         ws: &WorkspaceId,
@@ -77,13 +78,17 @@ impl Emitter {
             _ => Default::default(),
         };
         payload.insert("status".into(), Value::String(status.to_owned()));
-        self.emit(
+        let env = self.envelope(
             ws,
             s,
             events::SESSION_STATUS,
             Value::Object(payload),
             now_ms,
-        )
-        .await
+        );
+        // The status row and its event commit together.
+        self.store
+            .set_session_status(ws, s, status, Some(&env), now_ms)
+            .await?;
+        Ok(env)
     }
 }

@@ -68,3 +68,12 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (workspace, session, seq) WHERE state = 'pending';
 CREATE INDEX outbox_session ON outbox (workspace, session, seq);
 CREATE INDEX outbox_dead ON outbox (workspace, seq) WHERE state = 'dead';
+
+-- The last known status of each session, changed together with its session.status event.
+CREATE TABLE session_states (
+    workspace   TEXT    NOT NULL,
+    session     TEXT    NOT NULL,
+    status      TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (workspace, session)
+);
