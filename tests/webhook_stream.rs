@@ -257,3 +257,99 @@ async fn events_committed_before_a_crash_are_delivered_after_restart() {
     task.await.unwrap().unwrap();
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn dead_letter_handlers_page_filter_replay_and_refuse_bad_input() {
+    use wafleet::webhook::api::{self, DeadLetterQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db.sqlite")).await.unwrap();
+    let emitter = Emitter::new(store.clone(), Arc::new(Registry::new()), 0);
+    let w = ws("acme");
+    let mut dead = Vec::new();
+    for s in ["a", "b", "a"] {
+        let env = emitter
+            .emit(&w, &sid(s), events::MESSAGE, json!({}), 1)
+            .await
+            .unwrap();
+        store
+            .outbox_dead(&env.id, Some(422), "non-retryable answer 422", 2)
+            .await
+            .unwrap();
+        dead.push(env.id);
+    }
+    let q = |session: Option<&str>, after: Option<&str>, limit: Option<u32>| DeadLetterQuery {
+        session: session.map(str::to_owned),
+        after: after.map(str::to_owned),
+        limit,
+    };
+    let page = api::list_dead_letters(&store, &w, &q(None, None, Some(2)))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [dead[0].as_str(), dead[1].as_str()]);
+    assert_eq!(page["next_after"], dead[1].as_str());
+    assert_eq!(page["dead_letters"][0]["last_status"], 422);
+    assert_eq!(page["dead_letters"][0]["envelope"]["id"], dead[0].as_str());
+    let rest = api::list_dead_letters(&store, &w, &q(None, Some(&dead[1]), Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(rest["dead_letters"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_after"], Value::Null);
+    let only_a = api::list_dead_letters(&store, &w, &q(Some("a"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(only_a["dead_letters"].as_array().unwrap().len(), 2);
+    // Another workspace sees none of them and cannot replay them.
+    let other = api::list_dead_letters(&store, &ws("other"), &q(None, None, None))
+        .await
+        .unwrap();
+    assert!(other["dead_letters"].as_array().unwrap().is_empty());
+    let e = api::replay_dead_letter(&store, &ws("other"), &dead[0], 3)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status.as_u16(), 404);
+
+    for (bad, code) in [
+        (q(Some("../x"), None, None), "invalid_session"),
+        (q(None, Some("nope"), None), "invalid_cursor"),
+        (
+            q(None, Some("evt_00000000000000000000000000"), None),
+            "invalid_cursor",
+        ),
+        (q(None, None, Some(0)), "invalid_limit"),
+        (q(None, None, Some(501)), "invalid_limit"),
+    ] {
+        let e = api::list_dead_letters(&store, &w, &bad).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.body.error.as_str()), (400, code));
+    }
+
+    let r = api::replay_dead_letter(&store, &w, &dead[0], 3)
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"id": dead[0], "state": "pending"}));
+    assert_eq!(
+        store.event(&dead[0]).await.unwrap().unwrap().state,
+        OutboxState::Pending
+    );
+    for id in [dead[0].as_str(), "evt_x", "../etc"] {
+        let e = api::replay_dead_letter(&store, &w, id, 4)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status.as_u16(), 404);
+    }
+    let e = api::event_stream(
+        &store,
+        &w,
+        &sid("a"),
+        Some("garbage".into()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status.as_u16(), 400);
+}

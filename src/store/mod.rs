@@ -77,6 +77,34 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The API answer: 404 `not_found`, 422 `idempotency_conflict`, 429 `queue_full` (with a
+    /// `Retry-After` of the default pacing; [`crate::sendq`] answers with the session's own), or
+    /// 500 `internal` without details (they are logged by the caller, not sent).
+    pub fn to_api_error(&self) -> crate::api::ApiError {
+        use crate::api::ApiError;
+        use http::StatusCode;
+        match self {
+            StoreError::NotFound => ApiError::not_found("not found"),
+            StoreError::IdempotencyConflict => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_conflict",
+                self.to_string(),
+            ),
+            StoreError::QueueFull { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                self.to_string(),
+            )
+            .with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(crate::sendq::PacingConfig::default().retry_after_secs()),
+            ),
+            _ => ApiError::internal("storage error"),
+        }
+    }
+}
+
 /// The shard store. Cheap to clone (a pool handle and two change signals).
 #[derive(Clone)]
 pub struct Store {

@@ -13,7 +13,9 @@
 //!   its pure policy.
 //! * [`Emitter`]: builds and appends `session.status`, `session.qr` and inbound `message` events.
 //! * [`sse::sse_events`]: `GET …/events` with `Last-Event-ID` resume.
+//! * [`api`]: handlers for the dead-letter list, replay and the event stream.
 
+pub mod api;
 mod config;
 pub mod delivery;
 mod emit;
