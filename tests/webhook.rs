@@ -311,7 +311,13 @@ async fn failing_receiver_loses_nothing_dead_letters_replay_and_order() {
         ("unproc", format!("http://{addr}/hook/unproc"), &whsec, 2),
         ("fail", format!("http://{addr}/hook/fail"), &plain, 2),
         ("slow", format!("http://{addr}/hook/slow"), &whsec, 1),
-        ("down", format!("http://{refused}/hook/ok"), &plain, 2),
+        // The query token stands for a credential in a URL: it must not reach stored errors.
+        (
+            "down",
+            format!("http://{refused}/hook/ok?token=s3cr3t"),
+            &plain,
+            2,
+        ),
     ];
     let mut created: HashMap<&str, Vec<String>> = HashMap::new();
     let mut secrets: HashMap<String, String> = HashMap::new();
@@ -421,13 +427,15 @@ async fn failing_receiver_loses_nothing_dead_letters_replay_and_order() {
         .dead_letters(&w, Some(&sid("down")), None, 100)
         .await
         .unwrap();
-    assert!(down.iter().all(|e| {
-        e.last_status.is_none()
-            && e.last_error
-                .as_deref()
-                .unwrap()
-                .contains("connection failed")
-    }));
+    for e in &down {
+        let err = e.last_error.as_deref().unwrap();
+        assert!(e.last_status.is_none());
+        assert!(
+            err.contains("connection failed") && err.contains("refused"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t") && !err.contains("/hook"), "{err}");
+    }
     let slow = store
         .dead_letters(&w, Some(&sid("slow")), None, 100)
         .await

@@ -260,6 +260,30 @@ impl WebhookConfig {
         })
     }
 
+    /// The operator's global default target, read through `lookup`: `WAFLEET_WEBHOOK_URL`
+    /// (none: no default), `WAFLEET_WEBHOOK_SECRET`, `WAFLEET_WEBHOOK_EVENTS` (comma-separated
+    /// filter). The operator is trusted, so the allow-list does not apply; the scheme does.
+    pub fn default_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = lookup("WAFLEET_WEBHOOK_URL").filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let req = WebhookRequest {
+            url: url.trim().to_owned(),
+            secret: lookup("WAFLEET_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
+            events: lookup("WAFLEET_WEBHOOK_EVENTS").map(|e| {
+                e.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            headers: None,
+        };
+        Self::from_request(&req, &UrlPolicy::default()).map(Some)
+    }
+
     /// A target for `url` delivering every event, with an optional secret.
     pub fn simple(url: Url, secret: Option<WebhookSecret>) -> Self {
         Self {
@@ -398,6 +422,27 @@ mod tests {
         r.headers = Some([("X-Tenant".to_string(), "42".to_string())].into());
         let c = WebhookConfig::from_request(&r, &UrlPolicy::default()).unwrap();
         assert_eq!(c.headers.len(), 1);
+    }
+
+    #[test]
+    fn default_from_lookup() {
+        assert_eq!(WebhookConfig::default_from_lookup(|_| None), Ok(None));
+        let c = WebhookConfig::default_from_lookup(|k| match k {
+            "WAFLEET_WEBHOOK_URL" => Some("https://app.test/hooks".into()),
+            "WAFLEET_WEBHOOK_SECRET" => Some("s".into()),
+            "WAFLEET_WEBHOOK_EVENTS" => Some("message, message.ack".into()),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+        assert!(c.events.matches("message.ack") && !c.events.matches("session.qr"));
+        assert!(c.secret.is_some());
+        assert!(
+            WebhookConfig::default_from_lookup(
+                |k| (k == "WAFLEET_WEBHOOK_URL").then(|| "file:///etc/passwd".into())
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -351,8 +351,7 @@ async fn attempt(
             } else {
                 "request failed"
             };
-            // without_url: the URL may hold credentials; the error text must not.
-            (None, format!("{kind}: {}", e.without_url()), None)
+            (None, format!("{kind}: {}", error_chain(e)), None)
         }
     };
     if attempts_made >= config.max_attempts {
@@ -376,6 +375,23 @@ async fn attempt(
         &ev.id,
     );
     metrics::counter!("wafleet_webhook_retried_total").increment(1);
+}
+
+/// The error and its causes, without the URL (it may hold credentials; the text is stored and
+/// shown in the dead-letter list).
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn log_store(r: Result<(), crate::store::StoreError>, id: &str) {
