@@ -485,3 +485,95 @@ async fn dispatcher_respects_the_bucket() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// WhatsApp may ack a message before the dispatcher has recorded its WhatsApp id: the ack is
+/// kept and applied right after the send is recorded, in order (sent, then ack).
+#[tokio::test]
+async fn an_ack_that_overtakes_the_send_record_is_not_lost() {
+    #[derive(Default)]
+    struct FastAcker(std::sync::OnceLock<std::sync::Weak<SendQueue<FastAcker>>>);
+    impl MessageSender for FastAcker {
+        async fn send(&self, msg: OutgoingMessage) -> Result<WaMessageId, SendError> {
+            let wa = format!("wa-{}", msg.id);
+            let q = self.0.get().unwrap().upgrade().unwrap();
+            let r = q
+                .on_ack(&msg.workspace, &msg.session, &wa, 1)
+                .await
+                .unwrap();
+            assert!(r.is_none(), "not applicable yet");
+            Ok(WaMessageId(wa))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db.sqlite")).await.unwrap();
+    let engine = Arc::new(FastAcker::default());
+    let q = SendQueue::new(
+        store.clone(),
+        engine.clone(),
+        Arc::new(Registry::new()),
+        0,
+        fast_pacing(),
+    );
+    engine.0.set(Arc::downgrade(&q)).unwrap();
+    let id = q
+        .submit(request("a", "hi"), None)
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(q.clone().run(shutdown.clone()));
+    wait_for("the early ack to be applied", || async {
+        store.message(&id).await.unwrap().unwrap().status == MessageStatus::Server
+    })
+    .await;
+    let names: Vec<String> = store
+        .events_after(&ws("acme"), &sid("a"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(names, [events::MESSAGE_SENT, events::MESSAGE_ACK]);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_session_fails_its_queue_with_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db.sqlite")).await.unwrap();
+    let q = SendQueue::new(
+        store.clone(),
+        Arc::new(FakeEngine::default()),
+        Arc::new(Registry::new()),
+        0,
+        fast_pacing(),
+    );
+    let mut ids = Vec::new();
+    for t in ["x", "y", "z"] {
+        ids.push(q.submit(request("a", t), None).await.unwrap().id.unwrap());
+    }
+    q.submit(request("b", "keep"), None).await.unwrap();
+    assert_eq!(
+        q.cancel_session(&ws("acme"), &sid("a"), "session deleted")
+            .await
+            .unwrap(),
+        3
+    );
+    for id in &ids {
+        let m = store.message(id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Failed);
+        assert_eq!(m.reason.as_deref(), Some("session deleted"));
+    }
+    assert_eq!(store.queue_len(&ws("acme"), &sid("a")).await.unwrap(), 0);
+    assert_eq!(store.queue_len(&ws("acme"), &sid("b")).await.unwrap(), 1);
+    let failed = store
+        .events_after(&ws("acme"), &sid("a"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == events::MESSAGE_FAILED)
+        .count();
+    assert_eq!(failed, 3);
+}

@@ -184,7 +184,21 @@ pub struct SendQueue<S> {
     buckets: Mutex<HashMap<SessionKey, TokenBucket>>,
     /// Wakes sessions waiting on a `NotReady` session (see [`SendQueue::session_ready`]).
     ready: Notify,
+    /// Acks that arrived before the send was recorded (WhatsApp can ack within milliseconds,
+    /// before the dispatcher has stored the WhatsApp id): applied right after it is.
+    early_acks: Mutex<HashMap<(SessionKey, String), EarlyAcks>>,
 }
+
+/// Acks kept for a WhatsApp id not yet known, and when the first arrived.
+#[derive(Debug, Default)]
+struct EarlyAcks {
+    acks: Vec<i64>,
+    since_ms: u64,
+}
+
+/// Early acks are kept this long, for at most this many messages.
+const EARLY_ACK_TTL_MS: u64 = 120_000;
+const EARLY_ACK_CAP: usize = 10_000;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -214,6 +228,7 @@ impl<S: MessageSender> SendQueue<S> {
             overrides: RwLock::default(),
             buckets: Mutex::default(),
             ready: Notify::new(),
+            early_acks: Mutex::default(),
         })
     }
 
@@ -298,8 +313,10 @@ impl<S: MessageSender> SendQueue<S> {
 
     /// Records a WhatsApp ack for the session's message `wa_id` (`ack` as in WhatsApp Web: 1
     /// server, 2 device, 3 read, 4 played, -1 error) with its `message.ack` (or
-    /// `message.failed`) event. Unknown messages (sent from the phone) and acks that do not move
-    /// the status forward are ignored (`Ok(None)`).
+    /// `message.failed`) event. Acks that do not move the status forward are ignored
+    /// (`Ok(None)`). An ack for a WhatsApp id not (yet) recorded is kept for two minutes and
+    /// applied if a send with that id is recorded meanwhile (acks can overtake the dispatcher's
+    /// write); acks of messages sent from the phone simply expire.
     pub async fn on_ack(
         &self,
         ws: &WorkspaceId,
@@ -311,6 +328,7 @@ impl<S: MessageSender> SendQueue<S> {
             return Ok(None);
         };
         let Some(msg) = self.store.message_by_wa_id(ws, s, wa_id).await? else {
+            self.stash_ack(ws, s, wa_id, ack);
             return Ok(None);
         };
         let reason = (to == MessageStatus::Failed).then_some("error ack from WhatsApp");
@@ -319,6 +337,72 @@ impl<S: MessageSender> SendQueue<S> {
                 Some(self.status_event(m))
             })
             .await
+    }
+
+    fn stash_ack(&self, ws: &WorkspaceId, s: &SessionId, wa_id: &str, ack: i64) {
+        let now = now_ms();
+        let mut map = self.early_acks.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= EARLY_ACK_CAP {
+            map.retain(|_, e| now.saturating_sub(e.since_ms) < EARLY_ACK_TTL_MS);
+            if map.len() >= EARLY_ACK_CAP {
+                return;
+            }
+        }
+        let entry = map
+            .entry(((ws.clone(), s.clone()), wa_id.to_owned()))
+            .or_insert_with(|| EarlyAcks {
+                acks: Vec::new(),
+                since_ms: now,
+            });
+        if entry.acks.len() < 8 {
+            entry.acks.push(ack);
+        }
+    }
+
+    /// Applies acks that arrived before the send of `wa_id` was recorded.
+    async fn apply_early_acks(&self, key: &SessionKey, wa_id: &str) {
+        let early = self
+            .early_acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(key.clone(), wa_id.to_owned()));
+        let Some(early) = early else { return };
+        if now_ms().saturating_sub(early.since_ms) >= EARLY_ACK_TTL_MS {
+            return;
+        }
+        for ack in early.acks {
+            if let Err(e) = self.on_ack(&key.0, &key.1, wa_id, ack).await {
+                warn!(wa_id, error = %e, "applying an early ack failed");
+            }
+        }
+    }
+
+    /// Fails every queued message of a session that is not being sent right now, with `reason`
+    /// and a `message.failed` event each (call when a session is deleted or logged out).
+    /// Returns how many.
+    pub async fn cancel_session(
+        &self,
+        ws: &WorkspaceId,
+        s: &SessionId,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let ids = self.store.queued_unclaimed(ws, s).await?;
+        let mut n = 0;
+        for id in ids {
+            let done = self
+                .store
+                .update_message_status(
+                    &id,
+                    MessageStatus::Failed,
+                    Some(reason),
+                    None,
+                    now_ms(),
+                    |m| Some(self.status_event(m)),
+                )
+                .await?;
+            n += u64::from(done.is_some());
+        }
+        Ok(n)
     }
 
     /// The event for a message's current status.
@@ -550,6 +634,7 @@ impl<S: MessageSender> SendQueue<S> {
                     )
                     .await?;
                 debug!(message = %id, "sent");
+                self.apply_early_acks(key, &wa.0).await;
             }
             Err(SendError::Rejected(reason)) => self.fail(&id, &reason).await?,
             Err(SendError::Transient(reason)) if attempts >= cfg.max_attempts => {

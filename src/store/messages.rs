@@ -524,6 +524,22 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of the session's queued messages not being sent right now, in FIFO order.
+    pub async fn queued_unclaimed(
+        &self,
+        ws: &WorkspaceId,
+        s: &SessionId,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT message_id FROM send_queue
+             WHERE workspace = ? AND session = ? AND claimed_at IS NULL ORDER BY seq",
+        )
+        .bind(ws.as_str())
+        .bind(s.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Messages whose send was in flight when the process stopped (claimed, never finished).
     /// The dispatcher fails them with reason `interrupted` at start-up rather than resending: a
     /// duplicate WhatsApp message to a contact is worse than a reported failure.
