@@ -570,6 +570,13 @@ impl<S: MessageSender> SendQueue<S> {
         let cfg = self.pacing(&key.0, &key.1);
         let id = head.message.id.clone();
         let now = now_ms();
+        if head.claimed_at.is_some() {
+            // A previous step claimed it and then failed to record the outcome: the engine may
+            // have sent it. Same rule as after a crash: report, do not resend.
+            warn!(message = %id, "send outcome unknown; marking it failed");
+            self.fail(&id, "interrupted").await?;
+            return Ok(true);
+        }
         if now.saturating_sub(head.message.created_at) > cfg.max_queue_age_ms {
             self.fail(&id, "expired").await?;
             return Ok(true);
