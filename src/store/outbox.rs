@@ -276,6 +276,23 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every pending event of a session as skipped (the session has no webhook).
+    pub async fn outbox_skip_session(
+        &self,
+        ws: &WorkspaceId,
+        s: &SessionId,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'skipped'
+             WHERE workspace = ? AND session = ? AND state = 'pending'",
+        )
+        .bind(ws.as_str())
+        .bind(s.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Dead letters of a workspace (optionally one session), oldest first, after the dead letter
     /// `after` (an event id, for paging), at most `limit`.
     pub async fn dead_letters(

@@ -228,19 +228,33 @@ pub async fn run(
                 let now = now_ms();
                 for ev in heads {
                     let key = (ev.workspace.clone(), ev.session.clone());
-                    let mut flying = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                    if flying.contains(&key) {
+                    if in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&key)
+                    {
                         continue;
                     }
                     if ev.next_attempt_at > now {
                         sleep_for = sleep_for.min(Duration::from_millis(ev.next_attempt_at - now));
                         continue;
                     }
-                    if flying.len() >= config.max_in_flight {
-                        break;
+                    // Sessions with no webhook at all (SSE-only): skip their pending events in
+                    // one statement instead of one task per event.
+                    if registry.target(&ev.workspace, &ev.session).is_none() {
+                        match store.outbox_skip_session(&ev.workspace, &ev.session).await {
+                            Ok(_) => sleep_for = Duration::ZERO,
+                            Err(e) => warn!(error = %e, "skipping undeliverable events failed"),
+                        }
+                        continue;
                     }
-                    flying.insert(key.clone());
-                    drop(flying);
+                    {
+                        let mut flying = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                        if flying.len() >= config.max_in_flight {
+                            break;
+                        }
+                        flying.insert(key.clone());
+                    }
                     let (store, registry, client, config, in_flight, done) = (
                         store.clone(),
                         registry.clone(),
@@ -264,6 +278,9 @@ pub async fn run(
         match store.outbox_backlog().await {
             Ok(n) => metrics::gauge!("wafleet_webhook_backlog").set(n as f64),
             Err(e) => debug!(error = %e, "webhook backlog count failed"),
+        }
+        if sleep_for.is_zero() {
+            continue;
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
