@@ -383,6 +383,16 @@ async fn claims_releases_and_interrupted_sends() {
         .unwrap();
     assert_eq!(head.message.attempts, 1);
     assert!(store.interrupted_sends().await.unwrap().is_empty());
+    // Retention never deletes queued messages, only finished old ones.
+    assert_eq!(store.purge_messages(u64::MAX / 2).await.unwrap(), 0);
+    store
+        .update_message_status("m2", MessageStatus::Failed, Some("x"), None, 10, |_| None)
+        .await
+        .unwrap();
+    assert_eq!(store.purge_messages(10).await.unwrap(), 0);
+    assert_eq!(store.purge_messages(11).await.unwrap(), 1);
+    assert!(store.message("m2").await.unwrap().is_none());
+    assert!(store.message("m1").await.unwrap().is_some());
     assert!(matches!(
         store.claim_queued("unknown", 1).await,
         Err(StoreError::NotFound)

@@ -540,6 +540,19 @@ impl Store {
         .await?)
     }
 
+    /// Deletes messages no longer queued whose last change is older than `before_ms`
+    /// (retention of the message log); returns how many.
+    pub async fn purge_messages(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM messages WHERE status <> 'queued' AND updated_at < ?
+               AND id NOT IN (SELECT message_id FROM send_queue)",
+        )
+        .bind(db_ms(before_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Messages whose send was in flight when the process stopped (claimed, never finished).
     /// The dispatcher fails them with reason `interrupted` at start-up rather than resending: a
     /// duplicate WhatsApp message to a contact is worse than a reported failure.

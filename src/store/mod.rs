@@ -221,21 +221,25 @@ pub struct Maintenance {
     /// Delivered and skipped outbox events older than this are deleted (the SSE resume window).
     /// Pending events and dead letters are never deleted.
     pub outbox_retention: std::time::Duration,
+    /// Messages that left the queue and did not change for this long are deleted.
+    pub message_retention: std::time::Duration,
     /// How often to run.
     pub every: std::time::Duration,
 }
 
 impl Default for Maintenance {
-    /// 7 days of outbox retention, hourly.
+    /// 7 days of outbox retention, 30 days of message log, hourly.
     fn default() -> Self {
         Self {
             outbox_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            message_retention: std::time::Duration::from_secs(30 * 24 * 3600),
             every: std::time::Duration::from_secs(3600),
         }
     }
 }
 
-/// Purges expired idempotency keys and old delivered events every `every` until `shutdown`.
+/// Purges expired idempotency keys, old delivered events and old finished messages every
+/// `every` until `shutdown`.
 /// Errors are logged and the loop goes on.
 pub async fn run_maintenance(
     store: Store,
@@ -259,6 +263,14 @@ pub async fn run_maintenance(
             Ok(n) if n > 0 => tracing::debug!(purged = n, "old outbox events purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging the outbox failed"),
+        }
+        let before = now.saturating_sub(
+            u64::try_from(settings.message_retention.as_millis()).unwrap_or(u64::MAX),
+        );
+        match store.purge_messages(before).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "old messages purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging the message log failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
