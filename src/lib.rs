@@ -15,6 +15,7 @@
 //! * [`sim`]: the WhatsApp Web simulator used by `wafleet dev`, the tests and the chaos suite.
 //! * [`store`]: the shard's SQLite (sqlx): outbox, idempotency keys, message log.
 //! * [`webhook`]: webhook signing, delivery, retries and dead letters.
+//! * [`sendq`]: the per-session send queue: pacing, backpressure, dispatch to the engine.
 //! * [`ctl`]: operator commands over Consul: `wafleet shards …`, `route`, `token`.
 //! * [`backup`]: consistent profile backups and restores.
 //! * [`dev`]: `wafleet dev`, the one-machine fleet supervisor.
@@ -35,6 +36,7 @@ pub mod dev;
 pub mod engine;
 pub mod ids;
 pub mod router;
+pub mod sendq;
 pub mod shard;
 pub mod shutdown;
 pub mod sim;

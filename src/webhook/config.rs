@@ -1,0 +1,469 @@
+//! Webhook targets: per-session configuration with a global default, validated at
+//! configuration time (URL scheme and allow-list, secret, event filter, extra headers).
+//!
+//! The worker owns where the configuration is persisted (`session.json`, DESIGN §5); it loads
+//! it into a [`Registry`] on session create/restore, and the delivery task reads the registry.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::RwLock;
+
+use http::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::envelope::events;
+use super::sign::{SecretError, WebhookSecret};
+use crate::ids::{SessionId, WorkspaceId};
+
+/// Why a webhook configuration is refused (the API answers 400 with the code of
+/// [`ConfigError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not an absolute URL.
+    #[error("the webhook url is not a valid absolute URL")]
+    BadUrl,
+    /// Not http or https.
+    #[error("the webhook url must use http or https")]
+    BadScheme,
+    /// The operator's allow-list does not cover the host.
+    #[error("the webhook host is not allowed by the operator's allow-list")]
+    HostNotAllowed,
+    /// The secret is invalid.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// An unknown event name in the filter.
+    #[error("unknown event {0:?} in the webhook event filter")]
+    UnknownEvent(String),
+    /// A header that is invalid or that wafleet sets itself.
+    #[error("header {0:?} is invalid or reserved")]
+    BadHeader(String),
+}
+
+impl ConfigError {
+    /// A stable error code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::BadUrl | ConfigError::BadScheme => "invalid_webhook_url",
+            ConfigError::HostNotAllowed => "webhook_host_not_allowed",
+            ConfigError::Secret(_) => "invalid_webhook_secret",
+            ConfigError::UnknownEvent(_) => "invalid_webhook_events",
+            ConfigError::BadHeader(_) => "invalid_webhook_headers",
+        }
+    }
+}
+
+/// The `webhook` object of a create-session request (DESIGN §7), before validation. The
+/// worker may keep it as is in `session.json` (mode 0600: it holds the secret) and validate it
+/// again with [`WebhookConfig::from_request`] on restore.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// `http(s)://…`.
+    pub url: String,
+    /// Signing secret; without one, deliveries are unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Event names to deliver; absent, empty or containing `"*"`: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// Extra request headers (e.g. an `Authorization` for the receiver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log line.
+        f.debug_struct("WebhookRequest")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("events", &self.events)
+            .field(
+                "headers",
+                &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
+/// Which events a webhook wants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventFilter(Option<BTreeSet<String>>);
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// Only the given events; `"*"` or an empty list means all. Unknown names are refused.
+    pub fn only<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Result<Self, ConfigError> {
+        let mut set = BTreeSet::new();
+        for n in names {
+            let n = n.as_ref();
+            if n == "*" {
+                return Ok(Self::all());
+            }
+            if !events::ALL.contains(&n) {
+                return Err(ConfigError::UnknownEvent(n.to_owned()));
+            }
+            set.insert(n.to_owned());
+        }
+        Ok(if set.is_empty() {
+            Self::all()
+        } else {
+            Self(Some(set))
+        })
+    }
+
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &str) -> bool {
+        self.0.as_ref().is_none_or(|s| s.contains(event))
+    }
+}
+
+/// Where webhooks may go. Empty: any http(s) URL (development). Otherwise the host must match
+/// an entry: `example.com` (exact), `*.example.com` (any subdomain), or for IP literals a
+/// network `10.0.0.0/8` / `fd00::/8` or a single address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UrlPolicy {
+    rules: Vec<HostRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostRule {
+    Exact(String),
+    Suffix(String),
+    Net(IpAddr, u8),
+}
+
+impl UrlPolicy {
+    /// Parses a comma-separated allow-list (e.g. the worker's `WAFLEET_WEBHOOK_ALLOW`).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let rule = if let Some(rest) = item.strip_prefix("*.") {
+                HostRule::Suffix(format!(".{}", rest.to_ascii_lowercase()))
+            } else if let Some((ip, bits)) = item.split_once('/') {
+                let ip: IpAddr = ip.parse().map_err(|_| format!("bad network {item:?}"))?;
+                let bits: u8 = bits.parse().map_err(|_| format!("bad prefix {item:?}"))?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                if bits > max {
+                    return Err(format!("bad prefix {item:?}"));
+                }
+                HostRule::Net(ip, bits)
+            } else if let Ok(ip) = item.parse::<IpAddr>() {
+                HostRule::Net(ip, if ip.is_ipv4() { 32 } else { 128 })
+            } else {
+                HostRule::Exact(item.to_ascii_lowercase())
+            };
+            rules.push(rule);
+        }
+        Ok(Self { rules })
+    }
+
+    /// Whether `url`'s host is allowed.
+    pub fn allows(&self, url: &Url) -> bool {
+        if self.rules.is_empty() {
+            return true;
+        }
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+            Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+            Some(url::Host::Domain(_)) => None,
+            None => return false,
+        };
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        self.rules.iter().any(|r| match (r, ip) {
+            (HostRule::Exact(h), None) => *h == host,
+            (HostRule::Suffix(s), None) => host.ends_with(s.as_str()),
+            (HostRule::Net(net, bits), Some(ip)) => in_network(ip, *net, *bits),
+            _ => false,
+        })
+    }
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Headers wafleet sets itself; extra headers may not override them.
+const RESERVED_HEADERS: [&str; 8] = [
+    "signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+];
+
+/// A validated webhook target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: Url,
+    /// Signing secret (redacted in `Debug`).
+    pub secret: Option<WebhookSecret>,
+    /// Which events to deliver.
+    pub events: EventFilter,
+    /// Extra headers sent with every delivery.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl WebhookConfig {
+    /// Validates a request's `webhook` object against the operator's URL policy.
+    pub fn from_request(req: &WebhookRequest, policy: &UrlPolicy) -> Result<Self, ConfigError> {
+        let url = Url::parse(&req.url).map_err(|_| ConfigError::BadUrl)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::BadScheme);
+        }
+        if url.host().is_none() {
+            return Err(ConfigError::BadUrl);
+        }
+        if !policy.allows(&url) {
+            return Err(ConfigError::HostNotAllowed);
+        }
+        let secret = req.secret.clone().map(WebhookSecret::new).transpose()?;
+        let events = match &req.events {
+            Some(list) => EventFilter::only(list)?,
+            None => EventFilter::all(),
+        };
+        let mut headers = Vec::new();
+        for (name, value) in req.headers.iter().flatten() {
+            let bad = || ConfigError::BadHeader(name.clone());
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            if RESERVED_HEADERS.contains(&n.as_str()) {
+                return Err(bad());
+            }
+            let v = HeaderValue::from_str(value).map_err(|_| bad())?;
+            headers.push((n, v));
+        }
+        Ok(Self {
+            url,
+            secret,
+            events,
+            headers,
+        })
+    }
+
+    /// The operator's global default target, read through `lookup`: `WAFLEET_WEBHOOK_URL`
+    /// (none: no default), `WAFLEET_WEBHOOK_SECRET`, `WAFLEET_WEBHOOK_EVENTS` (comma-separated
+    /// filter). The operator is trusted, so the allow-list does not apply; the scheme does.
+    pub fn default_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = lookup("WAFLEET_WEBHOOK_URL").filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let req = WebhookRequest {
+            url: url.trim().to_owned(),
+            secret: lookup("WAFLEET_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
+            events: lookup("WAFLEET_WEBHOOK_EVENTS").map(|e| {
+                e.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            headers: None,
+        };
+        Self::from_request(&req, &UrlPolicy::default()).map(Some)
+    }
+
+    /// A target for `url` delivering every event, with an optional secret.
+    pub fn simple(url: Url, secret: Option<WebhookSecret>) -> Self {
+        Self {
+            url,
+            secret,
+            events: EventFilter::all(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// What the registry knows about one session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionHooks {
+    /// The session's own webhook; `None` uses the global default.
+    pub webhook: Option<WebhookConfig>,
+    /// The session's metadata, echoed in every envelope.
+    pub metadata: Value,
+}
+
+/// Webhook targets and metadata of the shard's sessions, plus the global default target.
+#[derive(Debug, Default)]
+pub struct Registry {
+    default: RwLock<Option<WebhookConfig>>,
+    sessions: RwLock<HashMap<(WorkspaceId, SessionId), SessionHooks>>,
+}
+
+impl Registry {
+    /// An empty registry (no default, no sessions).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets or clears the global default target (used by sessions without their own).
+    pub fn set_default(&self, config: Option<WebhookConfig>) {
+        *self.default.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// Sets a session's webhook and metadata (on create, on restore, on update).
+    pub fn set_session(&self, ws: &WorkspaceId, s: &SessionId, hooks: SessionHooks) {
+        self.sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((ws.clone(), s.clone()), hooks);
+    }
+
+    /// Forgets a session (on delete). Its pending events then go to the default target.
+    pub fn remove_session(&self, ws: &WorkspaceId, s: &SessionId) {
+        self.sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ws.clone(), s.clone()));
+    }
+
+    /// Where the session's events go: its own webhook, else the default, else nowhere.
+    pub fn target(&self, ws: &WorkspaceId, s: &SessionId) -> Option<WebhookConfig> {
+        let own = self
+            .sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(ws.clone(), s.clone()))
+            .and_then(|h| h.webhook.clone());
+        own.or_else(|| {
+            self.default
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
+    /// The session's metadata (`{}` if unknown).
+    pub fn metadata(&self, ws: &WorkspaceId, s: &SessionId) -> Value {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(ws.clone(), s.clone()))
+            .map(|h| h.metadata.clone())
+            .filter(|m| !m.is_null())
+            .unwrap_or_else(|| Value::Object(Default::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(url: &str) -> WebhookRequest {
+        WebhookRequest {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn url_rules() {
+        let any = UrlPolicy::default();
+        assert!(WebhookConfig::from_request(&req("https://app.test/hook"), &any).is_ok());
+        assert_eq!(
+            WebhookConfig::from_request(&req("ftp://app.test/"), &any),
+            Err(ConfigError::BadScheme)
+        );
+        assert_eq!(
+            WebhookConfig::from_request(&req("not a url"), &any),
+            Err(ConfigError::BadUrl)
+        );
+        let p = UrlPolicy::parse("app.test, *.laravel.test, 10.1.0.0/16, ::1").unwrap();
+        let ok = |u: &str| WebhookConfig::from_request(&req(u), &p).is_ok();
+        assert!(ok("https://app.test/x"));
+        assert!(ok("https://a.b.laravel.test/x"));
+        assert!(!ok("https://laravel.test/x"));
+        assert!(ok("http://10.1.200.3:8080/x"));
+        assert!(!ok("http://10.2.0.1/x"));
+        assert!(!ok("http://169.254.169.254/latest"));
+        assert!(ok("http://[::1]:9/x"));
+        assert!(!ok("http://127.0.0.1/x"));
+        assert!(UrlPolicy::parse("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn filters_and_headers() {
+        let f = EventFilter::only(["message", "message.ack"]).unwrap();
+        assert!(f.matches("message") && !f.matches("session.qr"));
+        assert!(EventFilter::only(["*"]).unwrap().matches("session.qr"));
+        assert!(
+            EventFilter::only(Vec::<String>::new())
+                .unwrap()
+                .matches("x")
+        );
+        assert!(EventFilter::only(["nope"]).is_err());
+        let mut r = req("https://app.test/");
+        r.headers = Some([("Signature".to_string(), "x".to_string())].into());
+        assert!(matches!(
+            WebhookConfig::from_request(&r, &UrlPolicy::default()),
+            Err(ConfigError::BadHeader(_))
+        ));
+        r.headers = Some([("X-Tenant".to_string(), "42".to_string())].into());
+        let c = WebhookConfig::from_request(&r, &UrlPolicy::default()).unwrap();
+        assert_eq!(c.headers.len(), 1);
+    }
+
+    #[test]
+    fn default_from_lookup() {
+        assert_eq!(WebhookConfig::default_from_lookup(|_| None), Ok(None));
+        let c = WebhookConfig::default_from_lookup(|k| match k {
+            "WAFLEET_WEBHOOK_URL" => Some("https://app.test/hooks".into()),
+            "WAFLEET_WEBHOOK_SECRET" => Some("s".into()),
+            "WAFLEET_WEBHOOK_EVENTS" => Some("message, message.ack".into()),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+        assert!(c.events.matches("message.ack") && !c.events.matches("session.qr"));
+        assert!(c.secret.is_some());
+        assert!(
+            WebhookConfig::default_from_lookup(
+                |k| (k == "WAFLEET_WEBHOOK_URL").then(|| "file:///etc/passwd".into())
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn registry_falls_back_to_the_default() {
+        let reg = Registry::new();
+        let ws = WorkspaceId::new("w").unwrap();
+        let s = SessionId::new("s").unwrap();
+        assert!(reg.target(&ws, &s).is_none());
+        let d = WebhookConfig::simple(Url::parse("http://d.test/").unwrap(), None);
+        reg.set_default(Some(d.clone()));
+        assert_eq!(reg.target(&ws, &s), Some(d));
+        let own = WebhookConfig::simple(Url::parse("http://own.test/").unwrap(), None);
+        reg.set_session(
+            &ws,
+            &s,
+            SessionHooks {
+                webhook: Some(own.clone()),
+                metadata: serde_json::json!({"tenant": 1}),
+            },
+        );
+        assert_eq!(reg.target(&ws, &s), Some(own));
+        assert_eq!(reg.metadata(&ws, &s)["tenant"], 1);
+    }
+}
