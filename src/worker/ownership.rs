@@ -454,6 +454,7 @@ mod tests {
         /// the worker stopped — the fencing deadline is shorter than the TTL), no workspace ever
         /// runs on two workers, and a draining worker ends holding nothing.
         #[test]
+        #[allow(clippy::needless_range_loop)] // `i` is also the lock holder's identity
         fn never_two_runners_under_any_interleaving(steps in prop::collection::vec(step(), 1..200)) {
             let names = ["a", "b", "c"].map(ws);
             let mut sims = [0, 1].map(|_| Sim { m: Ownership::new(), pending: VecDeque::new(), running: BTreeSet::new() });
