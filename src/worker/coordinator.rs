@@ -59,6 +59,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// than the TTL), i.e. before anyone else could acquire this term's locks.
     fn fenced(&self) -> BoxFuture<'static, ()>;
 
+    /// Gives the term up after fencing: stops its keepers without releasing anything (the
+    /// locks end with the session).
+    fn abandon(&self);
+
     /// Ends the term cleanly: releases the shard lock and destroys the session (which releases
     /// anything still held). Called only after every workspace stopped.
     fn close(&self) -> BoxFuture<'_, Result<(), CoordError>>;
