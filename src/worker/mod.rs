@@ -215,3 +215,6 @@ pub async fn run(
         Err(WorkerError::DrainTimedOut)
     }
 }
+
+#[cfg(test)]
+mod tests;
