@@ -48,6 +48,15 @@ pub enum ConsulError {
     /// A DNS lookup failed (other than "no such name", which is an empty answer).
     #[error("consul DNS: {0}")]
     Dns(String),
+    /// A key or service the caller asked for does not exist (CLI).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Consul refused a conditional write (a failed CAS or lock; CLI).
+    #[error("refused by consul: {0}")]
+    Rejected(String),
+    /// Reading input or writing output failed (CLI).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
     /// The operation was cancelled through its CancellationToken.
     #[error("cancelled")]
     Cancelled,
