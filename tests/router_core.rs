@@ -258,6 +258,12 @@ async fn fleet_with(
         cancel,
     };
     f.wait_version(1).await;
+    // Let the first background resolution of every shard finish, so the tests can count
+    // the resolutions their own requests cause.
+    eventually("the first resolution of every shard", || async {
+        (f.resolver.calls.load(Ordering::SeqCst) >= u64::from(shards)).then_some(())
+    })
+    .await;
     f
 }
 

@@ -43,6 +43,9 @@ pub struct RouterConfig {
     /// Bodies up to this size with a known length are buffered, so they can be replayed after
     /// a 421; larger ones are streamed.
     pub replay_max_bytes: u64,
+    /// Re-resolutions of one shard closer together than this share one DNS query (a burst
+    /// of failing requests costs one lookup).
+    pub refresh_coalesce: Duration,
 }
 
 impl Default for RouterConfig {
@@ -53,6 +56,7 @@ impl Default for RouterConfig {
             max_body_bytes: MAX_BODY_BYTES,
             max_media_body_bytes: MAX_MEDIA_BODY_BYTES,
             replay_max_bytes: 64 * 1024,
+            refresh_coalesce: Duration::from_millis(50),
         }
     }
 }
@@ -100,6 +104,8 @@ pub async fn run(
     deps: RouterDeps,
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
+    // Install the process-wide recorder before the first metric is recorded.
+    let _ = crate::telemetry::prometheus();
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -111,7 +117,7 @@ pub async fn run(
         .build()
         .map_err(|e| RouterError::Client(e.to_string()))?;
     let state = Arc::new(State {
-        endpoints: table::Endpoints::new(deps.resolver),
+        endpoints: table::Endpoints::new(deps.resolver, config.refresh_coalesce),
         maps: deps.maps,
         client,
         authority: deps.authority,
@@ -136,6 +142,8 @@ async fn refresh_loop(state: Arc<State>, shutdown: CancellationToken) {
     let mut maps = state.maps.clone();
     let mut tick = tokio::time::interval(state.config.dns_cache_ttl);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick of an interval is immediate; the loop refreshes first anyway.
+    tick.reset();
     loop {
         let shards: Vec<u32> = maps
             .borrow_and_update()

@@ -85,13 +85,14 @@ impl std::fmt::Debug for Endpoints {
 // === impl Endpoints ===
 
 impl Endpoints {
-    /// An empty cache over `resolver`.
-    pub fn new(resolver: Arc<dyn Resolver>) -> Self {
+    /// An empty cache over `resolver`; refreshes within `coalesce` of a successful one reuse
+    /// its answer.
+    pub fn new(resolver: Arc<dyn Resolver>, coalesce: Duration) -> Self {
         Self {
             resolver,
             entries: RwLock::new(HashMap::new()),
             next: AtomicUsize::new(0),
-            coalesce: Duration::from_millis(50),
+            coalesce,
         }
     }
 
@@ -261,8 +262,7 @@ mod tests {
             Err(ResolveError("down".into())),
             Ok(vec![]),
         ])));
-        let mut e = Endpoints::new(r);
-        e.coalesce = Duration::ZERO;
+        let e = Endpoints::new(r, Duration::ZERO);
         assert!(e.get(0).await.is_err(), "never resolved: error");
         assert_eq!(&*e.get(0).await.unwrap(), &[addr(1)]);
         // Cached: no resolver call.
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn pick_rotates_and_avoids() {
-        let e = Endpoints::new(Arc::new(Scripted(Mutex::new(vec![]))));
+        let e = Endpoints::new(Arc::new(Scripted(Mutex::new(vec![]))), Duration::ZERO);
         let addrs = [addr(1), addr(2)];
         let a = e.pick(&addrs, None).unwrap();
         let b = e.pick(&addrs, None).unwrap();
