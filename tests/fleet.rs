@@ -187,56 +187,83 @@ async fn kill_9_loses_only_that_shard_and_a_restart_brings_it_back() {
     let wss = names(30);
     create_all(&workers, &map, &wss).await;
 
+    let router = &fleet.router().await;
+    for ws in &wss {
+        let a = router.list(ws).await.expect("router answers");
+        assert_eq!(
+            (a.status, a.shard),
+            (200, Some(owner(&map, ws))),
+            "{ws}: {a:?}"
+        );
+    }
+
     let victim = 1;
+    let victims: Vec<&String> = wss.iter().filter(|ws| owner(&map, ws) == victim).collect();
+    assert!(!victims.is_empty());
     let port = workers[&victim].addr.port();
     workers.get_mut(&victim).expect("victim").proc.kill9().await;
 
-    // While it is down (and while it restarts and waits for its old session to expire), every
-    // other workspace answers 200, every time.
-    let restarted = Arc::new(AtomicBool::new(false));
-    let mut replacement = fleet.worker_unready(victim, port);
-    let ready_wait = replacement.proc.wait_ready(LONG);
+    // Every other workspace answers 200 through the router, every time, from the kill until
+    // the victim is back. Its own workspaces answer 502 (connect refused, until its TTL check
+    // goes critical) and then 503 with Retry-After.
+    let back = Arc::new(AtomicBool::new(false));
+    let saw_503 = Arc::new(AtomicBool::new(false));
     let traffic = async {
-        let mut rounds = 0;
-        while !restarted.load(Ordering::Relaxed) || rounds < 2 {
+        let mut rounds_after = 0;
+        let mut requests = 0u64;
+        while rounds_after < 2 {
+            let was_back = back.load(Ordering::Relaxed);
             for ws in &wss {
-                let k = owner(&map, ws);
-                if k == victim {
-                    continue;
+                let a = router.list(ws).await.expect("router answers");
+                requests += 1;
+                if owner(&map, ws) != victim {
+                    assert_eq!(a.status, 200, "{ws} on healthy shard: {a:?}");
+                    assert_eq!(a.body["sessions"][0]["session"], "default");
+                } else if !was_back {
+                    assert!(
+                        matches!(a.status, 200 | 502 | 503),
+                        "{ws} of the lost shard: {a:?}"
+                    );
+                    if a.status == 503 {
+                        assert!(a.retry_after, "503 without Retry-After: {a:?}");
+                        saw_503.store(true, Ordering::Relaxed);
+                    }
                 }
-                let a = workers[&k].list(ws).await.expect("healthy worker answers");
-                assert_eq!(a.status, 200, "{ws} on healthy shard {k}: {a:?}");
-                assert_eq!(a.body["sessions"][0]["session"], "default");
             }
-            rounds += 1;
+            if was_back {
+                rounds_after += 1;
+            }
         }
-        rounds
+        requests
     };
-    let ((), rounds) = tokio::join!(
-        async {
-            ready_wait.await;
-            restarted.store(true, Ordering::Relaxed);
-        },
-        traffic
-    );
-    assert!(rounds >= 2);
-
-    // After the restart its workspaces answer 200 again, with their sessions restored from
-    // the shared data directory.
-    let rep = &replacement;
-    for ws in wss.iter().filter(|ws| owner(&map, ws) == victim) {
-        let a = wait_for(
-            &format!("{ws} back on shard {victim}"),
-            LONG,
-            || async move {
-                let a = rep.list(ws).await?;
-                (a.status == 200).then_some(a)
-            },
-        )
+    let restart = async {
+        // Restart only once the router answers 503 for the lost shard.
+        wait_for("503 for the lost shard", LONG, || async {
+            saw_503.load(Ordering::Relaxed).then_some(())
+        })
         .await;
-        assert_eq!(a.shard, Some(victim));
-        assert_eq!(a.body["sessions"][0]["session"], "default", "{ws}: {a:?}");
-    }
+        let mut replacement = fleet.worker_unready(victim, port);
+        replacement.proc.wait_ready(LONG).await;
+        // After the restart its workspaces answer 200 again through the router, with their
+        // sessions restored from the shared data directory.
+        for ws in &victims {
+            let a = wait_for(
+                &format!("{ws} back through the router"),
+                LONG,
+                || async move {
+                    let a = router.list(ws).await?;
+                    (a.status == 200).then_some(a)
+                },
+            )
+            .await;
+            assert_eq!(a.shard, Some(victim));
+            assert_eq!(a.body["sessions"][0]["session"], "default", "{ws}: {a:?}");
+        }
+        back.store(true, Ordering::Relaxed);
+        replacement
+    };
+    let (requests, replacement) = tokio::join!(traffic, restart);
+    assert!(requests > 0);
     let s = replacement.state().await.expect("state");
     assert_no_overlap(&s, "replacement");
     // The killed worker's stale owner markers were replaced, not counted as overlaps.
@@ -360,6 +387,7 @@ async fn three_to_four_shards_moves_only_the_planned_workspaces_without_overlap(
     let workers = &start_workers(&fleet, &[0, 1, 2, 3]).await;
     let wss = names(60);
     create_all(workers, &old, &wss).await;
+    let router = &fleet.router().await;
 
     let mut new = ShardMap::uniform(4);
     new.version = old.version + 1;
@@ -417,15 +445,25 @@ async fn three_to_four_shards_moves_only_the_planned_workspaces_without_overlap(
         }
         rounds
     };
-    // Traffic: workspaces that do not move must answer 200 on their owner throughout.
+    // Traffic through the router: workspaces that do not move answer 200 from their owner
+    // throughout; moving ones may answer 503 (Retry-After) while their lock changes hands.
     let traffic = async {
         let mut n = 0u64;
         while !done.load(Ordering::Relaxed) {
-            for ws in wss.iter().filter(|ws| !moving.contains(*ws)) {
-                let k = owner(&old, ws);
-                let a = workers[&k].list(ws).await.expect("answer");
-                assert_eq!(a.status, 200, "unmoved {ws} on {k}: {a:?}");
+            for ws in &wss {
+                let a = router.list(ws).await.expect("router answers");
                 n += 1;
+                if moving.contains(ws) {
+                    // 421 only if the router's map lags the workers' by more than its retry.
+                    assert!(matches!(a.status, 200 | 421 | 503), "moving {ws}: {a:?}");
+                    assert!(a.status == 200 || a.retry_after, "{ws}: {a:?}");
+                } else {
+                    assert_eq!(
+                        (a.status, a.shard),
+                        (200, Some(owner(&old, ws))),
+                        "unmoved {ws}: {a:?}"
+                    );
+                }
             }
         }
         n

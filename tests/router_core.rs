@@ -271,7 +271,6 @@ fn fast() -> RouterConfig {
     RouterConfig {
         dns_cache_ttl: Duration::from_millis(100),
         upstream_timeout: Duration::from_millis(500),
-        refresh_coalesce: Duration::ZERO,
         ..RouterConfig::default()
     }
 }

@@ -205,6 +205,27 @@ pub async fn read_map(
     }
 }
 
+/// Writes `new` over `old` (read with ModifyIndex `modify_index`) with a CAS write; a map
+/// that fails validation or a concurrent write is refused and nothing is written.
+pub async fn write_map(
+    http: &ConsulHttp,
+    prefix: &str,
+    old: &ShardMap,
+    modify_index: u64,
+    new: &ShardMap,
+) -> Result<(), CtlError> {
+    new.validate()?;
+    let key = map_key(prefix);
+    if http.kv_put_cas(&key, &new.to_json(), modify_index).await? {
+        Ok(())
+    } else {
+        Err(CtlError::CasConflict {
+            key,
+            version: old.version,
+        })
+    }
+}
+
 /// The workspaces a plan considers: lock keys under `<prefix>/locks/workspaces/` plus a file.
 pub async fn visible_workspaces(
     http: &ConsulHttp,
@@ -317,11 +338,8 @@ async fn change(
         workspaces.push(ws.clone());
     }
     let moves = plan(&old, &new, &workspaces);
-    if write && !http.kv_put_cas(&key, &new.to_json(), modify_index).await? {
-        return Err(CtlError::CasConflict {
-            key,
-            version: old.version,
-        });
+    if write {
+        write_map(&http, &common.kv_prefix, &old, modify_index, &new).await?;
     }
     let report = change_report(&old, &new, &moves, workspaces.len(), write);
     if common.json {

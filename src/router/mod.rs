@@ -43,9 +43,6 @@ pub struct RouterConfig {
     /// Bodies up to this size with a known length are buffered, so they can be replayed after
     /// a 421; larger ones are streamed.
     pub replay_max_bytes: u64,
-    /// Re-resolutions of one shard closer together than this share one DNS query (a burst
-    /// of failing requests costs one lookup).
-    pub refresh_coalesce: Duration,
 }
 
 impl Default for RouterConfig {
@@ -56,7 +53,6 @@ impl Default for RouterConfig {
             max_body_bytes: MAX_BODY_BYTES,
             max_media_body_bytes: MAX_MEDIA_BODY_BYTES,
             replay_max_bytes: 64 * 1024,
-            refresh_coalesce: Duration::from_millis(50),
         }
     }
 }
@@ -117,7 +113,7 @@ pub async fn run(
         .build()
         .map_err(|e| RouterError::Client(e.to_string()))?;
     let state = Arc::new(State {
-        endpoints: table::Endpoints::new(deps.resolver, config.refresh_coalesce),
+        endpoints: table::Endpoints::new(deps.resolver),
         maps: deps.maps,
         client,
         authority: deps.authority,

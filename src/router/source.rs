@@ -155,6 +155,8 @@ pub fn watch_map(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> MapFeed {
+    // Install the process-wide metrics recorder before the loop records anything.
+    let _ = crate::telemetry::prometheus();
     let (tx, rx) = watch::channel(None);
     tracker.spawn(run_watch(source, options, tx, shutdown));
     rx
@@ -225,6 +227,7 @@ async fn run_watch(
                         }
                     }
                     Verdict::Corrupt(e) => {
+                        metrics::counter!("wafleet_router_map_rejected_total").increment(1);
                         tracing::error!(
                             error = %e,
                             kept_version = current.as_ref().map(|m| m.version),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::ids::{IdError, WorkspaceId};
 
@@ -71,9 +71,10 @@ pub struct Endpoints {
     resolver: Arc<dyn Resolver>,
     entries: RwLock<HashMap<u32, Entry>>,
     next: AtomicUsize,
-    /// Refreshes closer together than this reuse the fresh answer (a burst of failures on
-    /// one shard costs one DNS query, not one per request).
-    coalesce: Duration,
+    /// One resolution at a time per shard: a refresh that waited for another one started
+    /// after it was requested takes that answer (a burst of failing requests costs one
+    /// query, and every answer is at least as fresh as the request for it).
+    inflight: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -85,14 +86,13 @@ impl std::fmt::Debug for Endpoints {
 // === impl Endpoints ===
 
 impl Endpoints {
-    /// An empty cache over `resolver`; refreshes within `coalesce` of a successful one reuse
-    /// its answer.
-    pub fn new(resolver: Arc<dyn Resolver>, coalesce: Duration) -> Self {
+    /// An empty cache over `resolver`.
+    pub fn new(resolver: Arc<dyn Resolver>) -> Self {
         Self {
             resolver,
             entries: RwLock::new(HashMap::new()),
             next: AtomicUsize::new(0),
-            coalesce,
+            inflight: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,9 +116,18 @@ impl Endpoints {
     /// Resolves the shard now and stores the answer. On failure the previous addresses are
     /// kept and returned; only a shard never resolved yields an error.
     pub async fn refresh(&self, shard: u32) -> Result<Arc<[SocketAddr]>, ResolveError> {
+        let requested = Instant::now();
+        let lock = self
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(shard)
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
         if let Some(e) = self.cached(shard)
             && e.error.is_none()
-            && e.resolved_at.elapsed() < self.coalesce
+            && e.resolved_at > requested
         {
             return Ok(e.addrs);
         }
@@ -262,7 +271,7 @@ mod tests {
             Err(ResolveError("down".into())),
             Ok(vec![]),
         ])));
-        let e = Endpoints::new(r, Duration::ZERO);
+        let e = Endpoints::new(r);
         assert!(e.get(0).await.is_err(), "never resolved: error");
         assert_eq!(&*e.get(0).await.unwrap(), &[addr(1)]);
         // Cached: no resolver call.
@@ -274,7 +283,7 @@ mod tests {
 
     #[test]
     fn pick_rotates_and_avoids() {
-        let e = Endpoints::new(Arc::new(Scripted(Mutex::new(vec![]))), Duration::ZERO);
+        let e = Endpoints::new(Arc::new(Scripted(Mutex::new(vec![]))));
         let addrs = [addr(1), addr(2)];
         let a = e.pick(&addrs, None).unwrap();
         let b = e.pick(&addrs, None).unwrap();

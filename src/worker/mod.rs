@@ -115,6 +115,16 @@ impl std::fmt::Debug for WorkerConfig {
     }
 }
 
+/// The session host `wafleet worker` runs when [`WorkerConfig::host`] is `None`: today the
+/// placeholder. The engine plugs its Chromium-backed host in here (it has the data directory,
+/// the shard, `--wa-url` and `--restore-concurrency` in `config`).
+pub fn default_host(config: &WorkerConfig) -> Arc<dyn host::SessionHost> {
+    Arc::new(placeholder::PlaceholderHost::new(
+        config.data.clone(),
+        config.shard,
+    ))
+}
+
 /// Runs a worker on `listener` until `shutdown` fires, then drains: deregisters, answers 503,
 /// stops every workspace, releases every lock, destroys the session. Returns an error only for
 /// bad configuration or a drain that ran out of grace.
@@ -133,12 +143,7 @@ pub async fn run(
     let background = CancellationToken::new();
     let client = crate::consul::Client::new(&config.consul)?;
     let map = consul::watch_shard_map(&client, &config.kv_prefix, &tracker, background.clone())?;
-    let host = config.host.clone().unwrap_or_else(|| {
-        Arc::new(placeholder::PlaceholderHost::new(
-            config.data.clone(),
-            config.shard,
-        ))
-    });
+    let host = config.host.clone().unwrap_or_else(|| default_host(&config));
     let shared = driver::Shared::new(config.shard, config.data.clone(), host, map);
 
     let api = http::Api {

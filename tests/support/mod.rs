@@ -491,3 +491,52 @@ impl Worker {
         .map(|a| a.status)
     }
 }
+
+// === Router ===
+
+/// A router child.
+pub struct Router {
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl Fleet {
+    /// Starts `wafleet router --listen 127.0.0.1:0` and waits until its `/readyz` answers 200
+    /// (a shard map is loaded).
+    pub async fn router(&self) -> Router {
+        let args = [
+            "router",
+            "--listen",
+            "127.0.0.1:0",
+            "--dns-cache-ttl-ms",
+            "500",
+        ]
+        .map(String::from);
+        let proc = Proc::spawn("router", &args, &self.env(), &self.logs()).await;
+        let addr = proc.addr("http");
+        let url = format!("http://{addr}/readyz");
+        wait_for("router ready (map loaded)", READY_TIMEOUT, || {
+            let url = url.clone();
+            async move {
+                let a = call(reqwest::Method::GET, &url, None).await?;
+                (a.status == 200).then_some(())
+            }
+        })
+        .await;
+        Router { addr, proc }
+    }
+}
+
+impl Router {
+    /// `GET /v1/workspaces/<ws>/sessions` through the router.
+    pub async fn list(&self, ws: &str) -> Option<Answer> {
+        call(
+            reqwest::Method::GET,
+            &format!("http://{}/v1/workspaces/{ws}/sessions", self.addr),
+            None,
+        )
+        .await
+    }
+}
