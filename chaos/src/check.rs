@@ -1,0 +1,616 @@
+//! PURE: the invariant checkers. Each takes observations (already collected, with their
+//! instants) and returns the violations with evidence. No I/O and no clock.
+//!
+//! Observations taken one after another are not one atomic instant, so the checkers that
+//! compare several sources only report a violation that a *confirming* observation taken
+//! afterwards still shows (see [`runners`] and [`duplicate_browsers`]); a race between two reads
+//! can therefore not fail a run, while a real overlap that lasts longer than one sampling round
+//! always does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::model::{Accepted, BrowserProc, Outcome, Received, SessionTable, Violation, WorkerSnap};
+
+/// Invariant names (stable: they appear in the JSON report).
+pub mod names {
+    /// No error of any kind on workspaces the fault should not touch.
+    pub const UNAFFECTED_NO_ERROR: &str = "unaffected_shards_see_no_error";
+    /// At most one process runs a workspace, and only while holding its lock.
+    pub const ONE_RUNNER: &str = "one_runner_and_lock_holder_per_workspace";
+    /// At most one Chromium per profile directory.
+    pub const ONE_CHROMIUM: &str = "one_chromium_per_profile";
+    /// Every WORKING session is WORKING again, same phone, no QR shown.
+    pub const SESSIONS_RESTORED: &str = "sessions_working_again_without_qr";
+    /// Every 202-accepted message reaches the simulator or ends failed.
+    pub const NO_MESSAGE_LOST: &str = "no_accepted_message_lost";
+    /// Every webhook event is delivered at least once.
+    pub const NO_WEBHOOK_LOST: &str = "no_webhook_lost";
+    /// The fleet healed: every affected workspace answered 200 again before the deadline.
+    pub const RECOVERED: &str = "recovered_before_deadline";
+}
+
+/// Requests on workspaces outside `affected`, within `[from_ms, to_ms]`, that did not succeed.
+pub fn unaffected_errors(
+    outcomes: &[Outcome],
+    affected: &BTreeSet<String>,
+    from_ms: u64,
+    to_ms: u64,
+) -> Vec<Violation> {
+    outcomes
+        .iter()
+        .filter(|o| o.t_ms >= from_ms && o.t_ms <= to_ms)
+        .filter(|o| !affected.contains(&o.ws) && !o.ok())
+        .map(|o| Violation {
+            invariant: names::UNAFFECTED_NO_ERROR.into(),
+            t_ms: o.t_ms,
+            what: format!(
+                "{:?} on unaffected workspace {} answered {} ({})",
+                o.kind,
+                o.ws,
+                o.status.map_or("no answer".into(), |s| s.to_string()),
+                o.error.as_deref().unwrap_or("-")
+            ),
+            evidence: json!({"request": o}),
+        })
+        .collect()
+}
+
+/// Compares two rounds of worker snapshots (`first`, then the KV locks `locks` read after it,
+/// then `second` read after that) and reports:
+/// * a workspace that two different worker processes may run in *both* rounds;
+/// * a workspace a worker may run in both rounds (same session) while the lock read in between
+///   is held by a *different* session.
+///
+/// `locks` maps a workspace to the session holding its lock (absent = free). A free lock under
+/// a running workspace is not a violation here (the lock delay still protects it); see
+/// [`runs_without_lock`].
+pub fn runners(
+    t_ms: u64,
+    first: &[WorkerSnap],
+    locks: &BTreeMap<String, String>,
+    second: &[WorkerSnap],
+) -> Vec<Violation> {
+    let confirmed = confirmed_runners(first, second);
+    let mut out = Vec::new();
+    for (ws, procs) in &confirmed {
+        if procs.len() > 1 {
+            out.push(Violation {
+                invariant: names::ONE_RUNNER.into(),
+                t_ms,
+                what: format!(
+                    "workspace {ws} runs in {} worker processes at once (pids {:?})",
+                    procs.len(),
+                    procs.iter().map(|w| w.pid).collect::<Vec<_>>()
+                ),
+                evidence: json!({"workspace": ws, "workers": procs, "lock_holder": locks.get(ws)}),
+            });
+        }
+        for w in procs {
+            if let (Some(holder), Some(mine)) = (locks.get(ws), w.session.as_ref())
+                && holder != mine
+            {
+                out.push(Violation {
+                    invariant: names::ONE_RUNNER.into(),
+                    t_ms,
+                    what: format!(
+                        "worker pid {} (shard {}) runs workspace {ws} while its lock is held by session {holder}",
+                        w.pid, w.shard
+                    ),
+                    evidence: json!({"workspace": ws, "worker": w, "lock_holder": holder}),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Workspaces confirmed running (in both rounds) without their lock held by anyone: allowed
+/// only inside the fencing window, so it is counted and reported, not failed.
+pub fn runs_without_lock(
+    first: &[WorkerSnap],
+    locks: &BTreeMap<String, String>,
+    second: &[WorkerSnap],
+) -> Vec<String> {
+    confirmed_runners(first, second)
+        .into_keys()
+        .filter(|ws| !locks.contains_key(ws))
+        .collect()
+}
+
+/// A workspace confirmed running with no lock holder in two consecutive rounds: the worker
+/// kept it past its fencing deadline (a correct worker stops before its session can expire).
+pub fn free_lock_twice(
+    t_ms: u64,
+    previous: &[String],
+    now: &[String],
+    workers: &[WorkerSnap],
+) -> Vec<Violation> {
+    now.iter()
+        .filter(|ws| previous.contains(ws))
+        .map(|ws| Violation {
+            invariant: names::ONE_RUNNER.into(),
+            t_ms,
+            what: format!(
+                "workspace {ws} still runs with no lock holder in two consecutive sampling rounds"
+            ),
+            evidence: json!({
+                "workspace": ws,
+                "workers": workers.iter().filter(|w| w.may_run.contains(ws)).collect::<Vec<_>>(),
+            }),
+        })
+        .collect()
+}
+
+/// Workspace → workers (from `second`) that may run it in both rounds with the same pid and
+/// session.
+fn confirmed_runners<'a>(
+    first: &[WorkerSnap],
+    second: &'a [WorkerSnap],
+) -> BTreeMap<String, Vec<&'a WorkerSnap>> {
+    let mut out: BTreeMap<String, Vec<&WorkerSnap>> = BTreeMap::new();
+    for w2 in second {
+        let Some(w1) = first
+            .iter()
+            .find(|w| w.pid == w2.pid && w.session == w2.session)
+        else {
+            continue;
+        };
+        for ws in &w2.may_run {
+            if w1.may_run.contains(ws) {
+                out.entry(ws.clone()).or_default().push(w2);
+            }
+        }
+    }
+    out
+}
+
+/// Worker processes whose own overlap counter grew between two snapshots.
+pub fn overlap_growth(t_ms: u64, before: &[WorkerSnap], after: &[WorkerSnap]) -> Vec<Violation> {
+    after
+        .iter()
+        .filter_map(|a| {
+            let b = before.iter().find(|b| b.pid == a.pid)?;
+            (a.overlaps > b.overlaps).then(|| Violation {
+                invariant: names::ONE_RUNNER.into(),
+                t_ms,
+                what: format!(
+                    "worker pid {} (shard {}) detected another live process running one of its workspaces ({} → {} overlaps)",
+                    a.pid, a.shard, b.overlaps, a.overlaps
+                ),
+                evidence: json!({"before": b, "after": a}),
+            })
+        })
+        .collect()
+}
+
+/// Profiles with more than one browser main process in one `/proc` scan.
+pub fn duplicate_browsers(procs: &[BrowserProc]) -> BTreeMap<String, Vec<BrowserProc>> {
+    let mut by: BTreeMap<String, Vec<BrowserProc>> = BTreeMap::new();
+    for p in procs {
+        by.entry(normalise_profile(&p.profile))
+            .or_default()
+            .push(p.clone());
+    }
+    by.retain(|_, v| v.len() > 1);
+    by
+}
+
+/// Turns confirmed duplicates (every process still alive, same start time, after the scan)
+/// into violations.
+pub fn browser_violations(
+    t_ms: u64,
+    confirmed: &BTreeMap<String, Vec<BrowserProc>>,
+) -> Vec<Violation> {
+    confirmed
+        .iter()
+        .map(|(profile, procs)| Violation {
+            invariant: names::ONE_CHROMIUM.into(),
+            t_ms,
+            what: format!(
+                "{} Chromium browser processes on profile {profile} (pids {:?})",
+                procs.len(),
+                procs.iter().map(|p| p.pid).collect::<Vec<_>>()
+            ),
+            evidence: json!({"profile": profile, "processes": procs}),
+        })
+        .collect()
+}
+
+/// `a/b/../b/` and `a/b` name the same profile.
+fn normalise_profile(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Parses the NUL-separated `/proc/<pid>/cmdline` of a Chromium *browser* process (not a
+/// renderer, GPU or utility child, which carry `--type=`) and returns its `--user-data-dir`.
+pub fn browser_profile(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if args.iter().any(|a| a.starts_with(b"--type=")) {
+        return None;
+    }
+    args.iter().find_map(|a| {
+        a.strip_prefix(b"--user-data-dir=")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// Every session WORKING in `before` must be WORKING in `after` with the same `me`; and no
+/// status read in `seen` may show such a session in `SCAN_QR_CODE` (a new QR).
+pub fn sessions_restored(
+    t_ms: u64,
+    before: &SessionTable,
+    after: &SessionTable,
+    seen: &[Outcome],
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (key, b) in before.iter().filter(|(_, b)| b.status == "WORKING") {
+        match after.get(key) {
+            Some(a) if a.status == "WORKING" && a.me == b.me => {}
+            other => out.push(Violation {
+                invariant: names::SESSIONS_RESTORED.into(),
+                t_ms,
+                what: format!(
+                    "session {}/{} was WORKING ({:?}) and is now {:?}",
+                    key.0, key.1, b.me, other
+                ),
+                evidence: json!({"workspace": key.0, "session": key.1, "before": b, "after": other}),
+            }),
+        }
+        if let Some(o) = seen.iter().find(|o| {
+            o.ws == key.0
+                && o.sessions
+                    .iter()
+                    .any(|(s, st)| s == &key.1 && st == "SCAN_QR_CODE")
+        }) {
+            out.push(Violation {
+                invariant: names::SESSIONS_RESTORED.into(),
+                t_ms: o.t_ms,
+                what: format!(
+                    "session {}/{} was WORKING and showed a new QR (SCAN_QR_CODE)",
+                    key.0, key.1
+                ),
+                evidence: json!({"request": o}),
+            });
+        }
+    }
+    out
+}
+
+/// The fate of accepted messages.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct MessageTally {
+    /// Accepted with 202.
+    pub accepted: usize,
+    /// Reached the simulator.
+    pub delivered: usize,
+    /// Reached the simulator more than `delay_ms` after acceptance.
+    pub delayed: usize,
+    /// Ended `failed` (with a reason) without reaching the simulator.
+    pub failed: usize,
+    /// Neither: lost.
+    pub lost: usize,
+}
+
+/// Classifies accepted messages: `delivered_at` maps the unique text to when the simulator
+/// first listed it; `failed` holds the ids whose status is `failed`.
+pub fn messages(
+    t_ms: u64,
+    accepted: &[Accepted],
+    delivered_at: &BTreeMap<String, u64>,
+    failed: &BTreeSet<String>,
+    delay_ms: u64,
+) -> (MessageTally, Vec<Violation>) {
+    let mut tally = MessageTally {
+        accepted: accepted.len(),
+        ..MessageTally::default()
+    };
+    let mut out = Vec::new();
+    for a in accepted {
+        if let Some(at) = delivered_at.get(&a.text) {
+            tally.delivered += 1;
+            if at.saturating_sub(a.t_ms) > delay_ms {
+                tally.delayed += 1;
+            }
+        } else if failed.contains(&a.id) {
+            tally.failed += 1;
+        } else {
+            tally.lost += 1;
+            out.push(Violation {
+                invariant: names::NO_MESSAGE_LOST.into(),
+                t_ms,
+                what: format!(
+                    "message {} accepted at t={}ms on {}/{} never reached the simulator and is not failed",
+                    a.id, a.t_ms, a.ws, a.session
+                ),
+                evidence: json!({"accepted": a}),
+            });
+        }
+    }
+    (tally, out)
+}
+
+/// The fate of expected webhook events.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct WebhookTally {
+    /// Events expected.
+    pub expected: usize,
+    /// Delivered at least once.
+    pub delivered: usize,
+    /// Delivered, but only after the receiver came back (or after more than `delay_ms`).
+    pub delayed: usize,
+    /// Delivered more than once (allowed: at-least-once).
+    pub duplicated: usize,
+    /// Never delivered.
+    pub lost: usize,
+}
+
+/// For every accepted message, a `message.sent`/`message.ack`/`message.failed` webhook must
+/// arrive (matched by message id in the payload).
+pub fn webhooks(
+    t_ms: u64,
+    accepted: &[Accepted],
+    received: &[Received],
+    delay_ms: u64,
+) -> (WebhookTally, Vec<Violation>) {
+    let mut tally = WebhookTally {
+        expected: accepted.len(),
+        ..WebhookTally::default()
+    };
+    let mut out = Vec::new();
+    for a in accepted {
+        let got: Vec<&Received> = received
+            .iter()
+            .filter(|r| r.message_id.as_deref() == Some(a.id.as_str()))
+            .collect();
+        match got.iter().map(|r| r.t_ms).min() {
+            Some(first) => {
+                tally.delivered += 1;
+                if first.saturating_sub(a.t_ms) > delay_ms {
+                    tally.delayed += 1;
+                }
+                if got.iter().any(|r| r.deliveries > 1) {
+                    tally.duplicated += 1;
+                }
+            }
+            None => {
+                tally.lost += 1;
+                out.push(Violation {
+                    invariant: names::NO_WEBHOOK_LOST.into(),
+                    t_ms,
+                    what: format!(
+                        "no message webhook ever arrived for message {} ({}/{})",
+                        a.id, a.ws, a.session
+                    ),
+                    evidence: json!({"accepted": a}),
+                });
+            }
+        }
+    }
+    (tally, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, SessionSnap};
+
+    fn outcome(t: u64, ws: &str, status: Option<u16>) -> Outcome {
+        Outcome {
+            t_ms: t,
+            latency_ms: 1,
+            ws: ws.into(),
+            kind: Kind::Status,
+            status,
+            error: None,
+            shard: Some(0),
+            sessions: vec![("default".into(), "WORKING".into())],
+        }
+    }
+
+    fn worker(pid: u32, session: &str, ws: &[&str]) -> WorkerSnap {
+        WorkerSnap {
+            shard: pid % 10,
+            pid,
+            session: Some(session.into()),
+            term: 1,
+            ready: true,
+            fenced: false,
+            may_run: ws.iter().map(|s| (*s).to_owned()).collect(),
+            overlaps: 0,
+        }
+    }
+
+    #[test]
+    fn unaffected_errors_only_outside_the_affected_set_and_window() {
+        let affected: BTreeSet<String> = ["a".to_owned()].into();
+        let o = vec![
+            outcome(5, "b", Some(503)),  // before window
+            outcome(10, "a", Some(503)), // affected
+            outcome(11, "b", Some(200)), // fine
+            outcome(12, "b", None),      // transport error on unaffected
+            outcome(13, "c", Some(502)), // unaffected
+            outcome(99, "c", Some(502)), // after window
+        ];
+        let v = unaffected_errors(&o, &affected, 10, 50);
+        assert_eq!(v.iter().map(|v| v.t_ms).collect::<Vec<_>>(), [12, 13]);
+        assert!(v[0].what.contains("no answer"));
+    }
+
+    #[test]
+    fn two_runners_need_confirmation_in_both_rounds() {
+        let locks: BTreeMap<String, String> = [("x".to_owned(), "s1".to_owned())].into();
+        // Handoff race: A runs x in round 1 only, B in round 2 only → fine.
+        let r1 = [worker(1, "s1", &["x"]), worker(2, "s2", &[])];
+        let r2 = [worker(1, "s1", &[]), worker(2, "s2", &["x"])];
+        assert!(runners(0, &r1, &locks, &r2).is_empty());
+        // Both rounds both run it → violation (and B runs it under A's lock).
+        let r1 = [worker(1, "s1", &["x"]), worker(2, "s2", &["x"])];
+        let v = runners(7, &r1, &locks, &r1);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].what.contains("2 worker processes"));
+        assert!(v[1].what.contains("held by session s1"));
+        assert_eq!(v[0].t_ms, 7);
+    }
+
+    #[test]
+    fn runner_under_a_foreign_lock_is_a_violation_but_a_free_lock_is_only_counted() {
+        let r = [worker(1, "s1", &["x", "y"])];
+        let locks: BTreeMap<String, String> = [("x".to_owned(), "s9".to_owned())].into();
+        let v = runners(0, &r, &locks, &r);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].what.contains("workspace x"));
+        assert_eq!(runs_without_lock(&r, &locks, &r), ["y".to_owned()]);
+        // A new term (new session) in round 2 is not the same runner: no confirmation.
+        let r2 = [worker(1, "s2", &["x"])];
+        assert!(runners(0, &r, &locks, &r2).is_empty());
+    }
+
+    #[test]
+    fn free_lock_fails_only_on_two_consecutive_rounds() {
+        let w = [worker(1, "s1", &["x"])];
+        let x = vec!["x".to_owned()];
+        assert!(free_lock_twice(0, &[], &x, &w).is_empty());
+        let v = free_lock_twice(5, &x, &x, &w);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].evidence["workers"][0]["pid"], 1);
+        assert!(free_lock_twice(0, &x, &[], &w).is_empty());
+    }
+
+    #[test]
+    fn overlap_counter_growth_is_reported() {
+        let mut a = worker(1, "s", &[]);
+        let b = a.clone();
+        a.overlaps = 2;
+        assert_eq!(overlap_growth(0, std::slice::from_ref(&b), &[a]).len(), 1);
+        assert!(overlap_growth(0, std::slice::from_ref(&b), std::slice::from_ref(&b)).is_empty());
+    }
+
+    #[test]
+    fn browser_main_process_and_profile_from_cmdline() {
+        let main = b"/usr/lib/chromium/chromium\0--headless\0--user-data-dir=/d/workspaces/a/s/profile\0about:blank\0";
+        assert_eq!(
+            browser_profile(main).as_deref(),
+            Some("/d/workspaces/a/s/profile")
+        );
+        let child = b"/usr/lib/chromium/chromium\0--type=renderer\0--user-data-dir=/d/p\0";
+        assert_eq!(browser_profile(child), None);
+        assert_eq!(browser_profile(b"/bin/bash\0-c\0ls\0"), None);
+    }
+
+    #[test]
+    fn duplicates_by_normalised_profile() {
+        let p = |pid, prof: &str| BrowserProc {
+            pid,
+            start_time: 1,
+            profile: prof.into(),
+        };
+        let d = duplicate_browsers(&[
+            p(1, "/d/a/profile"),
+            p(2, "/d/a/./profile/"),
+            p(3, "/d/b/profile"),
+        ]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d["/d/a/profile"].len(), 2);
+        assert_eq!(browser_violations(3, &d).len(), 1);
+        assert!(duplicate_browsers(&[p(1, "/x"), p(2, "/y")]).is_empty());
+    }
+
+    #[test]
+    fn sessions_must_come_back_working_with_the_same_phone_and_no_qr() {
+        let snap = |st: &str, me: Option<&str>| SessionSnap {
+            status: st.into(),
+            me: me.map(str::to_owned),
+        };
+        let key = ("a".to_owned(), "default".to_owned());
+        let before: SessionTable = [(key.clone(), snap("WORKING", Some("1@c.us")))].into();
+        let same = before.clone();
+        assert!(sessions_restored(0, &before, &same, &[]).is_empty());
+        let other: SessionTable = [(key.clone(), snap("WORKING", Some("2@c.us")))].into();
+        assert_eq!(sessions_restored(0, &before, &other, &[]).len(), 1);
+        assert_eq!(
+            sessions_restored(0, &before, &SessionTable::new(), &[]).len(),
+            1
+        );
+        let mut qr = outcome(4, "a", Some(200));
+        qr.sessions = vec![("default".into(), "SCAN_QR_CODE".into())];
+        let v = sessions_restored(9, &before, &same, &[qr]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].t_ms, 4);
+        // A session that was not WORKING before is not held to it.
+        let starting: SessionTable = [(key, snap("STARTING", None))].into();
+        assert!(sessions_restored(0, &starting, &SessionTable::new(), &[]).is_empty());
+    }
+
+    fn acc(t: u64, id: &str, text: &str) -> Accepted {
+        Accepted {
+            t_ms: t,
+            ws: "a".into(),
+            session: "default".into(),
+            id: id.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn message_tally_delayed_failed_lost() {
+        let accepted = [
+            acc(0, "m1", "t1"),
+            acc(0, "m2", "t2"),
+            acc(0, "m3", "t3"),
+            acc(0, "m4", "t4"),
+        ];
+        let delivered: BTreeMap<String, u64> =
+            [("t1".to_owned(), 100), ("t2".to_owned(), 9_000)].into();
+        let failed: BTreeSet<String> = ["m3".to_owned()].into();
+        let (t, v) = messages(1, &accepted, &delivered, &failed, 5_000);
+        assert_eq!(
+            t,
+            MessageTally {
+                accepted: 4,
+                delivered: 2,
+                delayed: 1,
+                failed: 1,
+                lost: 1
+            }
+        );
+        assert_eq!(v.len(), 1);
+        assert!(v[0].what.contains("m4"));
+    }
+
+    #[test]
+    fn webhook_tally_matches_by_message_id() {
+        let accepted = [acc(0, "m1", "t1"), acc(0, "m2", "t2")];
+        let r = Received {
+            t_ms: 20_000,
+            id: "evt_1".into(),
+            event: "message.sent".into(),
+            workspace: "a".into(),
+            message_id: Some("m1".into()),
+            deliveries: 2,
+        };
+        let (t, v) = webhooks(0, &accepted, &[r], 5_000);
+        assert_eq!(
+            t,
+            WebhookTally {
+                expected: 2,
+                delivered: 1,
+                delayed: 1,
+                duplicated: 1,
+                lost: 1
+            }
+        );
+        assert!(v[0].what.contains("m2"));
+    }
+}

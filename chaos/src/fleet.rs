@@ -1,0 +1,639 @@
+//! I/O adapter: the dev fleet under test. Starts `wafleet dev` as a child process (data in a
+//! temp dir, every port 0) or attaches to a running one through `<data>/dev/state.json`; reads
+//! the state, signals workers, starts an extra worker for scale-out, and talks to the built-in
+//! Consul agent (KV reads, fault injection). Everything stays on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::model::WorkerSnap;
+
+/// Why the fleet could not be driven.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Process or file error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// HTTP error talking to the fleet.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The fleet did not reach a state in time, or answered something unexpected.
+    #[error("{0}")]
+    Fleet(String),
+}
+
+/// One worker in `state.json`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct WorkerEntry {
+    /// Shard.
+    pub shard: u32,
+    /// Current pid.
+    pub pid: u32,
+    /// HTTP address.
+    pub addr: String,
+}
+
+/// `<data>/dev/state.json` (DESIGN §10); unknown keys are ignored, missing ones are `None`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DevState {
+    /// `wafleet dev` pid.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Consul HTTP address.
+    #[serde(default)]
+    pub consul_http: Option<String>,
+    /// Consul DNS address.
+    #[serde(default)]
+    pub consul_dns: Option<String>,
+    /// Router address.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Simulator address.
+    #[serde(default)]
+    pub sim: Option<String>,
+    /// WhatsApp Web URL the workers use.
+    #[serde(default)]
+    pub wa_url: Option<String>,
+    /// Data directory.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// File holding the admin token.
+    #[serde(default)]
+    pub admin_token_file: Option<String>,
+    /// Other children's pids.
+    #[serde(default)]
+    pub pids: BTreeMap<String, u32>,
+    /// Workers.
+    #[serde(default)]
+    pub workers: Vec<WorkerEntry>,
+}
+
+/// How to start a fleet.
+#[derive(Debug, Clone)]
+pub struct StartConfig {
+    /// The `wafleet` binary.
+    pub bin: PathBuf,
+    /// Workers (= shards).
+    pub workers: u32,
+    /// Worker session TTL, seconds.
+    pub session_ttl_secs: u64,
+    /// Worker lock delay, seconds.
+    pub lock_delay_secs: u64,
+    /// Worker drain grace, seconds.
+    pub drain_grace_secs: u64,
+    /// Where `wafleet dev`'s stderr goes.
+    pub log: PathBuf,
+}
+
+/// A worker this suite started itself (scale-out, when `wafleet dev` cannot add one).
+#[derive(Debug)]
+pub struct ExtraWorker {
+    /// Shard.
+    pub shard: u32,
+    /// Pid.
+    pub pid: u32,
+    /// HTTP address.
+    pub addr: String,
+    child: Child,
+}
+
+/// The fleet under test.
+pub struct Fleet {
+    /// The data directory.
+    pub data: PathBuf,
+    /// `<data>/dev/state.json`.
+    pub state_path: PathBuf,
+    /// Admin token.
+    pub admin: String,
+    /// Token secret (known only when we started the fleet).
+    pub secret: Option<String>,
+    /// The `wafleet` binary (for `shards apply` and extra workers).
+    pub bin: PathBuf,
+    /// Worker flags, for an extra worker.
+    pub worker_flags: Vec<String>,
+    /// HTTP client (short timeouts).
+    pub http: reqwest::Client,
+    dev: std::sync::Mutex<Option<Child>>,
+    extra: std::sync::Mutex<Vec<ExtraWorker>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the first stdout line with `"ready": true` within `timeout`.
+async fn wait_ready_line(
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<serde_json::Value, FleetError> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| FleetError::Fleet("child has no stdout".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .map_err(|_| FleetError::Fleet(format!("no readiness line within {timeout:?}")))??;
+        let Some(line) = line else {
+            return Err(FleetError::Fleet("child exited before it was ready".into()));
+        };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v.get("ready").and_then(|r| r.as_bool()) == Some(true)
+        {
+            // Keep draining stdout so the child never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(v);
+        }
+    }
+}
+
+/// Which long flags `wafleet <sub> --help` lists.
+async fn supported_flags(bin: &Path, sub: &str) -> Result<Vec<String>, FleetError> {
+    let out = Command::new(bin).args([sub, "--help"]).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| w.trim_end_matches([',', '=']).to_owned())
+        .collect())
+}
+
+/// Sends a signal with `kill(1)` (no unsafe code in this crate).
+pub async fn signal(pid: u32, sig: &str) -> Result<(), FleetError> {
+    let st = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(FleetError::Fleet(format!("kill -s {sig} {pid} failed")))
+    }
+}
+
+impl Fleet {
+    /// Starts `wafleet dev` in a fresh temp dir and waits for its readiness line and
+    /// `state.json` with every worker.
+    pub async fn start(cfg: &StartConfig) -> Result<Fleet, FleetError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("wafleet-chaos-")
+            .tempdir()?;
+        let data = tmp.path().to_path_buf();
+        let admin = hex(24);
+        let secret = hex(32);
+        let flags = supported_flags(&cfg.bin, "dev").await?;
+        let mut args: Vec<String> = vec![
+            "dev".into(),
+            "--workers".into(),
+            cfg.workers.to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--router-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let mut worker_flags = Vec::new();
+        for (flag, value) in [
+            ("--consul-http", "127.0.0.1:0".to_owned()),
+            ("--consul-dns", "127.0.0.1:0".to_owned()),
+            ("--session-ttl-secs", cfg.session_ttl_secs.to_string()),
+            ("--lock-delay-secs", cfg.lock_delay_secs.to_string()),
+            ("--drain-grace-secs", cfg.drain_grace_secs.to_string()),
+        ] {
+            if flags.iter().any(|f| f == flag) {
+                args.extend([flag.to_owned(), value.clone()]);
+                if flag.ends_with("-secs") {
+                    worker_flags.extend([flag.to_owned(), value]);
+                }
+            } else {
+                tracing::warn!(
+                    flag,
+                    "wafleet dev does not accept this flag; using its default"
+                );
+            }
+        }
+        if let Some(parent) = cfg.log.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let log = std::fs::File::create(&cfg.log)?;
+        tracing::info!(data = %data.display(), ?args, "starting wafleet dev");
+        let mut child = Command::new(&cfg.bin)
+            .args(&args)
+            .env("WAFLEET_ADMIN_TOKEN", &admin)
+            .env("WAFLEET_TOKEN_SECRET", &secret)
+            .env("WAFLEET_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_ready_line(&mut child, Duration::from_secs(240)).await?;
+        let state_path = data.join("dev").join("state.json");
+        let fleet = Fleet {
+            data,
+            state_path,
+            admin,
+            secret: Some(secret),
+            bin: cfg.bin.clone(),
+            worker_flags,
+            http: client()?,
+            dev: std::sync::Mutex::new(Some(child)),
+            extra: std::sync::Mutex::default(),
+            _tmp: Some(tmp),
+        };
+        fleet
+            .wait_for(
+                "state.json lists every worker",
+                Duration::from_secs(60),
+                |s| {
+                    s.workers.len() as u32 >= cfg.workers
+                        && s.router.is_some()
+                        && s.consul_http.is_some()
+                },
+            )
+            .await?;
+        Ok(fleet)
+    }
+
+    /// Attaches to a running fleet through its `state.json`.
+    pub async fn attach(state_path: &Path, bin: PathBuf) -> Result<Fleet, FleetError> {
+        let text = std::fs::read_to_string(state_path)?;
+        let st: DevState = serde_json::from_str(&text)
+            .map_err(|e| FleetError::Fleet(format!("{}: {e}", state_path.display())))?;
+        let data = match &st.data {
+            Some(d) => PathBuf::from(d),
+            None => state_path
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| FleetError::Fleet("cannot derive the data dir".into()))?,
+        };
+        let admin = match (&st.admin_token_file, std::env::var("WAFLEET_ADMIN_TOKEN")) {
+            (_, Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+            (Some(f), _) => std::fs::read_to_string(f)?.trim().to_owned(),
+            _ => {
+                return Err(FleetError::Fleet(
+                    "no admin token: set WAFLEET_ADMIN_TOKEN or use a state.json with admin_token_file".into(),
+                ));
+            }
+        };
+        Ok(Fleet {
+            data,
+            state_path: state_path.to_path_buf(),
+            admin,
+            secret: std::env::var("WAFLEET_TOKEN_SECRET").ok(),
+            bin,
+            worker_flags: Vec::new(),
+            http: client()?,
+            dev: std::sync::Mutex::new(None),
+            extra: std::sync::Mutex::default(),
+            _tmp: None,
+        })
+    }
+
+    /// The current `state.json`.
+    pub fn state(&self) -> Result<DevState, FleetError> {
+        let text = std::fs::read_to_string(&self.state_path)?;
+        serde_json::from_str(&text)
+            .map_err(|e| FleetError::Fleet(format!("{}: {e}", self.state_path.display())))
+    }
+
+    /// Polls `state.json` until `cond` holds, or fails after `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&DevState) -> bool,
+    ) -> Result<DevState, FleetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(s) = self.state()
+                && cond(&s)
+            {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                return Err(FleetError::Fleet(format!("timed out waiting for {what}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every worker: from `state.json` plus the ones this suite started.
+    pub fn workers(&self) -> Vec<WorkerEntry> {
+        let mut w = self.state().map(|s| s.workers).unwrap_or_default();
+        let extra = self.extra.lock().map(|e| {
+            e.iter()
+                .map(|e| (e.shard, e.pid, e.addr.clone()))
+                .collect::<Vec<_>>()
+        });
+        for (shard, pid, addr) in extra.unwrap_or_default() {
+            let e = WorkerEntry { shard, pid, addr };
+            if !w.iter().any(|x| x.shard == e.shard) {
+                w.push(e);
+            }
+        }
+        w
+    }
+
+    /// The router's base URL.
+    pub fn router(&self) -> Result<String, FleetError> {
+        self.state()?
+            .router
+            .map(|r| format!("http://{r}"))
+            .ok_or_else(|| FleetError::Fleet("state.json has no router".into()))
+    }
+
+    /// The Consul agent's base URL.
+    pub fn consul(&self) -> Result<String, FleetError> {
+        self.state()?
+            .consul_http
+            .map(|r| format!("http://{r}"))
+            .ok_or_else(|| FleetError::Fleet("state.json has no consul_http".into()))
+    }
+
+    /// The simulator's base URL, when one runs.
+    pub fn sim(&self) -> Option<String> {
+        self.state().ok()?.sim.map(|s| format!("http://{s}"))
+    }
+
+    /// `GET /v1/worker/state` of one worker.
+    pub async fn worker_snap(&self, w: &WorkerEntry) -> Option<WorkerSnap> {
+        let v: serde_json::Value = self
+            .http
+            .get(format!("http://{}/v1/worker/state", w.addr))
+            .bearer_auth(&self.admin)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let may_run = v
+            .get("workspaces")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, p)| {
+                        matches!(p.as_str(), Some("starting" | "running" | "stopping"))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(WorkerSnap {
+            shard: w.shard,
+            pid: w.pid,
+            session: v.get("session").and_then(|s| s.as_str()).map(str::to_owned),
+            term: v.get("term").and_then(|s| s.as_u64()).unwrap_or(0),
+            ready: v.get("ready").and_then(|s| s.as_bool()).unwrap_or(false),
+            fenced: v.get("fenced").and_then(|s| s.as_bool()).unwrap_or(false),
+            may_run,
+            overlaps: v.get("overlaps").and_then(|s| s.as_u64()).unwrap_or(0),
+        })
+    }
+
+    /// Every worker's snapshot (workers that do not answer are left out).
+    pub async fn worker_snaps(&self) -> Vec<WorkerSnap> {
+        let ws = self.workers();
+        futures::future::join_all(ws.iter().map(|w| self.worker_snap(w)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// KV keys under `prefix` (recursive) → holder session (keys without a holder are left
+    /// out). `None` when Consul did not answer.
+    pub async fn lock_holders(&self, prefix: &str) -> Option<BTreeMap<String, String>> {
+        let consul = self.consul().ok()?;
+        let resp = self
+            .http
+            .get(format!("{consul}/v1/kv/{prefix}?recurse=true"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Some(BTreeMap::new());
+        }
+        if !resp.status().is_success() {
+            return None;
+        }
+        let v: Vec<serde_json::Value> = resp.json().await.ok()?;
+        Some(
+            v.into_iter()
+                .filter_map(|e| {
+                    let key = e.get("Key")?.as_str()?;
+                    let s = e.get("Session")?.as_str()?;
+                    let short = key.rsplit('/').next()?.to_owned();
+                    Some((short, s.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The shard map from KV.
+    pub async fn shard_map(&self) -> Result<wafleet::shard::ShardMap, FleetError> {
+        let consul = self.consul()?;
+        let bytes = self
+            .http
+            .get(format!("{consul}/v1/kv/wafleet/shardmap?raw=true"))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        wafleet::shard::ShardMap::from_json(&bytes)
+            .map_err(|e| FleetError::Fleet(format!("shard map: {e}")))
+    }
+
+    /// `POST <consul>/_dev/faults/<what>` (or DELETE `/_dev/faults` for `clear`).
+    pub async fn consul_fault(
+        &self,
+        what: &str,
+        body: serde_json::Value,
+    ) -> Result<(), FleetError> {
+        let consul = self.consul()?;
+        let req = if what == "clear" {
+            self.http.delete(format!("{consul}/_dev/faults"))
+        } else {
+            self.http
+                .post(format!("{consul}/_dev/faults/{what}"))
+                .json(&body)
+        };
+        let resp = req.timeout(Duration::from_secs(5)).send().await?;
+        if !resp.status().is_success() {
+            return Err(FleetError::Fleet(format!(
+                "consul fault {what}: {}",
+                resp.status()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `wafleet shards <args>` against the fleet's Consul agent.
+    pub async fn shards(&self, args: &[&str]) -> Result<String, FleetError> {
+        let consul = self.consul()?;
+        let out = Command::new(&self.bin)
+            .arg("shards")
+            .args(args)
+            .env("CONSUL_HTTP_ADDR", consul)
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(FleetError::Fleet(format!(
+                "wafleet shards {args:?}: {text}"
+            )));
+        }
+        Ok(text)
+    }
+
+    /// Starts `wafleet worker --shard K` with the fleet's flags and environment (what `wafleet
+    /// dev` would do) and waits for its readiness line.
+    pub async fn start_worker(&self, shard: u32, log: &Path) -> Result<WorkerEntry, FleetError> {
+        let st = self.state()?;
+        let consul = self.consul()?;
+        let mut args: Vec<String> = vec![
+            "worker".into(),
+            "--shard".into(),
+            shard.to_string(),
+            "--data".into(),
+            self.data.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--advertise".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(self.worker_flags.iter().cloned());
+        if let Some(u) = &st.wa_url {
+            args.extend(["--wa-url".into(), u.clone()]);
+        }
+        let secret = self.secret.clone().unwrap_or_else(|| hex(32));
+        let logf = std::fs::File::create(log)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&args)
+            .env("CONSUL_HTTP_ADDR", consul)
+            .env("WAFLEET_ADMIN_TOKEN", &self.admin)
+            .env("WAFLEET_TOKEN_SECRET", secret)
+            .env("WAFLEET_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .kill_on_drop(true);
+        if let Some(dns) = &st.consul_dns {
+            cmd.env("WAFLEET_CONSUL_DNS", dns);
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let ready = wait_ready_line(&mut child, Duration::from_secs(120)).await?;
+        let addr = ready
+            .get("http")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| FleetError::Fleet("worker readiness line has no http".into()))?
+            .to_owned();
+        let entry = WorkerEntry {
+            shard,
+            pid,
+            addr: addr.clone(),
+        };
+        if let Ok(mut x) = self.extra.lock() {
+            x.push(ExtraWorker {
+                shard,
+                pid,
+                addr,
+                child,
+            });
+        }
+        Ok(entry)
+    }
+
+    /// Stops everything this suite started: extra workers (SIGTERM, drain), then `wafleet dev`
+    /// (SIGTERM: it drains its workers and stops in order), SIGKILL after a grace.
+    pub async fn stop(&self, grace: Duration) {
+        let extra: Vec<ExtraWorker> = self
+            .extra
+            .lock()
+            .map(|mut x| x.drain(..).collect())
+            .unwrap_or_default();
+        for mut e in extra {
+            let _ = signal(e.pid, "TERM").await;
+            if tokio::time::timeout(grace, e.child.wait()).await.is_err() {
+                tracing::warn!(pid = e.pid, "extra worker did not drain in time; SIGKILL");
+                let _ = e.child.kill().await;
+            }
+        }
+        let dev = self.dev.lock().ok().and_then(|mut d| d.take());
+        if let Some(mut dev) = dev {
+            if let Some(pid) = dev.id() {
+                let _ = signal(pid, "TERM").await;
+            }
+            if tokio::time::timeout(grace, dev.wait()).await.is_err() {
+                tracing::warn!("wafleet dev did not stop in time; SIGKILL");
+                let _ = dev.kill().await;
+            }
+        }
+    }
+
+    /// Whether the suite started this fleet (as opposed to attaching).
+    pub fn owned(&self) -> bool {
+        self.dev.lock().map(|d| d.is_some()).unwrap_or(false)
+    }
+}
+
+fn client() -> Result<reqwest::Client, FleetError> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64)
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_json_is_read_leniently() {
+        let s: DevState = serde_json::from_str(
+            r#"{"consul_http":"127.0.0.1:1","router":"127.0.0.1:2","extra":true,
+                "workers":[{"shard":0,"pid":42,"addr":"127.0.0.1:3","restarts":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.workers[0].pid, 42);
+        assert_eq!(s.sim, None);
+        assert!(
+            serde_json::from_str::<DevState>("{}")
+                .unwrap()
+                .workers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn random_hex_has_the_requested_length() {
+        assert_eq!(hex(24).len(), 48);
+        assert!(hex(4).chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

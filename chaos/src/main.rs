@@ -1,0 +1,384 @@
+//! `wafleet-chaos`: the chaos suite. Starts (or attaches to) a `wafleet dev` fleet, creates M
+//! workspaces with one session each, keeps steady traffic on all of them through the router,
+//! injects one fault per scenario, checks the fleet's invariants continuously, and writes
+//! `target/chaos/report.json` plus a Markdown table. A broken invariant makes the exit status
+//! non-zero and prints the evidence.
+//!
+//! Modules: [`model`] (records), [`check`] and [`report`] (pure), [`fleet`], [`traffic`],
+//! [`observe`] (I/O adapters), [`scenario`] (the scenarios).
+
+mod check;
+mod fleet;
+mod model;
+mod observe;
+mod report;
+mod scenario;
+mod traffic;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::{Fleet, StartConfig};
+use crate::observe::{Observations, Receiver};
+use crate::scenario::{Caps, Ctx, Timing};
+use crate::traffic::{Recorder, Target, TrafficConfig};
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(name = "wafleet-chaos", about = "Chaos suite for a wafleet dev fleet")]
+struct Args {
+    /// Comma-separated scenarios, or `all`.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Attach to a running fleet through its `<data>/dev/state.json` instead of starting one.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The `wafleet` binary (to start the fleet, an extra worker, `shards apply`).
+    #[arg(long, default_value = "target/debug/wafleet")]
+    wafleet: PathBuf,
+    /// Workers to start (ignored with --state).
+    #[arg(long, default_value_t = 3)]
+    workers: u32,
+    /// Workspaces (one session each) under traffic.
+    #[arg(long, default_value_t = 30)]
+    workspaces: usize,
+    /// Interval between two status reads of one workspace, ms.
+    #[arg(long, default_value_t = 250)]
+    interval_ms: u64,
+    /// A send every N status reads when sends are supported (0 = never).
+    #[arg(long, default_value_t = 8)]
+    send_every: u64,
+    /// Worker Consul session TTL, seconds (passed to `wafleet dev`).
+    #[arg(long, default_value_t = 10)]
+    session_ttl_secs: u64,
+    /// Worker lock delay, seconds.
+    #[arg(long, default_value_t = 2)]
+    lock_delay_secs: u64,
+    /// Worker drain grace, seconds.
+    #[arg(long, default_value_t = 10)]
+    drain_grace_secs: u64,
+    /// How long one scenario may take to heal, seconds.
+    #[arg(long, default_value_t = 120)]
+    recover_timeout_secs: u64,
+    /// Consecutive good reads per workspace that count as healthy.
+    #[arg(long, default_value_t = 3)]
+    healthy_reads: usize,
+    /// How long the webhook receiver stays down in webhook-outage, seconds.
+    #[arg(long, default_value_t = 10)]
+    webhook_outage_secs: u64,
+    /// A message/webhook later than this counts as delayed, seconds.
+    #[arg(long, default_value_t = 5)]
+    delay_secs: u64,
+    /// Hard bound on the whole run (traffic and sampling stop by themselves), seconds.
+    #[arg(long, default_value_t = 1800)]
+    max_run_secs: u64,
+    /// Output directory for report.json, table.md and logs.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+    /// The shard the single-shard scenarios hit.
+    #[arg(long, default_value_t = 1)]
+    victim: u32,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    wafleet::telemetry::init_tracing(wafleet::telemetry::LogFormat::Text);
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wafleet-chaos: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    // Civil date from days since 1970 (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let started_at = utc_now();
+    std::fs::create_dir_all(&args.out)?;
+    let out = std::path::absolute(&args.out)?;
+    let log_dir = out.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let names: Vec<String> = if args.scenarios == "all" {
+        scenario::ALL.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.scenarios
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    for n in &names {
+        if !scenario::ALL.contains(&n.as_str()) {
+            return Err(
+                format!("unknown scenario {n} (known: {})", scenario::ALL.join(", ")).into(),
+            );
+        }
+    }
+
+    let fleet = match &args.state {
+        Some(state) => Fleet::attach(state, args.wafleet.clone()).await?,
+        None => {
+            Fleet::start(&StartConfig {
+                bin: std::path::absolute(&args.wafleet)?,
+                workers: args.workers,
+                session_ttl_secs: args.session_ttl_secs,
+                lock_delay_secs: args.lock_delay_secs,
+                drain_grace_secs: args.drain_grace_secs,
+                log: log_dir.join("dev.log"),
+            })
+            .await?
+        }
+    };
+    let fleet = Arc::new(fleet);
+    let result = drive(&args, fleet.clone(), command, started_at, &out, log_dir).await;
+    // Stops what the suite started: its extra workers, and the fleet when it started it.
+    tracing::info!(owned = fleet.owned(), "stopping what the suite started");
+    fleet
+        .stop(Duration::from_secs(args.drain_grace_secs + 20))
+        .await;
+    result
+}
+
+async fn drive(
+    args: &Args,
+    fleet: Arc<Fleet>,
+    command: String,
+    started_at: String,
+    out: &std::path::Path,
+    log_dir: PathBuf,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let rec = Arc::new(Recorder::new());
+    let obs = Arc::new(Observations::default());
+    let stop = CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let receiver = Receiver::start(rec.clone(), stop.clone()).await?;
+    let target = Target {
+        http: fleet.http.clone(),
+        router: fleet.router()?,
+        admin: fleet.admin.clone(),
+    };
+    let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let workspaces: Vec<String> = (0..args.workspaces)
+        .map(|i| format!("chaos-{run_id}-{i:03}"))
+        .collect();
+    let session = "default".to_owned();
+
+    // Sessions.
+    tracing::info!(count = workspaces.len(), "creating sessions");
+    let hook_url = receiver.url();
+    let creates = workspaces.iter().map(|ws| {
+        traffic::create_session(
+            &target,
+            ws,
+            &session,
+            Some(hook_url.as_str()),
+            Duration::from_secs(60),
+        )
+    });
+    for r in futures::future::join_all(creates).await {
+        r?;
+    }
+    let mut caps = Caps {
+        sim: fleet.sim().is_some(),
+        ..Caps::default()
+    };
+    let settled = traffic::wait_sessions(
+        &target,
+        &rec,
+        &workspaces,
+        &["WORKING", "SCAN_QR_CODE"],
+        Duration::from_secs(90),
+    )
+    .await
+    .map_err(|t| format!("sessions did not start: {t:?}"))?;
+    let mut phones = std::collections::BTreeMap::new();
+    if settled.values().any(|s| s.status == "SCAN_QR_CODE") {
+        caps.real_sessions = true;
+        let sim = fleet
+            .sim()
+            .ok_or("sessions show a QR but no simulator runs to link them")?;
+        tracing::info!("real sessions: linking through the simulator");
+        for (i, ws) in workspaces.iter().enumerate() {
+            let phone = traffic::phone_for(i);
+            traffic::link(&target, &sim, ws, &session, &phone, Duration::from_secs(60)).await?;
+            phones.insert(ws.clone(), phone);
+        }
+        traffic::wait_sessions(
+            &target,
+            &rec,
+            &workspaces,
+            &["WORKING"],
+            Duration::from_secs(120),
+        )
+        .await
+        .map_err(|t| format!("linked sessions did not reach WORKING: {t:?}"))?;
+    }
+    caps.sends = traffic::probe_send(&target, &workspaces[0], &session).await == Some(true);
+    // Webhooks: a session.status event for one of our workspaces must arrive.
+    let hook_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < hook_deadline {
+        if receiver
+            .received()
+            .iter()
+            .any(|r| workspaces.contains(&r.workspace))
+        {
+            caps.webhooks = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tracing::info!(?caps, "capabilities");
+
+    // Traffic and sampling.
+    let max = Duration::from_secs(args.max_run_secs);
+    let tcfg = TrafficConfig {
+        interval: Duration::from_millis(args.interval_ms),
+        send_every: if caps.sends { args.send_every } else { 0 },
+        request_timeout: Duration::from_secs(5),
+        max_duration: max,
+        session: session.clone(),
+        run_id: run_id.clone(),
+    };
+    let n = workspaces.len().max(1) as u64;
+    for (i, ws) in workspaces.iter().enumerate() {
+        // Spread the workspaces over one interval.
+        let offset = Duration::from_millis(args.interval_ms * i as u64 / n);
+        tracker.spawn(traffic::workspace_loop(
+            target.clone(),
+            rec.clone(),
+            tcfg.clone(),
+            ws.clone(),
+            offset,
+            stop.clone(),
+        ));
+    }
+    tracker.spawn(observe::sampler(
+        fleet.clone(),
+        rec.clone(),
+        obs.clone(),
+        Duration::from_millis(500),
+        max,
+        stop.clone(),
+    ));
+
+    let ctx = Ctx {
+        fleet: fleet.clone(),
+        rec: rec.clone(),
+        obs: obs.clone(),
+        target,
+        workspaces: workspaces.clone(),
+        phones,
+        session,
+        caps: caps.clone(),
+        timing: Timing {
+            session_ttl: Duration::from_secs(args.session_ttl_secs),
+            recover_timeout: Duration::from_secs(args.recover_timeout_secs),
+            healthy_reads: args.healthy_reads,
+            webhook_outage: Duration::from_secs(args.webhook_outage_secs),
+            delay_threshold: Duration::from_secs(args.delay_secs),
+        },
+        receiver,
+        log_dir,
+        delivered: tokio::sync::Mutex::default(),
+    };
+    let run_deadline = tokio::time::Instant::now() + max;
+    let mut scenarios = Vec::new();
+    for name in &args.scenarios_list() {
+        if tokio::time::Instant::now() >= run_deadline {
+            scenarios.push(report::ScenarioReport::skipped(
+                name,
+                "the run's --max-run-secs was reached".into(),
+            ));
+            continue;
+        }
+        tracing::info!(scenario = %name, "scenario start");
+        let reps = scenario::run(&ctx, name, args.victim).await;
+        for r in &reps {
+            tracing::info!(scenario = %r.name, passed = r.passed, "scenario done");
+        }
+        scenarios.extend(reps);
+    }
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+
+    let passed = scenarios.iter().all(|s| s.passed);
+    let rep = report::Report {
+        command,
+        started_at,
+        fleet: serde_json::json!({
+            "workers": fleet.workers(),
+            "dev_pid": fleet.state().ok().and_then(|s| s.pid),
+            "other_pids": fleet.state().ok().map(|s| s.pids),
+            "workspaces": workspaces.len(),
+            "interval_ms": args.interval_ms,
+            "session_ttl_secs": args.session_ttl_secs,
+            "lock_delay_secs": args.lock_delay_secs,
+            "drain_grace_secs": args.drain_grace_secs,
+            "capabilities": caps,
+            "requests_total": rec.outcomes().len(),
+            "sampler_rounds": obs.runner_rounds.load(std::sync::atomic::Ordering::Relaxed),
+            "sampler_rounds_without_consul": obs.kv_missed.load(std::sync::atomic::Ordering::Relaxed),
+            "proc_scans": obs.proc_scans.load(std::sync::atomic::Ordering::Relaxed),
+            "attached": args.state.is_some(),
+        }),
+        scenarios,
+        passed,
+    };
+    let table = report::table(&rep);
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&rep)?)?;
+    std::fs::write(out.join("table.md"), &table)?;
+    println!("{table}");
+    println!(
+        "report: {}  result: {}",
+        out.join("report.json").display(),
+        if passed { "PASS" } else { "FAIL" }
+    );
+    Ok(passed)
+}
+
+impl Args {
+    fn scenarios_list(&self) -> Vec<String> {
+        if self.scenarios == "all" {
+            scenario::ALL.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            self.scenarios
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! I/O: the continuous observers. A sampler that, every round, reads every worker's state,
+//! the workspace lock holders in Consul KV, the workers' state again, and scans `/proc` for
+//! Chromium browser processes by `--user-data-dir`, feeding the pure checkers in
+//! [`crate::check`]; and a webhook receiver that can be taken down and brought back.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+use crate::check;
+use crate::fleet::Fleet;
+use crate::model::{BrowserProc, Received, Violation};
+use crate::traffic::Recorder;
+
+/// What the sampler found so far.
+#[derive(Default)]
+pub struct Observations {
+    /// Every violation, with its instant.
+    pub violations: Mutex<Vec<Violation>>,
+    /// Sampling rounds where worker states and locks were compared.
+    pub runner_rounds: AtomicU64,
+    /// Rounds where Consul did not answer (lock comparison skipped).
+    pub kv_missed: AtomicU64,
+    /// `/proc` scans.
+    pub proc_scans: AtomicU64,
+    /// Largest number of Chromium browser processes seen in one scan.
+    pub max_browsers: AtomicU64,
+    /// `(t_ms, workspace)` seen running with no lock holder (inside the fencing window).
+    pub free_lock_runs: Mutex<Vec<(u64, String)>>,
+    /// Latest browser processes (for browser-crash).
+    pub browsers: Mutex<Vec<BrowserProc>>,
+    /// Instants of the sampling rounds.
+    pub rounds: Mutex<Vec<u64>>,
+}
+
+impl Observations {
+    /// Violations within `[from, to]`.
+    pub fn violations_between(&self, invariant: &str, from: u64, to: u64) -> Vec<Violation> {
+        self.violations
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|x| x.invariant == invariant && x.t_ms >= from && x.t_ms <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sampling rounds within `[from, to]`.
+    pub fn rounds_between(&self, from: u64, to: u64) -> usize {
+        self.rounds
+            .lock()
+            .map(|r| r.iter().filter(|t| **t >= from && **t <= to).count())
+            .unwrap_or(0)
+    }
+
+    fn add(&self, v: Vec<Violation>) {
+        if v.is_empty() {
+            return;
+        }
+        for x in &v {
+            tracing::error!(invariant = %x.invariant, t_ms = x.t_ms, "VIOLATION: {}", x.what);
+        }
+        if let Ok(mut all) = self.violations.lock() {
+            all.extend(v);
+        }
+    }
+}
+
+/// Start time (field 22) of `/proc/<pid>/stat`.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Every Chromium browser main process whose `--user-data-dir` is under `data`.
+pub fn scan_browsers(data: &Path) -> Vec<BrowserProc> {
+    let prefix = data.display().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let profile = check::browser_profile(&cmd)?;
+            profile.starts_with(&prefix).then_some(())?;
+            Some(BrowserProc {
+                pid,
+                start_time: start_time(pid)?,
+                profile,
+            })
+        })
+        .collect()
+}
+
+/// The sampler loop: one round every `interval` until `stop` or `max`.
+pub async fn sampler(
+    fleet: Arc<Fleet>,
+    rec: Arc<Recorder>,
+    obs: Arc<Observations>,
+    interval: Duration,
+    max: Duration,
+    stop: CancellationToken,
+) {
+    let deadline = Instant::now() + max;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev: Vec<crate::model::WorkerSnap> = Vec::new();
+    let mut free_before: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+        // Workers, locks, workers again: see check::runners for why two rounds.
+        let first = fleet.worker_snaps().await;
+        let locks = fleet.lock_holders("wafleet/locks/workspaces/").await;
+        let second = fleet.worker_snaps().await;
+        let t = rec.now_ms();
+        match &locks {
+            Some(locks) => {
+                obs.runner_rounds.fetch_add(1, Ordering::Relaxed);
+                obs.add(check::runners(t, &first, locks, &second));
+                let free = check::runs_without_lock(&first, locks, &second);
+                obs.add(check::free_lock_twice(t, &free_before, &free, &second));
+                if let Ok(mut v) = obs.free_lock_runs.lock() {
+                    v.extend(free.iter().map(|ws| (t, ws.clone())));
+                }
+                free_before = free;
+                if let Ok(mut r) = obs.rounds.lock() {
+                    r.push(t);
+                }
+            }
+            None => {
+                free_before.clear();
+                obs.kv_missed.fetch_add(1, Ordering::Relaxed);
+                // Without the locks, still compare the workers with each other.
+                obs.add(check::runners(t, &first, &BTreeMap::new(), &second));
+            }
+        }
+        obs.add(check::overlap_growth(t, &prev, &second));
+        if !second.is_empty() {
+            prev = second;
+        }
+
+        // Chromium per profile: a duplicate counts only if every process is still alive
+        // with the same start time after the scan (then they coexist at that instant).
+        let procs = scan_browsers(&fleet.data);
+        obs.proc_scans.fetch_add(1, Ordering::Relaxed);
+        obs.max_browsers
+            .fetch_max(procs.len() as u64, Ordering::Relaxed);
+        let mut dups = check::duplicate_browsers(&procs);
+        dups.retain(|_, ps| ps.iter().all(|p| start_time(p.pid) == Some(p.start_time)));
+        obs.add(check::browser_violations(rec.now_ms(), &dups));
+        if let Ok(mut b) = obs.browsers.lock() {
+            *b = procs;
+        }
+    }
+}
+
+// === webhook receiver ===
+
+/// A local webhook receiver (127.0.0.1, port 0) that records every event and can be "down"
+/// (answering 503) to simulate an outage.
+pub struct Receiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    got: Arc<Mutex<BTreeMap<String, Received>>>,
+}
+
+impl Receiver {
+    /// Starts the receiver until `stop`.
+    pub async fn start(rec: Arc<Recorder>, stop: CancellationToken) -> std::io::Result<Receiver> {
+        let up = Arc::new(AtomicBool::new(true));
+        let got: Arc<Mutex<BTreeMap<String, Received>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (u, g) = (up.clone(), got.clone());
+        let route = warp::post()
+            .and(warp::body::content_length_limit(1 << 20))
+            .and(warp::body::bytes())
+            .map(move |body: bytes::Bytes| {
+                if !u.load(Ordering::Relaxed) {
+                    return warp::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    return warp::http::StatusCode::BAD_REQUEST;
+                };
+                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+                let Some(id) = s("id") else {
+                    return warp::http::StatusCode::BAD_REQUEST;
+                };
+                let p = v.get("payload").cloned().unwrap_or_default();
+                let message_id = ["id", "message_id"]
+                    .iter()
+                    .find_map(|k| p.get(*k).and_then(|x| x.as_str()))
+                    .or_else(|| {
+                        p.get("message")
+                            .and_then(|m| m.get("id"))
+                            .and_then(|x| x.as_str())
+                    })
+                    .map(str::to_owned);
+                if let Ok(mut g) = g.lock() {
+                    g.entry(id.clone())
+                        .and_modify(|r| r.deliveries += 1)
+                        .or_insert(Received {
+                            t_ms: rec.now_ms(),
+                            id,
+                            event: s("event").unwrap_or_default(),
+                            workspace: s("workspace").unwrap_or_default(),
+                            message_id,
+                            deliveries: 1,
+                        });
+                }
+                warp::http::StatusCode::OK
+            });
+        let route =
+            route.recover(|_| async { Ok::<_, Infallible>(warp::http::StatusCode::BAD_REQUEST) });
+        tokio::spawn(
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(stop.cancelled_owned())
+                .run(),
+        );
+        Ok(Receiver { addr, up, got })
+    }
+
+    /// Takes the receiver down (503) or brings it back.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.got
+            .lock()
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The receiver's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable() {
+        assert!(start_time(std::process::id()).is_some());
+        assert!(start_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn scan_finds_nothing_under_a_fresh_dir() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(scan_browsers(d.path()).is_empty());
+    }
+}

@@ -1,0 +1,857 @@
+//! The scenarios: each waits for a healthy fleet, takes a snapshot of the sessions, injects
+//! one fault (recording the instant and what it hit), waits — with deadlines — for the fleet
+//! to heal, and turns the recorded traffic and observations into a [`ScenarioReport`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::check::{self, names};
+use crate::fleet::{self, Fleet, FleetError};
+use crate::model::{InvariantResult, Violation};
+use crate::observe::{Observations, Receiver};
+use crate::report::{self, ScenarioReport};
+use crate::traffic::{self, Recorder, Target};
+
+/// Every scenario, in the order a full run uses.
+pub const ALL: &[&str] = &[
+    "kill-worker",
+    "drain-worker",
+    "partition-worker",
+    "consul-outage",
+    "rolling-restart",
+    "browser-crash",
+    "webhook-outage",
+    "scale-out",
+];
+
+/// What the fleet under test can do (probed, never assumed).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Caps {
+    /// Sessions run a real engine (they showed a QR and were linked through the simulator).
+    pub real_sessions: bool,
+    /// `POST …/messages` answers 202.
+    pub sends: bool,
+    /// Webhooks reach our receiver.
+    pub webhooks: bool,
+    /// A simulator runs.
+    pub sim: bool,
+}
+
+/// Timing knobs.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Worker session TTL (the fencing deadline is 2/3 of it).
+    pub session_ttl: Duration,
+    /// How long a scenario may take to heal.
+    pub recover_timeout: Duration,
+    /// Consecutive good reads per workspace that count as healthy.
+    pub healthy_reads: usize,
+    /// How long the webhook receiver stays down.
+    pub webhook_outage: Duration,
+    /// A message or webhook later than this counts as delayed.
+    pub delay_threshold: Duration,
+}
+
+/// Everything a scenario needs.
+pub struct Ctx {
+    /// The fleet.
+    pub fleet: Arc<Fleet>,
+    /// Recorded traffic.
+    pub rec: Arc<Recorder>,
+    /// Sampler observations.
+    pub obs: Arc<Observations>,
+    /// How to reach the router.
+    pub target: Target,
+    /// The workspaces under traffic.
+    pub workspaces: Vec<String>,
+    /// Workspace → phone it is linked to (real sessions).
+    pub phones: BTreeMap<String, String>,
+    /// The session id in every workspace.
+    pub session: String,
+    /// Probed capabilities.
+    pub caps: Caps,
+    /// Timing.
+    pub timing: Timing,
+    /// The webhook receiver.
+    pub receiver: Receiver,
+    /// Where extra process logs go.
+    pub log_dir: std::path::PathBuf,
+    /// Sim message texts seen so far (text → first seen).
+    pub delivered: tokio::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+/// What an injected fault hit.
+struct Fault {
+    /// One line: what was done to whom.
+    action: String,
+    /// Shards it targets.
+    shards: Vec<u32>,
+    /// `(from_ms, to_ms, affected workspaces)`: inside each window, workspaces outside the set
+    /// must see no error.
+    windows: Vec<(u64, u64, BTreeSet<String>)>,
+    /// Workspaces affected over the whole scenario (for the measures).
+    affected: BTreeSet<String>,
+    /// Extra violations the scenario found itself.
+    violations: Vec<Violation>,
+    /// Notes.
+    notes: Vec<String>,
+}
+
+impl Ctx {
+    fn owners(&self, map: &wafleet::shard::ShardMap) -> BTreeMap<String, u32> {
+        self.workspaces
+            .iter()
+            .filter_map(|ws| {
+                let id = wafleet::ids::WorkspaceId::new(ws.clone()).ok()?;
+                Some((ws.clone(), map.owner(&id)?))
+            })
+            .collect()
+    }
+
+    fn of_shards(&self, owners: &BTreeMap<String, u32>, shards: &[u32]) -> BTreeSet<String> {
+        owners
+            .iter()
+            .filter(|(_, k)| shards.contains(k))
+            .map(|(w, _)| w.clone())
+            .collect()
+    }
+
+    /// Waits until every workspace has `healthy_reads` consecutive successful WORKING status
+    /// reads, all sent after `since_ms`. Returns the instant it held.
+    async fn wait_healthy(&self, since_ms: u64, timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let outcomes = self.rec.outcomes();
+            let mut sick = Vec::new();
+            for ws in &self.workspaces {
+                let mine: Vec<_> = outcomes
+                    .iter()
+                    .filter(|o| {
+                        &o.ws == ws && o.t_ms >= since_ms && o.kind == crate::model::Kind::Status
+                    })
+                    .collect();
+                let tail = &mine[mine.len().saturating_sub(self.timing.healthy_reads)..];
+                if tail.len() < self.timing.healthy_reads || !tail.iter().all(|o| o.ok_working()) {
+                    sick.push(ws.clone());
+                }
+            }
+            if sick.is_empty() {
+                return Ok(self.rec.now_ms());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} workspace(s) not healthy within {timeout:?}: {:?}",
+                    sick.len(),
+                    &sick[..sick.len().min(5)]
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until worker `shard` has a pid other than `old` in state.json (restarted by
+    /// `wafleet dev`).
+    async fn wait_restarted(&self, shard: u32, old: u32) -> Result<u32, FleetError> {
+        let s = self
+            .fleet
+            .wait_for(
+                &format!("worker {shard} to be restarted"),
+                self.timing.recover_timeout,
+                |s| s.workers.iter().any(|w| w.shard == shard && w.pid != old),
+            )
+            .await?;
+        Ok(s.workers
+            .iter()
+            .find(|w| w.shard == shard)
+            .map_or(0, |w| w.pid))
+    }
+
+    fn pid_of(&self, shard: u32) -> Result<u32, FleetError> {
+        self.fleet
+            .workers()
+            .iter()
+            .find(|w| w.shard == shard)
+            .map(|w| w.pid)
+            .ok_or_else(|| FleetError::Fleet(format!("no worker for shard {shard}")))
+    }
+
+    /// Polls the simulator and message statuses until every message accepted in
+    /// `[from, to]` is delivered or failed, or `timeout`.
+    async fn settle_messages(
+        &self,
+        from: u64,
+        to: u64,
+        timeout: Duration,
+    ) -> (check::MessageTally, Vec<Violation>) {
+        let deadline = Instant::now() + timeout;
+        let accepted: Vec<_> = self
+            .rec
+            .accepted()
+            .into_iter()
+            .filter(|a| a.t_ms >= from && a.t_ms <= to)
+            .collect();
+        let mut failed = BTreeSet::new();
+        loop {
+            let sim = self.fleet.sim();
+            let mut delivered = self.delivered.lock().await;
+            if let Some(sim) = &sim {
+                for phone in self.phones.values() {
+                    traffic::sim_messages(&self.fleet.http, sim, phone, &self.rec, &mut delivered)
+                        .await;
+                }
+            }
+            for a in accepted.iter().filter(|a| !delivered.contains_key(&a.text)) {
+                if !failed.contains(&a.id)
+                    && traffic::message_status(&self.target, a).await.as_deref() == Some("failed")
+                {
+                    failed.insert(a.id.clone());
+                }
+            }
+            let pending = accepted
+                .iter()
+                .filter(|a| !delivered.contains_key(&a.text) && !failed.contains(&a.id))
+                .count();
+            if pending == 0 || Instant::now() >= deadline {
+                return check::messages(
+                    self.rec.now_ms(),
+                    &accepted,
+                    &delivered,
+                    &failed,
+                    self.timing.delay_threshold.as_millis() as u64,
+                );
+            }
+            drop(delivered);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn settle_webhooks(
+        &self,
+        from: u64,
+        to: u64,
+        timeout: Duration,
+    ) -> (check::WebhookTally, Vec<Violation>) {
+        let deadline = Instant::now() + timeout;
+        let accepted: Vec<_> = self
+            .rec
+            .accepted()
+            .into_iter()
+            .filter(|a| a.t_ms >= from && a.t_ms <= to)
+            .collect();
+        loop {
+            let got = self.receiver.received();
+            let r = check::webhooks(
+                self.rec.now_ms(),
+                &accepted,
+                &got,
+                self.timing.delay_threshold.as_millis() as u64,
+            );
+            if r.0.lost == 0 || Instant::now() >= deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Runs one scenario by name; may produce several report rows (consul-outage: short, long).
+pub async fn run(ctx: &Ctx, name: &str, victim: u32) -> Vec<ScenarioReport> {
+    match name {
+        "consul-outage" => {
+            let fence = ctx.timing.session_ttl * 2 / 3;
+            let short = fence / 2;
+            let long = ctx.timing.session_ttl + Duration::from_secs(3);
+            vec![
+                one(ctx, "consul-outage-short", |c| {
+                    consul_outage(c, short, false)
+                })
+                .await,
+                one(ctx, "consul-outage-long", |c| consul_outage(c, long, true)).await,
+            ]
+        }
+        "kill-worker" => vec![one(ctx, name, |c| restart_worker(c, victim, "KILL")).await],
+        "drain-worker" => vec![one(ctx, name, |c| restart_worker(c, victim, "TERM")).await],
+        "partition-worker" => vec![one(ctx, name, |c| partition(c, victim)).await],
+        "rolling-restart" => vec![one(ctx, name, rolling).await],
+        "scale-out" => vec![one(ctx, name, scale_out).await],
+        "browser-crash" if !ctx.caps.real_sessions => vec![ScenarioReport::skipped(
+            name,
+            "sessions are placeholders (no Chromium runs): nothing to crash".into(),
+        )],
+        "browser-crash" => vec![one(ctx, name, |c| browser_crash(c, victim)).await],
+        "webhook-outage" if !ctx.caps.webhooks => vec![ScenarioReport::skipped(
+            name,
+            "webhooks are not delivered by this fleet yet (no event reached the receiver)".into(),
+        )],
+        "webhook-outage" if !ctx.caps.sends => vec![ScenarioReport::skipped(
+            name,
+            "webhook-outage needs sends to generate message events; sends are not supported".into(),
+        )],
+        "webhook-outage" => vec![one(ctx, name, webhook_outage).await],
+        other => vec![ScenarioReport::skipped(other, "unknown scenario".into())],
+    }
+}
+
+/// The common frame: healthy → snapshot → fault → healthy again → checks.
+async fn one<'a, F, Fut>(ctx: &'a Ctx, name: &str, inject: F) -> ScenarioReport
+where
+    F: FnOnce(&'a Ctx) -> Fut,
+    Fut: std::future::Future<Output = Result<Fault, String>> + 'a,
+{
+    tracing::info!(scenario = name, "waiting for a healthy fleet");
+    let mut rep = ScenarioReport::skipped(name, String::new());
+    rep.skipped = None;
+    let pre = ctx.rec.now_ms();
+    if let Err(e) = ctx.wait_healthy(pre, ctx.timing.recover_timeout).await {
+        rep.passed = false;
+        rep.notes
+            .push(format!("fleet not healthy before the fault: {e}"));
+        return rep;
+    }
+    let before = traffic::session_table(
+        &ctx.target,
+        &ctx.rec,
+        &ctx.workspaces,
+        Duration::from_secs(10),
+    )
+    .await;
+    let map = match ctx.fleet.shard_map().await {
+        Ok(m) => m,
+        Err(e) => {
+            rep.passed = false;
+            rep.notes.push(format!("cannot read the shard map: {e}"));
+            return rep;
+        }
+    };
+    let owners = ctx.owners(&map);
+    let fault_ms = ctx.rec.now_ms();
+    rep.fault_ms = fault_ms;
+    tracing::info!(scenario = name, "injecting");
+    let fault = inject(ctx).await;
+    let mut fault = match fault {
+        Ok(f) => f,
+        Err(e) => {
+            rep.passed = false;
+            rep.notes.push(format!("scenario did not complete: {e}"));
+            rep.end_ms = ctx.rec.now_ms();
+            Fault {
+                action: String::new(),
+                shards: Vec::new(),
+                windows: vec![(fault_ms, rep.end_ms, owners.keys().cloned().collect())],
+                affected: owners.keys().cloned().collect(),
+                violations: Vec::new(),
+                notes: Vec::new(),
+            }
+        }
+    };
+    // Healthy again: every workspace answers 200 with its sessions WORKING.
+    let healed = ctx
+        .wait_healthy(ctx.rec.now_ms(), ctx.timing.recover_timeout)
+        .await;
+    let end_ms = ctx.rec.now_ms();
+    rep.end_ms = end_ms;
+    rep.action = fault.action.clone();
+    rep.affected_shards = fault.shards.clone();
+    rep.notes.append(&mut fault.notes);
+    let after = traffic::session_table(
+        &ctx.target,
+        &ctx.rec,
+        &ctx.workspaces,
+        Duration::from_secs(10),
+    )
+    .await;
+    let outcomes = ctx.rec.outcomes();
+    rep.measures = report::measure(
+        &outcomes,
+        &ctx.workspaces,
+        &owners,
+        &fault.affected,
+        fault_ms,
+        end_ms,
+    );
+
+    // Invariants.
+    let mut inv = Vec::new();
+    let mut unaffected = Vec::new();
+    let mut checked = 0;
+    for (from, to, affected) in &fault.windows {
+        checked += outcomes
+            .iter()
+            .filter(|o| o.t_ms >= *from && o.t_ms <= *to && !affected.contains(&o.ws))
+            .count();
+        unaffected.extend(check::unaffected_errors(&outcomes, affected, *from, *to));
+    }
+    unaffected.truncate(20);
+    inv.push(InvariantResult::checked(
+        names::UNAFFECTED_NO_ERROR,
+        format!("{checked} requests on unaffected workspaces"),
+        unaffected,
+    ));
+    let rounds = ctx.obs.rounds_between(fault_ms, end_ms);
+    inv.push(InvariantResult::checked(
+        names::ONE_RUNNER,
+        format!(
+            "{rounds} sampling rounds of worker states vs KV locks{}",
+            if ctx.caps.real_sessions {
+                ""
+            } else {
+                " (placeholder sessions count as runners)"
+            }
+        ),
+        ctx.obs
+            .violations_between(names::ONE_RUNNER, fault_ms, end_ms),
+    ));
+    let browsers = ctx
+        .obs
+        .max_browsers
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let chromium = ctx
+        .obs
+        .violations_between(names::ONE_CHROMIUM, fault_ms, end_ms);
+    inv.push(if browsers > 0 || !chromium.is_empty() {
+        InvariantResult::checked(
+            names::ONE_CHROMIUM,
+            format!("/proc sampled continuously, up to {browsers} browsers seen at once"),
+            chromium,
+        )
+    } else {
+        InvariantResult::vacuous(
+            names::ONE_CHROMIUM,
+            "/proc sampled continuously, but no Chromium runs under the data dir (placeholder sessions)".into(),
+        )
+    });
+    let seen: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.t_ms >= fault_ms && o.t_ms <= end_ms)
+        .cloned()
+        .collect();
+    let working = before.values().filter(|s| s.status == "WORKING").count();
+    inv.push(InvariantResult::checked(
+        names::SESSIONS_RESTORED,
+        format!(
+            "{working} sessions WORKING before; {}",
+            if ctx.caps.real_sessions {
+                "status, phone and no new QR checked"
+            } else {
+                "status checked (placeholder sessions never show a QR)"
+            }
+        ),
+        check::sessions_restored(end_ms, &before, &after, &seen),
+    ));
+    if ctx.caps.sends {
+        let (tally, v) = ctx
+            .settle_messages(fault_ms, end_ms, ctx.timing.recover_timeout)
+            .await;
+        inv.push(InvariantResult::checked(
+            names::NO_MESSAGE_LOST,
+            format!("{} messages accepted with 202", tally.accepted),
+            v,
+        ));
+        rep.messages = Some(tally);
+    } else {
+        inv.push(InvariantResult::not_applicable(
+            names::NO_MESSAGE_LOST,
+            "the fleet does not accept sends yet (POST …/messages is not routed)".into(),
+        ));
+    }
+    if ctx.caps.webhooks && ctx.caps.sends {
+        let (tally, v) = ctx
+            .settle_webhooks(fault_ms, end_ms, ctx.timing.recover_timeout)
+            .await;
+        inv.push(InvariantResult::checked(
+            names::NO_WEBHOOK_LOST,
+            format!("{} message events expected", tally.expected),
+            v,
+        ));
+        rep.webhooks = Some(tally);
+    } else {
+        inv.push(InvariantResult::not_applicable(
+            names::NO_WEBHOOK_LOST,
+            if ctx.caps.webhooks {
+                "no sends, so no message events to account for".into()
+            } else {
+                "no webhook reached the receiver after session creation: webhooks not wired".into()
+            },
+        ));
+    }
+    let mut rec_v = fault.violations.clone();
+    if let Err(e) = &healed {
+        rec_v.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: end_ms,
+            what: e.clone(),
+            evidence: serde_json::json!({"not_recovered": rep.measures.not_recovered}),
+        });
+    }
+    inv.push(InvariantResult::checked(
+        names::RECOVERED,
+        format!("deadline {:?}", ctx.timing.recover_timeout),
+        rec_v,
+    ));
+    let free = ctx
+        .obs
+        .free_lock_runs
+        .lock()
+        .map(|v| {
+            v.iter()
+                .filter(|(t, _)| *t >= fault_ms && *t <= end_ms)
+                .count()
+        })
+        .unwrap_or(0);
+    if free > 0 {
+        rep.notes.push(format!(
+            "{free} sample(s) saw a workspace running with no lock holder (allowed for one round; two consecutive rounds fail the run)"
+        ));
+    }
+    rep.passed = rep.passed && inv.iter().all(InvariantResult::held);
+    rep.invariants = inv;
+    for i in rep.invariants.iter().filter(|i| !i.held()) {
+        for v in &i.violations {
+            eprintln!(
+                "VIOLATION [{}] scenario {} t={}ms: {}\n  evidence: {}",
+                i.name, name, v.t_ms, v.what, v.evidence
+            );
+        }
+    }
+    rep
+}
+
+/// A fault with one window open until the scenario ends (`u64::MAX`: the outcomes are read
+/// at the end of the scenario, so nothing later is in them).
+fn single(action: String, shards: Vec<u32>, affected: BTreeSet<String>, from: u64) -> Fault {
+    Fault {
+        action,
+        shards,
+        windows: vec![(from, u64::MAX, affected.clone())],
+        affected,
+        violations: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+async fn current_owners(ctx: &Ctx) -> Result<BTreeMap<String, u32>, String> {
+    Ok(ctx.owners(&ctx.fleet.shard_map().await.map_err(|e| e.to_string())?))
+}
+
+/// kill-worker (SIGKILL) and drain-worker (SIGTERM): `wafleet dev` restarts the worker.
+async fn restart_worker(ctx: &Ctx, shard: u32, sig: &str) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let affected = ctx.of_shards(&owners, &[shard]);
+    let pid = ctx.pid_of(shard).map_err(|e| e.to_string())?;
+    let from = ctx.rec.now_ms();
+    fleet::signal(pid, sig).await.map_err(|e| e.to_string())?;
+    let new = ctx
+        .wait_restarted(shard, pid)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(single(
+        format!(
+            "SIG{sig} worker shard {shard} pid {pid} ({} workspaces); wafleet dev restarted it as pid {new}",
+            affected.len()
+        ),
+        vec![shard],
+        affected,
+        from,
+    ))
+}
+
+/// rolling-restart: SIGTERM every worker in turn, waiting for a healthy fleet in between.
+async fn rolling(ctx: &Ctx) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let mut shards: Vec<u32> = ctx.fleet.workers().iter().map(|w| w.shard).collect();
+    shards.sort_unstable();
+    let mut windows = Vec::new();
+    let mut actions = Vec::new();
+    for k in &shards {
+        let affected = ctx.of_shards(&owners, &[*k]);
+        let pid = ctx.pid_of(*k).map_err(|e| e.to_string())?;
+        let from = ctx.rec.now_ms();
+        fleet::signal(pid, "TERM")
+            .await
+            .map_err(|e| e.to_string())?;
+        let new = ctx
+            .wait_restarted(*k, pid)
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.wait_healthy(ctx.rec.now_ms(), ctx.timing.recover_timeout)
+            .await?;
+        windows.push((from, ctx.rec.now_ms(), affected));
+        actions.push(format!("{k}:{pid}→{new}"));
+    }
+    Ok(Fault {
+        action: format!(
+            "SIGTERM each worker in turn (shard:pid→new pid) {}",
+            actions.join(", ")
+        ),
+        shards: shards.clone(),
+        windows,
+        affected: owners.keys().cloned().collect(),
+        violations: Vec::new(),
+        notes: Vec::new(),
+    })
+}
+
+/// consul-outage: the agent hangs every request for `pause`, then resumes.
+async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let from = ctx.rec.now_ms();
+    ctx.fleet
+        .consul_fault("pause", serde_json::json!({"mode": "hang"}))
+        .await
+        .map_err(|e| e.to_string())?;
+    // The outage length is the scenario's parameter, not a synchronisation.
+    tokio::time::sleep(pause).await;
+    let resumed = ctx
+        .fleet
+        .consul_fault("resume", serde_json::json!({}))
+        .await;
+    if let Err(e) = resumed {
+        // Make sure the agent does not stay paused whatever happened.
+        let _ = ctx.fleet.consul_fault("clear", serde_json::json!({})).await;
+        return Err(format!("resume: {e}"));
+    }
+    let (affected, shards) = if beyond_fencing {
+        let mut all: Vec<u32> = owners.values().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        (owners.keys().cloned().collect(), all)
+    } else {
+        (BTreeSet::new(), Vec::new())
+    };
+    Ok(single(
+        format!(
+            "built-in Consul agent paused (hang) for {:.1}s ({} the fencing deadline {:.1}s), then resumed",
+            pause.as_secs_f64(),
+            if beyond_fencing {
+                "longer than"
+            } else {
+                "shorter than"
+            },
+            (ctx.timing.session_ttl * 2 / 3).as_secs_f64()
+        ),
+        shards,
+        affected,
+        from,
+    ))
+}
+
+/// partition-worker: the agent drops every request carrying the worker's session id, so its
+/// renewals fail; it must fence, then come back with a new session.
+async fn partition(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let affected = ctx.of_shards(&owners, &[shard]);
+    let holders = ctx
+        .fleet
+        .lock_holders("wafleet/locks/shards/")
+        .await
+        .ok_or("consul did not answer")?;
+    let session = holders
+        .get(&shard.to_string())
+        .cloned()
+        .ok_or_else(|| format!("shard {shard}'s lock has no holder"))?;
+    let from = ctx.rec.now_ms();
+    ctx.fleet
+        .consul_fault("drop", serde_json::json!({"session": session}))
+        .await
+        .map_err(|e| e.to_string())?;
+    // The worker must leave its session behind: a new session holds the shard lock.
+    let deadline = Instant::now() + ctx.timing.recover_timeout;
+    let mut violations = Vec::new();
+    let mut saw_fenced = false;
+    let new_session = loop {
+        let h = ctx.fleet.lock_holders("wafleet/locks/shards/").await;
+        if let Some(s) = h.as_ref().and_then(|h| h.get(&shard.to_string()))
+            && *s != session
+        {
+            break Some(s.clone());
+        }
+        if let Some(w) = ctx.fleet.workers().into_iter().find(|w| w.shard == shard)
+            && let Some(snap) = ctx.fleet.worker_snap(&w).await
+        {
+            saw_fenced |= snap.fenced || !snap.ready;
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cleared = ctx.fleet.consul_fault("clear", serde_json::json!({})).await;
+    if new_session.is_none() {
+        violations.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: ctx.rec.now_ms(),
+            what: format!(
+                "shard {shard} never re-acquired its lock with a new session after the partition"
+            ),
+            evidence: serde_json::json!({"old_session": session}),
+        });
+    }
+    cleared.map_err(|e| e.to_string())?;
+    let mut f = single(
+        format!(
+            "agent drops shard {shard}'s session {session} ({} workspaces); new session {}",
+            affected.len(),
+            new_session.as_deref().unwrap_or("none")
+        ),
+        vec![shard],
+        affected,
+        from,
+    );
+    f.violations = violations;
+    f.notes.push(format!(
+        "worker observed fenced/not ready during the partition: {saw_fenced}"
+    ));
+    Ok(f)
+}
+
+/// scale-out: start worker N (as Nomad would), then `wafleet shards apply --count N+1`.
+async fn scale_out(ctx: &Ctx) -> Result<Fault, String> {
+    let old = ctx.fleet.shard_map().await.map_err(|e| e.to_string())?;
+    let n = old.shards.len() as u32;
+    let old_owners = ctx.owners(&old);
+    let log = ctx.log_dir.join(format!("worker-{n}.log"));
+    let mut notes = vec![format!(
+        "wafleet dev supervises a fixed set of workers: the suite started worker {n} itself with dev's flags (log {})",
+        log.display()
+    )];
+    let w = ctx
+        .fleet
+        .start_worker(n, &log)
+        .await
+        .map_err(|e| format!("start worker {n}: {e}"))?;
+    let from = ctx.rec.now_ms();
+    let out = ctx
+        .fleet
+        .shards(&["apply", "--count", &(n + 1).to_string()])
+        .await
+        .map_err(|e| e.to_string())?;
+    let new = ctx.fleet.shard_map().await.map_err(|e| e.to_string())?;
+    let new_owners = ctx.owners(&new);
+    let moved: BTreeSet<String> = new_owners
+        .iter()
+        .filter(|(ws, k)| old_owners.get(*ws) != Some(k))
+        .map(|(ws, _)| ws.clone())
+        .collect();
+    notes.push(format!(
+        "map v{} → v{}: {} of {} workspaces moved (expected about 1/{})",
+        old.version,
+        new.version,
+        moved.len(),
+        ctx.workspaces.len(),
+        n + 1
+    ));
+    let mut violations = Vec::new();
+    // Only the planned workspaces may move, and only to the new shard.
+    for ws in &moved {
+        if new_owners.get(ws) != Some(&n) {
+            violations.push(Violation {
+                invariant: names::RECOVERED.into(),
+                t_ms: from,
+                what: format!("workspace {ws} moved between old shards on scale-out"),
+                evidence: serde_json::json!({"old": old_owners.get(ws), "new": new_owners.get(ws)}),
+            });
+        }
+    }
+    ctx.wait_healthy(ctx.rec.now_ms(), ctx.timing.recover_timeout)
+        .await?;
+    // After the move, every moved workspace must be served by the new shard.
+    let outcomes = ctx.rec.outcomes();
+    for ws in &moved {
+        if let Some(last) = outcomes.iter().rev().find(|o| &o.ws == ws && o.ok())
+            && last.shard != Some(n)
+        {
+            violations.push(Violation {
+                invariant: names::RECOVERED.into(),
+                t_ms: last.t_ms,
+                what: format!(
+                    "moved workspace {ws} answered by shard {:?}, not {n}",
+                    last.shard
+                ),
+                evidence: serde_json::json!({"request": last}),
+            });
+        }
+    }
+    let _ = out;
+    Ok(Fault {
+        action: format!(
+            "started worker shard {n} pid {} at {}; shards apply --count {}",
+            w.pid,
+            w.addr,
+            n + 1
+        ),
+        shards: vec![n],
+        windows: vec![(from, u64::MAX, moved.clone())],
+        affected: moved,
+        violations,
+        notes,
+    })
+}
+
+/// browser-crash: SIGKILL the Chromium of one session on `shard`.
+async fn browser_crash(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let ws = ctx
+        .of_shards(&owners, &[shard])
+        .into_iter()
+        .next()
+        .ok_or("no workspace on the victim shard")?;
+    let profile = ctx
+        .fleet
+        .data
+        .join("workspaces")
+        .join(&ws)
+        .join(&ctx.session)
+        .join("profile")
+        .display()
+        .to_string();
+    let procs = crate::observe::scan_browsers(&ctx.fleet.data);
+    let p = procs
+        .iter()
+        .find(|p| p.profile.trim_end_matches('/') == profile)
+        .ok_or_else(|| format!("no Chromium found for profile {profile}"))?;
+    let from = ctx.rec.now_ms();
+    fleet::signal(p.pid, "KILL")
+        .await
+        .map_err(|e| e.to_string())?;
+    // A new browser on the same profile.
+    let deadline = Instant::now() + ctx.timing.recover_timeout;
+    loop {
+        let now = crate::observe::scan_browsers(&ctx.fleet.data);
+        if now
+            .iter()
+            .any(|q| q.profile.trim_end_matches('/') == profile && q.pid != p.pid)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no new Chromium on {profile} within the deadline"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(single(
+        format!("SIGKILL Chromium pid {} of {ws}/{}", p.pid, ctx.session),
+        vec![shard],
+        [ws].into(),
+        from,
+    ))
+}
+
+/// webhook-outage: the receiver answers 503 for a while, then comes back; no API error at all.
+async fn webhook_outage(ctx: &Ctx) -> Result<Fault, String> {
+    let from = ctx.rec.now_ms();
+    ctx.receiver.set_up(false);
+    tokio::time::sleep(ctx.timing.webhook_outage).await;
+    ctx.receiver.set_up(true);
+    Ok(single(
+        format!(
+            "webhook receiver answered 503 for {:.0}s, then 200",
+            ctx.timing.webhook_outage.as_secs_f64()
+        ),
+        Vec::new(),
+        BTreeSet::new(),
+        from,
+    ))
+}
