@@ -140,10 +140,13 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             .collect()
     };
     for n in &names {
-        if !scenario::ALL.contains(&n.as_str()) {
-            return Err(
-                format!("unknown scenario {n} (known: {})", scenario::ALL.join(", ")).into(),
-            );
+        if !scenario::ALL.contains(&n.as_str()) && !scenario::EXTRA.contains(&n.as_str()) {
+            return Err(format!(
+                "unknown scenario {n} (known: {}, {})",
+                scenario::ALL.join(", "),
+                scenario::EXTRA.join(", ")
+            )
+            .into());
         }
     }
 
@@ -162,7 +165,11 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     };
     let fleet = Arc::new(fleet);
-    let result = drive(&args, fleet.clone(), command, started_at, &out, log_dir).await;
+    // SIGINT/SIGTERM (Ctrl-C, `timeout`) still stops the fleet we started.
+    let result = tokio::select! {
+        r = drive(&args, fleet.clone(), command, started_at, &out, log_dir) => r,
+        _ = wafleet::shutdown::signal() => Err("interrupted by a signal; stopping the fleet".into()),
+    };
     // Stops what the suite started: its extra workers, and the fleet when it started it.
     tracing::info!(owned = fleet.owned(), "stopping what the suite started");
     fleet

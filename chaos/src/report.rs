@@ -172,7 +172,7 @@ fn ms(v: Option<u64>) -> String {
 /// The human-readable table (Markdown, so docs/chaos.md can show it as is).
 pub fn table(r: &Report) -> String {
     let mut s = String::from(
-        "| scenario | result | blast radius | detect | recover | errors affected / unaffected | requests | messages delayed/lost | webhooks delayed/lost | invariants checked / n.a. |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | result | blast radius | detect | recover | errors affected / unaffected | requests | messages delayed/lost | webhooks delayed/lost | invariants checked / vacuous or n.a. |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for sc in &r.scenarios {
         if let Some(why) = &sc.skipped {

@@ -27,6 +27,9 @@ pub const ALL: &[&str] = &[
     "scale-out",
 ];
 
+/// Scenarios run only when named: `control` is the negative control (a violation on purpose).
+pub const EXTRA: &[&str] = &["control"];
+
 /// What the fleet under test can do (probed, never assumed).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Caps {
@@ -273,6 +276,7 @@ pub async fn run(ctx: &Ctx, name: &str, victim: u32) -> Vec<ScenarioReport> {
             ]
         }
         "kill-worker" => vec![one(ctx, name, |c| restart_worker(c, victim, "KILL")).await],
+        "control" => vec![control(ctx, victim).await],
         "drain-worker" => vec![one(ctx, name, |c| restart_worker(c, victim, "TERM")).await],
         "partition-worker" => vec![one(ctx, name, |c| partition(c, victim)).await],
         "rolling-restart" => vec![one(ctx, name, rolling).await],
@@ -293,6 +297,40 @@ pub async fn run(ctx: &Ctx, name: &str, victim: u32) -> Vec<ScenarioReport> {
         "webhook-outage" => vec![one(ctx, name, webhook_outage).await],
         other => vec![ScenarioReport::skipped(other, "unknown scenario".into())],
     }
+}
+
+/// The negative control: kill-worker again, but *declare* that no workspace is affected. The
+/// unaffected-shards invariant must then catch the victim shard's errors; the control passes
+/// only if it does, proving the suite can see a broken invariant.
+async fn control(ctx: &Ctx, victim: u32) -> ScenarioReport {
+    let mut rep = one(ctx, "control", |c| async move {
+        let mut f = restart_worker(c, victim, "KILL").await?;
+        f.affected.clear();
+        for w in &mut f.windows {
+            w.2.clear();
+        }
+        f.action = format!(
+            "negative control: {} (declared as affecting nothing)",
+            f.action
+        );
+        Ok(f)
+    })
+    .await;
+    let caught = rep
+        .invariants
+        .iter()
+        .find(|i| i.name == names::UNAFFECTED_NO_ERROR)
+        .map_or(0, |i| i.violations.len());
+    let others_held = rep
+        .invariants
+        .iter()
+        .filter(|i| i.name != names::UNAFFECTED_NO_ERROR)
+        .all(InvariantResult::held);
+    rep.passed = caught > 0 && others_held;
+    rep.notes.push(format!(
+        "negative control: the unaffected-shards checker reported {caught} violation(s) on purpose (expected > 0); they do not fail the run"
+    ));
+    rep
 }
 
 /// The common frame: healthy → snapshot → fault → healthy again → checks.
@@ -511,8 +549,17 @@ where
     for i in rep.invariants.iter().filter(|i| !i.held()) {
         for v in &i.violations {
             eprintln!(
-                "VIOLATION [{}] scenario {} t={}ms: {}\n  evidence: {}",
-                i.name, name, v.t_ms, v.what, v.evidence
+                "{} [{}] scenario {} t={}ms: {}\n  evidence: {}",
+                if name == "control" {
+                    "EXPECTED VIOLATION (negative control)"
+                } else {
+                    "VIOLATION"
+                },
+                i.name,
+                name,
+                v.t_ms,
+                v.what,
+                v.evidence
             );
         }
     }
