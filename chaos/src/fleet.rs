@@ -268,8 +268,13 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// Attaches to a running fleet through its `state.json`.
-    pub async fn attach(state_path: &Path, bin: PathBuf) -> Result<Fleet, FleetError> {
+    /// Attaches to a running fleet through its `state.json`; `lookup` reads the environment
+    /// (`WAFLEET_ADMIN_TOKEN`, `WAFLEET_TOKEN_SECRET`).
+    pub fn attach(
+        state_path: &Path,
+        bin: PathBuf,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Fleet, FleetError> {
         let text = std::fs::read_to_string(state_path)?;
         let st: DevState = serde_json::from_str(&text)
             .map_err(|e| FleetError::Fleet(format!("{}: {e}", state_path.display())))?;
@@ -281,8 +286,8 @@ impl Fleet {
                 .map(Path::to_path_buf)
                 .ok_or_else(|| FleetError::Fleet("cannot derive the data dir".into()))?,
         };
-        let admin = match (&st.admin_token_file, std::env::var("WAFLEET_ADMIN_TOKEN")) {
-            (_, Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+        let admin = match (&st.admin_token_file, lookup("WAFLEET_ADMIN_TOKEN")) {
+            (_, Some(t)) if !t.trim().is_empty() => t.trim().to_owned(),
             (Some(f), _) => std::fs::read_to_string(f)?.trim().to_owned(),
             _ => {
                 return Err(FleetError::Fleet(
@@ -294,7 +299,7 @@ impl Fleet {
             data,
             state_path: state_path.to_path_buf(),
             admin,
-            secret: std::env::var("WAFLEET_TOKEN_SECRET").ok(),
+            secret: lookup("WAFLEET_TOKEN_SECRET"),
             bin,
             worker_flags: Vec::new(),
             http: client()?,
@@ -629,6 +634,34 @@ mod tests {
                 .workers
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn attach_reads_the_token_file_and_derives_the_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let dev = d.path().join("dev");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("admin-token"), "tok\n").unwrap();
+        let state = dev.join("state.json");
+        let body = serde_json::json!({
+            "admin_token_file": dev.join("admin-token"),
+            "workers": [{"shard": 0, "pid": 1, "addr": "127.0.0.1:9"}],
+        });
+        std::fs::write(&state, body.to_string()).unwrap();
+        let f = Fleet::attach(&state, "wafleet".into(), |_| None).unwrap();
+        assert_eq!(f.admin, "tok");
+        assert_eq!(f.data, d.path());
+        assert!(!f.owned());
+        assert_eq!(f.workers().len(), 1);
+        // The environment wins over the file.
+        let f = Fleet::attach(&state, "wafleet".into(), |k| {
+            (k == "WAFLEET_ADMIN_TOKEN").then(|| "env".to_owned())
+        })
+        .unwrap();
+        assert_eq!(f.admin, "env");
+        // No token anywhere: a clear error.
+        std::fs::write(&state, "{}").unwrap();
+        assert!(Fleet::attach(&state, "wafleet".into(), |_| None).is_err());
     }
 
     #[test]

@@ -151,7 +151,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     }
 
     let fleet = match &args.state {
-        Some(state) => Fleet::attach(state, args.wafleet.clone()).await?,
+        Some(state) => Fleet::attach(state, args.wafleet.clone(), |k| std::env::var(k).ok())?,
         None => {
             Fleet::start(&StartConfig {
                 bin: std::path::absolute(&args.wafleet)?,

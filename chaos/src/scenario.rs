@@ -316,11 +316,7 @@ async fn control(ctx: &Ctx, victim: u32) -> ScenarioReport {
         Ok(f)
     })
     .await;
-    let caught = rep
-        .invariants
-        .iter()
-        .find(|i| i.name == names::UNAFFECTED_NO_ERROR)
-        .map_or(0, |i| i.violations.len());
+    let caught = rep.measures.errors_unaffected;
     let others_held = rep
         .invariants
         .iter()
@@ -402,12 +398,28 @@ where
     )
     .await;
     let outcomes = ctx.rec.outcomes();
+    // Detection and recovery count from the injection itself (scale-out first starts a
+    // worker); the invariants keep the wider window from before the injection.
+    let injected_ms = fault
+        .windows
+        .iter()
+        .map(|w| w.0)
+        .min()
+        .unwrap_or(fault_ms)
+        .max(fault_ms);
+    rep.fault_ms = injected_ms;
+    if injected_ms > fault_ms {
+        // Before the injection proper (e.g. while scale-out starts a worker) nothing may fail.
+        fault
+            .windows
+            .push((fault_ms, injected_ms.saturating_sub(1), BTreeSet::new()));
+    }
     rep.measures = report::measure(
         &outcomes,
         &ctx.workspaces,
         &owners,
         &fault.affected,
-        fault_ms,
+        injected_ms,
         end_ms,
     );
 
@@ -422,10 +434,18 @@ where
             .count();
         unaffected.extend(check::unaffected_errors(&outcomes, affected, *from, *to));
     }
+    let failed = unaffected.len();
     unaffected.truncate(20);
     inv.push(InvariantResult::checked(
         names::UNAFFECTED_NO_ERROR,
-        format!("{checked} requests on unaffected workspaces"),
+        format!(
+            "{checked} requests on unaffected workspaces, {failed} failed{}",
+            if failed > 20 {
+                " (first 20 kept as evidence)"
+            } else {
+                ""
+            }
+        ),
         unaffected,
     ));
     let rounds = ctx.obs.rounds_between(fault_ms, end_ms);
@@ -439,8 +459,19 @@ where
                 " (placeholder sessions count as runners)"
             }
         ),
-        ctx.obs
-            .violations_between(names::ONE_RUNNER, fault_ms, end_ms),
+        {
+            let mut v = ctx
+                .obs
+                .violations_between(names::ONE_RUNNER, fault_ms, end_ms);
+            v.extend(
+                fault
+                    .violations
+                    .iter()
+                    .filter(|x| x.invariant == names::ONE_RUNNER)
+                    .cloned(),
+            );
+            v
+        },
     ));
     let browsers = ctx
         .obs
@@ -515,7 +546,12 @@ where
             },
         ));
     }
-    let mut rec_v = fault.violations.clone();
+    let mut rec_v: Vec<Violation> = fault
+        .violations
+        .iter()
+        .filter(|x| x.invariant != names::ONE_RUNNER)
+        .cloned()
+        .collect();
     if let Err(e) = &healed {
         rec_v.push(Violation {
             invariant: names::RECOVERED.into(),
@@ -649,8 +685,21 @@ async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Resu
         .consul_fault("pause", serde_json::json!({"mode": "hang"}))
         .await
         .map_err(|e| e.to_string())?;
+    let paused_at = Instant::now();
+    // Prove the fault took effect: a KV read must not be answered while paused.
+    let probe = ctx
+        .fleet
+        .http
+        .get(format!(
+            "{}/v1/kv/wafleet/shardmap",
+            ctx.fleet.consul().map_err(|e| e.to_string())?
+        ))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    let verified = probe.is_err();
     // The outage length is the scenario's parameter, not a synchronisation.
-    tokio::time::sleep(pause).await;
+    tokio::time::sleep(pause.saturating_sub(paused_at.elapsed())).await;
     let resumed = ctx
         .fleet
         .consul_fault("resume", serde_json::json!({}))
@@ -668,7 +717,7 @@ async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Resu
     } else {
         (BTreeSet::new(), Vec::new())
     };
-    Ok(single(
+    let mut f = single(
         format!(
             "built-in Consul agent paused (hang) for {:.1}s ({} the fencing deadline {:.1}s), then resumed",
             pause.as_secs_f64(),
@@ -682,7 +731,19 @@ async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Resu
         shards,
         affected,
         from,
-    ))
+    );
+    if verified {
+        f.notes
+            .push("fault verified: a KV read during the pause got no answer".into());
+    } else {
+        f.violations.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: ctx.rec.now_ms(),
+            what: "the agent answered a KV read while paused: the fault did not take effect, the scenario proves nothing".into(),
+            evidence: serde_json::json!({"probe": format!("{probe:?}")}),
+        });
+    }
+    Ok(f)
 }
 
 /// partition-worker: the agent drops every request carrying the worker's session id, so its
@@ -747,10 +808,20 @@ async fn partition(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
         affected,
         from,
     );
+    if saw_fenced {
+        f.notes
+            .push("the partitioned worker was seen fenced / not ready, as it must".into());
+    } else {
+        violations.push(Violation {
+            invariant: names::ONE_RUNNER.into(),
+            t_ms: ctx.rec.now_ms(),
+            what: format!(
+                "worker of shard {shard} was never seen fenced while its session {session} could not be renewed"
+            ),
+            evidence: serde_json::json!({"old_session": session, "new_session": new_session}),
+        });
+    }
     f.violations = violations;
-    f.notes.push(format!(
-        "worker observed fenced/not ready during the partition: {saw_fenced}"
-    ));
     Ok(f)
 }
 
