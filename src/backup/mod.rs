@@ -5,13 +5,15 @@
 //! SQLite and IndexedDB files that Chromium rewrites while it runs. Copying it blindly can
 //! capture a half-written LevelDB, so a profile is copied only when it is *quiescent*:
 //!
-//! * no live Chromium holds it (its `SingletonLock` symlink is absent, or points to
-//!   `<this host>-<pid>` with no such process), and its files did not change during the copy
-//!   (size and mtime re-checked after the copy); or
-//! * a Chromium may hold it (a live pid on this host, or a lock from another host, which we
-//!   cannot check on shared storage), and two passes — the copy, then a re-read of every source
-//!   file — saw the same names, sizes, mtimes and sha256. Otherwise it is retried a few times and
-//!   then reported as skipped; the next hourly run tries again.
+//! * `quiescent`: no live Chromium holds it (its `SingletonLock` symlink is absent, or points to
+//!   `<this host>-<pid>` with no such process); or
+//! * `live-verified`: a Chromium may hold it (a live pid on this host, or a lock from another
+//!   host, which we cannot check on shared storage);
+//!
+//! and in both cases two passes — the copy, then a re-read of every source file — saw the same
+//! names, sizes, mtimes and sha256 (a Chromium in another pid namespace can look dead, so the
+//! content check is never skipped). Otherwise the session is retried a few times and then
+//! reported as skipped; the next run tries again.
 //!
 //! Each run writes a timestamped directory `wafleet-backup-<UTC>` under `--dest` (built as a
 //! hidden `.partial` directory and renamed when complete) with a `manifest.json` that lists the

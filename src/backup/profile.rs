@@ -229,26 +229,21 @@ pub(crate) fn hash_file(path: &Path) -> Result<Option<String>, BackupError> {
     Ok(Some(hex::encode(hasher.finalize())))
 }
 
-/// Re-reads every file under `root` (the verification pass): size and mtime always, sha256 when
-/// `with_hash` is set.
-pub(crate) fn snapshot(root: &Path, with_hash: bool) -> Result<Snapshot, BackupError> {
+/// Re-reads every file under `root` (the verification pass): size, mtime and sha256.
+pub(crate) fn snapshot(root: &Path) -> Result<Snapshot, BackupError> {
     let mut snap = Snapshot::new();
     for (rel, abs) in list_files(root)? {
         let Some(meta) = stat(&abs)? else { continue };
-        let sha256 = if with_hash {
-            match hash_file(&abs)? {
-                Some(h) => Some(h),
-                None => continue,
-            }
-        } else {
-            None
+        // A file deleted between listing and hashing is left out: the key sets then differ.
+        let Some(sha256) = hash_file(&abs)? else {
+            continue;
         };
         snap.insert(
             rel,
             Seen {
                 size: meta.len(),
                 mtime: meta.modified().ok(),
-                sha256,
+                sha256: Some(sha256),
             },
         );
     }

@@ -204,7 +204,9 @@ fn backup_session(
         if let Some(hook) = &opts.between_passes {
             hook(src);
         }
-        let verified = match verify_pass(src, live) {
+        // Always hash in the verification pass: a Chromium in another pid namespace looks
+        // dead to `holder`, and only the content proves that nothing was written meanwhile.
+        let verified = match verify_pass(src) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(path = %src.display(), error = %e, attempt, "verification failed");
@@ -259,12 +261,12 @@ fn copy_pass(src: &Path, dst: &Path) -> Result<Snapshot, BackupError> {
     Ok(snap)
 }
 
-/// Re-reads the source after the copy (sha256 only when a Chromium may hold the profile).
-fn verify_pass(src: &Path, with_hash: bool) -> Result<Snapshot, BackupError> {
+/// Re-reads the source after the copy: names, sizes, mtimes and sha256.
+fn verify_pass(src: &Path) -> Result<Snapshot, BackupError> {
     let mut snap = Snapshot::new();
     let profile_src = src.join("profile");
     if profile_src.is_dir() {
-        for (rel, seen) in profile::snapshot(&profile_src, with_hash)? {
+        for (rel, seen) in profile::snapshot(&profile_src)? {
             snap.insert(format!("profile/{rel}"), seen);
         }
     }
@@ -272,11 +274,7 @@ fn verify_pass(src: &Path, with_hash: bool) -> Result<Snapshot, BackupError> {
     if let Ok(meta) = fs::symlink_metadata(&sj)
         && meta.is_file()
     {
-        let sha256 = if with_hash {
-            profile::hash_file(&sj)?
-        } else {
-            None
-        };
+        let sha256 = profile::hash_file(&sj)?;
         snap.insert(
             SESSION_FILE.to_owned(),
             profile::Seen {
