@@ -112,6 +112,11 @@ job "wafleet-backup" {
   type        = "batch"
   datacenters = var.datacenters
 
+  # Read by ansible/rollout.yml to know what runs now (and what to roll back to).
+  meta {
+    wafleet_version = var.wafleet_version
+  }
+
   periodic {
     crons            = ["0 * * * *"]
     time_zone        = "UTC"

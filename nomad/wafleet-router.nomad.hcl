@@ -113,6 +113,11 @@ job "wafleet-router" {
   type        = "service"
   datacenters = var.datacenters
 
+  # Read by ansible/rollout.yml to know what runs now (and what to roll back to).
+  meta {
+    wafleet_version = var.wafleet_version
+  }
+
   constraint {
     operator = "distinct_hosts"
     value    = "true"

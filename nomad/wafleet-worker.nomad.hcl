@@ -114,6 +114,11 @@ job "wafleet-worker" {
   type        = "service"
   datacenters = var.datacenters
 
+  # Read by ansible/rollout.yml to know what runs now (and what to roll back to).
+  meta {
+    wafleet_version = var.wafleet_version
+  }
+
   # One worker per host: two shards on one host would double the blast radius of a host loss
   # and fight over its memory.
   constraint {
@@ -270,15 +275,22 @@ job "wafleet-worker" {
       }
 
       # Secrets from the Nomad Variable nomad/jobs/wafleet-worker (readable by this job's
-      # workload identity without any extra policy). Rendered into secrets/, which is not
-      # visible to other tasks and never logged.
+      # workload identity without any extra policy), rendered into secrets/ (private to the
+      # task, never logged). The Consul token is per node: consul_token_<node> may only create
+      # sessions on <node> (consul/policies/wafleet-worker-session.hcl.tmpl), so the template
+      # picks the one for the node this allocation landed on.
       template {
         destination = "secrets/wafleet.env"
         env         = true
         change_mode = "restart"
         data        = <<-EOT
+        {{- $node := env "node.unique.name" -}}
         {{- with nomadVar "nomad/jobs/wafleet-worker" -}}
-        CONSUL_HTTP_TOKEN={{ .consul_token }}
+        {{- range $k, $v := . }}
+        {{- if eq $k (printf "consul_token_%s" $node) }}
+        CONSUL_HTTP_TOKEN={{ $v }}
+        {{- end }}
+        {{- end }}
         WAFLEET_ADMIN_TOKEN={{ .admin_token }}
         WAFLEET_TOKEN_SECRET={{ .token_secret }}
         {{- if .token_secret_previous }}
