@@ -113,6 +113,12 @@ job "wafleet-router" {
   type        = "service"
   datacenters = var.datacenters
 
+  # Hosts of this kind (ansible/roles/nomad sets meta.wafleet_role from the inventory group).
+  constraint {
+    attribute = "${meta.wafleet_role}"
+    value     = "router"
+  }
+
   # Read by ansible/rollout.yml to know what runs now (and what to roll back to).
   meta {
     wafleet_version = var.wafleet_version

@@ -113,6 +113,12 @@ job "wafleet-prometheus" {
   type        = "service"
   datacenters = var.datacenters
 
+  # Hosts of this kind (ansible/roles/nomad sets meta.wafleet_role from the inventory group).
+  constraint {
+    attribute = "${meta.wafleet_role}"
+    value     = "monitoring"
+  }
+
   update {
     max_parallel     = 1
     health_check     = "checks"
