@@ -229,7 +229,9 @@ job "wafleet-router" {
       template {
         destination = "secrets/wafleet.env"
         env         = true
-        change_mode = "restart"
+        # Not "restart": every allocation would restart at once when a secret changes. Rotate
+        # with a rolling restart instead (docs/operations.md, Rotate a secret).
+        change_mode = "noop"
         data        = <<-EOT
         {{- with nomadVar "nomad/jobs/wafleet-router" -}}
         CONSUL_HTTP_TOKEN={{ .consul_token }}

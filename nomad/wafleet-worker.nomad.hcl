@@ -288,7 +288,9 @@ job "wafleet-worker" {
       template {
         destination = "secrets/wafleet.env"
         env         = true
-        change_mode = "restart"
+        # Not "restart": every allocation would restart at once when a secret changes. Rotate
+        # with a rolling restart instead (docs/operations.md, Rotate a secret).
+        change_mode = "noop"
         data        = <<-EOT
         {{- $node := env "node.unique.name" -}}
         {{- with nomadVar "nomad/jobs/wafleet-worker" -}}
