@@ -443,6 +443,17 @@ fn cli_backup_and_restore_print_json_reports() {
         b"cookies of acme/main"
     );
 
+    // A session that had no profile yet is not restorable from that backup.
+    let empty = session_dir(&data, "acme", "fresh");
+    fs::create_dir_all(&empty).unwrap();
+    write(&empty.join("session.json"), b"{}");
+    let only_json = backup::backup(&data, &tmp.path().join("b2"), &opts(5), at(9_000)).unwrap();
+    let (ws, s) = ids("acme", "fresh");
+    assert!(matches!(
+        backup::restore(&only_json.backup, &data, &ws, &s, HOST),
+        Err(BackupError::NotInBackup { .. })
+    ));
+
     // Invalid ids never reach a path.
     let out = Command::new(bin)
         .args(["restore", "--backup"])

@@ -387,7 +387,12 @@ pub fn restore(
     hostname: &str,
 ) -> Result<RestoreReport, BackupError> {
     let (dir, manifest) = find_backup(backup, ws, s)?;
-    let Some(entry) = manifest.session(ws, s) else {
+    // An entry without profile files (the session had no profile yet) would replace a profile
+    // with an empty one: treat it as absent.
+    let Some(entry) = manifest
+        .session(ws, s)
+        .filter(|e| e.files.iter().any(|f| f.path.starts_with("profile/")))
+    else {
         return Err(not_in_backup(backup, ws, s));
     };
     let session_dir = data.join("workspaces").join(ws.as_str()).join(s.as_str());
