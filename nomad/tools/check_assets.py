@@ -494,6 +494,19 @@ def check_consul(docs, defaults):
           f"consul/shardmap.json has {len(ids)} shards but the jobs' default shards is {defaults.get('shards')}")
 
 
+def check_nomad_acl(docs):
+    d = docs.get("nomad/acl/wafleet-deployer.hcl")
+    if not check(d is not None, "nomad/acl/wafleet-deployer.hcl missing"):
+        return
+    ns = dict(labelled(d, "namespace")).get("default", {})
+    caps = set(ns.get("capabilities", []))
+    check({"parse-job", "submit-job", "read-job"} <= caps, "deployer policy: parse, submit and read jobs")
+    paths = dict(labelled(body(ns, "variables"), "path"))
+    check(set(paths) == {"nomad/jobs/wafleet-*"}, "deployer policy: variables only under nomad/jobs/wafleet-*")
+    check(not bodies(d, "node") and not bodies(d, "agent") and not bodies(d, "operator"),
+          "deployer policy: no node, agent or operator rules")
+
+
 def ansible_host_volumes():
     with open(os.path.join(ROOT, "ansible/group_vars/all.yml")) as f:
         gv = yaml.safe_load(f)
@@ -595,6 +608,7 @@ def main():
     check_flags(invocations, args.wafleet_bin)
     check_metrics()
     check_consul(docs, defaults)
+    check_nomad_acl(docs)
 
     for n in sorted(set(notes)):
         print(f"note: {n}")
