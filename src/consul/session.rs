@@ -9,6 +9,7 @@
 //!
 //! Locks are advisory KV keys taken with `?acquire=<session>` (DESIGN §3).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ pub struct SessionKeeper {
     id: String,
     fenced: CancellationToken,
     reason: Arc<OnceLock<FenceReason>>,
+    renewals: Arc<AtomicU64>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -108,14 +110,18 @@ impl SessionKeeper {
         let fenced = CancellationToken::new();
         let reason = Arc::new(OnceLock::new());
         let stop = cancel.child_token();
+        let renewals = Arc::new(AtomicU64::new(0));
         let task = tracker.spawn(renew_loop(
             client.clone(),
             id.clone(),
             config,
             created_at,
-            fenced.clone(),
-            reason.clone(),
-            stop.clone(),
+            Signals {
+                fenced: fenced.clone(),
+                reason: reason.clone(),
+                renewals: renewals.clone(),
+                stop: stop.clone(),
+            },
         ));
         tracing::info!(session = %id, "consul session created");
         Ok(SessionKeeper {
@@ -123,6 +129,7 @@ impl SessionKeeper {
             id,
             fenced,
             reason,
+            renewals,
             stop,
             task,
         })
@@ -153,6 +160,11 @@ impl SessionKeeper {
         self.reason.get().copied()
     }
 
+    /// How many renewals succeeded so far.
+    pub fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
+    }
+
     /// Stops renewal and destroys the session (its locks are released or deleted per its
     /// behavior). Call on shutdown after releasing what must be released.
     pub async fn destroy(self) -> Result<(), ConsulError> {
@@ -171,15 +183,27 @@ fn fence(token: &CancellationToken, slot: &OnceLock<FenceReason>, id: &str, reas
     token.cancel();
 }
 
+/// What the renewal task shares with its keeper.
+struct Signals {
+    fenced: CancellationToken,
+    reason: Arc<OnceLock<FenceReason>>,
+    renewals: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
 async fn renew_loop(
     client: Client,
     id: String,
     config: SessionConfig,
     created_at: Instant,
-    fenced: CancellationToken,
-    reason: Arc<OnceLock<FenceReason>>,
-    stop: CancellationToken,
+    signals: Signals,
 ) {
+    let Signals {
+        fenced,
+        reason,
+        renewals,
+        stop,
+    } = signals;
     let mut ttl = config.ttl;
     // The TTL clock started no earlier than when the create request was sent.
     let mut last_ok = created_at;
@@ -205,6 +229,7 @@ async fn renew_loop(
                 Ok(info) => {
                     last_ok = sent_at;
                     last_failed = false;
+                    renewals.fetch_add(1, Ordering::Relaxed);
                     if let Some(t) = info.ttl.filter(|t| *t > ttl) {
                         tracing::info!(session = %id, ttl_ms = t.as_millis() as u64, "consul raised the session TTL; adopting it");
                         ttl = t;
