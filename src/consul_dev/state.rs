@@ -1659,3 +1659,7 @@ fn same_check(a: &CheckEntry, b: &CheckEntry) -> bool {
         && a.deregister_critical_after == b.deregister_critical_after
         && std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
