@@ -51,11 +51,13 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         shutdown.clone(),
     )
     .await?;
-    let line = serde_json::json!({
-        "ready": true,
-        "http": agent.http_addr().to_string(),
-        "dns": agent.dns_addr().to_string(),
-    });
+    // Written by hand to keep the documented key order (`ready` first); socket addresses
+    // contain nothing JSON would escape.
+    let line = format!(
+        r#"{{"ready":true,"http":"{}","dns":"{}"}}"#,
+        agent.http_addr(),
+        agent.dns_addr()
+    );
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

@@ -498,3 +498,28 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::consul_dev::state::StateConfig;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Arbitrary names and arbitrary packets never panic the DNS layer.
+        #[test]
+        fn lookups_never_panic(labels in proptest::collection::vec("[a-z0-9_-]{1,12}", 0..6), packet in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let st = State::new(StateConfig::default());
+            let joined = format!("{}.consul.", labels.join("."));
+            if let Ok(n) = Name::from_ascii(&joined) {
+                for t in [RecordType::A, RecordType::SRV, RecordType::AAAA, RecordType::ANY] {
+                    let _ = lookup(&st, &n, t);
+                }
+            }
+            let _ = Message::from_vec(&packet);
+        }
+    }
+}

@@ -81,6 +81,8 @@ pub struct AgentConfig {
     pub default_wait: Duration,
     /// Longest blocking wait (Consul: 10m).
     pub max_wait: Duration,
+    /// Shortest HTTP-check interval; shorter ones are raised (Consul: 1s).
+    pub min_check_interval: Duration,
     /// Largest request body outside KV values (registration, sessions, txn).
     pub max_body_bytes: usize,
 }
@@ -100,6 +102,7 @@ impl Default for AgentConfig {
             deregister_critical_min: Duration::from_secs(60),
             default_wait: DEFAULT_WAIT,
             max_wait: MAX_WAIT,
+            min_check_interval: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
         }
     }
@@ -271,6 +274,7 @@ pub async fn spawn(
         session_ttl_multiplier: config.session_ttl_multiplier.max(1),
         default_lock_delay: config.default_lock_delay,
         deregister_critical_min: config.deregister_critical_min,
+        min_check_interval: config.min_check_interval,
         seed: rand::random(),
         ..StateConfig::default()
     };

@@ -46,6 +46,8 @@ pub struct StateConfig {
     pub max_lock_delay: Duration,
     /// Smallest `DeregisterCriticalServiceAfter` honoured; smaller values are raised (Consul: 1m).
     pub deregister_critical_min: Duration,
+    /// Shortest interval of polled (HTTP) checks; shorter ones are raised (Consul: 1s).
+    pub min_check_interval: Duration,
     /// Seed of the session-ID generator (tests fix it for reproducibility).
     pub seed: u64,
 }
@@ -63,6 +65,7 @@ impl Default for StateConfig {
             default_lock_delay: Duration::from_secs(15),
             max_lock_delay: Duration::from_secs(60),
             deregister_critical_min: Duration::from_secs(60),
+            min_check_interval: Duration::from_secs(1),
             seed: 0,
         }
     }
@@ -1133,7 +1136,7 @@ impl State {
             .unwrap_or_else(|| reg.name.clone());
         // Validate every check before changing anything.
         for c in &reg.checks {
-            if c.ttl.is_none() && c.http.is_some() && c.interval.is_none() {
+            if c.ttl.is_none() && c.http.is_some() && c.interval.is_none_or(|i| i.is_zero()) {
                 return Err(StateError::BadRequest(
                     "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks"
                         .to_string(),
@@ -1204,7 +1207,10 @@ impl State {
                     url,
                     method: def.method.clone().unwrap_or_else(|| "GET".to_string()),
                     header: def.header.clone(),
-                    interval: def.interval.unwrap_or(Duration::from_secs(10)),
+                    interval: def
+                        .interval
+                        .unwrap_or(Duration::from_secs(10))
+                        .max(self.cfg.min_check_interval),
                     timeout: def.timeout.unwrap_or(Duration::from_secs(10)),
                     tls_skip_verify: def.tls_skip_verify,
                     next_run: now,

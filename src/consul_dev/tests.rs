@@ -608,7 +608,11 @@ async fn health_blocking_query_wakes_when_a_ttl_check_expires() {
 
 #[tokio::test]
 async fn http_checks_are_polled() {
-    let a = Agent::start().await;
+    let a = Agent::with(AgentConfig {
+        min_check_interval: Duration::from_millis(50),
+        ..AgentConfig::default()
+    })
+    .await;
     // A tiny health endpoint on loopback.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -984,4 +988,95 @@ mod dns {
         let resp = udp(&a, "wafleet-worker.service.consul.", RecordType::SRV).await;
         assert_eq!(resp.answers.len(), 1);
     }
+}
+
+#[tokio::test]
+async fn hostile_inputs_always_get_an_answer() {
+    let a = Agent::start().await;
+    let cases: Vec<(reqwest::Method, &str, &str)> = vec![
+        (reqwest::Method::GET, "/v1/kv/%ff%fe%00", ""),
+        (reqwest::Method::PUT, "/v1/kv/a?cas=-1", "x"),
+        (
+            reqwest::Method::PUT,
+            "/v1/kv/a?flags=99999999999999999999999",
+            "x",
+        ),
+        (reqwest::Method::GET, "/v1/kv/?recurse&index=abc", ""),
+        (
+            reqwest::Method::GET,
+            "/v1/kv/?recurse&index=18446744073709551615&wait=1ms",
+            "",
+        ),
+        (reqwest::Method::PUT, "/v1/session/create", "null"),
+        (reqwest::Method::PUT, "/v1/session/create", r#"{"TTL": 5}"#),
+        (
+            reqwest::Method::PUT,
+            "/v1/session/create",
+            r#"{"LockDelay": -1}"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/session/create",
+            r#"{"Checks": ["nope"]}"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Check":{"TTL":"99999999h"}}"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Check":{"HTTP":"http://127.0.0.1:1/","Interval":"0s"}}"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Checks":[{"Status":"bogus"}]}"#,
+        ),
+        (reqwest::Method::GET, "/v1/health/service/x?filter=((((", ""),
+        (
+            reqwest::Method::PUT,
+            "/v1/txn",
+            r#"[{"KV":{"Verb":"lock","Key":"a","Session":""}}]"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/txn",
+            r#"[{"KV":{"Verb":"set","Key":"","Value":null}}]"#,
+        ),
+        (reqwest::Method::PUT, "/v1/agent/check/update/x", "[]"),
+        (
+            reqwest::Method::POST,
+            "/_dev/faults/pause",
+            r#"{"mode":"sideways"}"#,
+        ),
+        (
+            reqwest::Method::POST,
+            "/_dev/faults/errors",
+            r#"{"status":99}"#,
+        ),
+        (reqwest::Method::POST, "/_dev/faults/drop", "{}"),
+        (reqwest::Method::PATCH, "/v1/kv/a", ""),
+        (reqwest::Method::GET, "/v1/kv/a?dc=elsewhere", ""),
+    ];
+    for (method, path, body) in cases {
+        let r = a
+            .http
+            .request(method.clone(), a.url(path))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        assert!(
+            r.status().is_client_error() || r.status().is_server_error() || r.status().is_success(),
+            "{method} {path}: {}",
+            r.status()
+        );
+        if path.contains("register") || path.contains("session/create") && body != "null" {
+            assert!(!r.status().is_success(), "{method} {path} {body}: accepted");
+        }
+    }
+    // Still serving.
+    assert_eq!(a.get("/v1/kv/zzz").await.status(), 404);
 }

@@ -526,3 +526,27 @@ mod tests {
         assert!(decode_txn(br#"[{"KV":{"Verb":"set","Key":"a","Value":"!!"}}]"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Decoders answer `Err`, never panic, on arbitrary bytes and arbitrary JSON.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), s in ".{0,64}") {
+            let _ = decode_session_create(&bytes);
+            let _ = decode_service_registration(&bytes);
+            let _ = decode_txn(&bytes);
+            let json = format!(r#"{{"Name":{s:?},"TTL":{s:?},"LockDelay":{s:?},"Check":{{"TTL":{s:?},"Interval":{s:?}}}}}"#);
+            let _ = decode_session_create(json.as_bytes());
+            let _ = decode_service_registration(json.as_bytes());
+            let _ = super::super::filter::parse(&s);
+            let _ = super::super::duration::parse_go_duration(&s);
+        }
+    }
+}
