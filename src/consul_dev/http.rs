@@ -598,6 +598,26 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
                 .map_err(|e| state_error(&e))?;
             Ok(empty_ok())
         }
+        ["v1", "agent", "check", "register"] => {
+            if *m != Method::PUT {
+                return Err(method_not_allowed(req));
+            }
+            let (def, sid) = wire::decode_check_registration(&req.body)
+                .map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
+            let now = now();
+            shared
+                .mutate(|st| st.register_check(def, sid.as_deref(), now))
+                .map_err(|e| state_error(&e))?;
+            Ok(empty_ok())
+        }
+        ["v1", "agent", "check", "deregister", id] => {
+            if *m != Method::PUT {
+                return Err(method_not_allowed(req));
+            }
+            let now = now();
+            shared.mutate(|st| st.deregister_check(id, now));
+            Ok(empty_ok())
+        }
         ["v1", "agent", "check", "update", id] => {
             if *m != Method::PUT {
                 return Err(method_not_allowed(req));

@@ -766,6 +766,7 @@ proptest! {
         let t0 = Instant::now();
         let mut now = t0;
         let mut slots: [Option<String>; 3] = [None, None, None];
+        let mut created: Vec<String> = Vec::new();
         // Model: key → end of the lock delay started by the last invalidation of its holder.
         let mut delay_until: std::collections::BTreeMap<String, Instant> = Default::default();
         let mut last_index = st.index();
@@ -777,9 +778,10 @@ proptest! {
                 .kv_entries()
                 .filter_map(|e| e.session.clone().map(|s| (e.key.clone(), s)))
                 .collect();
-            let sessions_before: Vec<(String, Duration)> = slots
+            // Every session ever created, not just the ones still in a slot: a replaced
+            // session can still hold locks and expire.
+            let sessions_before: Vec<(String, Duration)> = created
                 .iter()
-                .flatten()
                 .filter_map(|id| st.session_info(id).0.first().map(|s| (s.id.clone(), s.lock_delay)))
                 .collect();
             match op {
@@ -790,6 +792,7 @@ proptest! {
                         behavior: if delete { "delete".into() } else { "release".into() },
                         ..SessionCreate::default()
                     }, now).unwrap();
+                    created.push(id.clone());
                     slots[slot] = Some(id);
                 }
                 Op::Renew(slot) => {
@@ -877,4 +880,65 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn node_checks_apply_to_every_service_and_service_checks_can_be_added() {
+    let mut st = state();
+    let t0 = Instant::now();
+    register(&mut st, "w1", &[], vec![], t0);
+    let (_, idx) = st.health_service("web");
+    st.register_check(
+        CheckDefinition {
+            name: Some("node-ok".into()),
+            ttl: Some(secs(10)),
+            ..CheckDefinition::default()
+        },
+        None,
+        t0,
+    )
+    .unwrap();
+    let (entries, idx2) = st.health_service("web");
+    assert!(idx2 > idx, "a node check wakes every service's watchers");
+    assert_eq!(entries[0].checks.len(), 2);
+    assert_eq!(entries[0].aggregated(), Status::Critical);
+    assert_eq!(st.dns_instances("web", None).map(|v| v.len()), Some(0));
+    st.update_ttl_check("node-ok", Status::Passing, "", t0)
+        .unwrap();
+    assert_eq!(st.dns_instances("web", None).map(|v| v.len()), Some(1));
+    // A check attached to an existing service.
+    st.register_check(
+        CheckDefinition {
+            check_id: Some("extra".into()),
+            ttl: Some(secs(10)),
+            ..CheckDefinition::default()
+        },
+        Some("w1"),
+        t0,
+    )
+    .unwrap();
+    let c = st.checks().find(|c| c.id == "extra").unwrap();
+    assert_eq!(
+        (c.service_id.as_str(), c.name.as_str()),
+        ("w1", "Service 'web' check")
+    );
+    assert!(
+        st.register_check(CheckDefinition::default(), None, t0)
+            .is_err()
+    );
+    assert!(
+        st.register_check(
+            CheckDefinition {
+                name: Some("x".into()),
+                ..CheckDefinition::default()
+            },
+            Some("ghost"),
+            t0
+        )
+        .is_err()
+    );
+    st.deregister_check("node-ok", t0);
+    st.deregister_check("extra", t0);
+    let (entries, _) = st.health_service("web");
+    assert_eq!(entries[0].checks.len(), 1);
 }

@@ -293,6 +293,16 @@ fn decode_check(v: &Value) -> Result<CheckDefinition, DecodeError> {
     })
 }
 
+/// Decodes a `PUT /v1/agent/check/register` body: the check and its optional `ServiceID`.
+pub fn decode_check_registration(
+    body: &[u8],
+) -> Result<(CheckDefinition, Option<String>), DecodeError> {
+    let v: Value = serde_json::from_slice(body).map_err(dec)?;
+    let def = decode_check(&v)?;
+    let sid = string_field(object(&v)?, &["ServiceID", "service_id"])?;
+    Ok((def, (!sid.is_empty()).then_some(sid)))
+}
+
 /// Decodes a `PUT /v1/agent/service/register` body.
 pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration, DecodeError> {
     let v: Value = serde_json::from_slice(body).map_err(dec)?;
