@@ -796,11 +796,28 @@ async fn block_on<T>(
             return Ok((value, idx));
         }
         drop(value);
+        let _parked = Parked::new(&shared.parked);
         tokio::select! {
             r = changed.changed() => { if r.is_err() { return Ok((query(&shared.state()).0, idx)); } }
             r = faults.changed() => { if r.is_err() { return Ok((query(&shared.state()).0, idx)); } }
             _ = tokio::time::sleep_until(deadline) => {}
         }
+    }
+}
+
+/// Counts a parked blocking query for as long as it lives (also when the request is dropped).
+struct Parked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Parked(counter)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

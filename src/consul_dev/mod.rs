@@ -133,11 +133,21 @@ pub enum AgentError {
 }
 
 /// A running agent. Cancel the token given to [`spawn`] to stop it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunningAgent {
     http: SocketAddr,
     dns: SocketAddr,
     tracker: TaskTracker,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RunningAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningAgent")
+            .field("http", &self.http)
+            .field("dns", &self.dns)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningAgent {
@@ -154,6 +164,13 @@ impl RunningAgent {
     /// `http://<addr>`, for `CONSUL_HTTP_ADDR`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// How many blocking queries are parked right now, waiting for a change. Lets a test wait
+    /// (with a deadline) until its watcher is really blocked before making the change it
+    /// expects the watcher to see.
+    pub fn parked_queries(&self) -> usize {
+        self.shared.parked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once every task of the agent has stopped (after cancellation).
@@ -196,6 +213,8 @@ pub(crate) struct Shared {
     /// Wall-clock reference: `state` works with `std::time::Instant`, taken from tokio's
     /// clock so tests with paused time control it.
     pub http_client: reqwest::Client,
+    /// Number of blocking queries currently waiting (see [`RunningAgent::parked_queries`]).
+    pub parked: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -290,6 +309,7 @@ pub async fn spawn(
         faults: Mutex::new(Faults::default()),
         faults_changed,
         http_client,
+        parked: std::sync::atomic::AtomicUsize::new(0),
     });
     let tracker = TaskTracker::new();
     tracker.spawn(http::serve(
@@ -312,6 +332,7 @@ pub async fn spawn(
         http,
         dns: dns_addr,
         tracker,
+        shared,
     })
 }
 

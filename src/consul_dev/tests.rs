@@ -88,6 +88,18 @@ impl Agent {
     }
 }
 
+/// Waits (with a deadline) until at least `n` blocking queries are parked on the agent.
+async fn wait_parked(a: &Agent, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while a.agent.parked_queries() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -328,7 +340,13 @@ async fn blocking_query_returns_on_change() {
     let url = a.url(&format!("/v1/kv/watched?index={idx}&wait=30s"));
     let client = a.http.clone();
     let waiter = tokio::spawn(async move { client.get(url).send().await });
-    // The watcher is parked: nothing changed yet. Write, and it must come back with the value.
+    wait_parked(&a, 1).await;
+    assert!(
+        !waiter.is_finished(),
+        "nothing changed: the query must still block"
+    );
+    // An unrelated change elsewhere in KV moves the table index: Consul wakes the single-key
+    // watch too (its index is the whole table's), so write the watched key itself.
     a.put("/v1/kv/watched", "now").await;
     let r = waiter.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
@@ -823,9 +841,13 @@ async fn index_goes_backwards_once() {
         a.put("/v1/kv/i", i.to_string()).await;
     }
     let idx = index_of(&a.get("/v1/kv/i").await);
+    // A parked blocking query is woken by the fault and sees the lower index.
+    let url = a.url(&format!("/v1/kv/i?index={idx}&wait=30s"));
+    let client = a.http.clone();
+    let waiter = tokio::spawn(async move { client.get(url).send().await });
+    wait_parked(&a, 1).await;
     a.post("/_dev/faults/index-backwards", json!({})).await;
-    // A parked blocking query is woken and sees the lower index.
-    let r = a.get(&format!("/v1/kv/i?index={idx}&wait=30s")).await;
+    let r = waiter.await.unwrap().unwrap();
     assert!(index_of(&r) < idx);
     assert_eq!(index_of(&a.get("/v1/kv/i").await), idx);
 }
@@ -1079,4 +1101,36 @@ async fn hostile_inputs_always_get_an_answer() {
     }
     // Still serving.
     assert_eq!(a.get("/v1/kv/zzz").await.status(), 404);
+}
+
+#[tokio::test]
+async fn parked_health_watch_wakes_on_check_pass_but_not_on_other_services() {
+    let a = Agent::start().await;
+    register(
+        &a,
+        json!({"ID": "w", "Name": "w", "Check": {"CheckID": "w-ttl", "TTL": "30s"}}),
+    )
+    .await;
+    register(
+        &a,
+        json!({"ID": "o", "Name": "other", "Check": {"CheckID": "o-ttl", "TTL": "30s"}}),
+    )
+    .await;
+    let idx = index_of(&a.get("/v1/health/service/w").await);
+    let url = a.url(&format!(
+        "/v1/health/service/w?passing&index={idx}&wait=30s"
+    ));
+    let client = a.http.clone();
+    let waiter = tokio::spawn(async move { client.get(url).send().await });
+    wait_parked(&a, 1).await;
+    // Another service's change re-evaluates the query but must not answer it.
+    a.put("/v1/agent/check/pass/o-ttl", "").await;
+    a.put("/v1/kv/unrelated", "x").await;
+    wait_parked(&a, 1).await;
+    assert!(!waiter.is_finished());
+    a.put("/v1/agent/check/pass/w-ttl", "").await;
+    let r = waiter.await.unwrap().unwrap();
+    assert!(index_of(&r) > idx);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body[0]["Service"]["ID"], "w");
 }
