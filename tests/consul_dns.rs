@@ -188,3 +188,88 @@ async fn unknown_names_are_empty_not_errors() {
             .is_empty()
     );
 }
+
+/// A tiny DNS server on loopback UDP that answers SRV for `shard-5` *without* an ADDITIONAL
+/// section (one node-form and one addr-form target) and A for the node name, counting the A
+/// queries it receives.
+async fn bare_dns() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use hickory_resolver::proto::op::{Message, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, SRV};
+    use hickory_resolver::proto::rr::{Name, Record, RecordType};
+    use std::sync::atomic::Ordering;
+
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let a_queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = a_queries.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+            r.metadata.authoritative = true;
+            r.add_queries(q.queries.clone());
+            let Some(query) = q.queries.first() else {
+                continue;
+            };
+            let name = query.name().to_ascii().to_ascii_lowercase();
+            let node = Name::from_ascii("web1.node.dc1.consul.").unwrap();
+            match (query.query_type(), name.as_str()) {
+                (RecordType::SRV, "shard-5.wafleet-worker.service.consul.") => {
+                    r.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        0,
+                        RData::SRV(SRV::new(1, 1, 6005, node.clone())),
+                    ));
+                    let hex = Name::from_ascii("7f000001.addr.dc1.consul.").unwrap();
+                    r.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        0,
+                        RData::SRV(SRV::new(1, 1, 6006, hex)),
+                    ));
+                }
+                (RecordType::A, "web1.node.dc1.consul.") => {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    r.add_answer(Record::from_rdata(node, 0, RData::A(A::new(127, 0, 0, 1))));
+                }
+                _ => r.metadata.response_code = ResponseCode::NXDomain,
+            }
+            if let Ok(bytes) = r.to_vec() {
+                let _ = sock.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    (addr, a_queries)
+}
+
+#[tokio::test]
+async fn node_targets_without_additional_records_get_a_follow_up_a_query() {
+    let (addr, a_queries) = bare_dns().await;
+    let resolver = SrvResolver::new(addr).unwrap();
+    let mut got = resolver.resolve_shard(5).await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "127.0.0.1:6005".parse().unwrap(),
+            "127.0.0.1:6006".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        a_queries.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one A query, for the node target only"
+    );
+    // Nothing is cached: a second resolution asks again.
+    resolver.resolve_shard(5).await.unwrap();
+    assert_eq!(a_queries.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(
+        resolver.resolve_shard(6).await.unwrap().is_empty(),
+        "NXDOMAIN is an empty answer"
+    );
+}
