@@ -54,6 +54,27 @@ impl SessionConfig {
         }
     }
 
+    /// Refuses settings that cannot fence safely: a zero TTL, or a fencing deadline that is not
+    /// shorter than the TTL (Consul may invalidate the session after one TTL).
+    pub fn validate(&self) -> Result<(), ConsulError> {
+        if self.ttl.is_zero() {
+            return Err(ConsulError::InvalidRequest(
+                "session TTL must be > 0".into(),
+            ));
+        }
+        if self.fence_after_for(self.ttl) >= self.ttl {
+            return Err(ConsulError::InvalidRequest(
+                "the fencing deadline must be shorter than the session TTL".into(),
+            ));
+        }
+        if self.renew_every.is_some_and(|r| r >= self.ttl) {
+            return Err(ConsulError::InvalidRequest(
+                "the renewal interval must be shorter than the session TTL".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn fence_after_for(&self, ttl: Duration) -> Duration {
         self.fence_after.unwrap_or(ttl * 2 / 3)
     }
@@ -98,6 +119,7 @@ impl SessionKeeper {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<SessionKeeper, ConsulError> {
+        config.validate()?;
         let req = SessionRequest {
             name: config.name.clone(),
             ttl: Some(config.ttl),
@@ -343,5 +365,43 @@ pub async fn acquire_wait(
         }
         wait_until_free_with(client, key, opts.clone(), cancel).await?;
         just_freed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_and_validation() {
+        let c = SessionConfig::new("w", Duration::from_secs(15), Duration::from_secs(15));
+        assert!(c.validate().is_ok());
+        assert_eq!(c.fence_after_for(c.ttl), Duration::from_secs(10));
+        assert_eq!(c.renew_every_for(c.ttl), Duration::from_secs(5));
+        // A larger TTL from Consul stretches the schedule; an explicit deadline caps renewal.
+        assert_eq!(
+            c.renew_every_for(Duration::from_secs(60)),
+            Duration::from_secs(20)
+        );
+        let capped = SessionConfig {
+            fence_after: Some(Duration::from_secs(4)),
+            ..c.clone()
+        };
+        assert_eq!(capped.renew_every_for(capped.ttl), Duration::from_secs(2));
+        let bad = SessionConfig {
+            fence_after: Some(Duration::from_secs(15)),
+            ..c.clone()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SessionConfig {
+            renew_every: Some(Duration::from_secs(20)),
+            ..c.clone()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SessionConfig {
+            ttl: Duration::ZERO,
+            ..c
+        };
+        assert!(bad.validate().is_err());
     }
 }
