@@ -556,17 +556,21 @@ async fn locks_and_sessions() {
             "only the holder releases"
         );
         assert!(!session::release(c, &k("missing"), &s1).await.unwrap());
-        // Locks are advisory: a plain write succeeds and keeps the holder.
-        assert!(c.kv_put(&k("a"), b"plain", &plain()).await.unwrap());
+        // Locks are advisory: a plain write succeeds and keeps the holder, but (Consul's
+        // `kvsSetTxn` takes `LockIndex` from the request, 0 for a plain PUT) resets LockIndex.
+        assert!(session::acquire(c, &k("adv"), &s1, b"held").await.unwrap());
+        assert!(c.kv_put(&k("adv"), b"plain", &plain()).await.unwrap());
+        let adv = c
+            .kv_get(&k("adv"), &QueryOptions::default())
+            .await
+            .unwrap()
+            .0
+            .unwrap();
         assert_eq!(
-            c.kv_get(&k("a"), &QueryOptions::default())
-                .await
-                .unwrap()
-                .0
-                .unwrap()
-                .session
-                .as_deref(),
-            Some(s1.as_str())
+            (adv.session.as_deref(), adv.lock_index, adv.value_bytes()),
+            (Some(s1.as_str()), 0, &b"plain"[..]),
+            "{}",
+            t.name
         );
         let before = c
             .kv_get(&k("a"), &QueryOptions::default())

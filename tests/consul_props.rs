@@ -122,6 +122,8 @@ async fn run_case(c: &Client, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     lock_index: 0,
                 });
                 entry.value = vec![value];
+                // kvsSetTxn takes LockIndex from the request: 0 for a plain write.
+                entry.lock_index = 0;
             }
             Op::CasPut {
                 key: k,
@@ -159,6 +161,8 @@ async fn run_case(c: &Client, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         lock_index: 0,
                     });
                     entry.value = vec![value];
+                    // kvsSetTxn takes LockIndex from the request: 0 for a plain write.
+                    entry.lock_index = 0;
                 }
             }
             Op::Delete { key: k } => {
