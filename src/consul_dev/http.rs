@@ -122,7 +122,6 @@ struct Req {
     method: Method,
     /// Percent-decoded path.
     path: String,
-    raw_query: String,
     query: Vec<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -314,7 +313,6 @@ where
     let req = Req {
         method,
         path,
-        raw_query,
         query,
         headers,
         body,
@@ -835,18 +833,54 @@ async fn blocking_json(
 
 // === KV ===
 
-fn parse_u64(req: &Req, name: &str, what: &str) -> Result<Option<u64>, Resp> {
-    match req.get(name) {
-        None => Ok(None),
-        Some("") => Ok(Some(0)),
-        Some(v) => v
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| text(StatusCode::BAD_REQUEST, &format!("Invalid {what}"))),
+/// Parses `flags`/`cas` like Go's `strconv.ParseUint`; Consul returns that error as is, so a
+/// bad value is a 500 with Go's text (an empty value is an error too).
+fn parse_u64(req: &Req, name: &str) -> Result<Option<u64>, Resp> {
+    let Some(v) = req.get(name) else {
+        return Ok(None);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if !v.starts_with('+') => Ok(Some(n)),
+        _ => {
+            let why = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                "value out of range"
+            } else {
+                "invalid syntax"
+            };
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("strconv.ParseUint: parsing {v:?}: {why}"),
+            ))
+        }
     }
 }
 
+/// Consul's `conflictingFlags` answer: the query re-encoded with sorted keys, like Go's
+/// `url.Values.Encode`.
+fn conflicting_flags(req: &Req) -> Resp {
+    let mut pairs: Vec<(&str, &str)> = req
+        .query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("Conflicting flags: {encoded}\n"),
+    )
+}
+
 async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
+    // Consul's CVE-2025-11392 fix refuses traversal sequences in the path.
+    if key.contains("../") || key.contains("..\\") || key.split('/').any(|s| s == "..") {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "URL path contains invalid traversal sequence",
+        ));
+    }
     if key.chars().any(|c| c.is_control()) {
         return Err(text(StatusCode::BAD_REQUEST, "Invalid key name"));
     }
@@ -890,6 +924,9 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
                     idx,
                 ));
             }
+            if key.is_empty() {
+                return Err(text(StatusCode::BAD_REQUEST, "Missing key name"));
+            }
             let k = key.to_string();
             let (entry, idx) = block_on(shared, req, |st| {
                 let (e, idx) = st.kv_get(&k);
@@ -930,15 +967,15 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
                 .iter()
                 .filter(|f| req.has(f))
                 .count();
-            if modes > 1 {
-                return Err(text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Conflicting flags: {}", req.raw_query),
-                ));
+            if key.is_empty() {
+                return Err(text(StatusCode::BAD_REQUEST, "Missing key name"));
             }
-            let flags = parse_u64(req, "flags", "flags")?.unwrap_or(0);
+            if modes > 1 {
+                return Err(conflicting_flags(req));
+            }
+            let flags = parse_u64(req, "flags")?.unwrap_or(0);
             let mode = if req.has("cas") {
-                PutMode::Cas(parse_u64(req, "cas", "cas index")?.unwrap_or(0))
+                PutMode::Cas(parse_u64(req, "cas")?.unwrap_or(0))
             } else if req.has("acquire") {
                 PutMode::Acquire(req.get("acquire").unwrap_or("").to_string())
             } else if req.has("release") {
@@ -955,15 +992,12 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
         }
         Method::DELETE => {
             if req.has("recurse") && req.has("cas") {
-                return Err(text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Conflicting flags: {}", req.raw_query),
-                ));
+                return Err(conflicting_flags(req));
             }
             let mode = if req.has("recurse") {
                 DeleteMode::Tree
             } else if req.has("cas") {
-                DeleteMode::Cas(parse_u64(req, "cas", "cas index")?.unwrap_or(0))
+                DeleteMode::Cas(parse_u64(req, "cas")?.unwrap_or(0))
             } else {
                 DeleteMode::Single
             };

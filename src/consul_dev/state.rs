@@ -533,6 +533,10 @@ impl State {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, e)| e)
             .collect();
+        // Listing everything reports the whole table's index, as `kvsListTxn` does.
+        if prefix.is_empty() {
+            return (entries, self.kv_index());
+        }
         let mut idx = entries.iter().map(|e| e.modify_index).max().unwrap_or(0);
         let tomb = self
             .tombstones
@@ -613,17 +617,20 @@ impl State {
         Ok(ok)
     }
 
-    /// Sets a key at `idx`, keeping its session and lock index (`kvsSetTxn` without
-    /// `updateSession`); an identical write changes nothing.
+    /// Sets a key at `idx` like Consul's `kvsSetTxn` without `updateSession`: the holder
+    /// (`Session`) is kept, but `LockIndex` takes the request's value, which is always 0 for a
+    /// plain or CAS write — so a plain PUT on a held key resets its `LockIndex` to 0, as in
+    /// Consul. An identical entry (value, flags, lock index, session) changes nothing.
     fn kv_set_at(&mut self, idx: u64, key: &str, value: Vec<u8>, flags: u64) {
-        let (create_index, session, lock_index) = match self.kv.get(key) {
+        let lock_index = 0;
+        let (create_index, session) = match self.kv.get(key) {
             Some(e) => {
-                if e.value == value && e.flags == flags {
+                if e.value == value && e.flags == flags && e.lock_index == lock_index {
                     return;
                 }
-                (e.create_index, e.session.clone(), e.lock_index)
+                (e.create_index, e.session.clone())
             }
-            None => (idx, None, 0),
+            None => (idx, None),
         };
         self.write_entry(
             idx,
@@ -877,7 +884,7 @@ impl State {
                     "failed index check for key {key:?}, current modify index {} != {}",
                     e.modify_index, op.index
                 )),
-                None => Err(format!("key {key:?} doesn't exist")),
+                None => Err(format!("failed to check index, key {key:?} doesn't exist")),
             },
             "check-session" => match self.kv.get(key) {
                 Some(e) if e.session.as_deref().unwrap_or("") == op.session => {
@@ -891,7 +898,9 @@ impl State {
                     e.session.as_deref().unwrap_or(""),
                     op.session
                 )),
-                None => Err(format!("key {key:?} doesn't exist")),
+                None => Err(format!(
+                    "failed to check session, key {key:?} doesn't exist"
+                )),
             },
             "check-not-exists" => match self.kv.get(key) {
                 Some(_) => Err(format!("key {key:?} exists")),
@@ -1349,14 +1358,15 @@ impl State {
         service_id: Option<&str>,
         now: Instant,
     ) -> Result<(), StateError> {
-        let Some(check_id) = def
+        // Consul requires a name; the ID defaults to it.
+        let Some(name) = def.name.clone().filter(|s| !s.is_empty()) else {
+            return Err(StateError::BadRequest("Missing check name".to_string()));
+        };
+        let check_id = def
             .check_id
             .clone()
             .filter(|s| !s.is_empty())
-            .or_else(|| def.name.clone().filter(|s| !s.is_empty()))
-        else {
-            return Err(StateError::BadRequest("Missing check name".to_string()));
-        };
+            .unwrap_or(name);
         if def.ttl.is_none() && def.http.is_some() && def.interval.is_none_or(|i| i.is_zero()) {
             return Err(StateError::BadRequest(
                 "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks"

@@ -182,9 +182,14 @@ fn acquire_release_and_lock_index() {
     assert_eq!((e.lock_index, e.value.as_slice()), (1, b"b".as_slice()));
     // Another session: refused.
     assert!(!put(&mut st, "l", "c", PutMode::Acquire(s2.clone()), t));
-    // Plain writes are advisory-lock agnostic and keep the holder.
+    // Plain writes ignore the (advisory) lock: they keep the holder but, as Consul's
+    // kvsSetTxn, reset LockIndex to the request's 0.
     assert!(put(&mut st, "l", "d", PutMode::Set, t));
-    assert_eq!(entry(&st, "l").session.as_deref(), Some(s1.as_str()));
+    let e = entry(&st, "l");
+    assert_eq!((e.lock_index, e.session.as_deref()), (0, Some(s1.as_str())));
+    // Re-acquiring by the holder restores nothing: same session, LockIndex stays.
+    assert!(put(&mut st, "l", "d", PutMode::Acquire(s1.clone()), t));
+    assert_eq!(entry(&st, "l").lock_index, 0);
     // Only the holder releases.
     assert!(!put(&mut st, "l", "", PutMode::Release(s2.clone()), t));
     assert!(!put(
@@ -197,10 +202,13 @@ fn acquire_release_and_lock_index() {
     let before = entry(&st, "l").modify_index;
     assert!(put(&mut st, "l", "", PutMode::Release(s1.clone()), t));
     let e = entry(&st, "l");
-    assert_eq!((e.lock_index, e.session.clone()), (1, None));
+    assert_eq!((e.lock_index, e.session.clone()), (0, None));
     assert!(e.modify_index > before);
     // A new acquisition increments LockIndex.
     assert!(put(&mut st, "l", "", PutMode::Acquire(s2.clone()), t));
+    assert_eq!(entry(&st, "l").lock_index, 1);
+    assert!(put(&mut st, "l", "", PutMode::Release(s2.clone()), t));
+    assert!(put(&mut st, "l", "", PutMode::Acquire(s1.clone()), t));
     assert_eq!(entry(&st, "l").lock_index, 2);
 }
 
@@ -829,12 +837,19 @@ proptest! {
                         prop_assert_eq!(ok, holder.as_deref() == Some(id.as_str()));
                     }
                 }
-                Op::Set(key) => { st.kv_put(keys[key], vec![2], 0, PutMode::Set, now).unwrap(); }
+                Op::Set(key) => {
+                    st.kv_put(keys[key], vec![2], 0, PutMode::Set, now).unwrap();
+                    // Consul: a plain write resets LockIndex to 0.
+                    lock_index.remove(keys[key]);
+                }
                 Op::Cas { key, stale } => {
                     let k = keys[key];
                     let cur = st.kv_get(k).0.map(|e| e.modify_index).unwrap_or(0);
                     let ok = st.kv_put(k, vec![3], 0, PutMode::Cas(if stale { cur + 1 } else { cur }), now).unwrap();
                     prop_assert_eq!(ok, !stale);
+                    if ok {
+                        lock_index.remove(k);
+                    }
                 }
                 Op::Delete(key) => { st.kv_delete(keys[key], DeleteMode::Single).unwrap(); }
                 Op::Advance(s) => {
@@ -910,6 +925,7 @@ fn node_checks_apply_to_every_service_and_service_checks_can_be_added() {
     st.register_check(
         CheckDefinition {
             check_id: Some("extra".into()),
+            name: Some("Service 'web' check".into()),
             ttl: Some(secs(10)),
             ..CheckDefinition::default()
         },

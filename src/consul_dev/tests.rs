@@ -88,6 +88,26 @@ impl Agent {
     }
 }
 
+/// Sends one raw HTTP/1.1 request line (no normalisation) and returns the status code.
+async fn raw_status(a: &Agent, request_line: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(a.agent.http_addr())
+        .await
+        .unwrap();
+    s.write_all(
+        format!("{request_line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let head = String::from_utf8_lossy(&out);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Waits (with a deadline) until at least `n` blocking queries are parked on the agent.
 async fn wait_parked(a: &Agent, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -189,12 +209,37 @@ async fn conflicting_flags_and_bad_parameters_are_400() {
     let a = Agent::start().await;
     let (s, t) = a.put_text("/v1/kv/k?cas=0&acquire=x", "v").await;
     assert_eq!(s, 400);
-    assert!(t.starts_with("Conflicting flags"), "{t}");
+    assert_eq!(t, "Conflicting flags: acquire=x&cas=0\n");
     assert_eq!(a.delete("/v1/kv/k?recurse&cas=3").await.status(), 400);
     let r = a.get("/v1/kv/k?index=1&wait=forever").await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.text().await.unwrap(), "Invalid wait time");
-    assert_eq!(a.put_text("/v1/kv/k?flags=x", "v").await.0, 400);
+    // Consul hands strconv's error back as a 500.
+    assert_eq!(
+        a.put_text("/v1/kv/k?flags=x", "v").await,
+        (
+            500,
+            "strconv.ParseUint: parsing \"x\": invalid syntax".to_string()
+        )
+    );
+    assert_eq!(a.put_text("/v1/kv/k?cas", "v").await.0, 500);
+    let r = a.get("/v1/kv/").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().await.unwrap(), "Missing key name");
+    // reqwest normalises `..` away, so speak HTTP by hand for the traversal case.
+    assert_eq!(raw_status(&a, "GET /v1/kv/a/../b").await, 400);
+    assert_eq!(raw_status(&a, "GET /v1/kv/a/%2e%2e/b").await, 400);
+    let r = a
+        .put(
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Check":{"TTL":"10s","Status":"meh"}}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Status for checks must 'passing', 'warning', 'critical'"
+    );
     assert_eq!(
         a.get("/v1/health/service/x?passing=maybe").await.status(),
         400
