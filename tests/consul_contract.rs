@@ -744,12 +744,10 @@ async fn blocking_queries_and_wait_until_free() {
             )
             .await
             .unwrap();
-        assert_eq!(
-            (p.unwrap().value_bytes(), m3.index),
-            (&b"v2"[..], m2.index),
-            "{}",
-            t.name
-        );
+        assert_eq!(p.unwrap().value_bytes(), b"v2", "{}", t.name);
+        // Unchanged on the built-in agent; a shared real cluster may have written elsewhere.
+        assert!(m3.index >= m2.index, "{}", t.name);
+        assert!(t.dev.is_none() || m3.index == m2.index, "{}", t.name);
         within(
             "watch follows",
             rx.wait_for(|s| matches!(s.value(), Some(Some(p)) if p.value_bytes() == b"v2")),
@@ -1233,15 +1231,16 @@ async fn session_keeper_renews_and_fences() {
     // Renewal keeps a short-TTL session alive well past 2×TTL (no fence while healthy).
     let healthy = SessionConfig {
         renew_every: Some(Duration::from_millis(100)),
-        fence_after: Some(Duration::from_millis(800)),
-        ..SessionConfig::new("healthy", Duration::from_secs(1), Duration::ZERO)
+        fence_after: Some(Duration::from_millis(1500)),
+        ..SessionConfig::new("healthy", Duration::from_secs(2), Duration::ZERO)
     };
     let k = SessionKeeper::start(c, healthy, &tracker, t.cancel.child_token())
         .await
         .unwrap();
     let lock = format!("{}/locks/shards/0", t.prefix);
     assert!(session::acquire(c, &lock, k.id(), b"w0").await.unwrap());
-    eventually("25 renewals (> 2×TTL)", || async { k.renewals() >= 25 }).await;
+    // Renewals are at least 100 ms apart, so 45 of them span more than 2×TTL (4 s).
+    eventually("45 renewals (> 2×TTL)", || async { k.renewals() >= 45 }).await;
     assert!(!k.is_fenced());
     assert!(
         c.session_info(k.id(), &QueryOptions::default())
