@@ -330,23 +330,8 @@ where
         // The connection task drops this future together with the connection.
         return std::future::pending().await;
     }
-    loop {
-        let pause = shared.faults().pause;
-        match pause {
-            None => break,
-            Some(PauseMode::Unavailable) => {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "No cluster leader");
-            }
-            Some(PauseMode::Hang) => {
-                let mut rx = shared.faults_changed.subscribe();
-                if shared.faults().pause != Some(PauseMode::Hang) {
-                    continue;
-                }
-                if rx.changed().await.is_err() {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "agent shutting down");
-                }
-            }
-        }
+    if let Some(resp) = honour_pause(&shared).await {
+        return resp;
     }
     let injected = {
         let mut f = shared.faults();
@@ -370,6 +355,11 @@ where
     let resp = match route(&shared, &req).await {
         Ok(r) | Err(r) => r,
     };
+    // A request that was in flight (e.g. a parked blocking query) when the agent got paused
+    // is held or refused too, as a paused Consul would.
+    if let Some(resp) = honour_pause(&shared).await {
+        return resp;
+    }
     let (parts, body) = resp.into_parts();
     let mut resp = http::Response::from_parts(parts, body);
     resp.headers_mut().insert(
@@ -377,6 +367,25 @@ where
         HeaderValue::from_static(if acl { "deny" } else { "allow" }),
     );
     resp
+}
+
+/// While paused: `hang` waits for the resume, `unavailable` answers 503.
+async fn honour_pause(shared: &Shared) -> Option<Resp> {
+    loop {
+        let mut rx = shared.faults_changed.subscribe();
+        let pause = shared.faults().pause;
+        match pause {
+            None => return None,
+            Some(PauseMode::Unavailable) => {
+                return Some(text(StatusCode::SERVICE_UNAVAILABLE, "No cluster leader"));
+            }
+            Some(PauseMode::Hang) => {
+                if rx.changed().await.is_err() {
+                    return Some(text(StatusCode::SERVICE_UNAVAILABLE, "agent shutting down"));
+                }
+            }
+        }
+    }
 }
 
 fn should_drop(f: &Faults, req: &Req) -> bool {

@@ -1179,3 +1179,19 @@ async fn parked_health_watch_wakes_on_check_pass_but_not_on_other_services() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body[0]["Service"]["ID"], "w");
 }
+
+#[tokio::test]
+async fn a_parked_query_woken_while_paused_is_refused() {
+    let a = Agent::start().await;
+    let idx = index_of(&a.get("/v1/kv/p").await);
+    let url = a.url(&format!("/v1/kv/p?index={idx}&wait=30s"));
+    let client = a.http.clone();
+    let waiter = tokio::spawn(async move { client.get(url).send().await });
+    wait_parked(&a, 1).await;
+    a.post("/_dev/faults/pause", json!({"mode": "unavailable"}))
+        .await;
+    // /v1 writes are refused while paused, so wake the query with another fault.
+    a.post("/_dev/faults/index-backwards", json!({})).await;
+    let r = waiter.await.unwrap().unwrap();
+    assert_eq!(r.status(), 503);
+}
