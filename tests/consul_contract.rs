@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wafleet::consul::registration::Registration;
 use wafleet::consul::session::{self, FenceReason, SessionConfig, SessionKeeper};
-use wafleet::consul::watch::{WatchOptions, WatchState, watch_key};
+use wafleet::consul::watch::{WatchOptions, WatchState, watch_health, watch_key, watch_prefix};
 use wafleet::consul::*;
 use wafleet::consul_dev::{AgentConfig, RunningAgent};
 use wafleet::shutdown::{CancellationToken, TaskTracker};
@@ -721,6 +721,43 @@ async fn blocking_queries_and_wait_until_free() {
         .await
         .unwrap();
 
+        // A prefix watch publishes whole lists.
+        let mut pw = watch_prefix(
+            c,
+            &format!("{}/block/", t.prefix),
+            fast_watch(),
+            cancel.clone(),
+        )
+        .unwrap();
+        within(
+            "prefix watch",
+            pw.wait_for(|s| s.value().is_some_and(|v| v.len() == 1)),
+        )
+        .await
+        .unwrap();
+        assert!(
+            c.kv_put(&format!("{}/block/k2", t.prefix), b"x", &plain())
+                .await
+                .unwrap()
+        );
+        within(
+            "prefix watch sees the new key",
+            pw.wait_for(|s| s.value().is_some_and(|v| v.len() == 2)),
+        )
+        .await
+        .unwrap();
+        assert!(
+            c.kv_delete(&format!("{}/block/k2", t.prefix), &DeleteOptions::default())
+                .await
+                .unwrap()
+        );
+        within(
+            "prefix watch sees the delete",
+            pw.wait_for(|s| s.value().is_some_and(|v| v.len() == 1)),
+        )
+        .await
+        .unwrap();
+
         // A raw blocking read returns after a write with a greater index.
         let (_, m) = c.kv_get(&key, &QueryOptions::default()).await.unwrap();
         let c2 = c.clone();
@@ -951,7 +988,28 @@ async fn registration_and_health() {
             "unknown service is []"
         );
 
+        // A passing-only health watch (what the router runs) follows the instance.
+        let hw_cancel = CancellationToken::new();
+        let passing_only = HealthQuery {
+            passing: true,
+            tags: vec![],
+            filter: None,
+        };
+        let mut hw = watch_health(c, &name, passing_only, fast_watch(), hw_cancel.clone());
+        within(
+            "health watch sees the instance",
+            hw.wait_for(|s| s.value().is_some_and(|v| v.len() == 1)),
+        )
+        .await
+        .unwrap();
+
         keeper.set_status(CheckStatus::Warning, Some("draining".into()));
+        within(
+            "health watch drops a non-passing instance",
+            hw.wait_for(|s| s.value().is_some_and(|v| v.is_empty())),
+        )
+        .await
+        .unwrap();
         eventually("warning is not passing", || async {
             health(c, &name, true, None).await.is_empty()
         })
@@ -977,6 +1035,13 @@ async fn registration_and_health() {
             health(c, &name, true, None).await.len() == 1
         })
         .await;
+        within(
+            "health watch sees it passing again",
+            hw.wait_for(|s| s.value().is_some_and(|v| v.len() == 1)),
+        )
+        .await
+        .unwrap();
+        hw_cancel.cancel();
 
         keeper.deregister().await.unwrap();
         assert!(!c.agent_services().await.unwrap().contains_key(&id));
