@@ -670,6 +670,41 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
             get_only(req)?;
             health_service(shared, req, name).await
         }
+        ["v1", "health", "state", state] => {
+            get_only(req)?;
+            let wanted = match *state {
+                "any" => None,
+                s => match Status::parse(s) {
+                    Some(st) => Some(st),
+                    None => return Err(text(StatusCode::BAD_REQUEST, "Invalid state")),
+                },
+            };
+            blocking_json(shared, req, move |st| {
+                let node = st.config().node.clone();
+                let list: Vec<Value> = std::iter::once(st.serf_check())
+                    .chain(st.checks().cloned())
+                    .filter(|c| wanted.is_none_or(|w| c.status == w))
+                    .map(|c| wire::check_json(&c, &node))
+                    .collect();
+                (Value::Array(list), st.catalog_index())
+            })
+            .await
+        }
+        ["v1", "health", "checks", name] => {
+            get_only(req)?;
+            let name = name.to_string();
+            blocking_json(shared, req, move |st| {
+                let node = st.config().node.clone();
+                let (_, idx) = st.health_service(&name);
+                let list: Vec<Value> = st
+                    .checks()
+                    .filter(|c| c.service_name == name)
+                    .map(|c| wire::check_json(c, &node))
+                    .collect();
+                (Value::Array(list), idx)
+            })
+            .await
+        }
         ["v1", "catalog", "services"] => {
             get_only(req)?;
             blocking_json(shared, req, |st| {

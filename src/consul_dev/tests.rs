@@ -1195,3 +1195,33 @@ async fn a_parked_query_woken_while_paused_is_refused() {
     let r = waiter.await.unwrap().unwrap();
     assert_eq!(r.status(), 503);
 }
+
+#[tokio::test]
+async fn health_state_and_checks_endpoints() {
+    let a = Agent::start().await;
+    register(
+        &a,
+        json!({"ID": "w", "Name": "w", "Check": {"CheckID": "w-ttl", "TTL": "30s"}}),
+    )
+    .await;
+    let critical: Value = a
+        .get("/v1/health/state/critical")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(critical.as_array().unwrap().len(), 1);
+    assert_eq!(critical[0]["CheckID"], "w-ttl");
+    let any: Value = a.get("/v1/health/state/any").await.json().await.unwrap();
+    assert_eq!(any.as_array().unwrap().len(), 2, "serfHealth too");
+    let checks: Value = a.get("/v1/health/checks/w").await.json().await.unwrap();
+    assert_eq!(checks[0]["ServiceID"], "w");
+    assert_eq!(a.get("/v1/health/state/bogus").await.status(), 400);
+    let none: Value = a
+        .get("/v1/health/checks/nothing")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, json!([]));
+}
