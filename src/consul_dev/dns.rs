@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -219,7 +219,31 @@ fn respond(shared: &Shared, req: &Message) -> Message {
         }
     }
     resp.metadata.response_code = answer.rcode;
+    // Negative answers carry Consul's SOA (minimum 0) so resolvers do not cache them: a shard
+    // that comes back must be visible at once.
+    if resp.answers.is_empty()
+        && matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain)
+        && let Some(soa) = soa_record(&shared.state())
+    {
+        resp.authorities.push(soa);
+    }
     resp
+}
+
+/// `consul. 0 IN SOA ns.consul. hostmaster.consul. <serial> 3600 600 86400 0`, as Consul's
+/// `addSOA` with its default `soa.min_ttl` of 0.
+fn soa_record(st: &State) -> Option<Record> {
+    let zone = Name::from_ascii("consul.").ok()?;
+    let mname = Name::from_ascii("ns.consul.").ok()?;
+    let rname = Name::from_ascii("hostmaster.consul.").ok()?;
+    // Consul uses the current Unix time; the state's index moves with every change, which
+    // serves the same purpose without a clock here.
+    let serial = u32::try_from(st.index() % u64::from(u32::MAX)).unwrap_or(0);
+    Some(Record::from_rdata(
+        zone,
+        0,
+        RData::SOA(SOA::new(mname, rname, serial, 3600, 600, 86400, 0)),
+    ))
 }
 
 enum PauseAction {

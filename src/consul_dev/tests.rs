@@ -1013,6 +1013,11 @@ mod dns {
         assert!(resp.answers.is_empty());
         let resp = udp(&a, "nothing.service.consul.", RecordType::SRV).await;
         assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+        // Negative answers carry an SOA with minimum 0 (no negative caching).
+        let RData::SOA(soa) = &resp.authorities[0].data else {
+            panic!("no SOA in the authority section")
+        };
+        assert_eq!(soa.minimum, 0);
         let resp = udp(&a, "wafleet-worker.service.consul.", RecordType::A).await;
         assert_eq!(resp.answers.len(), 1);
         // Passing the check of shard 2 makes it answer.
