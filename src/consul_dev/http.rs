@@ -336,7 +336,7 @@ where
     let injected = {
         let mut f = shared.faults();
         match f.errors {
-            Some((status, n)) if n > 0 => {
+            Some((status, n)) if n > 0 && req.path.starts_with(f.errors_path.as_str()) => {
                 f.errors = if n > 1 { Some((status, n - 1)) } else { None };
                 Some(status)
             }
@@ -829,7 +829,13 @@ async fn block_on<T>(
         let (value, idx) = query(&shared.state());
         let backwards = {
             let mut f = shared.faults();
-            std::mem::take(&mut f.index_backwards)
+            match &f.index_backwards {
+                Some(prefix) if req.path.starts_with(prefix.as_str()) => {
+                    f.index_backwards = None;
+                    true
+                }
+                _ => false,
+            }
         };
         if backwards {
             return Ok((value, idx / 2));
@@ -1202,7 +1208,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                     "drop_sessions": f.drop_sessions,
                     "drop_tokens": f.drop_tokens,
                     "index_backwards": f.index_backwards,
-                    "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n})),
+                    "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n, "path": f.errors_path})),
                 }),
                 false,
             )
@@ -1243,7 +1249,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
             ok()
         }
         ("/_dev/faults/index-backwards", _) if write => {
-            shared.update_faults(|f| f.index_backwards = true);
+            shared.update_faults(|f| f.index_backwards = Some(body.path.unwrap_or_default()));
             ok()
         }
         ("/_dev/faults/errors", _) if write => {
@@ -1252,7 +1258,10 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                 return text(StatusCode::BAD_REQUEST, "status must be 400..=599");
             }
             let count = body.count.unwrap_or(1);
-            shared.update_faults(|f| f.errors = (count > 0).then_some((status, count)));
+            shared.update_faults(|f| {
+                f.errors = (count > 0).then_some((status, count));
+                f.errors_path = body.path.unwrap_or_default();
+            });
             ok()
         }
         ("/_dev/faults/forget-services", _) if write => {

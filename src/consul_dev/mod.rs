@@ -194,9 +194,12 @@ pub(crate) struct Faults {
     pub pause: Option<PauseMode>,
     pub drop_sessions: std::collections::BTreeSet<String>,
     pub drop_tokens: std::collections::BTreeSet<String>,
-    pub index_backwards: bool,
+    /// Armed `index-backwards`: the path prefix it applies to (`""` = any).
+    pub index_backwards: Option<String>,
     /// (status, remaining count).
     pub errors: Option<(u16, u64)>,
+    /// Path prefix the injected errors apply to (`""` = any).
+    pub errors_path: String,
 }
 
 /// What the HTTP, DNS and timer tasks share.

@@ -1230,3 +1230,37 @@ async fn health_state_and_checks_endpoints() {
         .unwrap();
     assert_eq!(none, json!([]));
 }
+
+#[tokio::test]
+async fn faults_can_target_a_path_prefix() {
+    let a = Agent::start().await;
+    let s = a.session(json!({})).await;
+    a.post(
+        "/_dev/faults/errors",
+        json!({"status": 500, "count": 1, "path": "/v1/session/renew/"}),
+    )
+    .await;
+    // Other paths are untouched and do not consume the fault.
+    assert_eq!(a.get("/v1/kv/x").await.status(), 404);
+    assert_eq!(
+        a.put(&format!("/v1/session/renew/{s}"), "").await.status(),
+        500
+    );
+    assert_eq!(
+        a.put(&format!("/v1/session/renew/{s}"), "").await.status(),
+        200
+    );
+    a.put("/v1/kv/x", "1").await;
+    let kv_idx = index_of(&a.get("/v1/kv/x").await);
+    a.post("/_dev/faults/index-backwards", json!({"path": "/v1/kv/"}))
+        .await;
+    let sessions = a.get("/v1/session/list").await;
+    assert!(index_of(&sessions) >= 1);
+    let faults: Value = a.get("/_dev/faults").await.json().await.unwrap();
+    assert_eq!(
+        faults["index_backwards"], "/v1/kv/",
+        "not consumed by /v1/session/list"
+    );
+    assert!(index_of(&a.get("/v1/kv/x").await) < kv_idx);
+    assert_eq!(index_of(&a.get("/v1/kv/x").await), kv_idx);
+}

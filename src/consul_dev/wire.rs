@@ -492,6 +492,9 @@ pub struct FaultBody {
     /// How many requests (errors).
     #[serde(default)]
     pub count: Option<u64>,
+    /// Only requests whose path starts with this (errors, index-backwards); absent = all.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 #[cfg(test)]
