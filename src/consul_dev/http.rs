@@ -355,6 +355,16 @@ where
     let resp = match route(&shared, &req).await {
         Ok(r) | Err(r) => r,
     };
+    // Slow answers (fault `delay`): the work is done, the answer is late.
+    let delay = shared
+        .faults()
+        .delay
+        .as_ref()
+        .filter(|(_, prefix)| req.path.starts_with(prefix.as_str()))
+        .map(|(d, _)| *d);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     // A request that was in flight (e.g. a parked blocking query) when the agent got paused
     // is held or refused too, as a paused Consul would.
     if let Some(resp) = honour_pause(&shared).await {
@@ -1209,6 +1219,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                     "drop_tokens": f.drop_tokens,
                     "index_backwards": f.index_backwards,
                     "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n, "path": f.errors_path})),
+                    "delay": f.delay.as_ref().map(|(d, p)| json!({"ms": u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "path": p})),
                 }),
                 false,
             )
@@ -1261,6 +1272,18 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
             shared.update_faults(|f| {
                 f.errors = (count > 0).then_some((status, count));
                 f.errors_path = body.path.unwrap_or_default();
+            });
+            ok()
+        }
+        ("/_dev/faults/delay", _) if write => {
+            let ms = body.ms.unwrap_or(0).min(10 * 60 * 1000);
+            shared.update_faults(|f| {
+                f.delay = (ms > 0).then(|| {
+                    (
+                        std::time::Duration::from_millis(ms),
+                        body.path.unwrap_or_default(),
+                    )
+                });
             });
             ok()
         }

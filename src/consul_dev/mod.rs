@@ -200,6 +200,8 @@ pub(crate) struct Faults {
     pub errors: Option<(u16, u64)>,
     /// Path prefix the injected errors apply to (`""` = any).
     pub errors_path: String,
+    /// Every answer to a matching path (prefix, `""` = any) is delayed this long.
+    pub delay: Option<(std::time::Duration, String)>,
 }
 
 /// What the HTTP, DNS and timer tasks share.

@@ -1264,3 +1264,24 @@ async fn faults_can_target_a_path_prefix() {
     assert!(index_of(&a.get("/v1/kv/x").await) < kv_idx);
     assert_eq!(index_of(&a.get("/v1/kv/x").await), kv_idx);
 }
+
+#[tokio::test]
+async fn delay_fault_slows_answers_until_cleared() {
+    let a = Agent::start().await;
+    a.post(
+        "/_dev/faults/delay",
+        json!({"ms": 60000, "path": "/v1/kv/"}),
+    )
+    .await;
+    let slow = a
+        .http
+        .get(a.url("/v1/kv/x"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(slow.is_err_and(|e| e.is_timeout()));
+    // Other paths are not delayed.
+    assert_eq!(a.get("/v1/session/list").await.status(), 200);
+    a.delete("/_dev/faults").await;
+    assert_eq!(a.get("/v1/kv/x").await.status(), 404);
+}

@@ -492,7 +492,10 @@ pub struct FaultBody {
     /// How many requests (errors).
     #[serde(default)]
     pub count: Option<u64>,
-    /// Only requests whose path starts with this (errors, index-backwards); absent = all.
+    /// Delay in milliseconds (delay).
+    #[serde(default)]
+    pub ms: Option<u64>,
+    /// Only requests whose path starts with this (errors, index-backwards, delay); absent = all.
     #[serde(default)]
     pub path: Option<String>,
 }
