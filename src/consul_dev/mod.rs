@@ -215,9 +215,9 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     /// Bumped after every fault change, to wake hung requests and blocking queries.
     pub faults_changed: watch::Sender<u64>,
-    /// Wall-clock reference: `state` works with `std::time::Instant`, taken from tokio's
-    /// clock so tests with paused time control it.
-    pub http_client: reqwest::Client,
+    /// Client for HTTP checks, built on first use: building one loads the system's CA roots,
+    /// which agents without HTTP checks (most test agents) need not pay for.
+    http_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     /// Number of blocking queries currently waiting (see [`RunningAgent::parked_queries`]).
     pub parked: std::sync::atomic::AtomicUsize,
 }
@@ -245,6 +245,18 @@ impl Shared {
 
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The HTTP-check client (built on first use).
+    pub fn http_client(&self) -> Result<&reqwest::Client, &str> {
+        self.http_client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP check client: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
@@ -302,9 +314,6 @@ pub async fn spawn(
         seed: rand::random(),
         ..StateConfig::default()
     };
-    let http_client = reqwest::Client::builder()
-        .build()
-        .map_err(|e| AgentError::Config(format!("cannot build the HTTP check client: {e}")))?;
     let (changed, _) = watch::channel(1);
     let (faults_changed, _) = watch::channel(0);
     let shared = Arc::new(Shared {
@@ -313,7 +322,7 @@ pub async fn spawn(
         changed,
         faults: Mutex::new(Faults::default()),
         faults_changed,
-        http_client,
+        http_client: std::sync::OnceLock::new(),
         parked: std::sync::atomic::AtomicUsize::new(0),
     });
     let tracker = TaskTracker::new();
@@ -370,8 +379,18 @@ async fn timers(shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskT
 
 async fn run_http_check(shared: Arc<Shared>, job: state::HttpCheckJob) {
     let method = reqwest::Method::from_bytes(job.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-    let mut req = shared
-        .http_client
+    let client = match shared.http_client() {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            let output = e.to_string();
+            let now = now();
+            shared.mutate(|st| {
+                st.record_check_result(&job.check_id, state::Status::Critical, &output, now)
+            });
+            return;
+        }
+    };
+    let mut req = client
         .request(method.clone(), &job.url)
         .timeout(job.timeout);
     for (name, values) in &job.header {
