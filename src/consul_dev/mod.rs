@@ -191,8 +191,11 @@ pub(crate) enum PauseMode {
 /// Active faults.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Faults {
+    /// Pause mode, if paused.
     pub pause: Option<PauseMode>,
+    /// Requests carrying one of these session IDs get their connection closed.
     pub drop_sessions: std::collections::BTreeSet<String>,
+    /// Requests carrying one of these tokens get their connection closed.
     pub drop_tokens: std::collections::BTreeSet<String>,
     /// Armed `index-backwards`: the path prefix it applies to (`""` = any).
     pub index_backwards: Option<String>,
@@ -206,6 +209,7 @@ pub(crate) struct Faults {
 
 /// What the HTTP, DNS and timer tasks share.
 pub(crate) struct Shared {
+    /// The agent's settings.
     pub cfg: AgentConfig,
     /// The state machine. A std mutex: it is never held across an await.
     state: Mutex<State>,
@@ -243,6 +247,7 @@ impl Shared {
         r
     }
 
+    /// Locks the active faults (never held across an await).
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -259,6 +264,7 @@ impl Shared {
             .map_err(String::as_str)
     }
 
+    /// Changes the faults and wakes everything waiting on them (hung requests, parked queries).
     pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
         f(&mut self.faults());
         self.faults_changed.send_modify(|g| *g += 1);
