@@ -663,6 +663,34 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
                 .map_err(|e| state_error(&e))?;
             Ok(empty_ok())
         }
+        [
+            "v1",
+            "agent",
+            "health",
+            "service",
+            by @ ("id" | "name"),
+            what,
+        ] => {
+            get_only(req)?;
+            agent_health(shared, req, by == &"id", what)
+        }
+        ["v1", "health", "node", node] => {
+            get_only(req)?;
+            let node = node.to_string();
+            blocking_json(shared, req, move |st| {
+                let cfg_node = st.config().node.clone();
+                let list: Vec<Value> = if node == cfg_node {
+                    std::iter::once(st.serf_check())
+                        .chain(st.checks().cloned())
+                        .map(|c| wire::check_json(&c, &cfg_node))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (Value::Array(list), st.catalog_index())
+            })
+            .await
+        }
         ["v1", "agent", "self"] => {
             get_only(req)?;
             let st = shared.state();
@@ -1182,6 +1210,64 @@ async fn agent_service(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Resp
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// `GET /v1/agent/health/service/{id,name}/<x>[?format=text]`: the instance's aggregated
+/// status (its own checks) as 200 passing / 429 warning / 503 critical, 404 when unknown.
+fn agent_health(shared: &Shared, req: &Req, by_id: bool, what: &str) -> Result<Resp, Resp> {
+    let st = shared.state();
+    let dc = &shared.cfg.datacenter;
+    let node = st.config().node.clone();
+    let entries: Vec<(Status, Value)> = st
+        .services()
+        .filter(|s| if by_id { s.id == what } else { s.name == what })
+        .map(|s| {
+            let checks: Vec<_> = st.checks().filter(|c| c.service_id == s.id).collect();
+            let status = checks
+                .iter()
+                .map(|c| c.status)
+                .max()
+                .unwrap_or(Status::Passing);
+            let v = json!({
+                "AggregatedStatus": status.as_str(),
+                "Service": wire::agent_service_json(s, dc),
+                "Checks": checks.iter().map(|c| wire::check_json(c, &node)).collect::<Vec<_>>(),
+            });
+            (status, v)
+        })
+        .collect();
+    drop(st);
+    if entries.is_empty() {
+        let msg = if by_id {
+            format!("ServiceId {what} not found")
+        } else {
+            format!("ServiceName {what} Not Found")
+        };
+        return Err(text(StatusCode::NOT_FOUND, &msg));
+    }
+    let worst = entries
+        .iter()
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(Status::Passing);
+    let code = match worst {
+        Status::Passing => StatusCode::OK,
+        Status::Warning => StatusCode::TOO_MANY_REQUESTS,
+        Status::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    if req.get("format") == Some("text") {
+        return Ok(text(code, worst.as_str()));
+    }
+    let body = if by_id {
+        entries
+            .into_iter()
+            .map(|(_, v)| v)
+            .next()
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Array(entries.into_iter().map(|(_, v)| v).collect())
+    };
+    Ok(json_resp(code, &body, req.has("pretty")))
 }
 
 // === fault injection ===

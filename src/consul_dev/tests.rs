@@ -1285,3 +1285,44 @@ async fn delay_fault_slows_answers_until_cleared() {
     a.delete("/_dev/faults").await;
     assert_eq!(a.get("/v1/kv/x").await.status(), 404);
 }
+
+#[tokio::test]
+async fn agent_health_endpoints_and_health_node() {
+    let a = Agent::start().await;
+    register(
+        &a,
+        json!({"ID": "w1", "Name": "w", "Check": {"CheckID": "c1", "TTL": "30s"}}),
+    )
+    .await;
+    let r = a.get("/v1/agent/health/service/id/w1").await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["AggregatedStatus"], "critical");
+    a.put("/v1/agent/check/warn/c1", "").await;
+    let r = a.get("/v1/agent/health/service/name/w?format=text").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.text().await.unwrap(), "warning");
+    a.put("/v1/agent/check/pass/c1", "").await;
+    let r = a.get("/v1/agent/health/service/name/w").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v[0]["Service"]["ID"], "w1");
+    assert_eq!(
+        a.get("/v1/agent/health/service/id/nope").await.status(),
+        404
+    );
+    let node: Value = a
+        .get("/v1/health/node/wafleet-dev")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(node.as_array().unwrap().len(), 2);
+    let other: Value = a
+        .get("/v1/health/node/elsewhere")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other, json!([]));
+}
