@@ -1,3 +1,429 @@
 //! The built-in single-node Consul-compatible agent (`wafleet consul-dev`): HTTP API subset and DNS.
+//!
+//! It exists because the Consul binary cannot be installed on our build machines: `wafleet dev`,
+//! the tests and the chaos suite run the production Consul client against this agent. It keeps
+//! Consul's semantics for the subset wafleet uses (KV with CAS and locks, sessions with TTL and
+//! lock delay, blocking queries, agent services and TTL/HTTP checks, health, catalog services,
+//! KV transactions, DNS SRV/A) and adds fault injection on `/_dev/faults`. It is *not* a Consul
+//! server: one node, in memory, no raft, no ACL policies (one optional token). See
+//! `docs/consul-dev.md`.
+//!
+//! # Layout
+//!
+//! * [`state`]: PURE. The state machine (KV, sessions, locks, services, checks, indexes), time
+//!   passed in.
+//! * [`filter`]: PURE. The `?filter=` expression subset.
+//! * [`wire`]: Consul's JSON shapes.
+//! * [`duration`]: Go duration strings.
+//! * `http`: the warp HTTP layer, blocking queries, ACL and fault injection.
+//! * `dns`: the UDP/TCP DNS interface.
+//! * [`cli`]: `wafleet consul-dev`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let cancel = wafleet::shutdown::CancellationToken::new();
+//! let agent = wafleet::consul_dev::spawn(wafleet::consul_dev::AgentConfig::default(), cancel.clone()).await?;
+//! println!("http://{} dns {}", agent.http_addr(), agent.dns_addr());
+//! cancel.cancel();
+//! agent.stopped().await;
+//! # Ok(()) }
+//! ```
 
 pub mod cli;
+mod dns;
+pub mod duration;
+pub mod filter;
+mod http;
+pub mod state;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use state::{State, StateConfig};
+
+/// Consul's default blocking-query wait.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+/// Consul's longest blocking-query wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// Settings of the built-in agent. Defaults are Consul's (and port-0 loopback addresses).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// HTTP listen address (port 0 = any free port).
+    pub http: SocketAddr,
+    /// DNS listen address, UDP and TCP (port 0 = any free port, the same for both).
+    pub dns: SocketAddr,
+    /// When set, every `/v1/` request must carry this token (`X-Consul-Token`,
+    /// `Authorization: Bearer`, or `?token=`), else 403.
+    pub acl_token: Option<String>,
+    /// Node name.
+    pub node: String,
+    /// Datacenter name.
+    pub datacenter: String,
+    /// Smallest session TTL accepted (Consul: 10s).
+    pub session_ttl_min: Duration,
+    /// Sessions are invalidated `TTL × this` after the last renewal (Consul: 2).
+    pub session_ttl_multiplier: u32,
+    /// Default session lock delay (Consul: 15s).
+    pub default_lock_delay: Duration,
+    /// Smallest `DeregisterCriticalServiceAfter` honoured (Consul: 1m).
+    pub deregister_critical_min: Duration,
+    /// Default blocking wait (Consul: 5m).
+    pub default_wait: Duration,
+    /// Longest blocking wait (Consul: 10m).
+    pub max_wait: Duration,
+    /// Shortest HTTP-check interval; shorter ones are raised (Consul: 1s).
+    pub min_check_interval: Duration,
+    /// Largest request body outside KV values (registration, sessions, txn).
+    pub max_body_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            http: loopback,
+            dns: loopback,
+            acl_token: None,
+            node: "wafleet-dev".to_string(),
+            datacenter: "dc1".to_string(),
+            session_ttl_min: Duration::from_secs(10),
+            session_ttl_multiplier: 2,
+            default_lock_delay: Duration::from_secs(15),
+            deregister_critical_min: Duration::from_secs(60),
+            default_wait: DEFAULT_WAIT,
+            max_wait: MAX_WAIT,
+            min_check_interval: Duration::from_secs(1),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The HTTP listener could not bind.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    BindHttp {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The DNS sockets could not bind.
+    #[error("cannot listen for DNS on {addr}: {source}")]
+    BindDns {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A setting is unusable.
+    #[error("invalid agent configuration: {0}")]
+    Config(String),
+}
+
+/// A running agent. Cancel the token given to [`spawn`] to stop it.
+#[derive(Clone)]
+pub struct RunningAgent {
+    http: SocketAddr,
+    dns: SocketAddr,
+    tracker: TaskTracker,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RunningAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningAgent")
+            .field("http", &self.http)
+            .field("dns", &self.dns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningAgent {
+    /// Bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// Bound DNS address (UDP and TCP).
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns
+    }
+
+    /// `http://<addr>`, for `CONSUL_HTTP_ADDR`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// How many blocking queries are parked right now, waiting for a change. Lets a test wait
+    /// (with a deadline) until its watcher is really blocked before making the change it
+    /// expects the watcher to see.
+    pub fn parked_queries(&self) -> usize {
+        self.shared.parked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once every task of the agent has stopped (after cancellation).
+    pub async fn stopped(&self) {
+        self.tracker.wait().await;
+    }
+}
+
+/// Pause mode of the fault injector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseMode {
+    /// Requests wait until resumed.
+    Hang,
+    /// Requests get 503.
+    Unavailable,
+}
+
+/// Active faults.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Faults {
+    /// Pause mode, if paused.
+    pub pause: Option<PauseMode>,
+    /// Requests carrying one of these session IDs get their connection closed.
+    pub drop_sessions: std::collections::BTreeSet<String>,
+    /// Requests carrying one of these tokens get their connection closed.
+    pub drop_tokens: std::collections::BTreeSet<String>,
+    /// Armed `index-backwards`: the path prefix it applies to (`""` = any).
+    pub index_backwards: Option<String>,
+    /// (status, remaining count).
+    pub errors: Option<(u16, u64)>,
+    /// Path prefix the injected errors apply to (`""` = any).
+    pub errors_path: String,
+    /// Every answer to a matching path (prefix, `""` = any) is delayed this long.
+    pub delay: Option<(std::time::Duration, String)>,
+}
+
+/// What the HTTP, DNS and timer tasks share.
+pub(crate) struct Shared {
+    /// The agent's settings.
+    pub cfg: AgentConfig,
+    /// The state machine. A std mutex: it is never held across an await.
+    state: Mutex<State>,
+    /// Bumped (with the new global index) after every change, to wake blocking queries and the
+    /// timer loop.
+    pub changed: watch::Sender<u64>,
+    faults: Mutex<Faults>,
+    /// Bumped after every fault change, to wake hung requests and blocking queries.
+    pub faults_changed: watch::Sender<u64>,
+    /// Client for HTTP checks, built on first use: building one loads the system's CA roots,
+    /// which agents without HTTP checks (most test agents) need not pay for.
+    http_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Number of blocking queries currently waiting (see [`RunningAgent::parked_queries`]).
+    pub parked: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// Locks the state; a poisoned lock (a panic elsewhere) still yields the data, since every
+    /// state method leaves it consistent before anything can panic.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a mutation and wakes watchers if the global index moved.
+    pub fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let (r, before, after) = {
+            let mut st = self.state();
+            let before = st.index();
+            let r = f(&mut st);
+            (r, before, st.index())
+        };
+        if after != before {
+            self.changed.send_replace(after);
+        }
+        r
+    }
+
+    /// Locks the active faults (never held across an await).
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The HTTP-check client (built on first use).
+    pub fn http_client(&self) -> Result<&reqwest::Client, &str> {
+        self.http_client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP check client: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Changes the faults and wakes everything waiting on them (hung requests, parked queries).
+    pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.faults());
+        self.faults_changed.send_modify(|g| *g += 1);
+    }
+}
+
+/// The current instant on tokio's clock (pausable in tests) as a std `Instant`.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Starts the agent: binds HTTP and DNS (UDP and TCP on the same port), starts the timer loop,
+/// and returns once everything is listening. Everything stops when `shutdown` is cancelled.
+pub async fn spawn(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    if config.node.is_empty() || config.datacenter.is_empty() {
+        return Err(AgentError::Config(
+            "node and datacenter must not be empty".to_string(),
+        ));
+    }
+    let http_listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| AgentError::BindHttp {
+            addr: config.http,
+            source,
+        })?;
+    let http = http_listener
+        .local_addr()
+        .map_err(|source| AgentError::BindHttp {
+            addr: config.http,
+            source,
+        })?;
+    let (udp, tcp) = dns::bind(config.dns)
+        .await
+        .map_err(|source| AgentError::BindDns {
+            addr: config.dns,
+            source,
+        })?;
+    let dns_addr = udp.local_addr().map_err(|source| AgentError::BindDns {
+        addr: config.dns,
+        source,
+    })?;
+    let state_cfg = StateConfig {
+        node: config.node.clone(),
+        datacenter: config.datacenter.clone(),
+        session_ttl_min: config.session_ttl_min,
+        session_ttl_multiplier: config.session_ttl_multiplier.max(1),
+        default_lock_delay: config.default_lock_delay,
+        deregister_critical_min: config.deregister_critical_min,
+        min_check_interval: config.min_check_interval,
+        seed: rand::random(),
+        ..StateConfig::default()
+    };
+    let (changed, _) = watch::channel(1);
+    let (faults_changed, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        cfg: config,
+        state: Mutex::new(State::new(state_cfg)),
+        changed,
+        faults: Mutex::new(Faults::default()),
+        faults_changed,
+        http_client: std::sync::OnceLock::new(),
+        parked: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let tracker = TaskTracker::new();
+    tracker.spawn(http::serve(
+        http_listener,
+        shared.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(dns::serve_udp(udp, shared.clone(), shutdown.clone()));
+    tracker.spawn(dns::serve_tcp(
+        tcp,
+        shared.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(timers(shared.clone(), shutdown.clone(), tracker.clone()));
+    tracker.close();
+    tracing::info!(%http, dns = %dns_addr, "consul-dev agent listening");
+    Ok(RunningAgent {
+        http,
+        dns: dns_addr,
+        tracker,
+        shared,
+    })
+}
+
+/// Applies the state machine's timers (session TTLs, TTL checks, critical-service reaping) and
+/// runs HTTP checks, sleeping until the next deadline or the next change.
+async fn timers(shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
+    let mut changed = shared.changed.subscribe();
+    loop {
+        let now = now();
+        let jobs = shared.mutate(|st| {
+            st.tick(now);
+            st.take_due_http_checks(now)
+        });
+        for job in jobs {
+            tracker.spawn(run_http_check(shared.clone(), job));
+        }
+        let next = shared.state().next_deadline();
+        // Wake at the next deadline, or at least every second so nothing is missed if a
+        // deadline moves earlier without an index change (e.g. a TTL check pass).
+        let fallback = now + Duration::from_secs(1);
+        let deadline = next.map_or(fallback, |d| d.min(fallback));
+        let sleep_for = deadline.saturating_duration_since(now);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(sleep_for) => {}
+            r = changed.changed() => { if r.is_err() { return; } }
+        }
+    }
+}
+
+async fn run_http_check(shared: Arc<Shared>, job: state::HttpCheckJob) {
+    let method = reqwest::Method::from_bytes(job.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let client = match shared.http_client() {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            let output = e.to_string();
+            let now = now();
+            shared.mutate(|st| {
+                st.record_check_result(&job.check_id, state::Status::Critical, &output, now)
+            });
+            return;
+        }
+    };
+    let mut req = client
+        .request(method.clone(), &job.url)
+        .timeout(job.timeout);
+    for (name, values) in &job.header {
+        for v in values {
+            req = req.header(name.as_str(), v.as_str());
+        }
+    }
+    let (status, output) = match req.send().await {
+        Ok(resp) => {
+            let code = resp.status();
+            let status = if code.is_success() {
+                state::Status::Passing
+            } else if code.as_u16() == 429 {
+                state::Status::Warning
+            } else {
+                state::Status::Critical
+            };
+            (
+                status,
+                format!("HTTP {method} {}: {} Output: ", job.url, code),
+            )
+        }
+        Err(e) => (
+            state::Status::Critical,
+            format!("HTTP {method} {}: {e}", job.url),
+        ),
+    };
+    let now = now();
+    shared.mutate(|st| st.record_check_result(&job.check_id, status, &output, now));
+}
