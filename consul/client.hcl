@@ -1,0 +1,46 @@
+# Consul client agent, on every Nomad client (workers, routers, backup, Prometheus).
+# Host-specific values (node_name, bind_addr, retry_join, encrypt, the agent's ACL tokens) are
+# written by ansible/roles/consul into /etc/consul.d/50-local.hcl (docs/deployment.md, Consul).
+# The node name must equal the Nomad node name: the worker's Consul token only allows sessions
+# on its own node (consul/policies/wafleet-worker-session.hcl.tmpl).
+
+server     = false
+datacenter = "dc1"
+data_dir   = "/opt/consul/data"
+log_level  = "INFO"
+
+# wafleet processes use 127.0.0.1:8500 (HTTP) and 127.0.0.1:8600 (DNS, WAFLEET_CONSUL_DNS).
+client_addr = "127.0.0.1"
+
+ports {
+  http  = 8500
+  dns   = 8600
+  https = -1
+  grpc  = -1
+}
+
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  down_policy              = "extend-cache"
+  enable_token_persistence = true
+}
+
+dns_config {
+  allow_stale     = true
+  max_stale       = "87600h"
+  node_ttl        = "10s"
+  only_passing    = true
+  enable_truncate = true
+  service_ttl = {
+    "wafleet-worker" = "0s"
+    "*"              = "5s"
+  }
+}
+
+recursors = ["1.1.1.1", "9.9.9.9"]
+
+telemetry {
+  prometheus_retention_time = "1m"
+  disable_hostname          = true
+}
