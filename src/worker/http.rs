@@ -42,8 +42,9 @@ pub struct Api {
 }
 
 /// The body of `POST /v1/workspaces/{ws}/sessions`.
+// Unknown fields are ignored so clients written against a later API (engine options) keep
+// working against this worker.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateBody {
     #[serde(default)]
     session: Option<String>,

@@ -200,9 +200,12 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     let shared = Shared::new(0, dir.path().to_path_buf(), host.clone(), map_rx);
     let api = Api {
         shared: shared.clone(),
-        authority: Arc::new(Authority::new(Some("admin".into()), vec![]).unwrap()),
+        authority: Arc::new(
+            Authority::new(Some("admin".into()), vec!["0123456789abcdef0123".into()]).unwrap(),
+        ),
     };
     let shutdown = CancellationToken::new();
+    let api_authority = api.authority.clone();
     let api = serve(api, shutdown.clone()).await;
     let ready = Arc::new(AtomicU64::new(0));
     let r2 = ready.clone();
