@@ -240,6 +240,33 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     assert_eq!(store.holder("acme"), Some(1));
     let (code, _, body) = request(&api, "GET", "/v1/workspaces/acme/sessions/s1", None).await;
     assert_eq!((code, body["metadata"]["k"].as_str()), (200, Some("v")));
+    // Workspace tokens: their own workspace only; no token: 401.
+    let token = api_authority.mint(&ws("acme")).unwrap();
+    let with = |path: &str, t: &str| {
+        api.client
+            .get(format!("{}{path}", api.base))
+            .header("authorization", format!("Bearer {t}"))
+    };
+    let r = with("/v1/workspaces/acme/sessions", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = with("/v1/workspaces/other/sessions", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = with("/v1/worker/state", &token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = api
+        .client
+        .get(format!("{}/v1/workspaces/acme/sessions", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["x-wafleet-shard"], "0");
     let (code, _, body) = request(
         &api,
         "POST",
