@@ -155,6 +155,27 @@ async fn three_workers_serve_exactly_their_workspaces_and_refuse_bad_input() {
         .expect("answer");
     assert_eq!(big.status(), 413);
 
+    // Metrics carry the worker names of COMMON.md.
+    let text = support::http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let k = w.shard;
+    for needle in [
+        format!("wafleet_worker_ready{{shard=\"{k}\"}} 1"),
+        format!("wafleet_worker_workspaces{{shard=\"{k}\"}} 1"),
+        "wafleet_sessions{status=\"WORKING\"} 1".to_owned(),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
+
     // A corrupt map in KV is refused: the workers keep the last good one.
     support::kv_put(fleet.consul_http(), "wafleet/shardmap", "{not json").await;
     let mut bad = ShardMap::uniform(3);
