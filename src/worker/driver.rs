@@ -464,19 +464,22 @@ fn execute(
     match action {
         Action::Acquire(ws) => {
             let coord = coord.clone();
-            tracker.spawn(async move {
-                let ev = match coord.acquire_workspace(&ws).await {
-                    Ok(true) => Event::Acquired(ws),
-                    Ok(false) => Event::Busy(ws),
-                    Err(e) => {
-                        tracing::warn!(workspace = %ws, error = %e, "workspace lock");
-                        // Back off so a store outage does not turn the retry into a spin.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        Event::Busy(ws)
-                    }
-                };
-                let _ = tx.send(ev);
-            });
+            tracker.spawn(
+                async move {
+                    let ev = match coord.acquire_workspace(&ws).await {
+                        Ok(true) => Event::Acquired(ws),
+                        Ok(false) => Event::Busy(ws),
+                        Err(e) => {
+                            tracing::warn!(workspace = %ws, error = %e, "workspace lock");
+                            // Back off so a store outage does not turn the retry into a spin.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            Event::Busy(ws)
+                        }
+                    };
+                    let _ = tx.send(ev);
+                }
+                .in_current_span(),
+            );
         }
         Action::Start(ws) => {
             let token = coord.term_token().child_token();
@@ -486,28 +489,34 @@ fn execute(
             let lease = WorkspaceLease::new(ws.clone(), token);
             let host = shared.host.clone();
             let restore = restore.clone();
-            tracker.spawn(async move {
-                // The semaphore is never closed, so acquire cannot fail; if it ever did,
-                // starting without a permit is still correct, only less staggered.
-                let _permit = restore.acquire_owned().await.ok();
-                if let Err(e) = host.start_workspace(&ws, lease).await {
-                    tracing::error!(workspace = %ws, error = %e, "workspace start failed");
-                } else {
-                    tracing::info!(workspace = %ws, "workspace started");
+            tracker.spawn(
+                async move {
+                    // The semaphore is never closed, so acquire cannot fail; if it ever did,
+                    // starting without a permit is still correct, only less staggered.
+                    let _permit = restore.acquire_owned().await.ok();
+                    if let Err(e) = host.start_workspace(&ws, lease).await {
+                        tracing::error!(workspace = %ws, error = %e, "workspace start failed");
+                    } else {
+                        tracing::info!(workspace = %ws, "workspace started");
+                    }
+                    let _ = tx.send(Event::Started(ws));
                 }
-                let _ = tx.send(Event::Started(ws));
-            });
+                .in_current_span(),
+            );
         }
         Action::Stop(ws, mode) => {
             let host = shared.host.clone();
-            tracker.spawn(async move {
-                if let Err(e) = host.stop_workspace(&ws, mode).await {
-                    tracing::error!(workspace = %ws, error = %e, "workspace stop failed");
-                } else {
-                    tracing::info!(workspace = %ws, ?mode, "workspace stopped");
+            tracker.spawn(
+                async move {
+                    if let Err(e) = host.stop_workspace(&ws, mode).await {
+                        tracing::error!(workspace = %ws, error = %e, "workspace stop failed");
+                    } else {
+                        tracing::info!(workspace = %ws, ?mode, "workspace stopped");
+                    }
+                    let _ = tx.send(Event::Stopped(ws));
                 }
-                let _ = tx.send(Event::Stopped(ws));
-            });
+                .in_current_span(),
+            );
         }
         Action::Release(ws) => {
             // The lease ends before the lock is given back.
@@ -529,7 +538,7 @@ fn execute(
                     }
                 }
                 let _ = tx.send(Event::Released(ws));
-            });
+            }.in_current_span());
         }
     }
 }
