@@ -155,6 +155,27 @@ async fn three_workers_serve_exactly_their_workspaces_and_refuse_bad_input() {
         .expect("answer");
     assert_eq!(big.status(), 413);
 
+    // Metrics carry the worker names of COMMON.md.
+    let text = support::http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let k = w.shard;
+    for needle in [
+        format!("wafleet_worker_ready{{shard=\"{k}\"}} 1"),
+        format!("wafleet_worker_workspaces{{shard=\"{k}\"}} 1"),
+        "wafleet_sessions{status=\"WORKING\"} 1".to_owned(),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
+
     // A corrupt map in KV is refused: the workers keep the last good one.
     support::kv_put(fleet.consul_http(), "wafleet/shardmap", "{not json").await;
     let mut bad = ShardMap::uniform(3);
@@ -590,5 +611,71 @@ async fn a_partitioned_worker_stops_before_anyone_else_can_take_its_workspaces()
         if let Some(s) = w.state().await {
             assert_no_overlap(&s, "after partition");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_outage_fences_every_worker_and_they_recover_after_it() {
+    let fleet = Fleet::start().await;
+    let map = ShardMap::uniform(2);
+    put_map(fleet.consul_http(), &map).await;
+    let workers = &start_workers(&fleet, &[0, 1]).await;
+    let wss = names(10);
+    create_all(workers, &map, &wss).await;
+    let consul = fleet.consul_http();
+    let fault = |path: &'static str, body: Value| async move {
+        let r = support::http()
+            .post(format!("http://{consul}/_dev/faults/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("fault");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    };
+    fault("pause", serde_json::json!({"mode": "unavailable"})).await;
+
+    // No renewal can succeed: every worker fences, stops its workspaces and answers 503.
+    for w in workers.values() {
+        let s = wait_for(&format!("shard {} fenced", w.shard), LONG, || async move {
+            let s = w.state().await?;
+            (s["fenced"] == true).then_some(s)
+        })
+        .await;
+        assert_eq!(s["ready"], false);
+        for ws in wss.iter().filter(|ws| owner(&map, ws) == w.shard) {
+            let a = w.list(ws).await.expect("answer");
+            assert_eq!(
+                (a.status, a.body["error"].as_str()),
+                (503, Some("fenced")),
+                "{ws}"
+            );
+            assert!(a.retry_after);
+        }
+        assert_eq!(w.readyz().await, Some(503));
+    }
+
+    // Consul comes back: new terms, the same workspaces and sessions, no overlap.
+    fault("resume", serde_json::json!({})).await;
+    for ws in &wss {
+        let w = &workers[&owner(&map, ws)];
+        let a = wait_for(
+            &format!("{ws} back after the outage"),
+            LONG,
+            || async move {
+                let a = w.list(ws).await?;
+                (a.status == 200).then_some(a)
+            },
+        )
+        .await;
+        assert_eq!(a.body["sessions"][0]["session"], "default");
+    }
+    for w in workers.values() {
+        let s = w.state().await.expect("state");
+        assert!(
+            s["term"].as_u64() >= Some(2),
+            "a new term after fencing: {s}"
+        );
+        assert_eq!(s["fenced"], false);
+        assert_no_overlap(&s, &format!("shard {}", w.shard));
     }
 }

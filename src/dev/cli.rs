@@ -17,6 +17,8 @@ use crate::shutdown::{CancellationToken, TaskTracker};
 
 /// How long the agent, router and simulator get to print their readiness line.
 pub const READY_TIMEOUT_SECS: u64 = 30;
+/// How long `wafleet dev` waits for the router to route to every shard before announcing.
+pub const ROUTE_WAIT_SECS: u64 = 20;
 /// How long a worker gets (it may wait for its shard lock after a restart: TTL + lock delay).
 pub const WORKER_READY_TIMEOUT_SECS: u64 = 120;
 
@@ -137,6 +139,69 @@ async fn init_map(consul: SocketAddr, prefix: &str, count: u32) -> Result<(), De
         tracing::info!(shards = count, "shard map initialised");
     }
     Ok(())
+}
+
+/// Waits (bounded) until the router sends a request to every shard that has a worker and gets a
+/// 200, so the first curl printed to the user works. Probe workspaces are never created: a list
+/// of a workspace that does not exist answers 200 with no sessions.
+async fn wait_router_routes(
+    router: &str,
+    consul: SocketAddr,
+    prefix: &str,
+    workers: u32,
+    admin: &str,
+) {
+    let client = match Client::new(&ConsulConfig::http(consul)) {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let map = match client
+        .kv_get(&format!("{prefix}/shardmap"), &QueryOptions::default())
+        .await
+    {
+        Ok((Some(pair), _)) => match ShardMap::from_json(pair.value_bytes()) {
+            Ok(m) => m,
+            Err(_) => return,
+        },
+        _ => return,
+    };
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(ROUTE_WAIT_SECS);
+    for k in map
+        .shard_ids()
+        .filter(|k| *k < workers && !map.is_draining(*k))
+    {
+        let probe = (0..10_000)
+            .filter_map(|i| crate::ids::WorkspaceId::new(format!("probe-{i}")).ok())
+            .find(|ws| map.owner(ws) == Some(k));
+        let Some(probe) = probe else { continue };
+        let url = format!("http://{router}/v1/workspaces/{probe}/sessions");
+        loop {
+            let ok = http
+                .get(&url)
+                .bearer_auth(admin)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    shard = k,
+                    "the router does not route to this shard yet; continuing"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// Waits for the first `Ready` or `Skipped` of `name` (looking at `pending` first), recording
@@ -368,6 +433,15 @@ pub async fn run_with(
     write_state(&state_path, &state);
 
     if started {
+        if let (Some(router), Some(consul)) = (
+            state.router.as_deref(),
+            state.consul_http.as_deref().and_then(|s| s.parse().ok()),
+        ) {
+            tokio::select! {
+                _ = wait_router_routes(router, consul, crate::worker::DEFAULT_KV_PREFIX, args.workers, &admin) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
         let router = state.router.clone();
         let base = router
             .as_deref()

@@ -93,7 +93,7 @@ pub fn supervise(
     stop: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    tracker.spawn(run(exe, spec, events, stop));
+    tracker.spawn(run(exe, spec, events, stop, tracker.clone()));
 }
 
 fn pin_args(args: &mut [String], pin: &[(String, String)], ready: &Value) {
@@ -145,6 +145,7 @@ async fn run(
     mut spec: ChildSpec,
     events: mpsc::UnboundedSender<ChildEvent>,
     stop: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let name = spec.name.clone();
     let mut first = true;
@@ -238,7 +239,8 @@ async fn run(
         };
         if became_ready && let Some(mut lines) = lines.take() {
             // Keep reading stdout so the child never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            // It ends when the child's stdout closes, i.e. when the child exits.
+            tracker.spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         }
         let status = tokio::select! {
             s = child.wait() => s,

@@ -286,6 +286,11 @@ impl Coordinator for ConsulTerm {
         self.fence.clone().cancelled_owned().boxed()
     }
 
+    fn term_token(&self) -> CancellationToken {
+        // The keeper cancels it when it fences and when it is stopped (abandon, close).
+        self.fence.clone()
+    }
+
     fn abandon(&self) {
         self.cancel.cancel();
     }

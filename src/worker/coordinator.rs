@@ -59,6 +59,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// than the TTL), i.e. before anyone else could acquire this term's locks.
     fn fenced(&self) -> BoxFuture<'static, ()>;
 
+    /// A token cancelled when the term ends or is fenced: workspace leases handed to the
+    /// session host are children of it.
+    fn term_token(&self) -> crate::shutdown::CancellationToken;
+
     /// Gives the term up after fencing: stops its keepers without releasing anything (the
     /// locks end with the session).
     fn abandon(&self);

@@ -12,7 +12,7 @@
 //! What the HTTP surface needs — readiness, fencing, the phase of every workspace — is
 //! published through a `watch` channel of [`Status`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use super::coordinator::{CoordError, Coordinator};
-use super::host::SessionHost;
+use super::host::{SessionHost, WorkspaceLease};
 use super::ownership::{Action, Event, Mode, Ownership, Phase};
 use crate::ids::WorkspaceId;
 use crate::shard::ShardMap;
@@ -328,6 +328,7 @@ async fn run_term(
     let restore = Arc::new(Semaphore::new(config.restore_concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut machine = Ownership::new();
+    let mut leases: HashMap<WorkspaceId, CancellationToken> = HashMap::new();
     let mut rescan = tokio::time::interval(Duration::from_secs(RESCAN_INTERVAL_SECS));
     rescan.reset();
     let mut shutdown_seen = false;
@@ -340,7 +341,7 @@ async fn run_term(
     let mut actions = machine.handle(Event::Desired(desired));
     loop {
         for action in actions.drain(..) {
-            execute(action, shared, &coord, &restore, &tracker, &tx);
+            execute(action, shared, &coord, &mut leases, &restore, &tracker, &tx);
         }
         publish(shared, &machine);
         if machine.finished() {
@@ -399,6 +400,9 @@ async fn run_term(
     }
     tracker.close();
     tracker.wait().await;
+    for (_, token) in leases.drain() {
+        token.cancel();
+    }
     match machine.mode() {
         Mode::Fenced => {
             coord.abandon();
@@ -451,6 +455,7 @@ fn execute(
     action: Action,
     shared: &Arc<Shared>,
     coord: &Arc<dyn Coordinator>,
+    leases: &mut HashMap<WorkspaceId, CancellationToken>,
     restore: &Arc<Semaphore>,
     tracker: &TaskTracker,
     tx: &mpsc::UnboundedSender<Event>,
@@ -459,47 +464,65 @@ fn execute(
     match action {
         Action::Acquire(ws) => {
             let coord = coord.clone();
-            tracker.spawn(async move {
-                let ev = match coord.acquire_workspace(&ws).await {
-                    Ok(true) => Event::Acquired(ws),
-                    Ok(false) => Event::Busy(ws),
-                    Err(e) => {
-                        tracing::warn!(workspace = %ws, error = %e, "workspace lock");
-                        // Back off so a store outage does not turn the retry into a spin.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        Event::Busy(ws)
-                    }
-                };
-                let _ = tx.send(ev);
-            });
+            tracker.spawn(
+                async move {
+                    let ev = match coord.acquire_workspace(&ws).await {
+                        Ok(true) => Event::Acquired(ws),
+                        Ok(false) => Event::Busy(ws),
+                        Err(e) => {
+                            tracing::warn!(workspace = %ws, error = %e, "workspace lock");
+                            // Back off so a store outage does not turn the retry into a spin.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            Event::Busy(ws)
+                        }
+                    };
+                    let _ = tx.send(ev);
+                }
+                .in_current_span(),
+            );
         }
         Action::Start(ws) => {
+            let token = coord.term_token().child_token();
+            if let Some(old) = leases.insert(ws.clone(), token.clone()) {
+                old.cancel();
+            }
+            let lease = WorkspaceLease::new(ws.clone(), token);
             let host = shared.host.clone();
             let restore = restore.clone();
-            tracker.spawn(async move {
-                // The semaphore is never closed, so acquire cannot fail; if it ever did,
-                // starting without a permit is still correct, only less staggered.
-                let _permit = restore.acquire_owned().await.ok();
-                if let Err(e) = host.start_workspace(&ws).await {
-                    tracing::error!(workspace = %ws, error = %e, "workspace start failed");
-                } else {
-                    tracing::info!(workspace = %ws, "workspace started");
+            tracker.spawn(
+                async move {
+                    // The semaphore is never closed, so acquire cannot fail; if it ever did,
+                    // starting without a permit is still correct, only less staggered.
+                    let _permit = restore.acquire_owned().await.ok();
+                    if let Err(e) = host.start_workspace(&ws, lease).await {
+                        tracing::error!(workspace = %ws, error = %e, "workspace start failed");
+                    } else {
+                        tracing::info!(workspace = %ws, "workspace started");
+                    }
+                    let _ = tx.send(Event::Started(ws));
                 }
-                let _ = tx.send(Event::Started(ws));
-            });
+                .in_current_span(),
+            );
         }
         Action::Stop(ws, mode) => {
             let host = shared.host.clone();
-            tracker.spawn(async move {
-                if let Err(e) = host.stop_workspace(&ws, mode).await {
-                    tracing::error!(workspace = %ws, error = %e, "workspace stop failed");
-                } else {
-                    tracing::info!(workspace = %ws, ?mode, "workspace stopped");
+            tracker.spawn(
+                async move {
+                    if let Err(e) = host.stop_workspace(&ws, mode).await {
+                        tracing::error!(workspace = %ws, error = %e, "workspace stop failed");
+                    } else {
+                        tracing::info!(workspace = %ws, ?mode, "workspace stopped");
+                    }
+                    let _ = tx.send(Event::Stopped(ws));
                 }
-                let _ = tx.send(Event::Stopped(ws));
-            });
+                .in_current_span(),
+            );
         }
         Action::Release(ws) => {
+            // The lease ends before the lock is given back.
+            if let Some(token) = leases.remove(&ws) {
+                token.cancel();
+            }
             let coord = coord.clone();
             tracker.spawn(async move {
                 let mut delay = Duration::from_millis(200);
@@ -515,7 +538,7 @@ fn execute(
                     }
                 }
                 let _ = tx.send(Event::Released(ws));
-            });
+            }.in_current_span());
         }
     }
 }

@@ -22,9 +22,45 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SessionId, WorkspaceId};
+use crate::shutdown::CancellationToken;
 
 /// The session id used when a create request names none.
 pub const DEFAULT_SESSION: &str = "default";
+
+/// Proof that this worker holds a workspace's Consul lock, handed to
+/// [`SessionHost::start_workspace`]. It stops being held the moment the worker is fenced (its
+/// session is about to be lost) or decides to release the lock, so a host can check it before
+/// anything that needs the lock — removing a stale Chromium `SingletonLock`, deleting a
+/// profile — and can await [`WorkspaceLease::lost`] to kill browsers that outlive it. (The
+/// engine implements its `WorkspaceLockGuard` for this type.)
+#[derive(Debug, Clone)]
+pub struct WorkspaceLease {
+    ws: WorkspaceId,
+    /// Cancelled when the lease ends (fencing, release, end of term).
+    token: CancellationToken,
+}
+
+impl WorkspaceLease {
+    /// A lease on `ws` that ends when `token` is cancelled (the driver creates these).
+    pub fn new(ws: WorkspaceId, token: CancellationToken) -> Self {
+        Self { ws, token }
+    }
+
+    /// The workspace.
+    pub fn workspace(&self) -> &WorkspaceId {
+        &self.ws
+    }
+
+    /// Whether the lock is still held right now.
+    pub fn is_held(&self) -> bool {
+        !self.token.is_cancelled()
+    }
+
+    /// Resolves when the lease ends.
+    pub async fn lost(&self) {
+        self.token.cancelled().await
+    }
+}
 
 /// How to stop a workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,8 +210,13 @@ pub enum HostError {
 /// Object safe (used as `Arc<dyn SessionHost>`), hence boxed futures instead of `async fn`.
 pub trait SessionHost: Send + Sync + 'static {
     /// Starts every session of `ws` whose desired state is running (sessions found in
-    /// `<data>/workspaces/<ws>/*/session.json`). Called with the workspace lock held.
-    fn start_workspace<'a>(&'a self, ws: &'a WorkspaceId) -> BoxFuture<'a, Result<(), HostError>>;
+    /// `<data>/workspaces/<ws>/*/session.json`). Called with the workspace lock held; `lease`
+    /// says for how long (keep it to check before lock-protected operations).
+    fn start_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        lease: WorkspaceLease,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
 
     /// Stops every session of `ws`; returns once no browser of it is left.
     fn stop_workspace<'a>(

@@ -5,7 +5,7 @@
 //! 400 for an invalid id, 401/403 for a bad token, 503 (`Retry-After`) while the worker is not
 //! ready or fenced, 421 `not_owner` when the shard map gives the workspace to another shard,
 //! 503 while the workspace's lock is being taken (handoff), then the answer itself. Handlers
-//! read the published [`Status`](super::driver::Status); they never talk to Consul.
+//! read the published [`super::driver::Status`]; they never talk to Consul.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,8 +42,9 @@ pub struct Api {
 }
 
 /// The body of `POST /v1/workspaces/{ws}/sessions`.
+// Unknown fields are ignored so clients written against a later API (engine options) keep
+// working against this worker.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateBody {
     #[serde(default)]
     session: Option<String>,

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::{
     DesiredState, HostError, SessionConfig, SessionHost, SessionInfo, SessionStatus, StopMode,
+    WorkspaceLease,
 };
 use crate::ids::{SessionId, WorkspaceId};
 
@@ -210,8 +211,16 @@ impl PlaceholderHost {
 }
 
 impl SessionHost for PlaceholderHost {
-    fn start_workspace<'a>(&'a self, ws: &'a WorkspaceId) -> BoxFuture<'a, Result<(), HostError>> {
+    fn start_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        lease: WorkspaceLease,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
         async move {
+            // Replacing a marker left by a dead process is safe only under the lock.
+            if !lease.is_held() || lease.workspace() != ws {
+                return Err(HostError::Other(format!("lock for {ws} not held")));
+            }
             let dir = workspace_dir(&self.data, ws);
             self.claim_marker(&dir)?;
             let configs = read_session_configs(&dir)?;
@@ -336,6 +345,26 @@ mod tests {
         WorkspaceId::new(s).unwrap()
     }
 
+    fn lease(w: &WorkspaceId) -> WorkspaceLease {
+        WorkspaceLease::new(w.clone(), crate::shutdown::CancellationToken::new())
+    }
+
+    #[tokio::test]
+    async fn start_refuses_without_a_held_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = PlaceholderHost::new(dir.path(), 0);
+        let a = ws("acme");
+        let gone = crate::shutdown::CancellationToken::new();
+        gone.cancel();
+        assert!(
+            host.start_workspace(&a, WorkspaceLease::new(a.clone(), gone))
+                .await
+                .is_err()
+        );
+        assert!(host.start_workspace(&a, lease(&ws("other"))).await.is_err());
+        assert!(host.start_workspace(&a, lease(&a)).await.is_ok());
+    }
+
     fn config(s: &str) -> SessionConfig {
         SessionConfig {
             session: SessionId::new(s).unwrap(),
@@ -355,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = PlaceholderHost::new(dir.path(), 2);
         let a = ws("acme");
-        host.start_workspace(&a).await.unwrap();
+        host.start_workspace(&a, lease(&a)).await.unwrap();
         let info = host.create_session(&a, config("default")).await.unwrap();
         assert_eq!(info.status, SessionStatus::Working);
         assert_eq!(info.shard, 2);
@@ -373,7 +402,7 @@ mod tests {
         ));
         // Another host (another worker after a handoff) finds the session on shared storage.
         let other = PlaceholderHost::new(dir.path(), 3);
-        other.start_workspace(&a).await.unwrap();
+        other.start_workspace(&a, lease(&a)).await.unwrap();
         let list = other.list_sessions(&a).await.unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].shard, 3);
@@ -388,13 +417,17 @@ mod tests {
         std::fs::create_dir_all(&wsdir).unwrap();
         // pid 1 is always alive; u32::MAX never is.
         std::fs::write(wsdir.join(OWNER_MARKER), r#"{"pid":4294967295,"shard":1}"#).unwrap();
-        host.start_workspace(&ws("acme")).await.unwrap();
+        host.start_workspace(&ws("acme"), lease(&ws("acme")))
+            .await
+            .unwrap();
         assert_eq!(host.overlaps(), 0);
         host.stop_workspace(&ws("acme"), StopMode::Immediate)
             .await
             .unwrap();
         std::fs::write(wsdir.join(OWNER_MARKER), r#"{"pid":1,"shard":1}"#).unwrap();
-        host.start_workspace(&ws("acme")).await.unwrap();
+        host.start_workspace(&ws("acme"), lease(&ws("acme")))
+            .await
+            .unwrap();
         assert_eq!(host.overlaps(), 1);
     }
 

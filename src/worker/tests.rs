@@ -13,10 +13,11 @@ use tokio::sync::watch;
 
 use super::coordinator::{CoordError, Coordinator};
 use super::driver::{Connector, DriverConfig, Shared, run_terms};
-use super::host::SessionHost;
+use super::host::{HostError, SessionConfig, SessionHost, SessionInfo, StopMode, WorkspaceLease};
 use super::http::{Api, filters};
 use super::placeholder::PlaceholderHost;
 use crate::auth::Authority;
+use crate::ids::SessionId;
 use crate::ids::WorkspaceId;
 use crate::shard::ShardMap;
 use crate::shutdown::CancellationToken;
@@ -122,6 +123,9 @@ impl Coordinator for MemTerm {
     fn fenced(&self) -> BoxFuture<'static, ()> {
         self.fence.clone().cancelled_owned().boxed()
     }
+    fn term_token(&self) -> CancellationToken {
+        self.fence.clone()
+    }
     fn abandon(&self) {}
     fn close(&self) -> BoxFuture<'_, Result<(), CoordError>> {
         async move {
@@ -129,6 +133,64 @@ impl Coordinator for MemTerm {
             Ok(())
         }
         .boxed()
+    }
+}
+
+/// The placeholder host, remembering every lease it was handed.
+struct Recording {
+    inner: PlaceholderHost,
+    leases: Mutex<Vec<WorkspaceLease>>,
+}
+
+impl Recording {
+    fn held(&self, w: &str) -> Vec<bool> {
+        let leases = self.leases.lock().unwrap();
+        leases
+            .iter()
+            .filter(|l| l.workspace().as_str() == w)
+            .map(WorkspaceLease::is_held)
+            .collect()
+    }
+}
+
+impl SessionHost for Recording {
+    fn start_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        lease: WorkspaceLease,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        self.leases.lock().unwrap().push(lease.clone());
+        self.inner.start_workspace(ws, lease)
+    }
+    fn stop_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        mode: StopMode,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        self.inner.stop_workspace(ws, mode)
+    }
+    fn create_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        config: SessionConfig,
+    ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
+        self.inner.create_session(ws, config)
+    }
+    fn list_sessions<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, HostError>> {
+        self.inner.list_sessions(ws)
+    }
+    fn get_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<SessionInfo>, HostError>> {
+        self.inner.get_session(ws, session)
+    }
+    fn overlaps(&self) -> u64 {
+        self.inner.overlaps()
     }
 }
 
@@ -196,13 +258,19 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore::default());
     let (map_tx, map_rx) = watch::channel(Some(Arc::new(ShardMap::uniform(1))));
-    let host = Arc::new(PlaceholderHost::new(dir.path(), 0));
+    let host = Arc::new(Recording {
+        inner: PlaceholderHost::new(dir.path(), 0),
+        leases: Mutex::new(Vec::new()),
+    });
     let shared = Shared::new(0, dir.path().to_path_buf(), host.clone(), map_rx);
     let api = Api {
         shared: shared.clone(),
-        authority: Arc::new(Authority::new(Some("admin".into()), vec![]).unwrap()),
+        authority: Arc::new(
+            Authority::new(Some("admin".into()), vec!["0123456789abcdef0123".into()]).unwrap(),
+        ),
     };
     let shutdown = CancellationToken::new();
+    let api_authority = api.authority.clone();
     let api = serve(api, shutdown.clone()).await;
     let ready = Arc::new(AtomicU64::new(0));
     let r2 = ready.clone();
@@ -237,6 +305,33 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     assert_eq!(store.holder("acme"), Some(1));
     let (code, _, body) = request(&api, "GET", "/v1/workspaces/acme/sessions/s1", None).await;
     assert_eq!((code, body["metadata"]["k"].as_str()), (200, Some("v")));
+    // Workspace tokens: their own workspace only; no token: 401.
+    let token = api_authority.mint(&ws("acme")).unwrap();
+    let with = |path: &str, t: &str| {
+        api.client
+            .get(format!("{}{path}", api.base))
+            .header("authorization", format!("Bearer {t}"))
+    };
+    let r = with("/v1/workspaces/acme/sessions", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = with("/v1/workspaces/other/sessions", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = with("/v1/worker/state", &token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = api
+        .client
+        .get(format!("{}/v1/workspaces/acme/sessions", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["x-wafleet-shard"], "0");
     let (code, _, body) = request(
         &api,
         "POST",
@@ -255,6 +350,11 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     two.pins.insert(ws("acme"), 1);
     map_tx.send_replace(Some(Arc::new(two)));
     eventually("acme released", || store.holder("acme").is_none()).await;
+    assert_eq!(
+        host.held("acme"),
+        vec![false],
+        "the lease ends before the release"
+    );
     assert!(
         host.list_sessions(&ws("acme")).await.is_err(),
         "still running"
@@ -290,7 +390,13 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
 
     // Fencing: stops at once, keeps the locks (they die with the session), answers 503.
     let fence = store.fences.lock().unwrap()[&1].clone();
+    assert_eq!(host.held("acme"), vec![false, true]);
     fence.cancel();
+    assert_eq!(
+        host.held("acme"),
+        vec![false, false],
+        "fencing ends every lease at once"
+    );
     eventually("fenced", || shared.status.borrow().fenced).await;
     eventually("stopped", || {
         shared.status.borrow().workspaces.is_empty() || shared.status.borrow().term == 2
