@@ -143,6 +143,15 @@ pub fn free_lock_twice(
         .collect()
 }
 
+/// How many (workspace, worker) pairs are confirmed running in both rounds: what the
+/// runner checks actually looked at (0 = nothing to check).
+pub fn runner_pairs(first: &[WorkerSnap], second: &[WorkerSnap]) -> usize {
+    confirmed_runners(first, second)
+        .values()
+        .map(Vec::len)
+        .sum()
+}
+
 /// Workspace → workers (from `second`) that may run it in both rounds with the same pid and
 /// session.
 fn confirmed_runners<'a>(
@@ -472,6 +481,7 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(v[0].what.contains("workspace x"));
         assert_eq!(runs_without_lock(&r, &locks, &r), ["y".to_owned()]);
+        assert_eq!(runner_pairs(&r, &r), 2);
         // A new term (new session) in round 2 is not the same runner: no confirmation.
         let r2 = [worker(1, "s2", &["x"])];
         assert!(runners(0, &r, &locks, &r2).is_empty());

@@ -37,8 +37,8 @@ pub struct Observations {
     pub free_lock_runs: Mutex<Vec<(u64, String)>>,
     /// Latest browser processes (for browser-crash).
     pub browsers: Mutex<Vec<BrowserProc>>,
-    /// Instants of the sampling rounds.
-    pub rounds: Mutex<Vec<u64>>,
+    /// Sampling rounds: `(t_ms, confirmed (workspace, worker) runner pairs, lock holders)`.
+    pub rounds: Mutex<Vec<(u64, usize, usize)>>,
 }
 
 impl Observations {
@@ -55,12 +55,16 @@ impl Observations {
             .unwrap_or_default()
     }
 
-    /// Sampling rounds within `[from, to]`.
-    pub fn rounds_between(&self, from: u64, to: u64) -> usize {
+    /// Sampling rounds within `[from, to]`: `(rounds, runner pairs, lock holders)` summed.
+    pub fn rounds_between(&self, from: u64, to: u64) -> (usize, usize, usize) {
         self.rounds
             .lock()
-            .map(|r| r.iter().filter(|t| **t >= from && **t <= to).count())
-            .unwrap_or(0)
+            .map(|r| {
+                r.iter()
+                    .filter(|(t, _, _)| *t >= from && *t <= to)
+                    .fold((0, 0, 0), |a, (_, p, l)| (a.0 + 1, a.1 + p, a.2 + l))
+            })
+            .unwrap_or_default()
     }
 
     fn add(&self, v: Vec<Violation>) {
@@ -141,7 +145,7 @@ pub async fn sampler(
                 }
                 free_before = free;
                 if let Ok(mut r) = obs.rounds.lock() {
-                    r.push(t);
+                    r.push((t, check::runner_pairs(&first, &second), locks.len()));
                 }
             }
             None => {

@@ -197,12 +197,13 @@ pub fn table(r: &Report) -> String {
             format!("{}/{} of {}", t.delayed, t.lost, t.expected)
         });
         s.push_str(&format!(
-            "| {} | {} | {:.0}% ({}/{}) | {} | {} | {} / {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {:.0}% ({}/{}, targeted {}) | {} | {} | {} / {} | {} | {} | {} | {} / {} |\n",
             sc.name,
             if sc.passed { "PASS" } else { "FAIL" },
             m.blast_radius * 100.0,
             m.workspaces_with_errors,
             m.workspaces,
+            m.workspaces_affected,
             ms(m.detect_ms),
             ms(m.recover_ms),
             m.errors_affected,
@@ -322,7 +323,7 @@ mod tests {
         };
         let t = table(&r);
         assert!(
-            t.contains("| kill-worker | PASS | 25% (1/4) | 0.10s | 0.20s | 1 / 0 |"),
+            t.contains("| kill-worker | PASS | 25% (1/4, targeted 2) | 0.10s | 0.20s | 1 / 0 |"),
             "{t}"
         );
         assert!(t.contains("| browser-crash | skipped |"));

@@ -441,43 +441,49 @@ where
     }
     let failed = unaffected.len();
     unaffected.truncate(20);
-    inv.push(InvariantResult::checked(
-        names::UNAFFECTED_NO_ERROR,
-        format!(
-            "{checked} requests on unaffected workspaces, {failed} failed{}",
-            if failed > 20 {
-                " (first 20 kept as evidence)"
-            } else {
-                ""
-            }
-        ),
-        unaffected,
-    ));
-    let rounds = ctx.obs.rounds_between(fault_ms, end_ms);
-    inv.push(InvariantResult::checked(
-        names::ONE_RUNNER,
-        format!(
-            "{rounds} sampling rounds of worker states vs KV locks{}",
-            if ctx.caps.real_sessions {
-                ""
-            } else {
-                " (placeholder sessions count as runners)"
-            }
-        ),
-        {
-            let mut v = ctx
-                .obs
-                .violations_between(names::ONE_RUNNER, fault_ms, end_ms);
-            v.extend(
-                fault
-                    .violations
-                    .iter()
-                    .filter(|x| x.invariant == names::ONE_RUNNER)
-                    .cloned(),
-            );
-            v
-        },
-    ));
+    inv.push(if checked == 0 {
+        InvariantResult::vacuous(
+            names::UNAFFECTED_NO_ERROR,
+            "the fault targets every workspace: no unaffected request to check".into(),
+        )
+    } else {
+        InvariantResult::checked(
+            names::UNAFFECTED_NO_ERROR,
+            format!(
+                "{checked} requests on unaffected workspaces, {failed} failed{}",
+                if failed > 20 {
+                    " (first 20 kept as evidence)"
+                } else {
+                    ""
+                }
+            ),
+            unaffected,
+        )
+    });
+    let (rounds, pairs, holders) = ctx.obs.rounds_between(fault_ms, end_ms);
+    let mut runner_v = ctx
+        .obs
+        .violations_between(names::ONE_RUNNER, fault_ms, end_ms);
+    runner_v.extend(
+        fault
+            .violations
+            .iter()
+            .filter(|x| x.invariant == names::ONE_RUNNER)
+            .cloned(),
+    );
+    let detail = format!(
+        "{rounds} sampling rounds: {pairs} confirmed (workspace, worker) runner observations against {holders} KV lock holders{}",
+        if ctx.caps.real_sessions {
+            ""
+        } else {
+            " (placeholder sessions count as runners)"
+        }
+    );
+    inv.push(if pairs == 0 && runner_v.is_empty() {
+        InvariantResult::vacuous(names::ONE_RUNNER, detail)
+    } else {
+        InvariantResult::checked(names::ONE_RUNNER, detail, runner_v)
+    });
     let browsers = ctx
         .obs
         .max_browsers
@@ -503,18 +509,20 @@ where
         .cloned()
         .collect();
     let working = before.values().filter(|s| s.status == "WORKING").count();
-    inv.push(InvariantResult::checked(
-        names::SESSIONS_RESTORED,
-        format!(
-            "{working} sessions WORKING before; {}",
-            if ctx.caps.real_sessions {
-                "status, phone and no new QR checked"
-            } else {
-                "status checked (placeholder sessions never show a QR)"
-            }
-        ),
-        check::sessions_restored(end_ms, &before, &after, &seen),
-    ));
+    let restored = check::sessions_restored(end_ms, &before, &after, &seen);
+    let detail = format!(
+        "{working} sessions WORKING before; {}",
+        if ctx.caps.real_sessions {
+            "status, phone and no new QR checked"
+        } else {
+            "status checked (placeholder sessions never show a QR)"
+        }
+    );
+    inv.push(if working == 0 {
+        InvariantResult::vacuous(names::SESSIONS_RESTORED, detail)
+    } else {
+        InvariantResult::checked(names::SESSIONS_RESTORED, detail, restored)
+    });
     if ctx.caps.sends {
         let (tally, v) = ctx
             .settle_messages(fault_ms, end_ms, ctx.timing.recover_timeout)
