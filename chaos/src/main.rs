@@ -226,7 +226,8 @@ async fn drive(
         &rec,
         &workspaces,
         &["WORKING", "SCAN_QR_CODE"],
-        Duration::from_secs(90),
+        // Real sessions launch one Chromium each (bounded restore concurrency): scale with M.
+        Duration::from_secs(60 + 2 * workspaces.len() as u64),
     )
     .await
     .map_err(|t| format!("sessions did not start: {t:?}"))?;
@@ -247,7 +248,7 @@ async fn drive(
             &rec,
             &workspaces,
             &["WORKING"],
-            Duration::from_secs(120),
+            Duration::from_secs(60 + 3 * workspaces.len() as u64),
         )
         .await
         .map_err(|t| format!("linked sessions did not reach WORKING: {t:?}"))?;
