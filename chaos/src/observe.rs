@@ -90,7 +90,8 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// Every Chromium browser main process whose `--user-data-dir` is under `data`.
 pub fn scan_browsers(data: &Path) -> Vec<BrowserProc> {
-    let prefix = data.display().to_string();
+    // A path boundary, so `/tmp/a` does not match `/tmp/ab/...`.
+    let prefix = format!("{}/", data.display().to_string().trim_end_matches('/'));
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -272,9 +273,86 @@ mod tests {
         assert!(start_time(u32::MAX).is_none());
     }
 
+    #[tokio::test]
+    async fn receiver_records_events_counts_redeliveries_and_can_be_down() {
+        let rec = Arc::new(Recorder::new());
+        let stop = CancellationToken::new();
+        let r = Receiver::start(rec, stop.clone()).await.unwrap();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let ev = serde_json::json!({"id": "evt_1", "event": "message.sent", "workspace": "a",
+            "session": "default", "payload": {"id": "msg_1", "status": "sent"}});
+        let post = |body: serde_json::Value| http.post(r.url()).json(&body).send();
+        assert_eq!(post(ev.clone()).await.unwrap().status(), 200);
+        assert_eq!(post(ev.clone()).await.unwrap().status(), 200);
+        r.set_up(false);
+        let ev2 = serde_json::json!({"id": "evt_2", "event": "session.status", "workspace": "a",
+            "payload": {"status": "WORKING"}});
+        assert_eq!(post(ev2.clone()).await.unwrap().status(), 503);
+        r.set_up(true);
+        assert_eq!(post(ev2).await.unwrap().status(), 200);
+        assert_eq!(
+            post(serde_json::json!({"no": "id"}))
+                .await
+                .unwrap()
+                .status(),
+            400
+        );
+        let mut got = r.received();
+        got.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].deliveries, got[0].message_id.as_deref()),
+            (2, Some("msg_1"))
+        );
+        assert_eq!((got[1].deliveries, got[1].message_id.as_deref()), (1, None));
+        assert_eq!(got[1].event, "session.status");
+        stop.cancel();
+    }
+
+    #[test]
+    fn scan_finds_two_processes_on_one_profile_and_not_children() {
+        let d = tempfile::tempdir().unwrap();
+        let profile = format!("--user-data-dir={}/ws/s/profile", d.path().display());
+        // `sh -c '…; true' name ARG` keeps sh alive with ARG in its cmdline, like a browser.
+        let spawn = |extra: &[&str]| {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 30; true", "chromium"])
+                .args(extra)
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn(&[&profile]);
+        let mut b = spawn(&[&profile]);
+        let mut child = spawn(&["--type=renderer", &profile]);
+        let found = scan_browsers(d.path());
+        let dups = check::duplicate_browsers(&found);
+        for p in [&mut a, &mut b, &mut child] {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(dups.len(), 1);
+        assert!(found.iter().all(|p| p.start_time > 0));
+        // Killed and reaped: the scan must come back empty (poll with a deadline).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut left = scan_browsers(d.path());
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = scan_browsers(d.path());
+        }
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     #[test]
     fn scan_finds_nothing_under_a_fresh_dir() {
         let d = tempfile::tempdir().unwrap();
-        assert!(scan_browsers(d.path()).is_empty());
+        // Killed and reaped: the scan must come back empty (poll with a deadline).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut left = scan_browsers(d.path());
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = scan_browsers(d.path());
+        }
+        assert!(left.is_empty(), "{left:?}");
     }
 }
