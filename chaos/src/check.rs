@@ -206,6 +206,25 @@ pub fn duplicate_browsers(procs: &[BrowserProc]) -> BTreeMap<String, Vec<Browser
     by
 }
 
+/// Duplicates present in two consecutive scans with at least two of the same processes (pid
+/// and start time): two browsers that coexisted for a whole sampling interval.
+pub fn persistent_duplicates(
+    previous: &BTreeMap<String, Vec<BrowserProc>>,
+    now: &BTreeMap<String, Vec<BrowserProc>>,
+) -> BTreeMap<String, Vec<BrowserProc>> {
+    now.iter()
+        .filter_map(|(profile, procs)| {
+            let before = previous.get(profile)?;
+            let same: Vec<BrowserProc> = procs
+                .iter()
+                .filter(|p| before.contains(p))
+                .cloned()
+                .collect();
+            (same.len() > 1).then(|| (profile.clone(), same))
+        })
+        .collect()
+}
+
 /// Turns confirmed duplicates (every process still alive, same start time, after the scan)
 /// into violations.
 pub fn browser_violations(
@@ -535,6 +554,11 @@ mod tests {
         assert_eq!(d["/d/a/profile"].len(), 2);
         assert_eq!(browser_violations(3, &d).len(), 1);
         assert!(duplicate_browsers(&[p(1, "/x"), p(2, "/y")]).is_empty());
+        // Only a duplicate with the same two processes in two scans lasts.
+        assert_eq!(persistent_duplicates(&d, &d).len(), 1);
+        let refused = duplicate_browsers(&[p(1, "/d/a/profile"), p(4, "/d/a/profile")]);
+        assert!(persistent_duplicates(&d, &refused).is_empty());
+        assert!(persistent_duplicates(&BTreeMap::new(), &d).is_empty());
     }
 
     #[test]

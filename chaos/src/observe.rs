@@ -37,6 +37,8 @@ pub struct Observations {
     pub free_lock_runs: Mutex<Vec<(u64, String)>>,
     /// Latest browser processes (for browser-crash).
     pub browsers: Mutex<Vec<BrowserProc>>,
+    /// Router view: `(t_ms, shards the router reports without a healthy instance)`.
+    pub router_unhealthy: Mutex<Vec<(u64, Vec<u32>)>>,
     /// Sampling rounds: `(t_ms, confirmed (workspace, worker) runner pairs, lock holders)`.
     pub rounds: Mutex<Vec<(u64, usize, usize)>>,
 }
@@ -88,6 +90,18 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// The same process (start time) is still a browser on the same profile: filters out a
+/// process that exited, a reused pid, and a fork caught before its exec (a fork shares its
+/// parent's command line for a moment).
+fn still_browser(p: &BrowserProc) -> bool {
+    start_time(p.pid) == Some(p.start_time)
+        && std::fs::read(format!("/proc/{}/cmdline", p.pid))
+            .ok()
+            .and_then(|c| check::browser_profile(&c))
+            .as_deref()
+            == Some(p.profile.as_str())
+}
+
 /// Every Chromium browser main process whose `--user-data-dir` is under `data`.
 pub fn scan_browsers(data: &Path) -> Vec<BrowserProc> {
     // A path boundary, so `/tmp/a` does not match `/tmp/ab/...`.
@@ -124,6 +138,7 @@ pub async fn sampler(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev: Vec<crate::model::WorkerSnap> = Vec::new();
     let mut free_before: Vec<String> = Vec::new();
+    let mut prev_dups: BTreeMap<String, Vec<BrowserProc>> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -161,19 +176,55 @@ pub async fn sampler(
             prev = second;
         }
 
+        // The router's view of shard health (`GET /v1/shards`), for the router's detection time.
+        if let Some(unhealthy) = router_unhealthy(&fleet).await
+            && let Ok(mut v) = obs.router_unhealthy.lock()
+        {
+            v.push((rec.now_ms(), unhealthy));
+        }
+
         // Chromium per profile: a duplicate counts only if every process is still alive
         // with the same start time after the scan (then they coexist at that instant).
         let procs = scan_browsers(&fleet.data);
         obs.proc_scans.fetch_add(1, Ordering::Relaxed);
         obs.max_browsers
             .fetch_max(procs.len() as u64, Ordering::Relaxed);
+        // Two rounds (≥ one interval) are needed: a second Chromium started on a profile in use
+        // finds the profile's SingletonLock, hands over to the first and exits — refused, not
+        // an overlap.
         let mut dups = check::duplicate_browsers(&procs);
-        dups.retain(|_, ps| ps.iter().all(|p| start_time(p.pid) == Some(p.start_time)));
-        obs.add(check::browser_violations(rec.now_ms(), &dups));
+        dups.retain(|_, ps| ps.iter().all(still_browser));
+        let lasting = check::persistent_duplicates(&prev_dups, &dups);
+        obs.add(check::browser_violations(rec.now_ms(), &lasting));
+        prev_dups = dups;
         if let Ok(mut b) = obs.browsers.lock() {
             *b = procs;
         }
     }
+}
+
+/// Shards the router reports with no healthy instance; `None` when it did not answer.
+async fn router_unhealthy(fleet: &Fleet) -> Option<Vec<u32>> {
+    let router = fleet.router().ok()?;
+    let v: serde_json::Value = fleet
+        .http
+        .get(format!("{router}/v1/shards"))
+        .bearer_auth(&fleet.admin)
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        v.get("shards")?
+            .as_array()?
+            .iter()
+            .filter(|s| s.get("healthy").and_then(|h| h.as_bool()) == Some(false))
+            .filter_map(|s| s.get("id")?.as_u64().map(|k| k as u32))
+            .collect(),
+    )
 }
 
 // === webhook receiver ===
@@ -313,25 +364,35 @@ mod tests {
     fn scan_finds_two_processes_on_one_profile_and_not_children() {
         let d = tempfile::tempdir().unwrap();
         let profile = format!("--user-data-dir={}/ws/s/profile", d.path().display());
-        // `sh -c '…; true' name ARG` keeps sh alive with ARG in its cmdline, like a browser.
+        // `sh -c 'read x' name ARG` blocks on its (piped) stdin without forking, with ARG in
+        // its cmdline, like a browser.
         let spawn = |extra: &[&str]| {
             std::process::Command::new("sh")
-                .args(["-c", "sleep 30; true", "chromium"])
+                .args(["-c", "read x", "chromium"])
                 .args(extra)
+                .stdin(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         };
         let mut a = spawn(&[&profile]);
         let mut b = spawn(&[&profile]);
         let mut child = spawn(&["--type=renderer", &profile]);
-        let found = scan_browsers(d.path());
+        // Wait (with a deadline) until both have exec'd and show their command line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut found = scan_browsers(d.path());
+        while found.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            found = scan_browsers(d.path());
+        }
         let dups = check::duplicate_browsers(&found);
+        let confirmed = found.iter().filter(|p| still_browser(p)).count();
         for p in [&mut a, &mut b, &mut child] {
             let _ = p.kill();
             let _ = p.wait();
         }
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(dups.len(), 1);
+        assert_eq!(confirmed, 2);
         assert!(found.iter().all(|p| p.start_time > 0));
         // Killed and reaped: the scan must come back empty (poll with a deadline).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

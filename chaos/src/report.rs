@@ -38,6 +38,24 @@ pub struct Measures {
     pub recover_ms: Option<u64>,
     /// Workspaces that had errors and no successful WORKING read afterwards.
     pub not_recovered: Vec<String>,
+    /// Fault → first router sample reporting a targeted shard without a healthy instance
+    /// (`None`: the router never did, e.g. the shard came back before its next resolve).
+    pub router_detect_ms: Option<u64>,
+}
+
+/// Fault → the first sample (`(t_ms, unhealthy shards)`) in `[fault_ms, end_ms]` showing one of
+/// `shards` unhealthy.
+pub fn router_detect(
+    samples: &[(u64, Vec<u32>)],
+    shards: &[u32],
+    fault_ms: u64,
+    end_ms: u64,
+) -> Option<u64> {
+    samples
+        .iter()
+        .filter(|(t, _)| *t >= fault_ms && *t <= end_ms)
+        .find(|(_, u)| u.iter().any(|k| shards.contains(k)))
+        .map(|(t, _)| t - fault_ms)
 }
 
 /// Computes [`Measures`] over outcomes in `[fault_ms, end_ms]`.
@@ -172,7 +190,7 @@ fn ms(v: Option<u64>) -> String {
 /// The human-readable table (Markdown, so docs/chaos.md can show it as is).
 pub fn table(r: &Report) -> String {
     let mut s = String::from(
-        "| scenario | result | blast radius | detect | recover | errors affected / unaffected | requests | messages delayed/lost | webhooks delayed/lost | invariants checked / vacuous or n.a. |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | result | blast radius | detect (client / router) | recover | errors affected / unaffected | requests | messages delayed/lost | webhooks delayed/lost | invariants checked / vacuous or n.a. |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for sc in &r.scenarios {
         if let Some(why) = &sc.skipped {
@@ -197,7 +215,7 @@ pub fn table(r: &Report) -> String {
             format!("{}/{} of {}", t.delayed, t.lost, t.expected)
         });
         s.push_str(&format!(
-            "| {} | {} | {:.0}% ({}/{}, targeted {}) | {} | {} | {} / {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {:.0}% ({}/{}, targeted {}) | {} / {} | {} | {} / {} | {} | {} | {} | {} / {} |\n",
             sc.name,
             if sc.passed { "PASS" } else { "FAIL" },
             m.blast_radius * 100.0,
@@ -205,6 +223,7 @@ pub fn table(r: &Report) -> String {
             m.workspaces,
             m.workspaces_affected,
             ms(m.detect_ms),
+            ms(m.router_detect_ms),
             ms(m.recover_ms),
             m.errors_affected,
             m.errors_unaffected,
@@ -297,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn router_detection_is_the_first_unhealthy_sample_of_a_target() {
+        let s = vec![
+            (900, vec![1]),
+            (1000, vec![]),
+            (1300, vec![2]),
+            (1500, vec![1, 2]),
+            (9000, vec![1]),
+        ];
+        assert_eq!(router_detect(&s, &[1], 1000, 5000), Some(500));
+        assert_eq!(router_detect(&s, &[2], 1000, 5000), Some(300));
+        assert_eq!(router_detect(&s, &[0], 1000, 5000), None);
+        assert_eq!(router_detect(&s, &[], 1000, 5000), None);
+    }
+
+    #[test]
     fn table_has_a_row_per_scenario() {
         let (ws, owner, affected) = setup();
         let m = measure(
@@ -323,7 +357,9 @@ mod tests {
         };
         let t = table(&r);
         assert!(
-            t.contains("| kill-worker | PASS | 25% (1/4, targeted 2) | 0.10s | 0.20s | 1 / 0 |"),
+            t.contains(
+                "| kill-worker | PASS | 25% (1/4, targeted 2) | 0.10s / - | 0.20s | 1 / 0 |"
+            ),
             "{t}"
         );
         assert!(t.contains("| browser-crash | skipped |"));

@@ -427,6 +427,12 @@ where
         injected_ms,
         end_ms,
     );
+    rep.measures.router_detect_ms = ctx
+        .obs
+        .router_unhealthy
+        .lock()
+        .ok()
+        .and_then(|v| report::router_detect(&v, &fault.shards, injected_ms, end_ms));
 
     // Invariants.
     let mut inv = Vec::new();
