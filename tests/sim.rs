@@ -266,6 +266,10 @@ struct Chrome {
 
 impl Chrome {
     async fn launch(profile: &Path) -> Chrome {
+        Chrome::launch_with(profile, &[]).await
+    }
+
+    async fn launch_with(profile: &Path, extra: &[&str]) -> Chrome {
         let config = BrowserConfig::builder()
             .chrome_executable(chromium())
             .disable_default_args()
@@ -278,6 +282,7 @@ impl Chrome {
                 "--disable-component-update",
                 "--disable-sync",
             ])
+            .args(extra.iter().copied())
             .launch_timeout(Duration::from_secs(60))
             .request_timeout(Duration::from_secs(30))
             .build()
@@ -646,6 +651,78 @@ async fn qr_rotates_goes_idle_refreshes_and_pairs_by_code() {
     )
     .await;
     assert!(refused);
+
+    // The device logs itself out: Cmd 'logout', the phone forgets it, a fresh QR after reload.
+    let logged_out: bool = eval(
+        &page,
+        "window.require('WAWebSocketModel').Socket.logout().then(() => window.__ev.some(e => e[0] === 'logout'))",
+    )
+    .await;
+    assert!(logged_out);
+    wait_js(
+        &page,
+        &format!(
+            "location.search.includes('post_logout=1') && {} && !!window.require('WAWebConnModel').Conn.ref",
+            state_is("UNPAIRED")
+        ),
+    )
+    .await;
+    let (_, devices) = get(&base, "/sim/devices").await;
+    assert!(!devices.to_string().contains("4915550077"), "{devices}");
+    chrome.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn crash_fault_oom_really_kills_the_renderer() {
+    use chromiumoxide::cdp::browser_protocol::{inspector, target};
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cancel) = start(SimConfig::default()).await;
+    let base = format!("http://{}", sim.addr());
+    let phone = "4915550055";
+    // Bound the V8 heap so the out-of-memory crash costs little memory on the build machine.
+    let chrome = Chrome::launch_with(
+        &dir.path().join("profile"),
+        &["--js-flags=--max-old-space-size=64"],
+    )
+    .await;
+    let page = chrome.open(&format!("{base}/")).await;
+    wait_js(&page, &state_is("UNPAIRED")).await;
+    let qr: String = eval(&page, QR_JS).await;
+    let (s, _) = post(&base, "/sim/link", json!({"qr": qr, "phone": phone})).await;
+    assert_eq!(s, 200);
+    wait_js(&page, &state_is("CONNECTED")).await;
+
+    let mut from_target = chrome
+        .browser
+        .event_listener::<target::EventTargetCrashed>()
+        .await
+        .unwrap();
+    let mut from_page = page
+        .event_listener::<inspector::EventTargetCrashed>()
+        .await
+        .unwrap();
+    let (s, b) = post(&base, "/sim/faults", json!({"crash": phone, "mode": "oom"})).await;
+    assert_eq!((s, b["crashed"].as_u64()), (200, Some(1)));
+    let crashed = tokio::time::timeout(DEADLINE, async {
+        tokio::select! {
+            e = from_target.next() => e.is_some(),
+            e = from_page.next() => e.is_some(),
+        }
+    })
+    .await
+    .expect("Chromium reports the renderer crashed");
+    assert!(crashed);
+    // The crashed page's websocket is gone: the simulator sees the device offline.
+    wait_for("device offline", || async {
+        let (_, d) = get(&base, "/sim/devices").await;
+        (d.as_array()?
+            .iter()
+            .any(|d| d["phone"] == json!(phone) && d["state"] == json!("OFFLINE")))
+        .then_some(())
+    })
+    .await;
     chrome.close().await;
     cancel.cancel();
     sim.wait().await.unwrap();

@@ -25,6 +25,10 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const MAX_MEDIA_BYTES: usize = 16 * 1024 * 1024;
 /// How many old refs of a connection are remembered to tell "expired" from "unknown".
 const OLD_REFS_KEPT: usize = 16;
+/// Sent messages kept per phone for `/sim/messages`; the oldest go first.
+pub const MAX_SENT_PER_PHONE: usize = 10_000;
+/// Inbound messages queued per phone while none of its devices is online.
+pub const MAX_INBOX_PER_PHONE: usize = 1_000;
 /// The pairing-code alphabet WhatsApp uses (no 0, O, I, U).
 const CODE_ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTVWXYZ";
 /// The phone platform reported in `Conn.platform`.
@@ -405,7 +409,7 @@ pub struct Sim {
     conns: BTreeMap<ConnId, Conn>,
     devices: BTreeMap<String, Device>,
     /// Messages per phone, oldest first.
-    sent: BTreeMap<String, Vec<Sent>>,
+    sent: BTreeMap<String, VecDeque<Sent>>,
     /// Inbound messages for phones with no connected device.
     inbox: BTreeMap<String, VecDeque<Inbound>>,
     /// Phones whose reconnects are refused until the given time.
@@ -701,11 +705,14 @@ impl Sim {
         let ack = match list.iter().find(|s| s.view.id == view.id) {
             Some(existing) => existing.view.ack,
             None => {
-                list.push(Sent {
+                list.push_back(Sent {
                     view: view.clone(),
                     device: device.device.clone(),
                     next_ack_at: now.saturating_add(self.timing.ack_device_ms),
                 });
+                if list.len() > MAX_SENT_PER_PHONE {
+                    list.pop_front();
+                }
                 1
             }
         };
@@ -820,7 +827,12 @@ impl Sim {
 
         let mut acks: Vec<(String, String, u8)> = Vec::new();
         for list in self.sent.values_mut() {
-            for s in list.iter_mut().filter(|s| s.view.ack < 3) {
+            // Every message waits the same delays, so the unfinished ones are always the newest:
+            // walk back from the end and stop at the first one already read.
+            for s in list.iter_mut().rev() {
+                if s.view.ack >= 3 {
+                    break;
+                }
                 if now >= s.next_ack_at {
                     s.view.ack += 1;
                     s.next_ack_at = now.saturating_add(self.timing.ack_read_ms);
@@ -1009,7 +1021,14 @@ impl Sim {
         };
         let conns = self.online_conns_of_phone(to);
         if conns.is_empty() {
-            self.inbox.entry(to.to_owned()).or_default().push_back(m);
+            let q = self.inbox.entry(to.to_owned()).or_default();
+            if q.len() >= MAX_INBOX_PER_PHONE {
+                return Err(PhoneError::Conflict(
+                    "inbox_full",
+                    format!("{MAX_INBOX_PER_PHONE} messages already wait for this offline phone"),
+                ));
+            }
+            q.push_back(m);
         } else {
             for conn in conns {
                 self.effects.push(Effect::Send(
