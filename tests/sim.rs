@@ -727,3 +727,41 @@ async fn crash_fault_oom_really_kills_the_renderer() {
     cancel.cancel();
     sim.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn slow_load_holds_the_modules_back_until_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cancel) = start(SimConfig::default()).await;
+    let base = format!("http://{}", sim.addr());
+    let (s, _) = post(&base, "/sim/faults", json!({"slow_load_ms": 3_600_000u64})).await;
+    assert_eq!(s, 200);
+
+    let chrome = Chrome::launch(&dir.path().join("profile")).await;
+    let page = chrome.open("about:blank").await;
+    let _ = page
+        .evaluate_expression(format!("(location.href = '{base}/', true)"))
+        .await;
+    wait_for("a chunk request held by the fault", || async {
+        let (_, f) = get(&base, "/sim/faults").await;
+        (f["held_loads"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    wait_js(&page, "location.protocol === 'http:'").await;
+    // The chunks are held: WhatsApp Web's module system is not there.
+    assert!(
+        eval::<bool>(
+            &page,
+            "typeof window.require === 'undefined' && typeof window.Debug === 'undefined'"
+        )
+        .await
+    );
+
+    let (s, _) = post(&base, "/sim/faults", json!({"clear": true})).await;
+    assert_eq!(s, 200);
+    wait_js(&page, &state_is("UNPAIRED")).await;
+    let (_, f) = get(&base, "/sim/faults").await;
+    assert_eq!(f, json!({"slow_load_ms": 0, "held_loads": 0}));
+    chrome.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -127,6 +128,8 @@ async fn serve(
         sim: Mutex::new(sim),
         conns: Mutex::new(HashMap::new()),
         slow_load_ms: Mutex::new(0),
+        held_loads: AtomicUsize::new(0),
+        release_loads: Notify::new(),
         persist: persist_tx,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
@@ -172,6 +175,10 @@ struct Shared {
     /// Senders to each connected page's websocket task; removed by that task when it ends.
     conns: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
     slow_load_ms: Mutex<u64>,
+    /// Chunk requests the slow-load fault is holding right now (visible in `/sim/faults`).
+    held_loads: AtomicUsize,
+    /// Wakes every held chunk request when the fault is lowered or cleared.
+    release_loads: Notify,
     /// The latest linked-device snapshot; the persist loop writes whatever is newest.
     persist: watch::Sender<Persisted>,
     shutdown: CancellationToken,
@@ -353,10 +360,7 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
     let faults_get = warp::path!("sim" / "faults")
         .and(warp::get())
         .and(with.clone())
-        .map(|shared: Arc<Shared>| {
-            let ms = *lock(&shared.slow_load_ms);
-            warp::reply::json(&serde_json::json!({ "slow_load_ms": ms })).into_response()
-        });
+        .map(|shared: Arc<Shared>| warp::reply::json(&fault_settings(&shared)).into_response());
     let faults_post = warp::path!("sim" / "faults")
         .and(warp::post())
         .and(json_body::<FaultsReq>())
@@ -403,15 +407,46 @@ async fn static_chunk(
         "wa-app.js" => APP_JS,
         _ => return Err(warp::reject::not_found()),
     };
+    // Registered before reading the setting, so a clear that lands in between still wakes us.
+    let released = shared.release_loads.notified();
     let delay = *lock(&shared.slow_load_ms);
     if delay > 0 {
-        // The fault itself: hold the chunk back so the page's modules appear late.
+        // The fault itself: hold the chunk back so the page's modules appear late. Lowering or
+        // clearing the fault releases the requests already held.
+        let _held = HeldLoad::new(&shared.held_loads);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+            _ = released => {}
             _ = shared.shutdown.cancelled() => {}
         }
     }
     Ok(asset(body, "text/javascript; charset=utf-8"))
+}
+
+/// Counts a held chunk request for as long as it lives.
+struct HeldLoad<'a>(&'a AtomicUsize);
+
+impl<'a> HeldLoad<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        HeldLoad(counter)
+    }
+}
+
+impl Drop for HeldLoad<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("slow_load_ms".into(), (*lock(&shared.slow_load_ms)).into());
+    out.insert(
+        "held_loads".into(),
+        shared.held_loads.load(Ordering::SeqCst).into(),
+    );
+    out
 }
 
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
@@ -537,11 +572,18 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
     if req.clear == Some(true) {
         *lock(&shared.slow_load_ms) = 0;
         shared.with(|sim, _| sim.clear_refusals());
+        shared.release_loads.notify_waiters();
     }
     if let Some(ms) = req.slow_load_ms {
-        *lock(&shared.slow_load_ms) = ms;
+        let mut current = lock(&shared.slow_load_ms);
+        let lowered = ms < *current;
+        *current = ms;
+        drop(current);
+        if lowered {
+            shared.release_loads.notify_waiters();
+        }
     }
-    let mut out = serde_json::Map::new();
+    let mut out = fault_settings(shared);
     if let Some(phone) = &req.drop_socket {
         let refuse = req.refuse_ms.unwrap_or(0);
         match shared.with(|sim, now| sim.drop_socket(phone, refuse, now)) {
@@ -560,7 +602,6 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
             Err(e) => return phone_error(e).into_response(),
         }
     }
-    out.insert("slow_load_ms".into(), (*lock(&shared.slow_load_ms)).into());
     warp::reply::json(&out).into_response()
 }
 
