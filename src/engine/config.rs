@@ -116,6 +116,8 @@ pub fn chromium_args(config: &EngineConfig, no_sandbox: bool) -> Vec<String> {
         // whatsapp-web.js does the same: navigator.webdriver stays false.
         "--disable-blink-features=AutomationControlled",
         "--lang=en-US",
+        // No default about:blank tab (a renderer for nothing): the engine opens its one page.
+        "--no-startup-window",
     ]
     .iter()
     .map(|s| s.to_string())

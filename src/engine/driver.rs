@@ -151,7 +151,7 @@ impl Engine {
 
     /// Launches Chromium on `profile_dir` (created if missing) and opens WhatsApp Web in it.
     ///
-    /// Returns once the page is navigating; what follows (QR, login, messages) arrives as
+    /// Returns once navigation has been requested; what follows (QR, login, messages) arrives as
     /// events. On error no process is left behind.
     pub async fn launch(&self, profile_dir: &Path) -> Result<BrowserSession, EngineError> {
         let cfg = self.config.clone();
@@ -171,7 +171,12 @@ impl Engine {
             .launch_timeout(cfg.launch_timeout)
             .request_timeout(cfg.request_timeout)
             .viewport(None)
-            .args(chromium_args(&cfg, no_sandbox))
+            // chromiumoxide adds the leading `--` itself.
+            .args(
+                chromium_args(&cfg, no_sandbox)
+                    .into_iter()
+                    .map(|a| a.trim_start_matches('-').to_string()),
+            )
             .build()
             .map_err(EngineError::Launch)?;
         let (mut browser, mut handler) = Browser::launch(config)
@@ -208,6 +213,8 @@ impl Engine {
 
         self.tracker
             .spawn(pump(bindings, crashes, ev_tx.clone(), closing.clone()));
+        self.tracker
+            .spawn(navigate(page.clone(), cfg.wa_url.clone(), ev_tx.clone()));
         self.tracker.spawn(own(
             browser,
             close_rx,
@@ -274,16 +281,25 @@ async fn setup_page(
     };
     page.execute(SetUserAgentOverrideParams::new(user_agent))
         .await?;
-    let nav = page
-        .execute(NavigateParams::new(cfg.wa_url.clone()))
-        .await?;
-    if let Some(error) = nav.result.error_text.clone() {
-        return Err(EngineError::Navigate {
-            url: cfg.wa_url.clone(),
-            error,
-        });
-    }
     Ok((page, bindings, crashes))
+}
+
+/// Opens WhatsApp Web without waiting for it: `Page.navigate` answers only once the document
+/// commits, which a slow or stuck load delays indefinitely, and the STARTING watchdog (not the
+/// launch) is what bounds a start. A navigation that fails outright (DNS, refused, TLS) is
+/// reported as a disconnect so the supervisor retries with backoff.
+async fn navigate(page: Page, url: String, events: mpsc::UnboundedSender<EngineEvent>) {
+    match page.execute(NavigateParams::new(url.clone())).await {
+        Ok(nav) => {
+            if let Some(error) = nav.result.error_text.clone() {
+                let _ = events.send(EngineEvent::Disconnected {
+                    reason: EngineError::Navigate { url, error }.to_string(),
+                });
+            }
+        }
+        // Timed out or the browser went away: the watchdog or the crash path takes it from here.
+        Err(e) => tracing::debug!(error = %e, "Page.navigate did not answer"),
+    }
 }
 
 /// Forwards adapter reports and renderer crashes as engine events.
