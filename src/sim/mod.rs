@@ -4,7 +4,7 @@
 //! A local stand-in for https://web.whatsapp.com/ used by `wafleet dev`, the tests, the chaos
 //! suite and the benchmarks (DESIGN §9, docs/simulator.md). It is product code, not a mock:
 //!
-//! * [`core`] (pure) plays WhatsApp's servers and the phones: QR refs and their rotation, linked
+//! * [`state`] (pure) plays WhatsApp's servers and the phones: QR refs and their rotation, linked
 //!   devices and their credentials, messages and acks, faults;
 //! * [`server`] is the thin I/O around it: warp serves the page (`assets/sim/`), a websocket per
 //!   page, the `/sim/…` control API, a ticker for the timers and the `--state-file` writer.
@@ -13,8 +13,8 @@
 //! real QR scanning. The page exposes the module *surface* the engine's adapter uses.
 
 pub mod cli;
-pub mod core;
 pub mod server;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,8 +71,8 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    fn timing(&self) -> core::Timing {
-        core::Timing {
+    fn timing(&self) -> state::Timing {
+        state::Timing {
             qr_first_ms: self.qr_first_ms,
             qr_next_ms: self.qr_next_ms,
             qr_max_rotations: self.qr_max_rotations,

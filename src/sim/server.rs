@@ -1,5 +1,5 @@
 //! The simulator's I/O: warp routes for the page, its websocket and the `/sim/…` control API, the
-//! timer ticker and the state-file writer, around the pure [`Sim`](super::core::Sim).
+//! timer ticker and the state-file writer, around the pure [`Sim`](super::state::Sim).
 //!
 //! One `std::sync::Mutex` guards the `Sim`; it is held only for a synchronous core call and the
 //! draining of its effects, never across an `.await`. Effects are then handed to each
@@ -25,7 +25,7 @@ use tracing::Instrument;
 use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::{Filter, Rejection, Reply};
 
-use super::core::{ClientMsg, ConnId, Effect, Persisted, PhoneError, Sim};
+use super::state::{ClientMsg, ConnId, Effect, Persisted, PhoneError, Sim};
 use super::{SimConfig, SimError};
 use crate::api::{ApiError, recover};
 
@@ -55,6 +55,11 @@ impl RunningSim {
     /// The bound HTTP address; the page is `http://{addr}/`.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The page's URL, `http://{addr}/`: what workers get as `--wa-url`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
     }
 
     /// Waits until the simulator stopped (after its shutdown token was cancelled).
@@ -564,7 +569,7 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
         .into_response();
     }
     for phone in [&req.drop_socket, &req.crash].into_iter().flatten() {
-        if !super::core::valid_phone(phone) {
+        if !super::state::valid_phone(phone) {
             return ApiError::bad_request("invalid_phone", "phone must be 5 to 20 digits")
                 .into_response();
         }
