@@ -354,7 +354,7 @@ async fn wait_status(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervisor_pairs_by_code_recovers_from_a_killed_browser_and_logs_out() {
+async fn supervisor_pairs_by_code_recovers_from_kill_and_hang_and_logs_out() {
     let (sim, cancel) = start_sim(fast_acks()).await;
     let engine = Engine::new(engine_config(&sim));
     let dir = tempfile::tempdir().unwrap();
@@ -448,6 +448,26 @@ async fn supervisor_pairs_by_code_recovers_from_a_killed_browser_and_logs_out() 
     .await;
     assert_eq!(status.me.as_deref(), Some("4915550010@c.us"));
     // The killed browser is reaped and its helpers are gone too.
+    assert_gone(&procs, Path::new("/nonexistent")).await;
+    let procs = tree(status.pid.unwrap());
+
+    // A renderer stuck in an endless loop answers nothing: the heartbeat reports it, the
+    // supervisor relaunches, and the session is WORKING again.
+    let hung_pid = status.pid.unwrap();
+    let (s, body) = post(&sim, "/sim/faults", json!({"crash": phone, "mode": "hang"})).await;
+    assert_eq!(s, 200, "{body}");
+    let status = wait_status(&handle, "WORKING after the hang", |s| {
+        s.status == Status::Working && s.pid.is_some_and(|p| p != hung_pid)
+    })
+    .await;
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unresponsive")),
+        "{status:?}"
+    );
+    assert!(status.restarts >= 2, "{status:?}");
     assert_gone(&procs, Path::new("/nonexistent")).await;
     let procs = tree(status.pid.unwrap());
 

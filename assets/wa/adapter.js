@@ -308,7 +308,7 @@
   function mediaType(mimetype, requested) {
     if (requested && MEDIA_TYPES.includes(requested)) return requested;
     const m = String(mimetype || '');
-    if (m.startsWith('image/')) return m === 'image/webp' ? 'image' : 'image';
+    if (m.startsWith('image/')) return 'image';
     if (m.startsWith('video/')) return 'video';
     if (m.startsWith('audio/')) return 'audio';
     return 'document';
