@@ -189,6 +189,15 @@ async fn control_api_answers_bad_input_with_json_errors() {
         .unwrap();
     assert_eq!(js.status().as_u16(), 200);
     assert!(js.text().await.unwrap().contains("WAWebSendMsgChatAction"));
+    let cfg = client()
+        .get(format!("{base}/static/wa-config.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cfg.text().await.unwrap().trim(),
+        r#"window.__simConfig = {"ballast_mb":0};"#
+    );
     let (s, _) = get(&base, "/static/other.js").await;
     assert_eq!(s, 404);
 
@@ -584,6 +593,7 @@ async fn qr_rotates_goes_idle_refreshes_and_pairs_by_code() {
         qr_next_ms: 1_500,
         qr_max_rotations: 2,
         tick_ms: 50,
+        page_ballast_mb: 2,
         ..SimConfig::default()
     })
     .await;
@@ -591,6 +601,13 @@ async fn qr_rotates_goes_idle_refreshes_and_pairs_by_code() {
     let chrome = Chrome::launch(&dir.path().join("profile")).await;
     let page = chrome.open(&format!("{base}/")).await;
     wait_js(&page, &state_is("UNPAIRED")).await;
+    assert!(
+        eval::<bool>(
+            &page,
+            "window.__simBallast.length === 2 && window.__simBallast[1].byteLength === 1048576"
+        )
+        .await
+    );
     let first_ref: String = eval(&page, "window.require('WAWebConnModel').Conn.ref").await;
 
     // Rotations, then UNPAIRED_IDLE; the page answers with Cmd.refreshQR().

@@ -32,6 +32,10 @@ pub struct Args {
     /// Time from ack 2 (device) to ack 3 (read), in ms.
     #[arg(long, default_value_t = super::DEFAULT_ACK_READ_MS)]
     pub ack_read_ms: u64,
+    /// MiB of resident memory every page allocates at boot (approximates WhatsApp Web's
+    /// footprint for memory benchmarks; 0 = none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(super::MAX_PAGE_BALLAST_MB)))]
+    pub page_ballast_mb: u32,
 }
 
 /// Runs the simulator.
@@ -44,6 +48,7 @@ pub async fn run(args: Args) -> Result<(), SimError> {
         ack_device_ms: args.ack_device_ms,
         ack_read_ms: args.ack_read_ms,
         state_file: args.state_file,
+        page_ballast_mb: args.page_ballast_mb,
         ..SimConfig::default()
     };
     let shutdown = crate::shutdown::token_from_signals();

@@ -33,6 +33,8 @@ pub const DEFAULT_ACK_DEVICE_MS: u64 = 1_000;
 pub const DEFAULT_ACK_READ_MS: u64 = 2_000;
 /// Default resolution of the timers.
 pub const DEFAULT_TICK_MS: u64 = 100;
+/// Upper bound of [`SimConfig::page_ballast_mb`].
+pub const MAX_PAGE_BALLAST_MB: u32 = 4096;
 
 /// How a simulator runs. Durations are in milliseconds.
 #[derive(Debug, Clone)]
@@ -53,6 +55,9 @@ pub struct SimConfig {
     pub tick_ms: u64,
     /// Where linked devices are kept across restarts (JSON), if anywhere.
     pub state_file: Option<PathBuf>,
+    /// Memory (MiB) every page allocates and keeps at boot, filled with random bytes so it is
+    /// resident: an approximation of WhatsApp Web's own footprint for memory benchmarks. 0 = none.
+    pub page_ballast_mb: u32,
 }
 
 impl Default for SimConfig {
@@ -66,6 +71,7 @@ impl Default for SimConfig {
             ack_read_ms: DEFAULT_ACK_READ_MS,
             tick_ms: DEFAULT_TICK_MS,
             state_file: None,
+            page_ballast_mb: 0,
         }
     }
 }

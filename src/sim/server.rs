@@ -129,8 +129,13 @@ async fn serve(
 ) -> Result<(), SimError> {
     let tracker = TaskTracker::new();
     let (persist_tx, persist_rx) = watch::channel(sim.snapshot());
+    let page_config = format!(
+        "window.__simConfig = {};\n",
+        serde_json::json!({ "ballast_mb": config.page_ballast_mb.min(super::MAX_PAGE_BALLAST_MB) })
+    );
     let shared = Arc::new(Shared {
         sim: Mutex::new(sim),
+        page_config,
         conns: Mutex::new(HashMap::new()),
         slow_load_ms: Mutex::new(0),
         held_loads: AtomicUsize::new(0),
@@ -177,6 +182,8 @@ enum Outbound {
 
 struct Shared {
     sim: Mutex<Sim>,
+    /// `wa-config.js`: settings the page reads at boot (rendered once at start).
+    page_config: String,
     /// Senders to each connected page's websocket task; removed by that task when it ends.
     conns: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
     slow_load_ms: Mutex<u64>,
@@ -387,8 +394,8 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(faults_post)
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Response {
-    let mut resp = warp::reply::Response::new(body.into());
+fn asset(body: impl Into<String>, content_type: &'static str) -> warp::reply::Response {
+    let mut resp = warp::reply::Response::new(body.into().into());
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
@@ -406,10 +413,11 @@ async fn static_chunk(
     name: String,
     shared: Arc<Shared>,
 ) -> Result<warp::reply::Response, Rejection> {
-    let body = match name.as_str() {
-        "wa-runtime.js" => RUNTIME_JS,
-        "wa-models.js" => MODELS_JS,
-        "wa-app.js" => APP_JS,
+    let body: String = match name.as_str() {
+        "wa-config.js" => shared.page_config.clone(),
+        "wa-runtime.js" => RUNTIME_JS.to_owned(),
+        "wa-models.js" => MODELS_JS.to_owned(),
+        "wa-app.js" => APP_JS.to_owned(),
         _ => return Err(warp::reject::not_found()),
     };
     // Registered before reading the setting, so a clear that lands in between still wakes us.
