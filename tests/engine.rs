@@ -183,7 +183,15 @@ async fn launch(engine: &Engine, profile: &Path) -> (BrowserSession, EventReceiv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qr_link_send_receive_acks_relaunch_without_qr_and_logout() {
-    let (sim, cancel) = start_sim(fast_acks()).await;
+    // QRs rotate every second and go idle after two rotations, so rotation and the adapter's
+    // refreshQR on UNPAIRED_IDLE are seen within a few seconds.
+    let (sim, cancel) = start_sim(SimConfig {
+        qr_first_ms: 1_000,
+        qr_next_ms: 1_000,
+        qr_max_rotations: 2,
+        ..fast_acks()
+    })
+    .await;
     let engine = Engine::new(engine_config(&sim));
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile");
@@ -194,11 +202,46 @@ async fn qr_link_send_receive_acks_relaunch_without_qr_and_logout() {
     let pid = browser.pid().unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     let mut seen = Vec::new();
-    let qr = wait_qr(&mut rx, &mut seen).await;
-    assert_eq!(qr.split(',').count(), 5, "{qr}");
-    assert!(qr.starts_with("2@"));
-    let (s, body) = post(&sim, "/sim/link", json!({"qr": qr, "phone": phone})).await;
-    assert_eq!(s, 200, "{body}");
+    let first = wait_qr(&mut rx, &mut seen).await;
+    assert_eq!(first.split(',').count(), 5, "{first}");
+    assert!(first.starts_with("2@"));
+    // Rotation: new refs with the same key material; then idle, refreshed, and QRs again.
+    let mut qrs = vec![first.clone()];
+    let mut idle_seen = false;
+    while !(idle_seen && qrs.len() >= 4) {
+        let event = next_event(&mut rx, "QR rotation and refresh", &mut seen, |e| match e {
+            EngineEvent::Qr { .. } => Some(e.clone()),
+            EngineEvent::State { state } if state == "UNPAIRED_IDLE" => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+        match event {
+            EngineEvent::Qr { value } => {
+                assert_eq!(
+                    value.split_once(',').unwrap().1,
+                    first.split_once(',').unwrap().1,
+                    "only the ref rotates"
+                );
+                assert!(!qrs.contains(&value), "a rotated QR is new");
+                qrs.push(value);
+            }
+            _ => idle_seen = true,
+        }
+    }
+    // Link the current QR (it may rotate away between reading and scanning: take the next).
+    let mut qr = qrs.last().unwrap().clone();
+    loop {
+        let (s, body) = post(&sim, "/sim/link", json!({"qr": qr, "phone": phone})).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (409, Some("qr_expired")),
+            "{body}"
+        );
+        qr = wait_qr(&mut rx, &mut seen).await;
+    }
     let (me, version) = wait_ready(&mut rx, &mut seen).await;
     assert_eq!(me.as_deref(), Some("4915550001@c.us"));
     assert!(version.unwrap().ends_with("-sim"));
@@ -495,7 +538,7 @@ async fn supervisor_pairs_by_code_recovers_from_kill_and_hang_and_logs_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchdog_restarts_a_stuck_start_and_gives_up_with_failed() {
+async fn watchdog_handles_a_stuck_start_and_a_long_disconnect() {
     let (sim, cancel) = start_sim(SimConfig::default()).await;
     // Every page load stalls: WhatsApp Web never boots.
     let (s, body) = post(&sim, "/sim/faults", json!({"slow_load_ms": 600_000})).await;
@@ -511,7 +554,8 @@ async fn watchdog_restarts_a_stuck_start_and_gives_up_with_failed() {
     };
     let config = SupervisorConfig {
         timing: Timing {
-            start_timeout: Duration::from_secs(3),
+            start_timeout: Duration::from_secs(5),
+            disconnect_timeout: Duration::from_secs(3),
             backoff_base: Duration::from_millis(100),
             max_failures: 2,
             ..Timing::default()
@@ -542,7 +586,39 @@ async fn watchdog_restarts_a_stuck_start_and_gives_up_with_failed() {
     let (s, _) = post(&sim, "/sim/faults", json!({"clear": true})).await;
     assert_eq!(s, 200);
     handle.start().await.unwrap();
-    wait_status(&handle, "SCAN_QR_CODE", |s| s.status == Status::ScanQrCode).await;
+    let status = wait_status(&handle, "SCAN_QR_CODE", |s| s.status == Status::ScanQrCode).await;
+    let phone = "4915550020";
+    let (s, body) = post(
+        &sim,
+        "/sim/link",
+        json!({"qr": status.qr.unwrap().value, "phone": phone}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let status = wait_status(&handle, "WORKING", |s| s.status == Status::Working).await;
+    let restarts = status.restarts;
+
+    // The socket drops and reconnects are refused beyond the disconnect deadline: the
+    // watchdog relaunches, and once the phone's server answers again the session is back.
+    let (s, body) = post(
+        &sim,
+        "/sim/faults",
+        json!({"drop_socket": phone, "refuse_ms": 4_000}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let status = wait_status(&handle, "the disconnect to be acted on", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("disconnected"))
+    })
+    .await;
+    assert!(status.restarts <= restarts + 1, "{status:?}");
+    let status = wait_status(&handle, "WORKING after the relaunch", |s| {
+        s.status == Status::Working && s.restarts > restarts
+    })
+    .await;
+    assert_eq!(status.me.as_deref(), Some("4915550020@c.us"));
     handle.shutdown().await;
     wait_for("no browser on the profile", || async {
         processes_on(&profile).is_empty().then_some(())
