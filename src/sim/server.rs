@@ -278,6 +278,9 @@ async fn persist_loop(
 /// Writes the file atomically (temp file, fsync, rename) so a crash never leaves half a file.
 async fn write_state(path: &Path, state: &Persisted) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
     let tmp = path.with_extension("tmp");
     let mut f = tokio::fs::File::create(&tmp).await?;
     tokio::io::AsyncWriteExt::write_all(&mut f, &bytes).await?;

@@ -1803,6 +1803,132 @@ mod tests {
         assert_eq!(sim.crash("4915550001", "hang"), Ok(1));
     }
 
+    proptest::proptest! {
+        /// Whatever pages and phones do, in any order and with any input, the core never
+        /// panics, only addresses connections it knows, and persists only valid phones.
+        #[test]
+        fn never_panics_and_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut sim = Sim::new(timing(), 42);
+            let mut now = 0u64;
+            let mut conns: Vec<ConnId> = Vec::new();
+            for o in ops {
+                now += 37;
+                let pick = |i: usize, conns: &Vec<ConnId>| conns.get(i % conns.len().max(1)).copied();
+                match o {
+                    Op::Connect => conns.push(sim.connect()),
+                    Op::Disconnect(i) => {
+                        if let Some(c) = pick(i, &conns) {
+                            sim.disconnect(c);
+                            conns.retain(|x| *x != c);
+                        }
+                    }
+                    Op::Msg(i, m) => if let Some(c) = pick(i, &conns) { sim.handle(c, m, now) },
+                    Op::LinkShown(i, phone) => {
+                        if let Some(q) = sim.devices().get(i % 4).and_then(|d| d.qr.clone()) {
+                            let _ = sim.link_qr(&q, &phone, None, now);
+                        }
+                    }
+                    Op::Link(qr, phone) => { let _ = sim.link_qr(&qr, &phone, None, now); }
+                    Op::Pair(phone, code) => { let _ = sim.pair(&phone, &code, None, now); }
+                    Op::Inbound(to, from, text) => { let _ = sim.inbound(&to, &from, &text, now); }
+                    Op::Unlink(phone) => { let _ = sim.unlink(&phone); }
+                    Op::Drop(phone, ms) => { let _ = sim.drop_socket(&phone, ms, now); }
+                    Op::Crash(phone, mode) => { let _ = sim.crash(&phone, &mode); }
+                    Op::Tick(ms) => { now += ms; sim.tick(now); }
+                }
+                let _ = sim.messages("4915550001");
+                for e in sim.take_effects() {
+                    let id = match e { Effect::Send(id, _) | Effect::Close(id) => id };
+                    proptest::prop_assert!(conns.contains(&id), "effect for unknown conn {id}");
+                }
+                for d in sim.snapshot().devices {
+                    proptest::prop_assert!(valid_phone(&d.phone));
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Connect,
+        Disconnect(usize),
+        Msg(usize, ClientMsg),
+        LinkShown(usize, String),
+        Link(String, String),
+        Pair(String, String),
+        Inbound(String, String, String),
+        Unlink(String),
+        Drop(String, u64),
+        Crash(String, String),
+        Tick(u64),
+    }
+
+    fn phone() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("4915550001".to_owned()),
+            Just("4915550002".to_owned()),
+            "[0-9a-z@,-]{0,24}",
+        ]
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let keys = prop_oneof![
+            Just(keys(1)),
+            Just(keys(9)),
+            ("[A-Za-z0-9+/=]{0,50}").prop_map(|s| {
+                let mut k = keys(3);
+                k.noise = s;
+                k
+            })
+        ];
+        let creds = proptest::option::of(
+            ("[0-9a-f]{0,16}", "[0-9a-f]{0,64}")
+                .prop_map(|(device, token)| Creds { device, token }),
+        );
+        let out = (
+            "[a-z0-9_@.]{0,40}",
+            "[a-z0-9@.]{0,20}",
+            "[a-z]{0,8}",
+            proptest::option::of(".{0,10}"),
+            proptest::option::of("[A-Za-z0-9+/=]{0,12}"),
+            proptest::option::of(0u64..1 << 40),
+        )
+            .prop_map(|(id, to, kind, body, data, size)| OutMsg {
+                id,
+                to,
+                kind,
+                body,
+                data,
+                size,
+                mimetype: Some("image/png".into()),
+                ..OutMsg::default()
+            });
+        let msg = prop_oneof![
+            (keys, creds).prop_map(|(keys, creds)| ClientMsg::Hello { keys, creds }),
+            Just(ClientMsg::RefreshQr),
+            (any::<u64>(), phone())
+                .prop_map(|(req, phone)| ClientMsg::PairCodeRequest { req, phone }),
+            out.prop_map(|msg| ClientMsg::Send { msg }),
+            Just(ClientMsg::Logout),
+            Just(ClientMsg::Takeover),
+        ];
+        prop_oneof![
+            Just(Op::Connect),
+            any::<usize>().prop_map(Op::Disconnect),
+            (any::<usize>(), msg).prop_map(|(i, m)| Op::Msg(i, m)),
+            (any::<usize>(), phone()).prop_map(|(i, p)| Op::LinkShown(i, p)),
+            (".{0,80}", phone()).prop_map(|(q, p)| Op::Link(q, p)),
+            (phone(), "[A-Za-z0-9-]{0,10}").prop_map(|(p, c)| Op::Pair(p, c)),
+            (phone(), phone(), ".{0,20}").prop_map(|(a, b, t)| Op::Inbound(a, b, t)),
+            phone().prop_map(Op::Unlink),
+            (phone(), 0u64..5_000).prop_map(|(p, ms)| Op::Drop(p, ms)),
+            (phone(), "hang|oom|x").prop_map(|(p, m)| Op::Crash(p, m)),
+            (0u64..200_000).prop_map(Op::Tick),
+        ]
+    }
+
     #[test]
     fn malformed_keys_close_the_connection() {
         let mut sim = Sim::new(timing(), 10);
