@@ -782,3 +782,61 @@ async fn slow_load_holds_the_modules_back_until_cleared() {
     cancel.cancel();
     sim.wait().await.unwrap();
 }
+
+/// Copies a closed Chromium profile (regular files and directories; Chromium's `Singleton*`
+/// symlinks are gone after a clean close and are skipped anyway).
+fn copy_profile(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        let dest = to.join(entry.file_name());
+        if meta.is_dir() {
+            copy_profile(&entry.path(), &dest);
+        } else if meta.is_file() {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_browsers_on_copies_of_one_profile_conflict_and_take_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let second = dir.path().join("second");
+    let (sim, cancel) = start(SimConfig::default()).await;
+    let base = format!("http://{}", sim.addr());
+    let phone = "4915550044";
+
+    let chrome = Chrome::launch(&first).await;
+    let page = chrome.open(&format!("{base}/")).await;
+    wait_js(&page, &state_is("UNPAIRED")).await;
+    let qr: String = eval(&page, QR_JS).await;
+    let (s, _) = post(&base, "/sim/link", json!({"qr": qr, "phone": phone})).await;
+    assert_eq!(s, 200);
+    wait_js(&page, &state_is("CONNECTED")).await;
+    chrome.close().await;
+    copy_profile(&first, &second);
+
+    let a = Chrome::launch(&first).await;
+    let page_a = a.open(&format!("{base}/")).await;
+    wait_js(&page_a, &state_is("CONNECTED")).await;
+    let b = Chrome::launch(&second).await;
+    let page_b = b.open(&format!("{base}/")).await;
+    wait_js(&page_b, &state_is("CONNECTED")).await;
+    wait_js(&page_a, &state_is("CONFLICT")).await;
+
+    assert!(
+        eval::<bool>(
+            &page_a,
+            "(window.require('WAWebSocketModel').Socket.takeover(), true)"
+        )
+        .await
+    );
+    wait_js(&page_a, &state_is("CONNECTED")).await;
+    wait_js(&page_b, &state_is("CONFLICT")).await;
+    a.close().await;
+    b.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}
