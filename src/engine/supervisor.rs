@@ -440,7 +440,13 @@ impl Supervisor {
                 }
             }
         }
-        let browser = self.engine.launch(&self.spec.profile_dir).await?;
+        // A launch is a handful of bounded steps, but chromiumoxide has had hangs in
+        // `new_page` (its issue #64); the start deadline bounds the whole launch too. A launch
+        // abandoned here drops its `Browser`, whose child is killed and reaped by tokio.
+        let limit = self.config.timing.start_timeout;
+        let browser = tokio::time::timeout(limit, self.engine.launch(&self.spec.profile_dir))
+            .await
+            .map_err(|_| EngineError::Timeout("launch"))??;
         self.event_rx = browser.take_events();
         self.current = Some(browser.clone());
         self.browser_tx.send_replace(Some(browser));
