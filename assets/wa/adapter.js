@@ -314,22 +314,94 @@
     return 'document';
   }
 
+  function hasModule(name) {
+    try {
+      req(name);
+      return true;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  const UPLOAD_MODULES = [
+    'WAWebMediaOpaqueData',
+    'WAWebPrepRawMedia',
+    'WAWebMediaStorage',
+    'WAWebMmsMediaTypes',
+    'WAWebMediaMmsV4Upload',
+  ];
+
+  // WhatsApp Web's own media pipeline, as whatsapp-web.js's processMediaData: prepare the file,
+  // encrypt and upload it, and return the message fields that reference the upload.
+  async function uploadMedia(media, type) {
+    const raw = atob(String(media.data));
+    const bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    const mimetype = String(media.mimetype);
+    const file = new File([new Blob([bytes], { type: mimetype })], media.filename ? String(media.filename) : 'file', {
+      type: mimetype,
+      lastModified: Date.now(),
+    });
+    const OpaqueData = req('WAWebMediaOpaqueData');
+    const opaque = await OpaqueData.createFromData(file, file.type);
+    const prep = req('WAWebPrepRawMedia').prepRawMedia(opaque, { asDocument: type === 'document' });
+    const mediaData = await prep.waitForPrep();
+    const mediaObject = req('WAWebMediaStorage').getOrCreateMediaObject(mediaData.filehash);
+    const mediaType = req('WAWebMmsMediaTypes').msgToMediaType({ type: mediaData.type, isGif: mediaData.isGif });
+    if (type === 'document') mediaData.type = 'document';
+    if (!(mediaData.mediaBlob instanceof OpaqueData)) {
+      mediaData.mediaBlob = await OpaqueData.createFromData(mediaData.mediaBlob, mediaData.mediaBlob.type);
+    }
+    mediaData.renderableUrl = mediaData.mediaBlob.url();
+    mediaObject.consolidate(mediaData.toJSON());
+    mediaData.mediaBlob.autorelease();
+    const uploaded = await req('WAWebMediaMmsV4Upload').uploadMedia({
+      mimetype: mediaData.mimetype,
+      mediaObject: mediaObject,
+      mediaType: mediaType,
+    });
+    const entry = uploaded && uploaded.mediaEntry;
+    if (!entry) throw new Error('upload failed: media entry was not created');
+    mediaData.set({
+      clientUrl: entry.mmsUrl,
+      deprecatedMms3Url: entry.deprecatedMms3Url,
+      directPath: entry.directPath,
+      mediaKey: entry.mediaKey,
+      mediaKeyTimestamp: entry.mediaKeyTimestamp,
+      filehash: mediaObject.filehash,
+      encFilehash: entry.encFilehash,
+      uploadhash: entry.uploadHash,
+      size: mediaObject.size,
+      streamingSidecar: entry.sidecar,
+      firstFrameSidecar: entry.firstFrameSidecar,
+    });
+    return Object.assign({}, mediaData, {
+      body: mediaData.preview,
+      caption: media.caption ? String(media.caption) : undefined,
+      filename: media.filename ? String(media.filename) : undefined,
+    });
+  }
+
+  async function mediaFields(media) {
+    const type = mediaType(media.mimetype, media.type);
+    if (UPLOAD_MODULES.every(hasModule)) return uploadMedia(media, type);
+    // Without the upload modules (the simulator), the bytes travel inline with the message.
+    return {
+      type: type,
+      mimetype: String(media.mimetype),
+      filename: media.filename ? String(media.filename) : undefined,
+      caption: media.caption ? String(media.caption) : undefined,
+      body: media.caption ? String(media.caption) : undefined,
+      data: String(media.data),
+      size: typeof media.size === 'number' ? media.size : undefined,
+    };
+  }
+
   window.__wafleetAdapter = Object.freeze({
     sendText: (to, text) => guard(() => send(to, { body: String(text), type: 'chat' })),
 
     // media: {data: base64, mimetype, filename?, caption?, type?}
-    sendMedia: (to, media) =>
-      guard(() =>
-        send(to, {
-          type: mediaType(media.mimetype, media.type),
-          mimetype: String(media.mimetype),
-          filename: media.filename ? String(media.filename) : undefined,
-          caption: media.caption ? String(media.caption) : undefined,
-          body: media.caption ? String(media.caption) : undefined,
-          data: String(media.data),
-          size: typeof media.size === 'number' ? media.size : undefined,
-        })
-      ),
+    sendMedia: (to, media) => guard(async () => send(to, await mediaFields(media))),
 
     requestPairingCode: (phone, intervalMs) =>
       guard(async () => {
