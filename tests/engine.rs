@@ -340,12 +340,38 @@ async fn qr_link_send_receive_acks_relaunch_without_qr_and_logout() {
     assert_gone(&procs, &profile).await;
     assert!(profile.join("Default").exists());
 
-    // 5. Relaunch on the same profile: logged in again without a QR (LocalAuth).
-    let (browser, mut rx) = launch(&engine, &profile).await;
+    // 5. Relaunch on the same profile: logged in again without a QR (LocalAuth). This browser
+    // gets WhatsApp Web's index.html from a pinned copy (request interception); the copy marks
+    // the version it boots, which proves it was served instead of the live page.
+    let live = client()
+        .get(format!("http://{}/", sim.addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "<script>(function(){var d;Object.defineProperty(window,'Debug',{configurable:true,\
+        get:function(){return d},set:function(v){if(v&&v.VERSION){v.VERSION+='-pinned'}d=v}})})();</script>";
+    let pinned = live.replacen("<head>", &format!("<head>{marker}"), 1);
+    assert_ne!(pinned, live);
+    let pinned_path = dir.path().join("index.html");
+    std::fs::write(&pinned_path, pinned).unwrap();
+    let mut config = engine_config(&sim);
+    config.pinned_index_html = Some(pinned_path);
+    // A document served by interception has no network address, so Chromium's local network
+    // access checks would treat it as public and block its websocket to the loopback simulator
+    // (the real WhatsApp Web is public on both sides).
+    config
+        .extra_args
+        .push("--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessChecks".into());
+    let pinned_engine = Engine::new(config);
+    let (browser, mut rx) = launch(&pinned_engine, &profile).await;
     let pid = browser.pid().unwrap();
     let mut seen = Vec::new();
-    let (me, _) = wait_ready(&mut rx, &mut seen).await;
+    let (me, version) = wait_ready(&mut rx, &mut seen).await;
     assert_eq!(me.as_deref(), Some("4915550001@c.us"));
+    assert!(version.unwrap().ends_with("-sim-pinned"), "{seen:?}");
     let procs = tree(pid);
     assert!(
         !seen.iter().any(|e| matches!(e, EngineEvent::Qr { .. })),

@@ -40,8 +40,11 @@ pub struct EngineConfig {
     /// `Some(true)`/`Some(false)` forces the sandbox choice; `None` disables the sandbox only
     /// when the process runs as root.
     pub no_sandbox: Option<bool>,
-    /// Further flags, appended last.
+    /// Further flags, appended last (`--disable-features=` lists are merged into the engine's).
     pub extra_args: Vec<String>,
+    /// A cached WhatsApp Web `index.html` to serve instead of the live one, which pins the
+    /// WhatsApp Web version (as whatsapp-web.js's `webVersionCache` does). `None` loads live.
+    pub pinned_index_html: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +61,7 @@ impl Default for EngineConfig {
             disk_cache_dir: None,
             no_sandbox: None,
             extra_args: Vec::new(),
+            pinned_index_html: None,
         }
     }
 }
@@ -108,7 +112,6 @@ pub fn chromium_args(config: &EngineConfig, no_sandbox: bool) -> Vec<String> {
         // audio, fewer features that start helper work.
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication,InterestFeedContentSuggestions,CalculateNativeWinOcclusion",
         // WhatsApp Web must keep its websocket and timers running although no one looks at it.
         "--disable-background-timer-throttling",
         "--disable-backgrounding-occluded-windows",
@@ -132,9 +135,31 @@ pub fn chromium_args(config: &EngineConfig, no_sandbox: bool) -> Vec<String> {
     if let Some(dir) = &config.disk_cache_dir {
         args.push(format!("--disk-cache-dir={}", dir.display()));
     }
-    args.extend(config.extra_args.iter().cloned());
+    // Chromium honours only one --disable-features switch: merge the caller's into ours.
+    let mut disabled: Vec<String> = DISABLED_FEATURES.iter().map(|s| s.to_string()).collect();
+    for arg in &config.extra_args {
+        match arg.strip_prefix("--disable-features=") {
+            Some(list) => disabled.extend(
+                list.split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string),
+            ),
+            None => args.push(arg.clone()),
+        }
+    }
+    args.push(format!("--disable-features={}", disabled.join(",")));
     args
 }
+
+/// Features switched off for density (fewer background services and helper work).
+const DISABLED_FEATURES: &[&str] = &[
+    "Translate",
+    "MediaRouter",
+    "OptimizationHints",
+    "AutofillServerCommunication",
+    "InterestFeedContentSuggestions",
+    "CalculateNativeWinOcclusion",
+];
 
 /// Finds `name` on `path_var` (a `PATH` value) when it is a bare name; a name with a `/` is
 /// returned as is. `None` when a bare name is on no `PATH` entry.
@@ -214,6 +239,18 @@ mod tests {
         }
         assert!(args.contains(&"--js-flags=--max-old-space-size=512".to_string()));
         assert!(chromium_args(&config, true).contains(&"--no-sandbox".to_string()));
+        let config = EngineConfig {
+            extra_args: vec!["--disable-features=Foo".into(), "--bar".into()],
+            ..EngineConfig::default()
+        };
+        let args = chromium_args(&config, false);
+        let features: Vec<_> = args
+            .iter()
+            .filter(|a| a.starts_with("--disable-features="))
+            .collect();
+        assert_eq!(features.len(), 1, "{args:?}");
+        assert!(features[0].contains("Translate") && features[0].ends_with(",Foo"));
+        assert!(args.contains(&"--bar".to_string()));
     }
 
     #[test]

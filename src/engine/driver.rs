@@ -197,7 +197,7 @@ impl Engine {
             let _ = conn_tx.send(reason);
         });
 
-        let setup = setup_page(&browser, &cfg).await;
+        let setup = setup_page(&browser, &cfg, &self.tracker).await;
         let (page, bindings, crashes) = match setup {
             Ok(parts) => parts,
             Err(e) => {
@@ -254,6 +254,7 @@ type Listener<T> = chromiumoxide::listeners::EventStream<T>;
 async fn setup_page(
     browser: &Browser,
     cfg: &EngineConfig,
+    tracker: &TaskTracker,
 ) -> Result<
     (
         Page,
@@ -281,7 +282,82 @@ async fn setup_page(
     };
     page.execute(SetUserAgentOverrideParams::new(user_agent))
         .await?;
+    if let Some(path) = &cfg.pinned_index_html {
+        pin_index_html(&page, &cfg.wa_url, path, tracker).await?;
+    }
     Ok((page, bindings, crashes))
+}
+
+/// Largest pinned `index.html` accepted.
+const MAX_PINNED_HTML_BYTES: u64 = 8 << 20;
+
+/// Serves the cached `index.html` at `path` for every top-level document load of `wa_url`
+/// (query strings included, e.g. `?post_logout=1`) through `Fetch` interception; nothing else is
+/// paused (the pattern matches documents under `wa_url` only).
+async fn pin_index_html(
+    page: &Page,
+    wa_url: &str,
+    path: &Path,
+    tracker: &TaskTracker,
+) -> Result<(), EngineError> {
+    use chromiumoxide::cdp::browser_protocol::fetch::{
+        ContinueRequestParams, EnableParams as FetchEnable, EventRequestPaused,
+        FulfillRequestParams, HeaderEntry, RequestPattern, RequestStage,
+    };
+    use chromiumoxide::cdp::browser_protocol::network::ResourceType;
+
+    let unreadable = |e: std::io::Error| {
+        EngineError::Launch(format!("pinned index.html {}: {e}", path.display()))
+    };
+    let meta = tokio::fs::metadata(path).await.map_err(unreadable)?;
+    if meta.len() > MAX_PINNED_HTML_BYTES {
+        return Err(EngineError::Launch(format!(
+            "pinned index.html {} is larger than {MAX_PINNED_HTML_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let html = tokio::fs::read(path).await.map_err(unreadable)?;
+    let body = base64::engine::general_purpose::STANDARD.encode(&html);
+    let base = strip_query(wa_url).to_string();
+
+    let mut paused = page.event_listener::<EventRequestPaused>().await?;
+    let pattern = RequestPattern {
+        url_pattern: Some(format!("{base}*")),
+        resource_type: Some(ResourceType::Document),
+        request_stage: Some(RequestStage::Request),
+    };
+    page.execute(FetchEnable {
+        patterns: Some(vec![pattern]),
+        handle_auth_requests: None,
+    })
+    .await?;
+    let page = page.clone();
+    tracker.spawn(async move {
+        while let Some(event) = paused.next().await {
+            let result = if strip_query(&event.request.url) == base {
+                let mut fulfill = FulfillRequestParams::new(event.request_id.clone(), 200);
+                fulfill.response_headers = Some(vec![
+                    HeaderEntry::new("Content-Type", "text/html; charset=utf-8"),
+                    HeaderEntry::new("Cache-Control", "no-store"),
+                ]);
+                fulfill.body = Some(body.clone().into());
+                page.execute(fulfill).await.map(|_| ())
+            } else {
+                page.execute(ContinueRequestParams::new(event.request_id.clone()))
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pinned index.html interception failed");
+            }
+        }
+    });
+    Ok(())
+}
+
+fn strip_query(url: &str) -> &str {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    &url[..end]
 }
 
 /// Opens WhatsApp Web without waiting for it: `Page.navigate` answers only once the document
@@ -671,6 +747,16 @@ mod tests {
     fn strings_are_escaped_for_js() {
         assert_eq!(js_string("a\"b\\c\n"), r#""a\"b\\c\n""#);
         assert_eq!(js_string("');alert(1)//"), r#""');alert(1)//""#);
+    }
+
+    #[test]
+    fn pinned_urls_ignore_queries() {
+        assert_eq!(
+            strip_query("https://web.whatsapp.com/?post_logout=1"),
+            "https://web.whatsapp.com/"
+        );
+        assert_eq!(strip_query("http://127.0.0.1:1/#x"), "http://127.0.0.1:1/");
+        assert_eq!(strip_query("http://a/b"), "http://a/b");
     }
 
     #[test]

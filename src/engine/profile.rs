@@ -214,6 +214,12 @@ mod tests {
             .arg(format!("--user-data-dir={}", profile.display()))
             .spawn()
             .unwrap();
+        // Until the child has exec'd, its cmdline is still this test binary's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !live_browser_on(child.id(), &profile) {
+            assert!(std::time::Instant::now() < deadline, "child never exec'd");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let host = this_hostname().unwrap();
         std::os::unix::fs::symlink(
             format!("{host}-{}", child.id()),
