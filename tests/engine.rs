@@ -424,6 +424,8 @@ async fn wait_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_pairs_by_code_recovers_from_kill_and_hang_and_logs_out() {
+    // The process-wide recorder, installed before any metric is recorded.
+    let prometheus = wafleet::telemetry::prometheus();
     let (sim, cancel) = start_sim(fast_acks()).await;
     let engine = Engine::new(engine_config(&sim));
     let dir = tempfile::tempdir().unwrap();
@@ -560,6 +562,18 @@ async fn supervisor_pairs_by_code_recovers_from_kill_and_hang_and_logs_out() {
         handle.start().await,
         Err(wafleet::engine::SessionCommandError::Gone)
     ));
+
+    // The metrics the dashboards use were recorded.
+    let text = prometheus.render();
+    for needle in [
+        "wafleet_sessions{status=\"STOPPED\"}",
+        "wafleet_session_memory_bytes{workspace=\"ws1\",session=\"s1\"}",
+        "wafleet_session_restarts_total",
+        "wafleet_qr_latency_seconds_bucket",
+        "wafleet_send_latency_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
     cancel.cancel();
 }
 
