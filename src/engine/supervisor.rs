@@ -118,7 +118,6 @@ pub enum SessionCommandError {
 
 enum Command {
     Input(Input, oneshot::Sender<SessionStatus>),
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// The handle to a supervised session. Cheap to clone.
@@ -130,6 +129,8 @@ pub struct SessionHandle {
     status: watch::Receiver<SessionStatus>,
     browser: watch::Receiver<Option<BrowserSession>>,
     events: broadcast::Sender<SessionEvent>,
+    cancel: CancellationToken,
+    done: watch::Receiver<bool>,
 }
 
 // === impl SessionHandle ===
@@ -185,13 +186,14 @@ impl SessionHandle {
         self.input(Input::Logout).await
     }
 
-    /// Closes the browser cleanly and ends the supervisor (worker drain). The desired state is
-    /// not changed: a later supervisor on the same profile starts where this one was.
+    /// Closes the browser cleanly and ends the supervisor (worker drain); returns once the
+    /// browser process is gone. Works even while the session waits for a launch slot or is
+    /// launching (a cancellation, not a queued command). The desired state is not changed: a
+    /// later supervisor on the same profile starts where this one was.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.cancel.cancel();
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
     }
 
     /// Sends a text (the session must be WORKING).
@@ -260,6 +262,8 @@ pub fn spawn_session(
     let (status_tx, status) = watch::channel(machine.snapshot());
     let (browser_tx, browser) = watch::channel(None);
     let (events, _) = broadcast::channel(1024);
+    let (done_tx, done) = watch::channel(false);
+    let cancel = cancel.child_token();
     let handle = SessionHandle {
         workspace: spec.workspace.clone(),
         session: spec.session.clone(),
@@ -267,6 +271,8 @@ pub fn spawn_session(
         status,
         browser,
         events: events.clone(),
+        cancel: cancel.clone(),
+        done,
     };
     let task = Supervisor {
         engine: engine.clone(),
@@ -281,8 +287,12 @@ pub fn spawn_session(
         events,
         published: None,
         memory_bytes: None,
+        cancel,
     };
-    engine.tracker().spawn(task.run(command_rx, cancel));
+    engine.tracker().spawn(async move {
+        task.run(command_rx).await;
+        let _ = done_tx.send(true);
+    });
     handle
 }
 
@@ -299,6 +309,7 @@ struct Supervisor {
     events: broadcast::Sender<SessionEvent>,
     published: Option<Status>,
     memory_bytes: Option<u64>,
+    cancel: CancellationToken,
 }
 
 async fn next_event(rx: &mut Option<EventReceiver>) -> Option<EngineEvent> {
@@ -318,7 +329,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 // === impl Supervisor ===
 
 impl Supervisor {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let cancel = self.cancel.clone();
         self.publish();
         let mut memory = self.config.memory_interval.map(|every| {
             let mut t = tokio::time::interval(every);
@@ -331,16 +343,7 @@ impl Supervisor {
                 _ = cancel.cancelled() => break,
                 command = commands.recv() => match command {
                     None => break,
-                    Some(Command::Input(input, reply)) => {
-                        self.apply(input).await;
-                        let _ = reply.send(self.status_tx.borrow().clone());
-                    }
-                    Some(Command::Shutdown(reply)) => {
-                        self.close_browser().await;
-                        self.retire();
-                        let _ = reply.send(());
-                        return;
-                    }
+                    Some(Command::Input(input, reply)) => self.apply_command(input, reply).await,
                 },
                 event = next_event(&mut self.event_rx) => match event {
                     Some(event) => {
@@ -365,8 +368,24 @@ impl Supervisor {
         self.retire();
     }
 
+    /// A command: answered with the status right away when it launches a browser (start and
+    /// restart answer STARTING instead of waiting seconds for Chromium, or for a launch slot),
+    /// and after its actions otherwise (stop and logout answer once the browser is closed and
+    /// the profile deleted).
+    async fn apply_command(&mut self, input: Input, reply: oneshot::Sender<SessionStatus>) {
+        self.apply_inner(input, Some(reply)).await
+    }
+
     /// Feeds the machine and carries out its actions (which may feed it again).
     async fn apply(&mut self, input: Input) {
+        self.apply_inner(input, None).await
+    }
+
+    async fn apply_inner(
+        &mut self,
+        input: Input,
+        mut reply: Option<oneshot::Sender<SessionStatus>>,
+    ) {
         let restarts_before = self.machine.restarts();
         let is_qr = matches!(
             &input,
@@ -376,6 +395,12 @@ impl Supervisor {
             }
         );
         let mut queue: VecDeque<Action> = self.machine.handle(input, Now::system()).into();
+        if queue.iter().any(|a| matches!(a, Action::Launch { .. }))
+            && let Some(reply) = reply.take()
+        {
+            self.publish();
+            let _ = reply.send(self.status_tx.borrow().clone());
+        }
         if is_qr
             && self.machine.qrs_this_launch() == 1
             && let Some(at) = self.machine.launched_at()
@@ -415,6 +440,9 @@ impl Supervisor {
             self.permit = None;
         }
         self.publish();
+        if let Some(reply) = reply {
+            let _ = reply.send(self.status_tx.borrow().clone());
+        }
     }
 
     async fn launch(&mut self) -> Result<(), EngineError> {
@@ -422,8 +450,12 @@ impl Supervisor {
         if self.permit.is_none()
             && let Some(limiter) = &self.config.limiter
         {
-            // A closed semaphore cannot happen (it is never closed); treat it as unbounded.
-            self.permit = limiter.0.clone().acquire_owned().await.ok();
+            // Waiting for a slot must not hold up a shutdown (a drain cancels every session).
+            tokio::select! {
+                // A closed semaphore cannot happen (it is never closed); treat it as unbounded.
+                permit = limiter.0.clone().acquire_owned() => self.permit = permit.ok(),
+                _ = self.cancel.cancelled() => return Err(EngineError::Closed),
+            }
         }
         if let Some(lock) = &self.spec.lock {
             match remove_stale_singletons(
@@ -444,9 +476,11 @@ impl Supervisor {
         // `new_page` (its issue #64); the start deadline bounds the whole launch too. A launch
         // abandoned here drops its `Browser`, whose child is killed and reaped by tokio.
         let limit = self.config.timing.start_timeout;
-        let browser = tokio::time::timeout(limit, self.engine.launch(&self.spec.profile_dir))
-            .await
-            .map_err(|_| EngineError::Timeout("launch"))??;
+        let launch = tokio::time::timeout(limit, self.engine.launch(&self.spec.profile_dir));
+        let browser = tokio::select! {
+            launched = launch => launched.map_err(|_| EngineError::Timeout("launch"))??,
+            _ = self.cancel.cancelled() => return Err(EngineError::Closed),
+        };
         self.event_rx = browser.take_events();
         self.current = Some(browser.clone());
         self.browser_tx.send_replace(Some(browser));
@@ -545,6 +579,48 @@ mod tests {
         .await;
         assert_eq!(done.load(Ordering::SeqCst), 20);
         assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn start_answers_at_once_and_shutdown_is_not_held_up_by_a_launch_slot() {
+        let engine = Engine::new(crate::engine::EngineConfig {
+            chromium: "/nonexistent/chromium".into(),
+            ..crate::engine::EngineConfig::default()
+        });
+        let limiter = LaunchLimiter::new(1);
+        // Someone else holds the only launch slot for the whole test.
+        let _slot = limiter.0.clone().acquire_owned().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let handle = spawn_session(
+            engine.clone(),
+            SessionSpec {
+                workspace: WorkspaceId::new("ws").unwrap(),
+                session: SessionId::new("s").unwrap(),
+                profile_dir: dir.path().join("profile"),
+                lock: None,
+            },
+            SupervisorConfig {
+                limiter: Some(limiter.clone()),
+                memory_interval: None,
+                ..SupervisorConfig::default()
+            },
+            CancellationToken::new(),
+        );
+        let limit = Duration::from_secs(10);
+        let status = tokio::time::timeout(limit, handle.start())
+            .await
+            .expect("start answers while the launch waits for a slot")
+            .unwrap();
+        assert_eq!(status.status, Status::Starting);
+        tokio::time::timeout(limit, handle.shutdown())
+            .await
+            .expect("shutdown is not held up by the launch slot");
+        assert!(matches!(
+            handle.stop().await,
+            Err(SessionCommandError::Gone)
+        ));
+        // The session never got the slot, so it is still the other holder's.
+        assert_eq!(limiter.available(), 0);
     }
 
     #[tokio::test]
