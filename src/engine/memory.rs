@@ -77,13 +77,59 @@ pub fn process_parents(proc_root: &Path) -> std::io::Result<Vec<(u32, u32)>> {
     Ok(out)
 }
 
+/// The children of `pid` from `/proc/<pid>/task/*/children` (kernels with
+/// `CONFIG_PROC_CHILDREN`); `None` when that interface is missing.
+fn children_from_task_files(pid: u32) -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(text) => out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<u32>().ok()),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The task exited, or the kernel lacks the file: tell which by the task itself.
+                if task.path().exists() {
+                    return None;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    Some(out)
+}
+
 /// The pids of `root`'s process tree (root included, if it still exists).
+///
+/// Walks `/proc/<pid>/task/*/children` (a few small reads per process); without that kernel
+/// interface, scans every process's `/proc/<pid>/stat` for its parent instead.
 pub fn process_tree(root: u32) -> std::io::Result<Vec<u32>> {
-    let parents = process_parents(Path::new("/proc"))?;
-    if !parents.iter().any(|&(pid, _)| pid == root) {
+    if !Path::new(&format!("/proc/{root}")).exists() {
         return Ok(Vec::new());
     }
-    Ok(descendants(root, &parents))
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        match children_from_task_files(out[i]) {
+            Some(kids) => {
+                for k in kids {
+                    if !out.contains(&k) {
+                        out.push(k);
+                    }
+                }
+            }
+            None => {
+                let parents = process_parents(Path::new("/proc"))?;
+                if !parents.iter().any(|&(pid, _)| pid == root) {
+                    return Ok(Vec::new());
+                }
+                return Ok(descendants(root, &parents));
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
 }
 
 /// PSS in bytes of `root` and its descendants; processes that vanish meanwhile count as 0.
@@ -145,6 +191,38 @@ mod tests {
         tree.sort();
         assert_eq!(tree, vec![10, 11, 12, 13]);
         assert_eq!(descendants(13, &parents), vec![13]);
+    }
+
+    #[test]
+    fn both_walks_find_the_same_children() {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30 & sleep 30; true")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (fast, scan) = loop {
+            let fast = process_tree(me).unwrap();
+            let mut scan = descendants(me, &process_parents(Path::new("/proc")).unwrap());
+            let mut sorted = fast.clone();
+            sorted.sort();
+            scan.sort();
+            // Both see the shell and its two sleeps once the shell has started them.
+            if sorted == scan && fast.contains(&child.id()) && fast.len() >= 4 {
+                break (sorted, scan);
+            }
+            assert!(std::time::Instant::now() < deadline, "{fast:?} vs {scan:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // The shell and both sleeps go (the sleeps would outlive a killed shell).
+        for pid in process_tree(child.id()).unwrap() {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = child.wait();
+        assert_eq!(fast, scan);
     }
 
     #[test]
