@@ -6,7 +6,7 @@
 //! navigates to WhatsApp Web. From then on the adapter's reports arrive as
 //! `Runtime.bindingCalled` events and become [`EngineEvent`]s; nothing polls the page for state.
 //!
-//! Three tasks per browser, all on the engine's [`TaskTracker`]:
+//! The main tasks per browser, all on the engine's [`TaskTracker`]:
 //! * the chromiumoxide handler (must be polled continuously; its end or error means the CDP
 //!   connection is gone),
 //! * the event pump (binding calls and `Inspector.targetCrashed`),
