@@ -562,6 +562,11 @@ async fn supervisor_pairs_by_code_recovers_from_kill_and_hang_and_logs_out() {
         handle.start().await,
         Err(wafleet::engine::SessionCommandError::Gone)
     ));
+    // Every task of every browser this engine launched has ended (what a drain waits for).
+    engine.tracker().close();
+    tokio::time::timeout(DEADLINE, engine.tracker().wait())
+        .await
+        .expect("engine tasks end once their browsers are gone");
 
     // The metrics the dashboards use were recorded.
     let text = prometheus.render();
