@@ -68,7 +68,8 @@ impl fmt::Debug for Config {
 
 impl Config {
     /// Reads `CONSUL_HTTP_ADDR` (default `http://127.0.0.1:8500`; a bare `host:port` means
-    /// http, as Consul's CLI reads it), `CONSUL_HTTP_TOKEN`, `CONSUL_CACERT`,
+    /// http, as Consul's CLI reads it), `CONSUL_HTTP_TOKEN` (else the first line of
+    /// `CONSUL_HTTP_TOKEN_FILE`), `CONSUL_CACERT`,
     /// `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`. Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConsulError> {
         let get = |k: &str| {
@@ -79,7 +80,13 @@ impl Config {
         let address = parse_address(&get("CONSUL_HTTP_ADDR").unwrap_or(DEFAULT_HTTP_ADDR.into()))?;
         let cfg = Config {
             address: Some(address),
-            token: get("CONSUL_HTTP_TOKEN"),
+            token: match get("CONSUL_HTTP_TOKEN") {
+                Some(t) => Some(t),
+                None => match get("CONSUL_HTTP_TOKEN_FILE") {
+                    Some(path) => Some(read_token_file(&path)?),
+                    None => None,
+                },
+            },
             ca_cert: get("CONSUL_CACERT").map(PathBuf::from),
             client_cert: get("CONSUL_CLIENT_CERT").map(PathBuf::from),
             client_key: get("CONSUL_CLIENT_KEY").map(PathBuf::from),
@@ -111,6 +118,18 @@ impl Config {
         self.token = Some(token.into());
         self
     }
+}
+
+fn read_token_file(path: &str) -> Result<String, ConsulError> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| ConsulError::Config(format!("CONSUL_HTTP_TOKEN_FILE {path}: {e}")))?;
+    let token = raw.trim().to_owned();
+    if token.is_empty() {
+        return Err(ConsulError::Config(format!(
+            "CONSUL_HTTP_TOKEN_FILE {path} is empty"
+        )));
+    }
+    Ok(token)
 }
 
 fn parse_address(raw: &str) -> Result<Url, ConsulError> {
@@ -221,6 +240,13 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| ConsulError::Config(format!("HTTP client: {e}")))?;
+        if let Some(t) = &config.token
+            && reqwest::header::HeaderValue::from_str(t).is_err()
+        {
+            return Err(ConsulError::Config(
+                "the ACL token contains characters not allowed in an HTTP header".into(),
+            ));
+        }
         Ok(Client {
             http,
             base,
@@ -280,7 +306,12 @@ impl Client {
         }
         let mut rb = self.http.request(method, url).timeout(timeout);
         if let Some(t) = &self.token {
-            rb = rb.header("X-Consul-Token", t.as_ref());
+            // Marked sensitive so no Debug output of the request shows it. A token that is not
+            // a valid header value was refused by `Client::new`.
+            if let Ok(mut v) = reqwest::header::HeaderValue::from_str(t) {
+                v.set_sensitive(true);
+                rb = rb.header("X-Consul-Token", v);
+            }
         }
         rb
     }
@@ -732,6 +763,31 @@ mod tests {
         assert!(
             Config::from_lookup(|k| (k == "CONSUL_CLIENT_CERT").then(|| "/c.pem".into())).is_err()
         );
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("token");
+        std::fs::write(&tf, "from-file\n").unwrap();
+        let tfs = tf.to_str().unwrap().to_owned();
+        let c =
+            Config::from_lookup(|k| (k == "CONSUL_HTTP_TOKEN_FILE").then(|| tfs.clone())).unwrap();
+        assert_eq!(c.token.as_deref(), Some("from-file"));
+        let both = Config::from_lookup(|k| match k {
+            "CONSUL_HTTP_TOKEN" => Some("env-wins".into()),
+            "CONSUL_HTTP_TOKEN_FILE" => Some(tfs.clone()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(both.token.as_deref(), Some("env-wins"));
+        assert!(
+            Config::from_lookup(
+                |k| (k == "CONSUL_HTTP_TOKEN_FILE").then(|| "/nonexistent/t".into())
+            )
+            .is_err()
+        );
+        let bad_token = Config::http("127.0.0.1:1".parse().unwrap()).with_token("a\nb");
+        assert!(matches!(
+            Client::new(&bad_token),
+            Err(ConsulError::Config(_))
+        ));
         let missing_ca =
             Config::from_lookup(|k| (k == "CONSUL_CACERT").then(|| "/nonexistent/ca.pem".into()))
                 .unwrap();

@@ -121,7 +121,15 @@ impl RegistrationKeeper {
     ) -> Result<RegistrationKeeper, ConsulError> {
         let check_id = registration.ttl_check_id();
         client.agent_service_register(&registration.body()).await?;
-        client.agent_check_pass(&check_id, None).await?;
+        // New checks start critical: pass at once. A failure here is not fatal; the keeper
+        // retries on its first tick.
+        let passed = match client.agent_check_pass(&check_id, None).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(check = %check_id, error = %e, "first TTL pass failed; the keeper retries");
+                false
+            }
+        };
         let (status, status_rx) = watch::channel((CheckStatus::Passing, None));
         let reregistrations = Arc::new(AtomicU64::new(0));
         let stop = cancel.child_token();
@@ -130,6 +138,7 @@ impl RegistrationKeeper {
         let task = tracker.spawn(keep_loop(
             client.clone(),
             registration,
+            passed,
             status_rx,
             reregistrations.clone(),
             stop.clone(),
@@ -184,6 +193,7 @@ async fn update(
 async fn keep_loop(
     client: Client,
     reg: Registration,
+    mut passed: bool,
     mut status: watch::Receiver<(CheckStatus, Option<String>)>,
     reregistrations: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -192,18 +202,25 @@ async fn keep_loop(
     let check_id = reg.ttl_check_id();
     let interval = reg.pass_interval();
     loop {
+        // After a failed update, retry sooner than a full interval.
+        let wait = if passed {
+            interval
+        } else {
+            (interval / 4).max(Duration::from_millis(10))
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             changed = status.changed() => { let _ = changed; }
             _ = stop.cancelled() => break,
         }
         let current = status.borrow_and_update().clone();
         let mut lost = false;
         match update(&client, &check_id, &current).await {
-            Ok(()) => {}
+            Ok(()) => passed = true,
             Err(e) if is_lost_registration(&e) => lost = true,
             Err(e) => {
                 tracing::warn!(service = %id, error = %e, "consul TTL check update failed");
+                passed = false;
                 continue;
             }
         }
@@ -220,11 +237,14 @@ async fn keep_loop(
             match client.agent_service_register(&reg.body()).await {
                 Ok(()) => {
                     reregistrations.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = update(&client, &check_id, &current).await {
+                    passed = update(&client, &check_id, &current).await.inspect_err(|e| {
                         tracing::warn!(service = %id, error = %e, "TTL update after re-registration failed");
-                    }
+                    }).is_ok();
                 }
-                Err(e) => tracing::warn!(service = %id, error = %e, "re-registration failed"),
+                Err(e) => {
+                    tracing::warn!(service = %id, error = %e, "re-registration failed");
+                    passed = false;
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 //!
 //! Locks are advisory KV keys taken with `?acquire=<session>` (DESIGN §3).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -53,6 +54,27 @@ impl SessionConfig {
         }
     }
 
+    /// Refuses settings that cannot fence safely: a zero TTL, or a fencing deadline that is not
+    /// shorter than the TTL (Consul may invalidate the session after one TTL).
+    pub fn validate(&self) -> Result<(), ConsulError> {
+        if self.ttl.is_zero() {
+            return Err(ConsulError::InvalidRequest(
+                "session TTL must be > 0".into(),
+            ));
+        }
+        if self.fence_after_for(self.ttl) >= self.ttl {
+            return Err(ConsulError::InvalidRequest(
+                "the fencing deadline must be shorter than the session TTL".into(),
+            ));
+        }
+        if self.renew_every.is_some_and(|r| r >= self.ttl) {
+            return Err(ConsulError::InvalidRequest(
+                "the renewal interval must be shorter than the session TTL".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn fence_after_for(&self, ttl: Duration) -> Duration {
         self.fence_after.unwrap_or(ttl * 2 / 3)
     }
@@ -84,6 +106,7 @@ pub struct SessionKeeper {
     id: String,
     fenced: CancellationToken,
     reason: Arc<OnceLock<FenceReason>>,
+    renewals: Arc<AtomicU64>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -96,6 +119,7 @@ impl SessionKeeper {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<SessionKeeper, ConsulError> {
+        config.validate()?;
         let req = SessionRequest {
             name: config.name.clone(),
             ttl: Some(config.ttl),
@@ -108,14 +132,18 @@ impl SessionKeeper {
         let fenced = CancellationToken::new();
         let reason = Arc::new(OnceLock::new());
         let stop = cancel.child_token();
+        let renewals = Arc::new(AtomicU64::new(0));
         let task = tracker.spawn(renew_loop(
             client.clone(),
             id.clone(),
             config,
             created_at,
-            fenced.clone(),
-            reason.clone(),
-            stop.clone(),
+            Signals {
+                fenced: fenced.clone(),
+                reason: reason.clone(),
+                renewals: renewals.clone(),
+                stop: stop.clone(),
+            },
         ));
         tracing::info!(session = %id, "consul session created");
         Ok(SessionKeeper {
@@ -123,6 +151,7 @@ impl SessionKeeper {
             id,
             fenced,
             reason,
+            renewals,
             stop,
             task,
         })
@@ -153,6 +182,11 @@ impl SessionKeeper {
         self.reason.get().copied()
     }
 
+    /// How many renewals succeeded so far.
+    pub fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
+    }
+
     /// Stops renewal and destroys the session (its locks are released or deleted per its
     /// behavior). Call on shutdown after releasing what must be released.
     pub async fn destroy(self) -> Result<(), ConsulError> {
@@ -171,15 +205,27 @@ fn fence(token: &CancellationToken, slot: &OnceLock<FenceReason>, id: &str, reas
     token.cancel();
 }
 
+/// What the renewal task shares with its keeper.
+struct Signals {
+    fenced: CancellationToken,
+    reason: Arc<OnceLock<FenceReason>>,
+    renewals: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
 async fn renew_loop(
     client: Client,
     id: String,
     config: SessionConfig,
     created_at: Instant,
-    fenced: CancellationToken,
-    reason: Arc<OnceLock<FenceReason>>,
-    stop: CancellationToken,
+    signals: Signals,
 ) {
+    let Signals {
+        fenced,
+        reason,
+        renewals,
+        stop,
+    } = signals;
     let mut ttl = config.ttl;
     // The TTL clock started no earlier than when the create request was sent.
     let mut last_ok = created_at;
@@ -205,6 +251,7 @@ async fn renew_loop(
                 Ok(info) => {
                     last_ok = sent_at;
                     last_failed = false;
+                    renewals.fetch_add(1, Ordering::Relaxed);
                     if let Some(t) = info.ttl.filter(|t| *t > ttl) {
                         tracing::info!(session = %id, ttl_ms = t.as_millis() as u64, "consul raised the session TTL; adopting it");
                         ttl = t;
@@ -318,5 +365,43 @@ pub async fn acquire_wait(
         }
         wait_until_free_with(client, key, opts.clone(), cancel).await?;
         just_freed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_and_validation() {
+        let c = SessionConfig::new("w", Duration::from_secs(15), Duration::from_secs(15));
+        assert!(c.validate().is_ok());
+        assert_eq!(c.fence_after_for(c.ttl), Duration::from_secs(10));
+        assert_eq!(c.renew_every_for(c.ttl), Duration::from_secs(5));
+        // A larger TTL from Consul stretches the schedule; an explicit deadline caps renewal.
+        assert_eq!(
+            c.renew_every_for(Duration::from_secs(60)),
+            Duration::from_secs(20)
+        );
+        let capped = SessionConfig {
+            fence_after: Some(Duration::from_secs(4)),
+            ..c.clone()
+        };
+        assert_eq!(capped.renew_every_for(capped.ttl), Duration::from_secs(2));
+        let bad = SessionConfig {
+            fence_after: Some(Duration::from_secs(15)),
+            ..c.clone()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SessionConfig {
+            renew_every: Some(Duration::from_secs(20)),
+            ..c.clone()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SessionConfig {
+            ttl: Duration::ZERO,
+            ..c
+        };
+        assert!(bad.validate().is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! the readiness line (`{"ready":true,"http":…,"dns":…}`) on stdout once it serves.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{AgentConfig, AgentError};
 
@@ -23,6 +24,23 @@ pub struct Args {
     /// Datacenter name.
     #[arg(long, default_value = "dc1")]
     pub datacenter: String,
+    /// Smallest session TTL accepted (Go duration; Consul: 10s). For fast chaos runs only.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub session_ttl_min: Duration,
+    /// A session is invalidated TTL × this after its last renewal (Consul: 2).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub session_ttl_multiplier: u32,
+    /// Smallest `DeregisterCriticalServiceAfter` honoured (Go duration; Consul: 1m).
+    #[arg(long, value_parser = parse_duration, default_value = "1m")]
+    pub deregister_critical_min: Duration,
+    /// Shortest HTTP-check interval (Go duration; Consul: 1s).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub min_check_interval: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    super::duration::parse_go_duration(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (use Go syntax such as 10s, 1m, 500ms)"))
 }
 
 /// Errors of `wafleet consul-dev`.
@@ -46,16 +64,22 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             acl_token: args.acl_token.filter(|t| !t.is_empty()),
             node: args.node,
             datacenter: args.datacenter,
+            session_ttl_min: args.session_ttl_min,
+            session_ttl_multiplier: args.session_ttl_multiplier,
+            deregister_critical_min: args.deregister_critical_min,
+            min_check_interval: args.min_check_interval,
             ..AgentConfig::default()
         },
         shutdown.clone(),
     )
     .await?;
-    let line = serde_json::json!({
-        "ready": true,
-        "http": agent.http_addr().to_string(),
-        "dns": agent.dns_addr().to_string(),
-    });
+    // Written by hand to keep the documented key order (`ready` first); socket addresses
+    // contain nothing JSON would escape.
+    let line = format!(
+        r#"{{"ready":true,"http":"{}","dns":"{}"}}"#,
+        agent.http_addr(),
+        agent.dns_addr()
+    );
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -65,4 +89,43 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     shutdown.cancelled().await;
     agent.stopped().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn defaults_are_consul_s_and_knobs_parse() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.args.http.to_string(), "127.0.0.1:8500");
+        assert_eq!(cli.args.dns.to_string(), "127.0.0.1:8600");
+        assert_eq!(cli.args.session_ttl_min, Duration::from_secs(10));
+        assert_eq!(cli.args.session_ttl_multiplier, 2);
+        assert_eq!(cli.args.deregister_critical_min, Duration::from_secs(60));
+        let cli = Cli::try_parse_from([
+            "x",
+            "--http",
+            "127.0.0.1:0",
+            "--acl-token",
+            "t",
+            "--session-ttl-min",
+            "500ms",
+            "--session-ttl-multiplier",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.session_ttl_min, Duration::from_millis(500));
+        assert_eq!(cli.args.acl_token.as_deref(), Some("t"));
+        assert!(Cli::try_parse_from(["x", "--session-ttl-min", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--session-ttl-multiplier", "0"]).is_err());
+    }
 }

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -219,7 +219,31 @@ fn respond(shared: &Shared, req: &Message) -> Message {
         }
     }
     resp.metadata.response_code = answer.rcode;
+    // Negative answers carry Consul's SOA (minimum 0) so resolvers do not cache them: a shard
+    // that comes back must be visible at once.
+    if resp.answers.is_empty()
+        && matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain)
+        && let Some(soa) = soa_record(&shared.state())
+    {
+        resp.authorities.push(soa);
+    }
     resp
+}
+
+/// `consul. 0 IN SOA ns.consul. hostmaster.consul. <serial> 3600 600 86400 0`, as Consul's
+/// `addSOA` with its default `soa.min_ttl` of 0.
+fn soa_record(st: &State) -> Option<Record> {
+    let zone = Name::from_ascii("consul.").ok()?;
+    let mname = Name::from_ascii("ns.consul.").ok()?;
+    let rname = Name::from_ascii("hostmaster.consul.").ok()?;
+    // Consul uses the current Unix time; the state's index moves with every change, which
+    // serves the same purpose without a clock here.
+    let serial = u32::try_from(st.index() % u64::from(u32::MAX)).unwrap_or(0);
+    Some(Record::from_rdata(
+        zone,
+        0,
+        RData::SOA(SOA::new(mname, rname, serial, 3600, 600, 86400, 0)),
+    ))
 }
 
 enum PauseAction {
@@ -350,5 +374,176 @@ async fn tcp_conn(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()>
         };
         stream.write_u16(out_len).await?;
         stream.write_all(&out).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::consul_dev::state::{CheckDefinition, ServiceRegistration, StateConfig, Status};
+
+    fn state() -> State {
+        let mut st = State::new(StateConfig::default());
+        let t = Instant::now();
+        for (id, tag, addr, port) in [
+            ("w-1", "shard-1", "127.0.0.1", 9001),
+            ("w-2", "shard-2", "", 9002),
+            ("w-3", "shard-3", "127.0.0.3", 9003),
+        ] {
+            st.register_service(
+                ServiceRegistration {
+                    id: Some(id.into()),
+                    name: "wafleet-worker".into(),
+                    tags: vec![tag.into()],
+                    address: addr.into(),
+                    port,
+                    checks: vec![CheckDefinition {
+                        check_id: Some(format!("{id}-ttl")),
+                        ttl: Some(Duration::from_secs(15)),
+                        ..CheckDefinition::default()
+                    }],
+                    ..ServiceRegistration::default()
+                },
+                t,
+            )
+            .unwrap();
+        }
+        st.update_ttl_check("w-1-ttl", Status::Passing, "", t)
+            .unwrap();
+        st.update_ttl_check("w-2-ttl", Status::Warning, "", t)
+            .unwrap();
+        st
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn srv_targets(a: &Answer) -> Vec<(u16, String)> {
+        let mut v: Vec<(u16, String)> = a
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some((s.port, s.target.to_ascii())),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn srv_targets_use_addr_or_node_names_with_a_additionals() {
+        let st = state();
+        let a = lookup(
+            &st,
+            &name("wafleet-worker.service.consul."),
+            RecordType::SRV,
+        );
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        // w-3 is critical: left out; w-2 is warning: kept.
+        assert_eq!(
+            srv_targets(&a),
+            vec![
+                (9001, "7f000001.addr.dc1.consul.".to_string()),
+                (9002, "wafleet-dev.node.dc1.consul.".to_string())
+            ]
+        );
+        assert_eq!(a.additionals.len(), 2);
+        assert!(a.answers.iter().all(|r| r.ttl == 0));
+    }
+
+    #[test]
+    fn tag_and_rfc2782_forms() {
+        let st = state();
+        for q in [
+            "shard-1.wafleet-worker.service.consul.",
+            "SHARD-1.wafleet-worker.service.dc1.consul.",
+            "_wafleet-worker._shard-1.service.consul.",
+            "_wafleet-worker._shard-1.consul.",
+        ] {
+            let a = lookup(&st, &name(q), RecordType::SRV);
+            assert_eq!(srv_targets(&a).len(), 1, "{q}");
+            assert_eq!(srv_targets(&a)[0].0, 9001, "{q}");
+        }
+        let a = lookup(
+            &st,
+            &name("_wafleet-worker._tcp.service.consul."),
+            RecordType::SRV,
+        );
+        assert_eq!(srv_targets(&a).len(), 2);
+    }
+
+    #[test]
+    fn critical_only_is_empty_and_unknown_is_nxdomain() {
+        let st = state();
+        let a = lookup(
+            &st,
+            &name("shard-3.wafleet-worker.service.consul."),
+            RecordType::SRV,
+        );
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+        let a = lookup(&st, &name("nope.service.consul."), RecordType::SRV);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        let a = lookup(
+            &st,
+            &name("wafleet-worker.service.dc9.consul."),
+            RecordType::SRV,
+        );
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        let a = lookup(&st, &name("example.com."), RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn a_records_for_services_nodes_and_addrs() {
+        let st = state();
+        let a = lookup(
+            &st,
+            &name("shard-1.wafleet-worker.service.consul."),
+            RecordType::A,
+        );
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::LOCALHOST)));
+        let a = lookup(&st, &name("wafleet-dev.node.dc1.consul."), RecordType::A);
+        assert_eq!(a.answers.len(), 1);
+        let a = lookup(&st, &name("7f000003.addr.dc1.consul."), RecordType::A);
+        assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::new(127, 0, 0, 3))));
+        assert_eq!(
+            lookup(&st, &name("zz.addr.dc1.consul."), RecordType::A).rcode,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            lookup(&st, &name("other.node.consul."), RecordType::A).rcode,
+            ResponseCode::NXDomain
+        );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::consul_dev::state::StateConfig;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Arbitrary names and arbitrary packets never panic the DNS layer.
+        #[test]
+        fn lookups_never_panic(labels in proptest::collection::vec("[a-z0-9_-]{1,12}", 0..6), packet in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let st = State::new(StateConfig::default());
+            let joined = format!("{}.consul.", labels.join("."));
+            if let Ok(n) = Name::from_ascii(&joined) {
+                for t in [RecordType::A, RecordType::SRV, RecordType::AAAA, RecordType::ANY] {
+                    let _ = lookup(&st, &n, t);
+                }
+            }
+            let _ = Message::from_vec(&packet);
+        }
     }
 }

@@ -122,7 +122,6 @@ struct Req {
     method: Method,
     /// Percent-decoded path.
     path: String,
-    raw_query: String,
     query: Vec<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -314,7 +313,6 @@ where
     let req = Req {
         method,
         path,
-        raw_query,
         query,
         headers,
         body,
@@ -332,28 +330,13 @@ where
         // The connection task drops this future together with the connection.
         return std::future::pending().await;
     }
-    loop {
-        let pause = shared.faults().pause;
-        match pause {
-            None => break,
-            Some(PauseMode::Unavailable) => {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "No cluster leader");
-            }
-            Some(PauseMode::Hang) => {
-                let mut rx = shared.faults_changed.subscribe();
-                if shared.faults().pause != Some(PauseMode::Hang) {
-                    continue;
-                }
-                if rx.changed().await.is_err() {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "agent shutting down");
-                }
-            }
-        }
+    if let Some(resp) = honour_pause(&shared).await {
+        return resp;
     }
     let injected = {
         let mut f = shared.faults();
         match f.errors {
-            Some((status, n)) if n > 0 => {
+            Some((status, n)) if n > 0 && req.path.starts_with(f.errors_path.as_str()) => {
                 f.errors = if n > 1 { Some((status, n - 1)) } else { None };
                 Some(status)
             }
@@ -372,6 +355,21 @@ where
     let resp = match route(&shared, &req).await {
         Ok(r) | Err(r) => r,
     };
+    // Slow answers (fault `delay`): the work is done, the answer is late.
+    let delay = shared
+        .faults()
+        .delay
+        .as_ref()
+        .filter(|(_, prefix)| req.path.starts_with(prefix.as_str()))
+        .map(|(d, _)| *d);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    // A request that was in flight (e.g. a parked blocking query) when the agent got paused
+    // is held or refused too, as a paused Consul would.
+    if let Some(resp) = honour_pause(&shared).await {
+        return resp;
+    }
     let (parts, body) = resp.into_parts();
     let mut resp = http::Response::from_parts(parts, body);
     resp.headers_mut().insert(
@@ -379,6 +377,25 @@ where
         HeaderValue::from_static(if acl { "deny" } else { "allow" }),
     );
     resp
+}
+
+/// While paused: `hang` waits for the resume, `unavailable` answers 503.
+async fn honour_pause(shared: &Shared) -> Option<Resp> {
+    loop {
+        let mut rx = shared.faults_changed.subscribe();
+        let pause = shared.faults().pause;
+        match pause {
+            None => return None,
+            Some(PauseMode::Unavailable) => {
+                return Some(text(StatusCode::SERVICE_UNAVAILABLE, "No cluster leader"));
+            }
+            Some(PauseMode::Hang) => {
+                if rx.changed().await.is_err() {
+                    return Some(text(StatusCode::SERVICE_UNAVAILABLE, "agent shutting down"));
+                }
+            }
+        }
+    }
 }
 
 fn should_drop(f: &Faults, req: &Req) -> bool {
@@ -598,6 +615,26 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
                 .map_err(|e| state_error(&e))?;
             Ok(empty_ok())
         }
+        ["v1", "agent", "check", "register"] => {
+            if *m != Method::PUT {
+                return Err(method_not_allowed(req));
+            }
+            let (def, sid) = wire::decode_check_registration(&req.body)
+                .map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
+            let now = now();
+            shared
+                .mutate(|st| st.register_check(def, sid.as_deref(), now))
+                .map_err(|e| state_error(&e))?;
+            Ok(empty_ok())
+        }
+        ["v1", "agent", "check", "deregister", id] => {
+            if *m != Method::PUT {
+                return Err(method_not_allowed(req));
+            }
+            let now = now();
+            shared.mutate(|st| st.deregister_check(id, now));
+            Ok(empty_ok())
+        }
         ["v1", "agent", "check", "update", id] => {
             if *m != Method::PUT {
                 return Err(method_not_allowed(req));
@@ -626,6 +663,34 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
                 .map_err(|e| state_error(&e))?;
             Ok(empty_ok())
         }
+        [
+            "v1",
+            "agent",
+            "health",
+            "service",
+            by @ ("id" | "name"),
+            what,
+        ] => {
+            get_only(req)?;
+            agent_health(shared, req, by == &"id", what)
+        }
+        ["v1", "health", "node", node] => {
+            get_only(req)?;
+            let node = node.to_string();
+            blocking_json(shared, req, move |st| {
+                let cfg_node = st.config().node.clone();
+                let list: Vec<Value> = if node == cfg_node {
+                    std::iter::once(st.serf_check())
+                        .chain(st.checks().cloned())
+                        .map(|c| wire::check_json(&c, &cfg_node))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (Value::Array(list), st.catalog_index())
+            })
+            .await
+        }
         ["v1", "agent", "self"] => {
             get_only(req)?;
             let st = shared.state();
@@ -642,6 +707,41 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
         ["v1", "health", "service", name] => {
             get_only(req)?;
             health_service(shared, req, name).await
+        }
+        ["v1", "health", "state", state] => {
+            get_only(req)?;
+            let wanted = match *state {
+                "any" => None,
+                s => match Status::parse(s) {
+                    Some(st) => Some(st),
+                    None => return Err(text(StatusCode::BAD_REQUEST, "Invalid state")),
+                },
+            };
+            blocking_json(shared, req, move |st| {
+                let node = st.config().node.clone();
+                let list: Vec<Value> = std::iter::once(st.serf_check())
+                    .chain(st.checks().cloned())
+                    .filter(|c| wanted.is_none_or(|w| c.status == w))
+                    .map(|c| wire::check_json(&c, &node))
+                    .collect();
+                (Value::Array(list), st.catalog_index())
+            })
+            .await
+        }
+        ["v1", "health", "checks", name] => {
+            get_only(req)?;
+            let name = name.to_string();
+            blocking_json(shared, req, move |st| {
+                let node = st.config().node.clone();
+                let (_, idx) = st.health_service(&name);
+                let list: Vec<Value> = st
+                    .checks()
+                    .filter(|c| c.service_name == name)
+                    .map(|c| wire::check_json(c, &node))
+                    .collect();
+                (Value::Array(list), idx)
+            })
+            .await
         }
         ["v1", "catalog", "services"] => {
             get_only(req)?;
@@ -767,7 +867,13 @@ async fn block_on<T>(
         let (value, idx) = query(&shared.state());
         let backwards = {
             let mut f = shared.faults();
-            std::mem::take(&mut f.index_backwards)
+            match &f.index_backwards {
+                Some(prefix) if req.path.starts_with(prefix.as_str()) => {
+                    f.index_backwards = None;
+                    true
+                }
+                _ => false,
+            }
         };
         if backwards {
             return Ok((value, idx / 2));
@@ -776,11 +882,28 @@ async fn block_on<T>(
             return Ok((value, idx));
         }
         drop(value);
+        let _parked = Parked::new(&shared.parked);
         tokio::select! {
             r = changed.changed() => { if r.is_err() { return Ok((query(&shared.state()).0, idx)); } }
             r = faults.changed() => { if r.is_err() { return Ok((query(&shared.state()).0, idx)); } }
             _ = tokio::time::sleep_until(deadline) => {}
         }
+    }
+}
+
+/// Counts a parked blocking query for as long as it lives (also when the request is dropped).
+struct Parked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Parked(counter)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -798,18 +921,54 @@ async fn blocking_json(
 
 // === KV ===
 
-fn parse_u64(req: &Req, name: &str, what: &str) -> Result<Option<u64>, Resp> {
-    match req.get(name) {
-        None => Ok(None),
-        Some("") => Ok(Some(0)),
-        Some(v) => v
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| text(StatusCode::BAD_REQUEST, &format!("Invalid {what}"))),
+/// Parses `flags`/`cas` like Go's `strconv.ParseUint`; Consul returns that error as is, so a
+/// bad value is a 500 with Go's text (an empty value is an error too).
+fn parse_u64(req: &Req, name: &str) -> Result<Option<u64>, Resp> {
+    let Some(v) = req.get(name) else {
+        return Ok(None);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if !v.starts_with('+') => Ok(Some(n)),
+        _ => {
+            let why = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                "value out of range"
+            } else {
+                "invalid syntax"
+            };
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("strconv.ParseUint: parsing {v:?}: {why}"),
+            ))
+        }
     }
 }
 
+/// Consul's `conflictingFlags` answer: the query re-encoded with sorted keys, like Go's
+/// `url.Values.Encode`.
+fn conflicting_flags(req: &Req) -> Resp {
+    let mut pairs: Vec<(&str, &str)> = req
+        .query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("Conflicting flags: {encoded}\n"),
+    )
+}
+
 async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
+    // Consul's CVE-2025-11392 fix refuses traversal sequences in the path.
+    if key.contains("../") || key.contains("..\\") || key.split('/').any(|s| s == "..") {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "URL path contains invalid traversal sequence",
+        ));
+    }
     if key.chars().any(|c| c.is_control()) {
         return Err(text(StatusCode::BAD_REQUEST, "Invalid key name"));
     }
@@ -853,6 +1012,9 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
                     idx,
                 ));
             }
+            if key.is_empty() {
+                return Err(text(StatusCode::BAD_REQUEST, "Missing key name"));
+            }
             let k = key.to_string();
             let (entry, idx) = block_on(shared, req, |st| {
                 let (e, idx) = st.kv_get(&k);
@@ -893,15 +1055,15 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
                 .iter()
                 .filter(|f| req.has(f))
                 .count();
-            if modes > 1 {
-                return Err(text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Conflicting flags: {}", req.raw_query),
-                ));
+            if key.is_empty() {
+                return Err(text(StatusCode::BAD_REQUEST, "Missing key name"));
             }
-            let flags = parse_u64(req, "flags", "flags")?.unwrap_or(0);
+            if modes > 1 {
+                return Err(conflicting_flags(req));
+            }
+            let flags = parse_u64(req, "flags")?.unwrap_or(0);
             let mode = if req.has("cas") {
-                PutMode::Cas(parse_u64(req, "cas", "cas index")?.unwrap_or(0))
+                PutMode::Cas(parse_u64(req, "cas")?.unwrap_or(0))
             } else if req.has("acquire") {
                 PutMode::Acquire(req.get("acquire").unwrap_or("").to_string())
             } else if req.has("release") {
@@ -918,15 +1080,12 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Result<Resp, Resp> {
         }
         Method::DELETE => {
             if req.has("recurse") && req.has("cas") {
-                return Err(text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Conflicting flags: {}", req.raw_query),
-                ));
+                return Err(conflicting_flags(req));
             }
             let mode = if req.has("recurse") {
                 DeleteMode::Tree
             } else if req.has("cas") {
-                DeleteMode::Cas(parse_u64(req, "cas", "cas index")?.unwrap_or(0))
+                DeleteMode::Cas(parse_u64(req, "cas")?.unwrap_or(0))
             } else {
                 DeleteMode::Single
             };
@@ -1053,6 +1212,64 @@ async fn agent_service(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Resp
     }
 }
 
+/// `GET /v1/agent/health/service/{id,name}/<x>[?format=text]`: the instance's aggregated
+/// status (its own checks) as 200 passing / 429 warning / 503 critical, 404 when unknown.
+fn agent_health(shared: &Shared, req: &Req, by_id: bool, what: &str) -> Result<Resp, Resp> {
+    let st = shared.state();
+    let dc = &shared.cfg.datacenter;
+    let node = st.config().node.clone();
+    let entries: Vec<(Status, Value)> = st
+        .services()
+        .filter(|s| if by_id { s.id == what } else { s.name == what })
+        .map(|s| {
+            let checks: Vec<_> = st.checks().filter(|c| c.service_id == s.id).collect();
+            let status = checks
+                .iter()
+                .map(|c| c.status)
+                .max()
+                .unwrap_or(Status::Passing);
+            let v = json!({
+                "AggregatedStatus": status.as_str(),
+                "Service": wire::agent_service_json(s, dc),
+                "Checks": checks.iter().map(|c| wire::check_json(c, &node)).collect::<Vec<_>>(),
+            });
+            (status, v)
+        })
+        .collect();
+    drop(st);
+    if entries.is_empty() {
+        let msg = if by_id {
+            format!("ServiceId {what} not found")
+        } else {
+            format!("ServiceName {what} Not Found")
+        };
+        return Err(text(StatusCode::NOT_FOUND, &msg));
+    }
+    let worst = entries
+        .iter()
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(Status::Passing);
+    let code = match worst {
+        Status::Passing => StatusCode::OK,
+        Status::Warning => StatusCode::TOO_MANY_REQUESTS,
+        Status::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    if req.get("format") == Some("text") {
+        return Ok(text(code, worst.as_str()));
+    }
+    let body = if by_id {
+        entries
+            .into_iter()
+            .map(|(_, v)| v)
+            .next()
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Array(entries.into_iter().map(|(_, v)| v).collect())
+    };
+    Ok(json_resp(code, &body, req.has("pretty")))
+}
+
 // === fault injection ===
 
 fn admin(shared: &Shared, req: &Req) -> Resp {
@@ -1087,7 +1304,8 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                     "drop_sessions": f.drop_sessions,
                     "drop_tokens": f.drop_tokens,
                     "index_backwards": f.index_backwards,
-                    "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n})),
+                    "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n, "path": f.errors_path})),
+                    "delay": f.delay.as_ref().map(|(d, p)| json!({"ms": u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "path": p})),
                 }),
                 false,
             )
@@ -1128,7 +1346,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
             ok()
         }
         ("/_dev/faults/index-backwards", _) if write => {
-            shared.update_faults(|f| f.index_backwards = true);
+            shared.update_faults(|f| f.index_backwards = Some(body.path.unwrap_or_default()));
             ok()
         }
         ("/_dev/faults/errors", _) if write => {
@@ -1137,7 +1355,22 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                 return text(StatusCode::BAD_REQUEST, "status must be 400..=599");
             }
             let count = body.count.unwrap_or(1);
-            shared.update_faults(|f| f.errors = (count > 0).then_some((status, count)));
+            shared.update_faults(|f| {
+                f.errors = (count > 0).then_some((status, count));
+                f.errors_path = body.path.unwrap_or_default();
+            });
+            ok()
+        }
+        ("/_dev/faults/delay", _) if write => {
+            let ms = body.ms.unwrap_or(0).min(10 * 60 * 1000);
+            shared.update_faults(|f| {
+                f.delay = (ms > 0).then(|| {
+                    (
+                        std::time::Duration::from_millis(ms),
+                        body.path.unwrap_or_default(),
+                    )
+                });
+            });
             ok()
         }
         ("/_dev/faults/forget-services", _) if write => {

@@ -81,6 +81,8 @@ pub struct AgentConfig {
     pub default_wait: Duration,
     /// Longest blocking wait (Consul: 10m).
     pub max_wait: Duration,
+    /// Shortest HTTP-check interval; shorter ones are raised (Consul: 1s).
+    pub min_check_interval: Duration,
     /// Largest request body outside KV values (registration, sessions, txn).
     pub max_body_bytes: usize,
 }
@@ -100,6 +102,7 @@ impl Default for AgentConfig {
             deregister_critical_min: Duration::from_secs(60),
             default_wait: DEFAULT_WAIT,
             max_wait: MAX_WAIT,
+            min_check_interval: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
         }
     }
@@ -130,11 +133,21 @@ pub enum AgentError {
 }
 
 /// A running agent. Cancel the token given to [`spawn`] to stop it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunningAgent {
     http: SocketAddr,
     dns: SocketAddr,
     tracker: TaskTracker,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RunningAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningAgent")
+            .field("http", &self.http)
+            .field("dns", &self.dns)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningAgent {
@@ -151,6 +164,13 @@ impl RunningAgent {
     /// `http://<addr>`, for `CONSUL_HTTP_ADDR`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// How many blocking queries are parked right now, waiting for a change. Lets a test wait
+    /// (with a deadline) until its watcher is really blocked before making the change it
+    /// expects the watcher to see.
+    pub fn parked_queries(&self) -> usize {
+        self.shared.parked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once every task of the agent has stopped (after cancellation).
@@ -171,16 +191,25 @@ pub(crate) enum PauseMode {
 /// Active faults.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Faults {
+    /// Pause mode, if paused.
     pub pause: Option<PauseMode>,
+    /// Requests carrying one of these session IDs get their connection closed.
     pub drop_sessions: std::collections::BTreeSet<String>,
+    /// Requests carrying one of these tokens get their connection closed.
     pub drop_tokens: std::collections::BTreeSet<String>,
-    pub index_backwards: bool,
+    /// Armed `index-backwards`: the path prefix it applies to (`""` = any).
+    pub index_backwards: Option<String>,
     /// (status, remaining count).
     pub errors: Option<(u16, u64)>,
+    /// Path prefix the injected errors apply to (`""` = any).
+    pub errors_path: String,
+    /// Every answer to a matching path (prefix, `""` = any) is delayed this long.
+    pub delay: Option<(std::time::Duration, String)>,
 }
 
 /// What the HTTP, DNS and timer tasks share.
 pub(crate) struct Shared {
+    /// The agent's settings.
     pub cfg: AgentConfig,
     /// The state machine. A std mutex: it is never held across an await.
     state: Mutex<State>,
@@ -190,9 +219,11 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     /// Bumped after every fault change, to wake hung requests and blocking queries.
     pub faults_changed: watch::Sender<u64>,
-    /// Wall-clock reference: `state` works with `std::time::Instant`, taken from tokio's
-    /// clock so tests with paused time control it.
-    pub http_client: reqwest::Client,
+    /// Client for HTTP checks, built on first use: building one loads the system's CA roots,
+    /// which agents without HTTP checks (most test agents) need not pay for.
+    http_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Number of blocking queries currently waiting (see [`RunningAgent::parked_queries`]).
+    pub parked: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -216,10 +247,24 @@ impl Shared {
         r
     }
 
+    /// Locks the active faults (never held across an await).
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The HTTP-check client (built on first use).
+    pub fn http_client(&self) -> Result<&reqwest::Client, &str> {
+        self.http_client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP check client: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Changes the faults and wakes everything waiting on them (hung requests, parked queries).
     pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
         f(&mut self.faults());
         self.faults_changed.send_modify(|g| *g += 1);
@@ -271,12 +316,10 @@ pub async fn spawn(
         session_ttl_multiplier: config.session_ttl_multiplier.max(1),
         default_lock_delay: config.default_lock_delay,
         deregister_critical_min: config.deregister_critical_min,
+        min_check_interval: config.min_check_interval,
         seed: rand::random(),
         ..StateConfig::default()
     };
-    let http_client = reqwest::Client::builder()
-        .build()
-        .map_err(|e| AgentError::Config(format!("cannot build the HTTP check client: {e}")))?;
     let (changed, _) = watch::channel(1);
     let (faults_changed, _) = watch::channel(0);
     let shared = Arc::new(Shared {
@@ -285,7 +328,8 @@ pub async fn spawn(
         changed,
         faults: Mutex::new(Faults::default()),
         faults_changed,
-        http_client,
+        http_client: std::sync::OnceLock::new(),
+        parked: std::sync::atomic::AtomicUsize::new(0),
     });
     let tracker = TaskTracker::new();
     tracker.spawn(http::serve(
@@ -308,6 +352,7 @@ pub async fn spawn(
         http,
         dns: dns_addr,
         tracker,
+        shared,
     })
 }
 
@@ -340,8 +385,18 @@ async fn timers(shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskT
 
 async fn run_http_check(shared: Arc<Shared>, job: state::HttpCheckJob) {
     let method = reqwest::Method::from_bytes(job.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-    let mut req = shared
-        .http_client
+    let client = match shared.http_client() {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            let output = e.to_string();
+            let now = now();
+            shared.mutate(|st| {
+                st.record_check_result(&job.check_id, state::Status::Critical, &output, now)
+            });
+            return;
+        }
+    };
+    let mut req = client
         .request(method.clone(), &job.url)
         .timeout(job.timeout);
     for (name, values) in &job.header {

@@ -46,6 +46,8 @@ pub struct StateConfig {
     pub max_lock_delay: Duration,
     /// Smallest `DeregisterCriticalServiceAfter` honoured; smaller values are raised (Consul: 1m).
     pub deregister_critical_min: Duration,
+    /// Shortest interval of polled (HTTP) checks; shorter ones are raised (Consul: 1s).
+    pub min_check_interval: Duration,
     /// Seed of the session-ID generator (tests fix it for reproducibility).
     pub seed: u64,
 }
@@ -63,6 +65,7 @@ impl Default for StateConfig {
             default_lock_delay: Duration::from_secs(15),
             max_lock_delay: Duration::from_secs(60),
             deregister_critical_min: Duration::from_secs(60),
+            min_check_interval: Duration::from_secs(1),
             seed: 0,
         }
     }
@@ -530,6 +533,10 @@ impl State {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, e)| e)
             .collect();
+        // Listing everything reports the whole table's index, as `kvsListTxn` does.
+        if prefix.is_empty() {
+            return (entries, self.kv_index());
+        }
         let mut idx = entries.iter().map(|e| e.modify_index).max().unwrap_or(0);
         let tomb = self
             .tombstones
@@ -610,17 +617,20 @@ impl State {
         Ok(ok)
     }
 
-    /// Sets a key at `idx`, keeping its session and lock index (`kvsSetTxn` without
-    /// `updateSession`); an identical write changes nothing.
+    /// Sets a key at `idx` like Consul's `kvsSetTxn` without `updateSession`: the holder
+    /// (`Session`) is kept, but `LockIndex` takes the request's value, which is always 0 for a
+    /// plain or CAS write — so a plain PUT on a held key resets its `LockIndex` to 0, as in
+    /// Consul. An identical entry (value, flags, lock index, session) changes nothing.
     fn kv_set_at(&mut self, idx: u64, key: &str, value: Vec<u8>, flags: u64) {
-        let (create_index, session, lock_index) = match self.kv.get(key) {
+        let lock_index = 0;
+        let (create_index, session) = match self.kv.get(key) {
             Some(e) => {
-                if e.value == value && e.flags == flags {
+                if e.value == value && e.flags == flags && e.lock_index == lock_index {
                     return;
                 }
-                (e.create_index, e.session.clone(), e.lock_index)
+                (e.create_index, e.session.clone())
             }
-            None => (idx, None, 0),
+            None => (idx, None),
         };
         self.write_entry(
             idx,
@@ -874,7 +884,7 @@ impl State {
                     "failed index check for key {key:?}, current modify index {} != {}",
                     e.modify_index, op.index
                 )),
-                None => Err(format!("key {key:?} doesn't exist")),
+                None => Err(format!("failed to check index, key {key:?} doesn't exist")),
             },
             "check-session" => match self.kv.get(key) {
                 Some(e) if e.session.as_deref().unwrap_or("") == op.session => {
@@ -888,7 +898,9 @@ impl State {
                     e.session.as_deref().unwrap_or(""),
                     op.session
                 )),
-                None => Err(format!("key {key:?} doesn't exist")),
+                None => Err(format!(
+                    "failed to check session, key {key:?} doesn't exist"
+                )),
             },
             "check-not-exists" => match self.kv.get(key) {
                 Some(_) => Err(format!("key {key:?} exists")),
@@ -1133,7 +1145,7 @@ impl State {
             .unwrap_or_else(|| reg.name.clone());
         // Validate every check before changing anything.
         for c in &reg.checks {
-            if c.ttl.is_none() && c.http.is_some() && c.interval.is_none() {
+            if c.ttl.is_none() && c.http.is_some() && c.interval.is_none_or(|i| i.is_zero()) {
                 return Err(StateError::BadRequest(
                     "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks"
                         .to_string(),
@@ -1187,81 +1199,7 @@ impl State {
                     }
                 });
             new_ids.insert(check_id.clone());
-            let prev = self.checks.get(&check_id).cloned();
-            let kind = if let Some(ttl) = def.ttl {
-                CheckKind::Ttl {
-                    ttl,
-                    expires_at: match &prev {
-                        Some(CheckEntry {
-                            kind: CheckKind::Ttl { expires_at, .. },
-                            ..
-                        }) => *expires_at,
-                        _ => now + ttl,
-                    },
-                }
-            } else if let Some(url) = def.http.clone() {
-                CheckKind::Http {
-                    url,
-                    method: def.method.clone().unwrap_or_else(|| "GET".to_string()),
-                    header: def.header.clone(),
-                    interval: def.interval.unwrap_or(Duration::from_secs(10)),
-                    timeout: def.timeout.unwrap_or(Duration::from_secs(10)),
-                    tls_skip_verify: def.tls_skip_verify,
-                    next_run: now,
-                }
-            } else {
-                CheckKind::Other
-            };
-            // Re-registration keeps the current status of a check of the same kind, so that a
-            // periodic re-register does not flap the instance to critical.
-            let same_kind = prev
-                .as_ref()
-                .is_some_and(|p| std::mem::discriminant(&p.kind) == std::mem::discriminant(&kind));
-            let (status, output, critical_since) = match (&prev, def.status) {
-                (_, Some(s)) => (s, String::new(), (s == Status::Critical).then_some(now)),
-                (Some(p), None) if same_kind => (p.status, p.output.clone(), p.critical_since),
-                _ => (Status::Critical, String::new(), Some(now)),
-            };
-            let deregister_critical_after = def
-                .deregister_critical_after
-                .map(|d| d.max(self.cfg.deregister_critical_min));
-            let check = CheckEntry {
-                id: check_id.clone(),
-                name: def
-                    .name
-                    .clone()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| format!("Service '{}' check", reg.name)),
-                status,
-                notes: def.notes.clone(),
-                output,
-                service_id: id.clone(),
-                service_name: reg.name.clone(),
-                service_tags: reg.tags.clone(),
-                kind,
-                deregister_critical_after,
-                critical_since,
-                create_index: prev.as_ref().map(|p| p.create_index).unwrap_or(idx),
-                modify_index: idx,
-            };
-            let changed = prev
-                .as_ref()
-                .map(|p| !same_check(p, &check))
-                .unwrap_or(true);
-            if changed {
-                self.checks.insert(check_id.clone(), check);
-                self.checks_table_index = idx;
-                self.touch_service_name(idx, &reg.name);
-            } else if let Some(p) = prev {
-                // Same observable check: keep its indexes but take the new timer settings.
-                self.checks.insert(
-                    check_id.clone(),
-                    CheckEntry {
-                        modify_index: p.modify_index,
-                        ..check
-                    },
-                );
-            }
+            self.upsert_check(idx, &check_id, &def, Some((&id, &reg.name, &reg.tags)), now);
         }
         if reg.replace_existing_checks {
             let stale: Vec<String> = self
@@ -1288,10 +1226,182 @@ impl State {
         Ok(())
     }
 
+    /// Inserts or updates one check at `idx`; indexes only move when something observable
+    /// changed. `owner` is (service ID, service name, tags); `None` = a node-level check.
+    fn upsert_check(
+        &mut self,
+        idx: u64,
+        check_id: &str,
+        def: &CheckDefinition,
+        owner: Option<(&str, &str, &[String])>,
+        now: Instant,
+    ) {
+        let prev = self.checks.get(check_id).cloned();
+        let kind = if let Some(ttl) = def.ttl {
+            CheckKind::Ttl {
+                ttl,
+                expires_at: match &prev {
+                    Some(CheckEntry {
+                        kind: CheckKind::Ttl { expires_at, .. },
+                        ..
+                    }) => *expires_at,
+                    _ => now + ttl,
+                },
+            }
+        } else if let Some(url) = def.http.clone() {
+            CheckKind::Http {
+                url,
+                method: def.method.clone().unwrap_or_else(|| "GET".to_string()),
+                header: def.header.clone(),
+                interval: def
+                    .interval
+                    .unwrap_or(Duration::from_secs(10))
+                    .max(self.cfg.min_check_interval),
+                timeout: def.timeout.unwrap_or(Duration::from_secs(10)),
+                tls_skip_verify: def.tls_skip_verify,
+                next_run: now,
+            }
+        } else {
+            CheckKind::Other
+        };
+        // Re-registration keeps the current status of a check of the same kind, so that a
+        // periodic re-register does not flap the instance to critical.
+        let same_kind = prev
+            .as_ref()
+            .is_some_and(|p| std::mem::discriminant(&p.kind) == std::mem::discriminant(&kind));
+        let (status, output, critical_since) = match (&prev, def.status) {
+            (_, Some(s)) => (s, String::new(), (s == Status::Critical).then_some(now)),
+            (Some(p), None) if same_kind => (p.status, p.output.clone(), p.critical_since),
+            _ => (Status::Critical, String::new(), Some(now)),
+        };
+        let deregister_critical_after = def
+            .deregister_critical_after
+            .map(|d| d.max(self.cfg.deregister_critical_min));
+        let (service_id, service_name, service_tags) = match owner {
+            Some((id, name, tags)) => (id.to_string(), name.to_string(), tags.to_vec()),
+            None => (String::new(), String::new(), Vec::new()),
+        };
+        let default_name = if service_name.is_empty() {
+            check_id.to_string()
+        } else {
+            format!("Service '{service_name}' check")
+        };
+        let check = CheckEntry {
+            id: check_id.to_string(),
+            name: def
+                .name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default_name),
+            status,
+            notes: def.notes.clone(),
+            output,
+            service_id,
+            service_name: service_name.clone(),
+            service_tags,
+            kind,
+            deregister_critical_after,
+            critical_since,
+            create_index: prev.as_ref().map(|p| p.create_index).unwrap_or(idx),
+            modify_index: idx,
+        };
+        let changed = prev
+            .as_ref()
+            .map(|p| !same_check(p, &check))
+            .unwrap_or(true);
+        let became_critical = check.status == Status::Critical
+            && prev.as_ref().is_some_and(|p| p.status != Status::Critical);
+        if changed {
+            // A check moved to another service: that service's watchers must wake too.
+            if let Some(p) = &prev
+                && p.service_name != service_name
+            {
+                self.touch_check_owner(idx, &p.service_name.clone());
+            }
+            self.checks.insert(check_id.to_string(), check);
+            self.checks_table_index = idx;
+            self.touch_check_owner(idx, &service_name);
+            if became_critical {
+                self.invalidate_sessions_with_check(idx, check_id, now);
+            }
+        } else if let Some(p) = prev {
+            // Same observable check: keep its indexes but take the new timer settings.
+            self.checks.insert(
+                check_id.to_string(),
+                CheckEntry {
+                    modify_index: p.modify_index,
+                    ..check
+                },
+            );
+        }
+    }
+
+    /// Moves the index of the service a check belongs to; a node check (empty name) affects
+    /// every service on the node.
+    fn touch_check_owner(&mut self, idx: u64, service_name: &str) {
+        if service_name.is_empty() {
+            let names: Vec<String> = self.services.values().map(|s| s.name.clone()).collect();
+            for n in names {
+                self.touch_service_name(idx, &n);
+            }
+            self.commit(idx);
+        } else {
+            self.touch_service_name(idx, service_name);
+        }
+    }
+
+    /// `PUT /v1/agent/check/register`: a check on an existing service, or a node-level check
+    /// (which then appears in, and can make critical, every service on the node).
+    pub fn register_check(
+        &mut self,
+        def: CheckDefinition,
+        service_id: Option<&str>,
+        now: Instant,
+    ) -> Result<(), StateError> {
+        // Consul requires a name; the ID defaults to it.
+        let Some(name) = def.name.clone().filter(|s| !s.is_empty()) else {
+            return Err(StateError::BadRequest("Missing check name".to_string()));
+        };
+        let check_id = def
+            .check_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(name);
+        if def.ttl.is_none() && def.http.is_some() && def.interval.is_none_or(|i| i.is_zero()) {
+            return Err(StateError::BadRequest(
+                "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks"
+                    .to_string(),
+            ));
+        }
+        let owner = match service_id.filter(|s| !s.is_empty()) {
+            Some(sid) => match self.services.get(sid) {
+                Some(s) => Some((s.id.clone(), s.name.clone(), s.tags.clone())),
+                None => {
+                    return Err(StateError::BadRequest(format!(
+                        "ServiceID {sid:?} does not exist"
+                    )));
+                }
+            },
+            None => None,
+        };
+        let idx = self.next_index();
+        let owner_ref = owner
+            .as_ref()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_slice()));
+        self.upsert_check(idx, &check_id, &def, owner_ref, now);
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/check/deregister/<id>` (no-op when unknown).
+    pub fn deregister_check(&mut self, check_id: &str, now: Instant) {
+        let idx = self.next_index();
+        self.remove_check_at(idx, check_id, now);
+    }
+
     fn remove_check_at(&mut self, idx: u64, check_id: &str, now: Instant) {
         if let Some(c) = self.checks.remove(check_id) {
             self.checks_table_index = idx;
-            self.touch_service_name(idx, &c.service_name);
+            self.touch_check_owner(idx, &c.service_name);
             self.invalidate_sessions_with_check(idx, check_id, now);
         }
     }
@@ -1436,7 +1546,7 @@ impl State {
         check.modify_index = idx;
         let name = check.service_name.clone();
         self.checks_table_index = idx;
-        self.touch_service_name(idx, &name);
+        self.touch_check_owner(idx, &name);
         if became_critical {
             self.invalidate_sessions_with_check(idx, check_id, now);
         }
@@ -1559,6 +1669,13 @@ impl State {
             .filter(|s| s.name == name)
             .map(|s| {
                 let mut checks = vec![self.serf_check()];
+                // Node checks first (as Consul lists them), then the instance's own.
+                checks.extend(
+                    self.checks
+                        .values()
+                        .filter(|c| c.service_id.is_empty())
+                        .cloned(),
+                );
                 checks.extend(
                     self.checks
                         .values()
@@ -1610,10 +1727,9 @@ impl State {
             if tag.is_some_and(|t| !s.tags.iter().any(|x| x.eq_ignore_ascii_case(t))) {
                 continue;
             }
-            let critical = self
-                .checks
-                .values()
-                .any(|c| c.service_id == s.id && c.status == Status::Critical);
+            let critical = self.checks.values().any(|c| {
+                (c.service_id == s.id || c.service_id.is_empty()) && c.status == Status::Critical
+            });
             if !critical {
                 out.push(s.clone());
             }
@@ -1659,3 +1775,7 @@ fn same_check(a: &CheckEntry, b: &CheckEntry) -> bool {
         && a.deregister_critical_after == b.deregister_critical_after
         && std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

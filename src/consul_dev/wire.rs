@@ -22,11 +22,17 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// A JSON body could not be used; the text is what Consul answers with 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Request decode failed: {0}")]
-pub struct DecodeError(pub String);
+pub enum DecodeError {
+    /// The body does not decode (`Request decode failed: …`).
+    #[error("Request decode failed: {0}")]
+    Decode(String),
+    /// It decodes but a value is invalid; Consul's own text.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 fn dec(e: impl std::fmt::Display) -> DecodeError {
-    DecodeError(e.to_string())
+    DecodeError::Decode(e.to_string())
 }
 
 /// A duration field: a Go duration string or a number of nanoseconds.
@@ -36,12 +42,14 @@ fn duration_field(v: &Value, field: &str) -> Result<Option<Duration>, DecodeErro
         Value::String(s) if s.is_empty() => Ok(None),
         Value::String(s) => parse_go_duration(s)
             .map(Some)
-            .ok_or_else(|| DecodeError(format!("{field}: time: invalid duration {s:?}"))),
+            .ok_or_else(|| DecodeError::Decode(format!("{field}: time: invalid duration {s:?}"))),
         Value::Number(n) => n
             .as_u64()
             .map(|ns| Some(Duration::from_nanos(ns)))
-            .ok_or_else(|| DecodeError(format!("{field}: invalid duration {n}"))),
-        other => Err(DecodeError(format!("{field}: invalid duration {other}"))),
+            .ok_or_else(|| DecodeError::Decode(format!("{field}: invalid duration {n}"))),
+        other => Err(DecodeError::Decode(format!(
+            "{field}: invalid duration {other}"
+        ))),
     }
 }
 
@@ -60,7 +68,7 @@ fn string_field(
     match field(obj, names) {
         Value::Null => Ok(String::new()),
         Value::String(s) => Ok(s.clone()),
-        other => Err(DecodeError(format!(
+        other => Err(DecodeError::Decode(format!(
             "{}: expected a string, got {other}",
             names[0]
         ))),
@@ -75,13 +83,13 @@ fn string_list(
         Value::Null => Ok(None),
         v => serde_json::from_value(v.clone())
             .map(Some)
-            .map_err(|e| DecodeError(format!("{}: {e}", names[0]))),
+            .map_err(|e| DecodeError::Decode(format!("{}: {e}", names[0]))),
     }
 }
 
 fn object(v: &Value) -> Result<&serde_json::Map<String, Value>, DecodeError> {
     v.as_object()
-        .ok_or_else(|| DecodeError(format!("expected a JSON object, got {v}")))
+        .ok_or_else(|| DecodeError::Decode(format!("expected a JSON object, got {v}")))
 }
 
 // === session create ===
@@ -99,7 +107,7 @@ pub fn decode_session_create(body: &[u8]) -> Result<SessionCreate, DecodeError> 
         Value::Number(n) => {
             let n = n
                 .as_u64()
-                .ok_or_else(|| DecodeError(format!("LockDelay: invalid value {n}")))?;
+                .ok_or_else(|| DecodeError::Decode(format!("LockDelay: invalid value {n}")))?;
             Some(if n < 1000 {
                 Duration::from_secs(n)
             } else {
@@ -120,15 +128,25 @@ pub fn decode_session_create(body: &[u8]) -> Result<SessionCreate, DecodeError> 
             .map(|i| match i {
                 Value::Object(m) => string_field(m, &["ID", "id"]),
                 Value::String(s) => Ok(s.clone()),
-                other => Err(DecodeError(format!("ServiceChecks: invalid entry {other}"))),
+                other => Err(DecodeError::Decode(format!(
+                    "ServiceChecks: invalid entry {other}"
+                ))),
             })
             .collect::<Result<_, _>>()?,
-        other => return Err(DecodeError(format!("ServiceChecks: invalid value {other}"))),
+        other => {
+            return Err(DecodeError::Decode(format!(
+                "ServiceChecks: invalid value {other}"
+            )));
+        }
     };
     let ttl = match field(o, &["TTL", "ttl"]) {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        other => return Err(DecodeError(format!("TTL: expected a string, got {other}"))),
+        other => {
+            return Err(DecodeError::Decode(format!(
+                "TTL: expected a string, got {other}"
+            )));
+        }
     };
     Ok(SessionCreate {
         name: string_field(o, &["Name", "name"])?,
@@ -188,7 +206,7 @@ pub const MAX_TXN_OPS: usize = 64;
 pub fn decode_txn(body: &[u8]) -> Result<Vec<TxnKvOp>, DecodeError> {
     let v: Value = serde_json::from_slice(body).map_err(dec)?;
     let Value::Array(items) = v else {
-        return Err(DecodeError(
+        return Err(DecodeError::Decode(
             "expected a JSON array of operations".to_string(),
         ));
     };
@@ -197,23 +215,27 @@ pub fn decode_txn(body: &[u8]) -> Result<Vec<TxnKvOp>, DecodeError> {
         .map(|item| {
             let o = object(item)?;
             let kv = o.get("KV").ok_or_else(|| {
-                DecodeError("only KV operations are supported by the built-in agent".to_string())
+                DecodeError::Decode(
+                    "only KV operations are supported by the built-in agent".to_string(),
+                )
             })?;
             let kv = object(kv)?;
             let value = match field(kv, &["Value"]) {
                 Value::Null => Vec::new(),
                 Value::String(s) => B64
                     .decode(s)
-                    .map_err(|e| DecodeError(format!("Value: {e}")))?,
-                other => return Err(DecodeError(format!("Value: invalid value {other}"))),
+                    .map_err(|e| DecodeError::Decode(format!("Value: {e}")))?,
+                other => return Err(DecodeError::Decode(format!("Value: invalid value {other}"))),
             };
             let num = |name: &str| -> Result<u64, DecodeError> {
                 match field(kv, &[name]) {
                     Value::Null => Ok(0),
                     Value::Number(n) => n
                         .as_u64()
-                        .ok_or_else(|| DecodeError(format!("{name}: invalid value {n}"))),
-                    other => Err(DecodeError(format!("{name}: invalid value {other}"))),
+                        .ok_or_else(|| DecodeError::Decode(format!("{name}: invalid value {n}"))),
+                    other => Err(DecodeError::Decode(format!(
+                        "{name}: invalid value {other}"
+                    ))),
                 }
             };
             Ok(TxnKvOp {
@@ -253,7 +275,8 @@ fn decode_check(v: &Value) -> Result<CheckDefinition, DecodeError> {
     let status = string_field(o, &["Status", "status"])?;
     let header = match field(o, &["Header", "header"]) {
         Value::Null => BTreeMap::new(),
-        h => serde_json::from_value(h.clone()).map_err(|e| DecodeError(format!("Header: {e}")))?,
+        h => serde_json::from_value(h.clone())
+            .map_err(|e| DecodeError::Decode(format!("Header: {e}")))?,
     };
     let http = string_field(o, &["HTTP", "http"])?;
     let method = string_field(o, &["Method", "method"])?;
@@ -274,11 +297,11 @@ fn decode_check(v: &Value) -> Result<CheckDefinition, DecodeError> {
         status: if status.is_empty() {
             None
         } else {
-            Some(
-                Status::parse(&status).ok_or_else(|| {
-                    DecodeError(format!("Status: invalid check status {status:?}"))
-                })?,
-            )
+            Some(Status::parse(&status).ok_or_else(|| {
+                DecodeError::Invalid(
+                    "Status for checks must 'passing', 'warning', 'critical'".to_string(),
+                )
+            })?)
         },
         deregister_critical_after: duration_field(
             field(
@@ -293,27 +316,38 @@ fn decode_check(v: &Value) -> Result<CheckDefinition, DecodeError> {
     })
 }
 
+/// Decodes a `PUT /v1/agent/check/register` body: the check and its optional `ServiceID`.
+pub fn decode_check_registration(
+    body: &[u8],
+) -> Result<(CheckDefinition, Option<String>), DecodeError> {
+    let v: Value = serde_json::from_slice(body).map_err(dec)?;
+    let def = decode_check(&v)?;
+    let sid = string_field(object(&v)?, &["ServiceID", "service_id"])?;
+    Ok((def, (!sid.is_empty()).then_some(sid)))
+}
+
 /// Decodes a `PUT /v1/agent/service/register` body.
 pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration, DecodeError> {
     let v: Value = serde_json::from_slice(body).map_err(dec)?;
     let o = object(&v)?;
     let meta: BTreeMap<String, String> = match field(o, &["Meta", "meta"]) {
         Value::Null => BTreeMap::new(),
-        m => serde_json::from_value(m.clone()).map_err(|e| DecodeError(format!("Meta: {e}")))?,
+        m => serde_json::from_value(m.clone())
+            .map_err(|e| DecodeError::Decode(format!("Meta: {e}")))?,
     };
     let port = match field(o, &["Port", "port"]) {
         Value::Null => 0,
         Value::Number(n) => n
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
-            .ok_or_else(|| DecodeError(format!("Port: invalid port {n}")))?,
-        other => return Err(DecodeError(format!("Port: invalid port {other}"))),
+            .ok_or_else(|| DecodeError::Decode(format!("Port: invalid port {n}")))?,
+        other => return Err(DecodeError::Decode(format!("Port: invalid port {other}"))),
     };
     let weights = match field(o, &["Weights", "weights"]) {
         Value::Null => None,
         w => {
             let w: WeightsIn = serde_json::from_value(w.clone())
-                .map_err(|e| DecodeError(format!("Weights: {e}")))?;
+                .map_err(|e| DecodeError::Decode(format!("Weights: {e}")))?;
             Some((w.passing, w.warning))
         }
     };
@@ -329,7 +363,11 @@ pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration, D
                 checks.push(decode_check(c)?);
             }
         }
-        other => return Err(DecodeError(format!("Checks: invalid value {other}"))),
+        other => {
+            return Err(DecodeError::Decode(format!(
+                "Checks: invalid value {other}"
+            )));
+        }
     }
     let id = string_field(o, &["ID", "id"])?;
     Ok(ServiceRegistration {
@@ -454,6 +492,12 @@ pub struct FaultBody {
     /// How many requests (errors).
     #[serde(default)]
     pub count: Option<u64>,
+    /// Delay in milliseconds (delay).
+    #[serde(default)]
+    pub ms: Option<u64>,
+    /// Only requests whose path starts with this (errors, index-backwards, delay); absent = all.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 #[cfg(test)]
@@ -524,5 +568,29 @@ mod tests {
         assert!(decode_txn(br#"[{"Node":{}}]"#).is_err());
         assert!(decode_txn(br#"{"KV":1}"#).is_err());
         assert!(decode_txn(br#"[{"KV":{"Verb":"set","Key":"a","Value":"!!"}}]"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Decoders answer `Err`, never panic, on arbitrary bytes and arbitrary JSON.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), s in ".{0,64}") {
+            let _ = decode_session_create(&bytes);
+            let _ = decode_service_registration(&bytes);
+            let _ = decode_txn(&bytes);
+            let json = format!(r#"{{"Name":{s:?},"TTL":{s:?},"LockDelay":{s:?},"Check":{{"TTL":{s:?},"Interval":{s:?}}}}}"#);
+            let _ = decode_session_create(json.as_bytes());
+            let _ = decode_service_registration(json.as_bytes());
+            let _ = super::super::filter::parse(&s);
+            let _ = super::super::duration::parse_go_duration(&s);
+        }
     }
 }
