@@ -280,13 +280,19 @@ async fn run_term(
         tokio::select! {
             r = coord.acquire_shard() => match r {
                 Ok(()) => break,
-                Err(CoordError::SessionLost) => return TermEnd::Fenced,
+                Err(CoordError::SessionLost) => {
+                    coord.abandon();
+                    return TermEnd::Fenced;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "shard lock: retrying");
                     tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)).await;
                 }
             },
-            _ = &mut fenced => return TermEnd::Fenced,
+            _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
             _ = shutdown.cancelled() => {
                 close_quietly(&coord).await;
                 return TermEnd::Drained;
@@ -306,16 +312,30 @@ async fn run_term(
                 close_quietly(&coord).await;
                 return TermEnd::Drained;
             },
-            _ = &mut fenced => return TermEnd::Fenced,
+            _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
             _ = shutdown.cancelled() => {
                 close_quietly(&coord).await;
                 return TermEnd::Drained;
             }
         }
     }
-    // 3. Register (the keeper retries and re-registers on its own) and become ready.
-    if let Err(e) = coord.register().await {
-        tracing::warn!(error = %e, "service registration failed; the keeper retries");
+    // 3. Register (retried until it works; the keeper then re-registers on its own) and
+    //    become ready.
+    tokio::select! {
+        r = coord.register() => if let Err(e) = r {
+            tracing::warn!(error = %e, "service registration failed");
+        },
+        _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
+        _ = shutdown.cancelled() => {
+            close_quietly(&coord).await;
+            return TermEnd::Drained;
+        }
     }
     shared.rescan().await;
     shared.update(|s| {
