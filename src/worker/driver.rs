@@ -329,9 +329,9 @@ async fn run_term(
             tracing::warn!(error = %e, "service registration failed");
         },
         _ = &mut fenced => {
-                coord.abandon();
-                return TermEnd::Fenced;
-            }
+            coord.abandon();
+            return TermEnd::Fenced;
+        }
         _ = shutdown.cancelled() => {
             close_quietly(&coord).await;
             return TermEnd::Drained;
