@@ -1,13 +1,111 @@
-//! Command-line arguments and entry point of this module's subcommand.
+//! `wafleet worker`: flags, environment, and the call into [`super::run`].
 
-/// Arguments of the subcommand.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{WorkerConfig, WorkerError};
+
+/// Arguments of `wafleet worker`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The shard this worker owns (Nomad: `${NOMAD_ALLOC_INDEX}`).
+    #[arg(long)]
+    pub shard: u32,
+    /// Data directory: `workspaces/<ws>/<session>/…` and `shards/<k>/` (shared storage).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Listen address (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: String,
+    /// `HOST:PORT` registered in Consul; port 0 means the bound port.
+    #[arg(long)]
+    pub advertise: String,
+    /// Consul KV prefix.
+    #[arg(long, default_value = super::DEFAULT_KV_PREFIX)]
+    pub kv_prefix: String,
+    /// Consul session TTL in seconds (Consul accepts 10..=86400); fencing at 2/3 of it.
+    #[arg(long, default_value_t = super::DEFAULT_SESSION_TTL_SECS)]
+    pub session_ttl_secs: u64,
+    /// Consul lock delay in seconds (0..=60).
+    #[arg(long, default_value_t = super::DEFAULT_LOCK_DELAY_SECS)]
+    pub lock_delay_secs: u64,
+    /// Seconds allowed for a drain on SIGTERM/SIGINT (keep below Nomad's kill_timeout).
+    #[arg(long, default_value_t = super::DEFAULT_DRAIN_GRACE_SECS)]
+    pub drain_grace_secs: u64,
+    /// WhatsApp Web URL (the simulator in dev and tests).
+    #[arg(long)]
+    pub wa_url: Option<String>,
+    /// How many workspaces start at once after a restart.
+    #[arg(long, default_value_t = super::DEFAULT_RESTORE_CONCURRENCY)]
+    pub restore_concurrency: usize,
+}
 
-/// Runs the subcommand.
-pub async fn run(_args: Args) -> Result<(), std::io::Error> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "this command is being built",
-    ))
+/// Splits `host:port` (IPv6 in brackets) into its parts.
+pub fn split_host_port(s: &str) -> Result<(String, u16), WorkerError> {
+    let bad = || WorkerError::Config(format!("--advertise {s:?}: expected HOST:PORT"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port.parse().map_err(|_| bad())?))
+}
+
+/// Builds the config from flags and an environment lookup.
+pub fn config(
+    args: &Args,
+    lookup: impl Fn(&str) -> Option<String> + Copy,
+) -> Result<WorkerConfig, WorkerError> {
+    let (advertise_host, advertise_port) = split_host_port(&args.advertise)?;
+    if !(10..=86_400).contains(&args.session_ttl_secs) {
+        return Err(WorkerError::Config(
+            "--session-ttl-secs must be within 10..=86400 (Consul's range)".into(),
+        ));
+    }
+    if args.lock_delay_secs > 60 {
+        return Err(WorkerError::Config(
+            "--lock-delay-secs must be within 0..=60".into(),
+        ));
+    }
+    Ok(WorkerConfig {
+        shard: args.shard,
+        data: args.data.clone(),
+        advertise_host,
+        advertise_port,
+        kv_prefix: args.kv_prefix.clone(),
+        session_ttl: Duration::from_secs(args.session_ttl_secs),
+        lock_delay: Duration::from_secs(args.lock_delay_secs),
+        drain_grace: Duration::from_secs(args.drain_grace_secs),
+        wa_url: args.wa_url.clone(),
+        restore_concurrency: args.restore_concurrency.max(1),
+        consul: crate::consul::Config::from_lookup(lookup)?,
+        authority: crate::auth::Authority::from_lookup(lookup)?,
+        host: None,
+        print_ready_line: true,
+    })
+}
+
+/// Runs `wafleet worker` until SIGTERM/SIGINT and a drain.
+pub async fn run(args: Args) -> Result<(), WorkerError> {
+    let config = config(&args, |k| std::env::var(k).ok())?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let shutdown = crate::shutdown::token_from_signals();
+    super::run(listener, config, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertise_is_host_and_port() {
+        assert_eq!(
+            split_host_port("127.0.0.1:9100").unwrap(),
+            ("127.0.0.1".into(), 9100)
+        );
+        assert_eq!(split_host_port("[::1]:80").unwrap(), ("::1".into(), 80));
+        for bad in ["127.0.0.1", ":80", "h:x", "h:70000"] {
+            assert!(split_host_port(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,3 +1,225 @@
-//! The worker (`wafleet worker`): shard ownership, the session supervisor and the worker HTTP API.
+//! The worker (`wafleet worker`): shard ownership, the session host seam and the worker HTTP
+//! API. It is not the WhatsApp engine: sessions run behind [`host::SessionHost`], for now the
+//! [`placeholder::PlaceholderHost`].
+//!
+//! # Layout
+//!
+//! * [`ownership`]: PURE. The per-workspace state machine (acquire → start → stop → release,
+//!   fencing, drain). Unit- and property-tested.
+//! * [`coordinator`]: the [`coordinator::Coordinator`] trait (one session term: shard lock,
+//!   workspace locks, registration, fencing signal), in our vocabulary.
+//! * [`consul`]: the Consul adapter of that trait and the shard map watch.
+//! * [`host`]: the [`host::SessionHost`] trait the engine implements; [`placeholder`] is the
+//!   stand-in implementation.
+//! * [`driver`]: the async shell: terms, actions, published status.
+//! * [`http`]: the warp routes.
+//! * [`cli`]: `wafleet worker` flags.
+//!
+//! See `docs/worker.md` for the ownership and fencing timeline.
 
 pub mod cli;
+pub mod consul;
+pub mod coordinator;
+pub mod driver;
+pub mod host;
+pub mod http;
+pub mod ownership;
+pub mod placeholder;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Authority;
+use crate::shutdown::{CancellationToken, TaskTracker};
+
+/// Default KV prefix.
+pub const DEFAULT_KV_PREFIX: &str = "wafleet";
+/// Default session TTL, seconds.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 15;
+/// Default lock delay, seconds.
+pub const DEFAULT_LOCK_DELAY_SECS: u64 = 15;
+/// Default drain grace, seconds (below Nomad's 30 s `max_kill_timeout`).
+pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 25;
+/// Default number of workspaces started at once after a (re)start.
+pub const DEFAULT_RESTORE_CONCURRENCY: usize = 4;
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A flag or environment value is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The Consul client could not be built.
+    #[error("consul: {0}")]
+    Consul(#[from] crate::consul::ConsulError),
+    /// Tokens could not be configured.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// Socket or filesystem error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The drain did not finish within the grace period (locks expire with the session).
+    #[error("drain did not finish within the grace period")]
+    DrainTimedOut,
+}
+
+/// Everything `run` needs. Built by the CLI from flags and the environment, or by tests.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The shard this worker serves (`--shard`).
+    pub shard: u32,
+    /// The data directory (`--data`, the NFS host volume in production).
+    pub data: PathBuf,
+    /// Host registered in Consul (`--advertise` host part).
+    pub advertise_host: String,
+    /// Port registered in Consul (`--advertise` port part; 0 = the bound port).
+    pub advertise_port: u16,
+    /// KV prefix (`--kv-prefix`).
+    pub kv_prefix: String,
+    /// Session TTL (`--session-ttl-secs`); the fencing deadline is 2/3 of it.
+    pub session_ttl: Duration,
+    /// Lock delay (`--lock-delay-secs`).
+    pub lock_delay: Duration,
+    /// Drain grace (`--drain-grace-secs`).
+    pub drain_grace: Duration,
+    /// WhatsApp Web URL for the engine (`--wa-url`); unused by the placeholder host.
+    pub wa_url: Option<String>,
+    /// Starts at once (`--restore-concurrency`).
+    pub restore_concurrency: usize,
+    /// How to reach Consul.
+    pub consul: crate::consul::Config,
+    /// Token checks.
+    pub authority: Authority,
+    /// The session host; `None` = the placeholder host.
+    pub host: Option<Arc<dyn host::SessionHost>>,
+    /// Print the readiness JSON line on stdout the first time the worker is ready.
+    pub print_ready_line: bool,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("shard", &self.shard)
+            .field("data", &self.data)
+            .field("advertise_host", &self.advertise_host)
+            .field("advertise_port", &self.advertise_port)
+            .field("kv_prefix", &self.kv_prefix)
+            .field("session_ttl", &self.session_ttl)
+            .field("lock_delay", &self.lock_delay)
+            .field("drain_grace", &self.drain_grace)
+            .field("restore_concurrency", &self.restore_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session host `wafleet worker` runs when [`WorkerConfig::host`] is `None`: today the
+/// placeholder. The engine plugs its Chromium-backed host in here (it has the data directory,
+/// the shard, `--wa-url` and `--restore-concurrency` in `config`).
+pub fn default_host(config: &WorkerConfig) -> Arc<dyn host::SessionHost> {
+    Arc::new(placeholder::PlaceholderHost::new(
+        config.data.clone(),
+        config.shard,
+    ))
+}
+
+/// Runs a worker on `listener` until `shutdown` fires, then drains: deregisters, answers 503,
+/// stops every workspace, releases every lock, destroys the session. Returns an error only for
+/// bad configuration or a drain that ran out of grace.
+pub async fn run(
+    listener: TcpListener,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    crate::consul::validate_prefix(&config.kv_prefix)?;
+    let local = listener.local_addr()?;
+    let _ = crate::telemetry::prometheus();
+    metrics::gauge!("wafleet_worker_ready", "shard" => config.shard.to_string()).set(0.0);
+    std::fs::create_dir_all(config.data.join("workspaces"))?;
+
+    let tracker = TaskTracker::new();
+    let background = CancellationToken::new();
+    let client = crate::consul::Client::new(&config.consul)?;
+    let map = consul::watch_shard_map(&client, &config.kv_prefix, &tracker, background.clone())?;
+    let host = config.host.clone().unwrap_or_else(|| default_host(&config));
+    let shared = driver::Shared::new(config.shard, config.data.clone(), host, map);
+
+    let api = http::Api {
+        shared: shared.clone(),
+        authority: Arc::new(config.authority.clone()),
+    };
+    let server_stop = CancellationToken::new();
+    let server = tracker.spawn(
+        warp::serve(http::filters(api))
+            .incoming(listener)
+            .graceful(server_stop.clone().cancelled_owned())
+            .run(),
+    );
+
+    let settings = consul::ConsulSettings {
+        client,
+        prefix: config.kv_prefix.clone(),
+        shard: config.shard,
+        advertise_host: config.advertise_host.clone(),
+        advertise_port: if config.advertise_port == 0 {
+            local.port()
+        } else {
+            config.advertise_port
+        },
+        session_ttl: config.session_ttl,
+        lock_delay: config.lock_delay,
+    };
+    let connector = Arc::new(consul::ConsulConnector::new(settings, tracker.clone()));
+    let shard = config.shard;
+    let on_first_ready: Option<Arc<dyn Fn() + Send + Sync>> = if config.print_ready_line {
+        Some(Arc::new(move || {
+            use std::io::Write;
+            let line =
+                serde_json::json!({"ready": true, "http": local.to_string(), "shard": shard});
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }))
+    } else {
+        None
+    };
+    tracing::info!(shard, http = %local, "worker starting");
+    let clean = driver::run_terms(
+        shared,
+        connector,
+        driver::DriverConfig {
+            restore_concurrency: config.restore_concurrency,
+            drain_grace: config.drain_grace,
+            on_first_ready,
+        },
+        shutdown,
+    )
+    .await;
+
+    server_stop.cancel();
+    background.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP server did not stop within 2 s (open connections); exiting anyway");
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(3), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 3 s; exiting anyway");
+    }
+    if clean {
+        tracing::info!(shard, "worker stopped");
+        Ok(())
+    } else {
+        Err(WorkerError::DrainTimedOut)
+    }
+}
+
+#[cfg(test)]
+mod tests;

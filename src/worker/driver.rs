@@ -1,0 +1,573 @@
+//! The async shell around the ownership machine: terms, actions, status.
+//!
+//! A *term* is one coordination session. The runner ([`run_terms`]) opens a term, waits for the
+//! shard lock and a shard map, registers the service and becomes ready, then feeds the pure
+//! [`Ownership`] machine with the desired set (known workspaces the map assigns to this shard)
+//! and with the results of the actions it asked for, which it executes as tracked tasks: lock
+//! calls on the [`Coordinator`], start/stop on the [`SessionHost`] (starts bounded by the
+//! restore concurrency). A term ends when it was fenced (everything stopped; the runner opens a
+//! new term, which waits for the shard lock like any newcomer) or drained (everything stopped
+//! and released; the runner closes the term and returns).
+//!
+//! What the HTTP surface needs — readiness, fencing, the phase of every workspace — is
+//! published through a `watch` channel of [`Status`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tracing::Instrument;
+
+use super::coordinator::{CoordError, Coordinator};
+use super::host::{SessionHost, WorkspaceLease};
+use super::ownership::{Action, Event, Mode, Ownership, Phase};
+use crate::ids::WorkspaceId;
+use crate::shard::ShardMap;
+use crate::shutdown::{CancellationToken, TaskTracker};
+
+/// How often the workspace directory is rescanned besides every map change (workspaces created
+/// on shared storage by a previous owner).
+pub const RESCAN_INTERVAL_SECS: u64 = 30;
+/// At most this many workspace lock attempts run at once.
+pub const MAX_CONCURRENT_ACQUIRES: usize = 64;
+/// Pause between two attempts to open a term (Consul unreachable).
+pub const TERM_RETRY_SECS: u64 = 1;
+
+/// Opens terms: creates a coordination session. The Consul adapter implements it.
+pub trait Connector: Send + Sync + 'static {
+    /// Creates a new session and returns the term built on it.
+    fn connect(&self) -> BoxFuture<'_, Result<Arc<dyn Coordinator>, CoordError>>;
+}
+
+/// What the worker is doing, as published to the HTTP surface and the state endpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// Holds the shard lock and a map, registered, serving.
+    pub ready: bool,
+    /// The last term was fenced and no new term is ready yet.
+    pub fenced: bool,
+    /// Shutdown requested.
+    pub draining: bool,
+    /// The current term's session id.
+    pub session: Option<String>,
+    /// How many terms were opened (1 for a worker that was never fenced).
+    pub term: u64,
+    /// The version of the map in use.
+    pub map_version: Option<u64>,
+    /// Every workspace this worker is handling, with its phase.
+    pub workspaces: BTreeMap<WorkspaceId, Phase>,
+    /// How many times the host saw another live process running one of its workspaces.
+    pub overlaps: u64,
+}
+
+/// State shared by the runner and the HTTP handlers.
+pub struct Shared {
+    /// This worker's shard.
+    pub shard: u32,
+    /// The data directory (`<data>/workspaces/<ws>/…`).
+    pub data: PathBuf,
+    /// The session host.
+    pub host: Arc<dyn SessionHost>,
+    /// The latest valid shard map (`None` until one was read).
+    pub map: watch::Receiver<Option<Arc<ShardMap>>>,
+    /// Published status; the runner is the only writer.
+    pub status: watch::Sender<Status>,
+    /// Workspaces this worker knows exist (directory scan and API creates). Lives across terms.
+    known: Mutex<BTreeSet<WorkspaceId>>,
+    /// Wakes the runner after `known` grew.
+    poke: Notify,
+    /// Bounds concurrent workspace lock attempts (each may hold a blocking query open).
+    acquiring: Arc<Semaphore>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Shared state for a worker of `shard` storing under `data`.
+    pub fn new(
+        shard: u32,
+        data: PathBuf,
+        host: Arc<dyn SessionHost>,
+        map: watch::Receiver<Option<Arc<ShardMap>>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shard,
+            data,
+            host,
+            map,
+            status: watch::Sender::new(Status::default()),
+            known: Mutex::new(BTreeSet::new()),
+            poke: Notify::new(),
+            acquiring: Arc::new(Semaphore::new(MAX_CONCURRENT_ACQUIRES)),
+        })
+    }
+
+    /// The current map, if any.
+    pub fn current_map(&self) -> Option<Arc<ShardMap>> {
+        self.map.borrow().clone()
+    }
+
+    /// Records that `ws` exists (created through the API or found on disk) and wakes the runner.
+    pub fn ensure(&self, ws: &WorkspaceId) {
+        let added = self.known_lock().insert(ws.clone());
+        if added {
+            self.poke.notify_one();
+        }
+    }
+
+    /// Whether `ws` is known.
+    pub fn is_known(&self, ws: &WorkspaceId) -> bool {
+        self.known_lock().contains(ws)
+    }
+
+    fn known_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<WorkspaceId>> {
+        // Poisoning only means a panic elsewhere mid-insert; the set is still a valid set.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The desired set under `map`: known workspaces that the map assigns to this shard.
+    fn desired(&self, map: Option<&ShardMap>) -> BTreeSet<WorkspaceId> {
+        let Some(map) = map else {
+            return BTreeSet::new();
+        };
+        self.known_lock()
+            .iter()
+            .filter(|ws| map.owner(ws) == Some(self.shard))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds every valid workspace directory under `<data>/workspaces/` to `known`.
+    async fn rescan(&self) {
+        let dir = self.data.join("workspaces");
+        let found = tokio::task::spawn_blocking(move || scan_workspaces(&dir)).await;
+        match found {
+            Ok(Ok(found)) => {
+                self.known_lock().extend(found);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not scan the workspace directory"),
+            Err(e) => tracing::warn!(error = %e, "workspace scan task failed"),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(f);
+    }
+}
+
+/// Lists the valid workspace ids under `dir` (missing directory: none).
+pub fn scan_workspaces(dir: &Path) -> std::io::Result<Vec<WorkspaceId>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if let Some(ws) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| WorkspaceId::new(n).ok())
+        {
+            out.push(ws);
+        }
+    }
+    Ok(out)
+}
+
+/// Knobs of the runner.
+#[derive(Clone)]
+pub struct DriverConfig {
+    /// At most this many workspace starts at once (staggered restores).
+    pub restore_concurrency: usize,
+    /// Time allowed for a drain before giving up (the process then exits with locks still held
+    /// by a session that expires on its own: safe, just slower for the next owner).
+    pub drain_grace: Duration,
+    /// Called once, the first time the worker becomes ready (prints the readiness line).
+    pub on_first_ready: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DriverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverConfig")
+            .field("restore_concurrency", &self.restore_concurrency)
+            .field("drain_grace", &self.drain_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a term ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TermEnd {
+    Fenced,
+    Drained,
+    DrainTimedOut,
+}
+
+/// Runs terms until shutdown. Returns `Ok(true)` after a clean drain, `Ok(false)` when the
+/// drain grace ran out.
+pub async fn run_terms(
+    shared: Arc<Shared>,
+    connector: Arc<dyn Connector>,
+    config: DriverConfig,
+    shutdown: CancellationToken,
+) -> bool {
+    let mut first_ready = config.on_first_ready.clone();
+    let mut term = 0u64;
+    loop {
+        if shutdown.is_cancelled() {
+            return true;
+        }
+        let coord = tokio::select! {
+            c = connector.connect() => c,
+            _ = shutdown.cancelled() => return true,
+        };
+        let coord = match coord {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a coordination session; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)) => continue,
+                    _ = shutdown.cancelled() => return true,
+                }
+            }
+        };
+        term += 1;
+        let session = coord.session_id();
+        let span = tracing::info_span!("term", term, session = %session);
+        let end = run_term(&shared, coord, &config, &mut first_ready, &shutdown, term)
+            .instrument(span)
+            .await;
+        match end {
+            TermEnd::Drained => return true,
+            TermEnd::DrainTimedOut => return false,
+            TermEnd::Fenced => {
+                tracing::warn!(term, "term fenced; opening a new one");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)) => {}
+                    _ = shutdown.cancelled() => return true,
+                }
+            }
+        }
+    }
+}
+
+async fn run_term(
+    shared: &Arc<Shared>,
+    coord: Arc<dyn Coordinator>,
+    config: &DriverConfig,
+    first_ready: &mut Option<Arc<dyn Fn() + Send + Sync>>,
+    shutdown: &CancellationToken,
+    term: u64,
+) -> TermEnd {
+    let shard_label = shared.shard.to_string();
+    let mut fenced = coord.fenced();
+    shared.update(|s| {
+        s.session = Some(coord.session_id());
+        s.term = term;
+    });
+    tracing::info!(shard = shared.shard, "waiting for the shard lock");
+    // 1. Shard lock.
+    loop {
+        tokio::select! {
+            r = coord.acquire_shard() => match r {
+                Ok(()) => break,
+                Err(CoordError::SessionLost) => {
+                    coord.abandon();
+                    return TermEnd::Fenced;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shard lock: retrying");
+                    tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)).await;
+                }
+            },
+            _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
+            _ = shutdown.cancelled() => {
+                close_quietly(&coord).await;
+                return TermEnd::Drained;
+            }
+        }
+    }
+    tracing::info!(shard = shared.shard, "shard lock held");
+    // 2. A map.
+    let mut map_rx = shared.map.clone();
+    loop {
+        if map_rx.borrow_and_update().is_some() {
+            break;
+        }
+        tokio::select! {
+            r = map_rx.changed() => if r.is_err() {
+                // The map watch ended: only at shutdown.
+                close_quietly(&coord).await;
+                return TermEnd::Drained;
+            },
+            _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
+            _ = shutdown.cancelled() => {
+                close_quietly(&coord).await;
+                return TermEnd::Drained;
+            }
+        }
+    }
+    // 3. Register (retried until it works; the keeper then re-registers on its own) and
+    //    become ready.
+    tokio::select! {
+        r = coord.register() => if let Err(e) = r {
+            tracing::warn!(error = %e, "service registration failed");
+        },
+        _ = &mut fenced => {
+            coord.abandon();
+            return TermEnd::Fenced;
+        }
+        _ = shutdown.cancelled() => {
+            close_quietly(&coord).await;
+            return TermEnd::Drained;
+        }
+    }
+    shared.rescan().await;
+    shared.update(|s| {
+        s.ready = true;
+        s.fenced = false;
+    });
+    metrics::gauge!("wafleet_worker_ready", "shard" => shard_label.clone()).set(1.0);
+    tracing::info!(shard = shared.shard, "worker ready");
+    if let Some(f) = first_ready.take() {
+        f();
+    }
+
+    // 4. Follow the map.
+    let tracker = TaskTracker::new();
+    let restore = Arc::new(Semaphore::new(config.restore_concurrency.max(1)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut machine = Ownership::new();
+    let mut leases: HashMap<WorkspaceId, CancellationToken> = HashMap::new();
+    let mut rescan = tokio::time::interval(Duration::from_secs(RESCAN_INTERVAL_SECS));
+    rescan.reset();
+    let mut shutdown_seen = false;
+    let mut fenced_seen = false;
+    let mut map_open = true;
+    let grace = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(grace);
+
+    let desired = shared.desired(shared.current_map().as_deref());
+    let mut actions = machine.handle(Event::Desired(desired));
+    loop {
+        for action in actions.drain(..) {
+            execute(action, shared, &coord, &mut leases, &restore, &tracker, &tx);
+        }
+        publish(shared, &machine);
+        if machine.finished() {
+            break;
+        }
+        let event = tokio::select! {
+            Some(ev) = rx.recv() => Some(ev),
+            r = map_rx.changed(), if map_open => {
+                if r.is_ok() {
+                    shared.rescan().await;
+                } else {
+                    map_open = false;
+                }
+                let map = map_rx.borrow_and_update().clone();
+                Some(Event::Desired(shared.desired(map.as_deref())))
+            }
+            _ = shared.poke.notified() => {
+                Some(Event::Desired(shared.desired(shared.current_map().as_deref())))
+            }
+            _ = rescan.tick() => {
+                shared.rescan().await;
+                Some(Event::Desired(shared.desired(shared.current_map().as_deref())))
+            }
+            _ = &mut fenced, if !fenced_seen => {
+                fenced_seen = true;
+                tracing::error!(shard = shared.shard, "FENCED: session not renewed before the fencing deadline; stopping every workspace");
+                metrics::counter!("wafleet_worker_fenced_total", "shard" => shard_label.clone()).increment(1);
+                metrics::gauge!("wafleet_worker_ready", "shard" => shard_label.clone()).set(0.0);
+                shared.update(|s| { s.ready = false; s.fenced = true; });
+                Some(Event::Fenced)
+            }
+            _ = shutdown.cancelled(), if !shutdown_seen => {
+                shutdown_seen = true;
+                tracing::info!(shard = shared.shard, "draining");
+                metrics::gauge!("wafleet_worker_ready", "shard" => shard_label.clone()).set(0.0);
+                shared.update(|s| { s.ready = false; s.draining = true; });
+                grace.as_mut().reset(tokio::time::Instant::now() + config.drain_grace);
+                if machine.mode() == Mode::Serving {
+                    // Deregister first so routers stop sending work while we stop.
+                    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), coord.deregister()).await.unwrap_or(Err(CoordError::Store("deregister timed out".into()))) {
+                        tracing::warn!(error = %e, "deregister failed");
+                    }
+                    Some(Event::Drain)
+                } else {
+                    None
+                }
+            }
+            _ = &mut grace => {
+                tracing::error!(grace = ?config.drain_grace, "drain grace exceeded; exiting with locks left to expire with the session");
+                return TermEnd::DrainTimedOut;
+            }
+        };
+        if let Some(ev) = event {
+            actions = machine.handle(ev);
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    for (_, token) in leases.drain() {
+        token.cancel();
+    }
+    match machine.mode() {
+        Mode::Fenced => {
+            coord.abandon();
+            TermEnd::Fenced
+        }
+        _ => {
+            let remaining = grace
+                .deadline()
+                .saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(remaining, coord.close()).await {
+                Ok(Ok(())) => tracing::info!("drained: every lock released, session destroyed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "closing the session failed; it expires on its own")
+                }
+                Err(_) => return TermEnd::DrainTimedOut,
+            }
+            TermEnd::Drained
+        }
+    }
+}
+
+async fn close_quietly(coord: &Arc<dyn Coordinator>) {
+    match tokio::time::timeout(Duration::from_secs(5), coord.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the session failed"),
+        Err(_) => tracing::warn!("closing the session timed out"),
+    }
+}
+
+fn publish(shared: &Shared, machine: &Ownership) {
+    let running = machine
+        .phases()
+        .values()
+        .filter(|p| **p == Phase::Running)
+        .count();
+    metrics::gauge!("wafleet_worker_workspaces", "shard" => shared.shard.to_string())
+        .set(running as f64);
+    let overlaps = shared.host.overlaps();
+    let map_version = shared.current_map().map(|m| m.version);
+    shared.update(|s| {
+        if s.workspaces != *machine.phases() {
+            s.workspaces = machine.phases().clone();
+        }
+        s.overlaps = overlaps;
+        s.map_version = map_version;
+    });
+}
+
+fn execute(
+    action: Action,
+    shared: &Arc<Shared>,
+    coord: &Arc<dyn Coordinator>,
+    leases: &mut HashMap<WorkspaceId, CancellationToken>,
+    restore: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    tx: &mpsc::UnboundedSender<Event>,
+) {
+    let tx = tx.clone();
+    match action {
+        Action::Acquire(ws) => {
+            let coord = coord.clone();
+            let acquiring = shared.acquiring.clone();
+            tracker.spawn(
+                async move {
+                    // Bounded: a worker taking a thousand workspaces must not open a thousand
+                    // Consul requests at once. The semaphore is never closed (see Start).
+                    let _permit = acquiring.acquire_owned().await.ok();
+                    let ev = match coord.acquire_workspace(&ws).await {
+                        Ok(true) => Event::Acquired(ws),
+                        Ok(false) => Event::Busy(ws),
+                        Err(e) => {
+                            tracing::warn!(workspace = %ws, error = %e, "workspace lock");
+                            // Back off so a store outage does not turn the retry into a spin.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            Event::Busy(ws)
+                        }
+                    };
+                    let _ = tx.send(ev);
+                }
+                .in_current_span(),
+            );
+        }
+        Action::Start(ws) => {
+            let token = coord.term_token().child_token();
+            if let Some(old) = leases.insert(ws.clone(), token.clone()) {
+                old.cancel();
+            }
+            let lease = WorkspaceLease::new(ws.clone(), token);
+            let host = shared.host.clone();
+            let restore = restore.clone();
+            tracker.spawn(
+                async move {
+                    // The semaphore is never closed, so acquire cannot fail; if it ever did,
+                    // starting without a permit is still correct, only less staggered.
+                    let _permit = restore.acquire_owned().await.ok();
+                    if let Err(e) = host.start_workspace(&ws, lease).await {
+                        tracing::error!(workspace = %ws, error = %e, "workspace start failed");
+                    } else {
+                        tracing::info!(workspace = %ws, "workspace started");
+                    }
+                    let _ = tx.send(Event::Started(ws));
+                }
+                .in_current_span(),
+            );
+        }
+        Action::Stop(ws, mode) => {
+            let host = shared.host.clone();
+            tracker.spawn(
+                async move {
+                    if let Err(e) = host.stop_workspace(&ws, mode).await {
+                        tracing::error!(workspace = %ws, error = %e, "workspace stop failed");
+                    } else {
+                        tracing::info!(workspace = %ws, ?mode, "workspace stopped");
+                    }
+                    let _ = tx.send(Event::Stopped(ws));
+                }
+                .in_current_span(),
+            );
+        }
+        Action::Release(ws) => {
+            // The lease ends before the lock is given back.
+            if let Some(token) = leases.remove(&ws) {
+                token.cancel();
+            }
+            let coord = coord.clone();
+            tracker.spawn(async move {
+                let mut delay = Duration::from_millis(200);
+                for attempt in 1..=5 {
+                    match coord.release_workspace(&ws).await {
+                        Ok(()) => break,
+                        Err(CoordError::SessionLost) => break,
+                        Err(e) => {
+                            tracing::warn!(workspace = %ws, attempt, error = %e, "release failed");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                    }
+                }
+                let _ = tx.send(Event::Released(ws));
+            }.in_current_span());
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The seam between shard ownership and whatever runs a workspace's WhatsApp sessions.
+//!
+//! The ownership loop decides *when* a workspace may run (its Consul lock is held) and calls a
+//! [`SessionHost`] to start and stop it; the host decides *how* (one Chromium per session in the
+//! engine, an in-memory record in the [`placeholder`](super::placeholder)). This file holds only
+//! the trait and the plain data it exchanges; it does no I/O.
+//!
+//! Contract every implementation keeps (the invariant "never two browsers on one profile" rests
+//! on it):
+//! * [`SessionHost::start_workspace`] is called only while this worker holds the workspace lock,
+//!   and returns promptly: it launches the sessions (bounded, staggered restores are the
+//!   caller's job) and does not wait for them to reach `WORKING`.
+//! * [`SessionHost::stop_workspace`] returns only once every browser of the workspace is gone
+//!   (profile flushed for [`StopMode::Graceful`]); the lock is released after it returns.
+//!   With [`StopMode::Immediate`] (fencing) it must finish well inside a few seconds.
+//! * Session calls (`create_session`, `list_sessions`, `get_session`) are made only for a
+//!   workspace that is running on this host.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SessionId, WorkspaceId};
+use crate::shutdown::CancellationToken;
+
+/// The session id used when a create request names none.
+pub const DEFAULT_SESSION: &str = "default";
+
+/// Proof that this worker holds a workspace's Consul lock, handed to
+/// [`SessionHost::start_workspace`]. It stops being held the moment the worker is fenced (its
+/// session is about to be lost) or decides to release the lock, so a host can check it before
+/// anything that needs the lock — removing a stale Chromium `SingletonLock`, deleting a
+/// profile — and can await [`WorkspaceLease::lost`] to kill browsers that outlive it. (The
+/// engine implements its `WorkspaceLockGuard` for this type.)
+#[derive(Debug, Clone)]
+pub struct WorkspaceLease {
+    ws: WorkspaceId,
+    /// Cancelled when the lease ends (fencing, release, end of term).
+    token: CancellationToken,
+}
+
+impl WorkspaceLease {
+    /// A lease on `ws` that ends when `token` is cancelled (the driver creates these).
+    pub fn new(ws: WorkspaceId, token: CancellationToken) -> Self {
+        Self { ws, token }
+    }
+
+    /// The workspace.
+    pub fn workspace(&self) -> &WorkspaceId {
+        &self.ws
+    }
+
+    /// Whether the lock is still held right now.
+    pub fn is_held(&self) -> bool {
+        !self.token.is_cancelled()
+    }
+
+    /// Resolves when the lease ends.
+    pub async fn lost(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// How to stop a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMode {
+    /// Drain or handoff: close browsers cleanly so profiles are flushed.
+    Graceful,
+    /// Fencing: the Consul session is about to be lost; kill now, flush nothing.
+    Immediate,
+}
+
+/// The status of one WhatsApp session (the names WAHA users know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SessionStatus {
+    /// Not running.
+    Stopped,
+    /// The browser is starting or restoring the profile.
+    Starting,
+    /// Waiting for a QR scan or a pairing code.
+    ScanQrCode,
+    /// Logged in and connected.
+    Working,
+    /// Gave up after the restart cap.
+    Failed,
+}
+
+impl SessionStatus {
+    /// Every status, for metrics that must report zeros too.
+    pub const ALL: [SessionStatus; 5] = [
+        SessionStatus::Stopped,
+        SessionStatus::Starting,
+        SessionStatus::ScanQrCode,
+        SessionStatus::Working,
+        SessionStatus::Failed,
+    ];
+
+    /// The wire name, e.g. `SCAN_QR_CODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Stopped => "STOPPED",
+            SessionStatus::Starting => "STARTING",
+            SessionStatus::ScanQrCode => "SCAN_QR_CODE",
+            SessionStatus::Working => "WORKING",
+            SessionStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// Whether a session should run when its workspace runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    /// Start it whenever the workspace starts.
+    #[default]
+    Running,
+    /// Keep it stopped (`POST …/stop`).
+    Stopped,
+}
+
+/// Where a session's events are delivered (DESIGN §8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    /// The receiver's URL.
+    pub url: String,
+    /// The signing secret; never echoed back by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Event names to deliver; empty means all.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// A session's configuration: what `session.json` holds (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// The session id (also the directory name).
+    pub session: SessionId,
+    /// Webhook target, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+    /// Free-form metadata echoed in every webhook.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Whether it should run.
+    #[serde(default)]
+    pub desired: DesiredState,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// What the API reports about one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The session id.
+    pub session: SessionId,
+    /// Current status.
+    pub status: SessionStatus,
+    /// The linked phone (`<digits>@c.us`) once logged in.
+    pub me: Option<String>,
+    /// The shard serving it.
+    pub shard: u32,
+    /// What should happen when the workspace starts.
+    pub desired: DesiredState,
+    /// Webhook URL and events (the secret is left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+    /// Metadata from the create call.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Last status change, Unix milliseconds.
+    pub updated_at_ms: u64,
+}
+
+/// Why a host call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The session already exists (create).
+    #[error("session {0} already exists")]
+    Exists(SessionId),
+    /// The workspace is not running on this host.
+    #[error("workspace {0} is not running here")]
+    NotRunning(WorkspaceId),
+    /// Reading or writing the workspace directory failed.
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored `session.json` could not be parsed.
+    #[error("corrupt {path}: {source}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// Anything the implementation wants to report (browser launch failed, …).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs the sessions of the workspaces this worker holds locks for. See the module docs for the
+/// contract; the engine replaces [`placeholder::PlaceholderHost`](super::placeholder::PlaceholderHost)
+/// with a Chromium-backed implementation of this trait.
+///
+/// Object safe (used as `Arc<dyn SessionHost>`), hence boxed futures instead of `async fn`.
+pub trait SessionHost: Send + Sync + 'static {
+    /// Starts every session of `ws` whose desired state is running (sessions found in
+    /// `<data>/workspaces/<ws>/*/session.json`). Called with the workspace lock held; `lease`
+    /// says for how long (keep it to check before lock-protected operations).
+    fn start_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        lease: WorkspaceLease,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+
+    /// Stops every session of `ws`; returns once no browser of it is left.
+    fn stop_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        mode: StopMode,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+
+    /// Creates a session in a running workspace, persists its config and starts it.
+    fn create_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        config: SessionConfig,
+    ) -> BoxFuture<'a, Result<SessionInfo, HostError>>;
+
+    /// Lists the sessions of a running workspace.
+    fn list_sessions<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, HostError>>;
+
+    /// One session of a running workspace, `None` if it does not exist.
+    fn get_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<SessionInfo>, HostError>>;
+
+    /// How many times a start found another live process running the same workspace (must stay
+    /// 0; the placeholder detects it with an owner marker file, the engine with Chromium's
+    /// `SingletonLock`). Exposed on the worker state endpoint for tests and the chaos suite.
+    fn overlaps(&self) -> u64 {
+        0
+    }
+}
