@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use wafleet::auth::Authority;
+use wafleet::consul::{Client, Config, PutOptions, SrvResolver};
 use wafleet::consul_dev::AgentConfig;
-use wafleet::router::consul::{ConsulConfig, ConsulHttp, ConsulKvSource, DnsSrvResolver};
+use wafleet::router::consul::{ConsulKvSource, DnsSrvResolver};
 use wafleet::router::{RouterConfig, RouterDeps, WatchOptions, watch_map};
 use wafleet::shard::ShardMap;
 use wafleet::shutdown::{CancellationToken, TaskTracker};
@@ -129,18 +130,34 @@ fn main() {
         let agent = wafleet::consul_dev::spawn(AgentConfig::default(), cancel.clone())
             .await
             .expect("agent");
-        let config = ConsulConfig::local(agent.http_addr(), agent.dns_addr());
-        let http = ConsulHttp::new(&config).expect("consul client");
-        http.register_service(&json!({
+        let http = Client::new(&Config::http(agent.http_addr())).expect("consul client");
+        let raw = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let reg = json!({
             "ID": "wafleet-worker-0", "Name": "wafleet-worker", "Tags": ["shard-0"],
             "Address": "127.0.0.1", "Port": backend.port(),
             "Checks": [{"CheckID": "wafleet-worker-0:ttl", "TTL": "600s"}],
-        }))
-        .await
-        .expect("register backend");
-        http.pass_check("wafleet-worker-0:ttl").await.expect("pass");
+        });
+        for (path, body) in [
+            ("/v1/agent/service/register", reg),
+            ("/v1/agent/check/pass/wafleet-worker-0:ttl", json!({})),
+        ] {
+            let r = raw
+                .put(format!("{}{path}", agent.http_url()))
+                .json(&body)
+                .send()
+                .await
+                .expect("agent");
+            assert!(r.status().is_success(), "{path}");
+        }
+        let create = PutOptions {
+            cas: Some(0),
+            ..PutOptions::default()
+        };
         assert!(
-            http.kv_put_cas("wafleet/shardmap", &ShardMap::uniform(1).to_json(), 0)
+            http.kv_put("wafleet/shardmap", &ShardMap::uniform(1).to_json(), &create)
                 .await
                 .expect("put map")
         );
@@ -157,7 +174,9 @@ fn main() {
         let addr = listener.local_addr().expect("router addr");
         let deps = RouterDeps {
             maps,
-            resolver: Arc::new(DnsSrvResolver::new(config.dns_addr, "wafleet-worker")),
+            resolver: Arc::new(DnsSrvResolver(
+                SrvResolver::new(agent.dns_addr()).expect("resolver"),
+            )),
             authority: Authority::new(Some(ADMIN.into()), vec![]).expect("authority"),
         };
         tokio::spawn(wafleet::router::run(

@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use wafleet::auth::Authority;
+use wafleet::consul::{Client, Config, PutOptions, QueryOptions, SrvResolver};
 use wafleet::consul_dev::{AgentConfig, RunningAgent};
 use wafleet::ids::WorkspaceId;
-use wafleet::router::consul::{ConsulConfig, ConsulHttp};
 use wafleet::shard::ShardMap;
 use wafleet::shutdown::CancellationToken;
 use warp::Filter;
@@ -96,7 +96,7 @@ async fn backend(
 
 struct Env {
     agent: RunningAgent,
-    consul: ConsulHttp,
+    consul: Client,
     router: SocketAddr,
     http: reqwest::Client,
     cancel: CancellationToken,
@@ -115,8 +115,8 @@ impl Env {
         let agent = wafleet::consul_dev::spawn(AgentConfig::default(), cancel.clone())
             .await
             .unwrap();
-        let config = ConsulConfig::local(agent.http_addr(), agent.dns_addr());
-        let consul = ConsulHttp::new(&config).unwrap();
+        let consul = Client::new(&Config::http(agent.http_addr())).unwrap();
+        let dns = SrvResolver::new(agent.dns_addr()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let router = listener.local_addr().unwrap();
         let args = wafleet::router::cli::Args {
@@ -127,8 +127,9 @@ impl Env {
         };
         let authority = Authority::new(Some(ADMIN.into()), vec![SECRET.into()]).unwrap();
         let c = cancel.clone();
+        let client = consul.clone();
         tokio::spawn(async move {
-            wafleet::router::cli::serve(listener, &args, config, authority, c)
+            wafleet::router::cli::serve(listener, &args, client, dns, authority, c)
                 .await
                 .unwrap()
         });
@@ -142,28 +143,30 @@ impl Env {
     }
 
     async fn put_map(&self, bytes: &[u8]) {
-        let (_, entry) = self
+        let (pair, _) = self
             .consul
-            .kv_get(MAP_KEY, 0, Duration::ZERO)
+            .kv_get(MAP_KEY, &QueryOptions::default())
             .await
             .unwrap();
-        let cas = entry.map_or(0, |e| e.modify_index);
-        assert!(self.consul.kv_put_cas(MAP_KEY, bytes, cas).await.unwrap());
+        let opts = PutOptions {
+            cas: Some(pair.map_or(0, |p| p.modify_index)),
+            ..PutOptions::default()
+        };
+        assert!(self.consul.kv_put(MAP_KEY, bytes, &opts).await.unwrap());
     }
 
     /// Registers `addr` as shard `k`'s worker with a passing TTL check.
     async fn register(&self, k: u32, addr: SocketAddr) {
         let id = format!("wafleet-worker-{k}");
-        self.consul
-            .register_service(&json!({
-                "ID": id, "Name": "wafleet-worker", "Tags": [format!("shard-{k}")],
-                "Address": addr.ip().to_string(), "Port": addr.port(),
-                "Meta": {"shard": k.to_string(), "version": "test"},
-                "Checks": [{"CheckID": format!("{id}:ttl"), "TTL": "60s"}],
-            }))
-            .await
-            .unwrap();
-        self.consul.pass_check(&format!("{id}:ttl")).await.unwrap();
+        let reg = json!({
+            "ID": id, "Name": "wafleet-worker", "Tags": [format!("shard-{k}")],
+            "Address": addr.ip().to_string(), "Port": addr.port(),
+            "Meta": {"shard": k.to_string(), "version": "test"},
+            "Checks": [{"CheckID": format!("{id}:ttl"), "TTL": "60s"}],
+        });
+        assert_eq!(self.agent_put("/v1/agent/service/register", reg).await, 200);
+        let pass = format!("/v1/agent/check/pass/{id}:ttl");
+        assert_eq!(self.agent_put(&pass, json!({})).await, 200);
     }
 
     async fn agent_put(&self, path: &str, body: Value) -> u16 {
@@ -562,11 +565,14 @@ async fn the_binary_prints_one_readiness_line() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let consul =
-        ConsulHttp::new(&ConsulConfig::local(agent.http_addr(), agent.dns_addr())).unwrap();
+    let consul = Client::new(&Config::http(agent.http_addr())).unwrap();
+    let create = PutOptions {
+        cas: Some(0),
+        ..PutOptions::default()
+    };
     assert!(
         consul
-            .kv_put_cas(MAP_KEY, &ShardMap::uniform(1).to_json(), 0)
+            .kv_put(MAP_KEY, &ShardMap::uniform(1).to_json(), &create)
             .await
             .unwrap()
     );

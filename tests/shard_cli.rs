@@ -5,16 +5,16 @@
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
+use wafleet::consul::{Client, Config, PutOptions, QueryOptions};
 use wafleet::consul_dev::{AgentConfig, RunningAgent};
 use wafleet::ctl::cli::{CtlError, read_map, write_map};
 use wafleet::ids::WorkspaceId;
-use wafleet::router::consul::{ConsulConfig, ConsulHttp};
 use wafleet::shard::{Edit, ShardMap, plan};
 use wafleet::shutdown::CancellationToken;
 
 struct Env {
     agent: RunningAgent,
-    consul: ConsulHttp,
+    consul: Client,
     cancel: CancellationToken,
 }
 
@@ -29,8 +29,7 @@ async fn env() -> Env {
     let agent = wafleet::consul_dev::spawn(AgentConfig::default(), cancel.clone())
         .await
         .unwrap();
-    let consul =
-        ConsulHttp::new(&ConsulConfig::local(agent.http_addr(), agent.dns_addr())).unwrap();
+    let consul = Client::new(&Config::http(agent.http_addr())).unwrap();
     Env {
         agent,
         consul,
@@ -72,6 +71,14 @@ impl Env {
         let o = self.run(args).await;
         assert!(o.ok, "{args:?} failed: {}", o.stderr);
         o.json()
+    }
+
+    async fn put_cas(&self, key: &str, value: &[u8], cas: u64) -> bool {
+        let opts = PutOptions {
+            cas: Some(cas),
+            ..PutOptions::default()
+        };
+        self.consul.kv_put(key, value, &opts).await.unwrap()
     }
 
     async fn stored(&self) -> ShardMap {
@@ -118,16 +125,14 @@ async fn init_is_a_cas_create_and_force_replaces() {
         o.stdout
     );
     // A corrupt stored map is refused by show and replaced by init --force.
-    let (_, entry) = e
+    let (pair, _) = e
         .consul
-        .kv_get("wafleet/shardmap", 0, std::time::Duration::ZERO)
+        .kv_get("wafleet/shardmap", &QueryOptions::default())
         .await
         .unwrap();
     assert!(
-        e.consul
-            .kv_put_cas("wafleet/shardmap", b"{broken", entry.unwrap().modify_index)
+        e.put_cas("wafleet/shardmap", b"{broken", pair.unwrap().modify_index)
             .await
-            .unwrap()
     );
     let o = e.run(&["shards", "show"]).await;
     assert!(
@@ -152,7 +157,7 @@ async fn plan_and_apply_move_only_what_the_plan_says() {
     let locked: Vec<WorkspaceId> = (0..150).map(|i| ws(&format!("tenant-{i}"))).collect();
     for w in &locked {
         let key = format!("wafleet/locks/workspaces/{w}");
-        assert!(e.consul.kv_put_cas(&key, b"", 0).await.unwrap());
+        assert!(e.put_cas(&key, b"", 0).await);
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ws.txt");
@@ -264,15 +269,24 @@ async fn pins_unpins_and_routes() {
     // Register shard `target`'s worker so `route` finds its instance through DNS.
     let addr: SocketAddr = "127.0.0.1:45678".parse().unwrap();
     let id = format!("wafleet-worker-{target}");
-    e.consul
-        .register_service(&json!({
-            "ID": id, "Name": "wafleet-worker", "Tags": [format!("shard-{target}")],
-            "Address": "127.0.0.1", "Port": addr.port(),
-            "Checks": [{"CheckID": format!("{id}:ttl"), "TTL": "60s"}],
-        }))
-        .await
-        .unwrap();
-    e.consul.pass_check(&format!("{id}:ttl")).await.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let reg = json!({
+        "ID": id, "Name": "wafleet-worker", "Tags": [format!("shard-{target}")],
+        "Address": "127.0.0.1", "Port": addr.port(),
+        "Checks": [{"CheckID": format!("{id}:ttl"), "TTL": "60s"}],
+    });
+    for (path, body) in [
+        ("/v1/agent/service/register".to_string(), reg),
+        (format!("/v1/agent/check/pass/{id}:ttl"), json!({})),
+    ] {
+        let r = http
+            .put(format!("{}{path}", e.agent.http_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}");
+    }
     let v = e.ok_json(&["route", "acme-42", "--json"]).await;
     assert_eq!(v["shard"], target);
     assert_eq!(v["pinned"], true);

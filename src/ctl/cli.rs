@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::auth::Authority;
+use crate::consul::{Client, ConsulError, PutOptions, QueryOptions, SrvResolver};
 use crate::ids::WorkspaceId;
-use crate::router::Resolver as _;
-use crate::router::consul::{ConsulConfig, ConsulError, ConsulHttp, DnsSrvResolver};
 use crate::shard::{Edit, MapError, Move, ShardMap, plan};
 
 /// Errors of the operator commands.
@@ -67,9 +66,6 @@ pub enum CtlError {
         #[source]
         source: std::io::Error,
     },
-    /// Resolving the instance failed.
-    #[error("DNS: {0}")]
-    Resolve(#[from] crate::router::ResolveError),
 }
 
 /// Options shared by every `wafleet shards` and `wafleet route` command.
@@ -184,31 +180,38 @@ fn map_key(prefix: &str) -> String {
     format!("{}/shardmap", prefix.trim_end_matches('/'))
 }
 
-fn consul() -> Result<(ConsulConfig, ConsulHttp), CtlError> {
-    let config = ConsulConfig::from_lookup(|k| std::env::var(k).ok())?;
-    let http = ConsulHttp::new(&config)?;
-    Ok((config, http))
+fn consul() -> Result<Client, CtlError> {
+    Ok(Client::new(&crate::consul::Config::from_env()?)?)
+}
+
+/// Reads `key` without blocking: the entry's value and ModifyIndex, `None` when absent.
+async fn get(http: &Client, key: &str) -> Result<Option<(Vec<u8>, u64)>, CtlError> {
+    let (pair, _) = http.kv_get(key, &QueryOptions::default()).await?;
+    Ok(pair.map(|p| (p.value.unwrap_or_default(), p.modify_index)))
+}
+
+/// `PUT ?cas=<index>` (0: only if absent); whether it was written.
+async fn put_cas(http: &Client, key: &str, value: &[u8], cas: u64) -> Result<bool, CtlError> {
+    let opts = PutOptions {
+        cas: Some(cas),
+        ..PutOptions::default()
+    };
+    Ok(http.kv_put(key, value, &opts).await?)
 }
 
 /// Reads the stored map and its ModifyIndex; `None` when absent. A stored map that fails
 /// validation is an error (the operator must fix it with `init --force`).
-pub async fn read_map(
-    http: &ConsulHttp,
-    prefix: &str,
-) -> Result<Option<(ShardMap, u64)>, CtlError> {
-    let (_, entry) = http
-        .kv_get(&map_key(prefix), 0, std::time::Duration::ZERO)
-        .await?;
-    match entry {
+pub async fn read_map(http: &Client, prefix: &str) -> Result<Option<(ShardMap, u64)>, CtlError> {
+    match get(http, &map_key(prefix)).await? {
         None => Ok(None),
-        Some(e) => Ok(Some((ShardMap::from_json(&e.value)?, e.modify_index))),
+        Some((value, index)) => Ok(Some((ShardMap::from_json(&value)?, index))),
     }
 }
 
 /// Writes `new` over `old` (read with ModifyIndex `modify_index`) with a CAS write; a map
 /// that fails validation or a concurrent write is refused and nothing is written.
 pub async fn write_map(
-    http: &ConsulHttp,
+    http: &Client,
     prefix: &str,
     old: &ShardMap,
     modify_index: u64,
@@ -216,7 +219,7 @@ pub async fn write_map(
 ) -> Result<(), CtlError> {
     new.validate()?;
     let key = map_key(prefix);
-    if http.kv_put_cas(&key, &new.to_json(), modify_index).await? {
+    if put_cas(http, &key, &new.to_json(), modify_index).await? {
         Ok(())
     } else {
         Err(CtlError::CasConflict {
@@ -228,14 +231,15 @@ pub async fn write_map(
 
 /// The workspaces a plan considers: lock keys under `<prefix>/locks/workspaces/` plus a file.
 pub async fn visible_workspaces(
-    http: &ConsulHttp,
+    http: &Client,
     prefix: &str,
     file: Option<&PathBuf>,
 ) -> Result<Vec<WorkspaceId>, CtlError> {
     let lock_prefix = format!("{}/locks/workspaces/", prefix.trim_end_matches('/'));
-    let mut out: Vec<WorkspaceId> = http
-        .kv_keys(&lock_prefix)
-        .await?
+    let (keys, _) = http
+        .kv_keys(&lock_prefix, None, &QueryOptions::default())
+        .await?;
+    let mut out: Vec<WorkspaceId> = keys
         .iter()
         .filter_map(|k| k.strip_prefix(&lock_prefix))
         .filter_map(|ws| WorkspaceId::new(ws).ok())
@@ -325,7 +329,7 @@ async fn change(
     extra: Option<&WorkspaceId>,
     write: bool,
 ) -> Result<(), CtlError> {
-    let (_, http) = consul()?;
+    let http = consul()?;
     let key = map_key(&common.kv_prefix);
     let (old, modify_index) = read_map(&http, &common.kv_prefix)
         .await?
@@ -355,7 +359,7 @@ pub async fn shards(args: ShardsArgs) -> Result<(), CtlError> {
     let common = &args.common;
     match &args.command {
         ShardsCommand::Init { count, force } => {
-            let (_, http) = consul()?;
+            let http = consul()?;
             let key = map_key(&common.kv_prefix);
             let mut map = ShardMap::uniform(*count);
             map.validate()?;
@@ -368,7 +372,7 @@ pub async fn shards(args: ShardsArgs) -> Result<(), CtlError> {
                 // `version` increases on every write, also across a forced re-init.
                 map.version = v.saturating_add(1);
             }
-            if !http.kv_put_cas(&key, &map.to_json(), cas).await? {
+            if !put_cas(&http, &key, &map.to_json(), cas).await? {
                 return Err(CtlError::CasConflict {
                     key,
                     version: old.unwrap_or(0),
@@ -383,7 +387,7 @@ pub async fn shards(args: ShardsArgs) -> Result<(), CtlError> {
             Ok(())
         }
         ShardsCommand::Show => {
-            let (_, http) = consul()?;
+            let http = consul()?;
             let (map, _) = read_map(&http, &common.kv_prefix)
                 .await?
                 .ok_or_else(|| CtlError::NoMap(map_key(&common.kv_prefix)))?;
@@ -428,14 +432,13 @@ pub async fn shards(args: ShardsArgs) -> Result<(), CtlError> {
 
 /// Reads only the version and ModifyIndex of whatever is stored, valid or not, so that
 /// `init --force` can replace a corrupt map.
-async fn read_map_lenient(http: &ConsulHttp, key: &str) -> Result<Option<(u64, u64)>, CtlError> {
-    let (_, entry) = http.kv_get(key, 0, std::time::Duration::ZERO).await?;
-    Ok(entry.map(|e| {
-        let version = serde_json::from_slice::<serde_json::Value>(&e.value)
+async fn read_map_lenient(http: &Client, key: &str) -> Result<Option<(u64, u64)>, CtlError> {
+    Ok(get(http, key).await?.map(|(value, index)| {
+        let version = serde_json::from_slice::<serde_json::Value>(&value)
             .ok()
             .and_then(|v| v["version"].as_u64())
             .unwrap_or(0);
-        (version, e.modify_index)
+        (version, index)
     }))
 }
 
@@ -451,7 +454,7 @@ pub struct RouteArgs {
 
 /// Runs `wafleet route <ws>`: its shard, the shard's instances (DNS) and the map version.
 pub async fn route(args: RouteArgs) -> Result<(), CtlError> {
-    let (config, http) = consul()?;
+    let http = consul()?;
     let (map, _) = read_map(&http, &args.common.kv_prefix)
         .await?
         .ok_or_else(|| CtlError::NoMap(map_key(&args.common.kv_prefix)))?;
@@ -459,8 +462,9 @@ pub async fn route(args: RouteArgs) -> Result<(), CtlError> {
     let shard = map
         .owner(&args.workspace)
         .ok_or(CtlError::Map(MapError::AllDraining))?;
-    let resolver = DnsSrvResolver::new(config.dns_addr, "wafleet-worker");
-    let instances = resolver.resolve(shard).await?;
+    let resolver = SrvResolver::from_lookup(|k| std::env::var(k).ok())?;
+    let mut instances = resolver.resolve_shard(shard).await?;
+    instances.sort();
     let pinned = map.pins.contains_key(&args.workspace);
     if args.common.json {
         println!(

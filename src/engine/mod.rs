@@ -1,1 +1,41 @@
-//! The WhatsApp Web engine: chromiumoxide driving Chromium and the page adapter in `assets/wa/`.
+//! The WhatsApp Web engine: chromiumoxide driving one Chromium per session, the page adapter in
+//! `assets/wa/`, and the per-session supervisor.
+//!
+//! * [`driver`]: [`Engine`] launches a headless Chromium on a session's profile directory
+//!   (LocalAuth semantics: the profile *is* the session), injects the adapter into every new
+//!   document and turns its reports into [`EngineEvent`]s; [`BrowserSession`] sends messages,
+//!   requests pairing codes, logs out and closes the browser cleanly.
+//! * [`state`]: PURE. The session state machine (STOPPED, STARTING, SCAN_QR_CODE, WORKING,
+//!   FAILED), its watchdog deadlines and backoff, with time passed in.
+//! * [`supervisor`]: one task per session that feeds the state machine with commands, engine
+//!   events and ticks, and carries out its actions; plus a helper for bounded-concurrency
+//!   restores.
+//! * [`profile`]: profile directories and stale `Singleton*` lock removal, which requires proof
+//!   that the caller holds the workspace lock.
+//! * [`memory`]: PSS of a session's Chromium process tree from `/proc`.
+//! * [`qr`]: the QR string as a PNG.
+//! * [`metrics`]: the engine's Prometheus metric names and recorders.
+//!
+//! This module knows nothing about HTTP, Consul or webhooks: the worker plugs it in. Every
+//! WhatsApp-specific name lives in `assets/wa/adapter.js`.
+
+pub mod config;
+pub mod driver;
+pub mod events;
+pub mod memory;
+pub mod metrics;
+pub mod profile;
+pub mod qr;
+pub mod state;
+pub mod supervisor;
+
+pub use config::EngineConfig;
+pub use driver::{BrowserSession, Engine, EngineError, EventReceiver, Media, SentMessage};
+pub use events::{EngineEvent, InboundMessage};
+pub use profile::{ProfileError, WorkspaceLockGuard, remove_stale_singletons};
+pub use qr::qr_png;
+pub use state::{SessionStatus, Status};
+pub use supervisor::{
+    LaunchLimiter, SessionCommandError, SessionHandle, SessionSpec, SupervisorConfig,
+    for_each_bounded, spawn_session,
+};

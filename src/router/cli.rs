@@ -9,7 +9,11 @@ use std::time::Duration;
 use crate::auth::Authority;
 use crate::shutdown::{CancellationToken, TaskTracker};
 
-use super::consul::{ConsulConfig, ConsulHttp, ConsulKvSource, DnsSrvResolver};
+use crate::consul::{
+    Client, ROUTER_SERVICE, Registration, RegistrationKeeper, ServiceRegistration, SrvResolver,
+};
+
+use super::consul::{ConsulKvSource, DnsSrvResolver};
 use super::{RouterConfig, RouterDeps, RouterError, WatchOptions, watch_map};
 
 /// Arguments of `wafleet router`.
@@ -33,32 +37,34 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), RouterError> {
     let lookup = |k: &str| std::env::var(k).ok();
     let authority = Authority::from_lookup(lookup)?;
-    let consul = ConsulConfig::from_lookup(lookup)?;
+    let client = Client::new(&crate::consul::Config::from_lookup(lookup)?)?;
+    let dns = SrvResolver::from_lookup(lookup)?;
     let shutdown = crate::shutdown::token_from_signals();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    serve(listener, &args, consul, authority, shutdown).await
+    serve(listener, &args, client, dns, authority, shutdown).await
 }
 
 /// Everything `run` does after reading the environment (tests call this with their own).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     args: &Args,
-    consul: ConsulConfig,
+    client: Client,
+    dns: SrvResolver,
     authority: Authority,
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
     let tracker = TaskTracker::new();
-    let http = ConsulHttp::new(&consul)?;
     let key = format!("{}/shardmap", args.kv_prefix.trim_end_matches('/'));
     let maps = watch_map(
-        Arc::new(ConsulKvSource::new(http.clone(), key)),
+        Arc::new(ConsulKvSource::new(client.clone(), key)),
         WatchOptions::default(),
         &tracker,
         shutdown.clone(),
     );
-    let resolver = Arc::new(DnsSrvResolver::new(consul.dns_addr, "wafleet-worker"));
+    let resolver = Arc::new(DnsSrvResolver(dns));
     let local = listener.local_addr()?;
-    tracker.spawn(register(http, local, shutdown.clone()));
+    let registering = tracker.clone();
+    tracker.spawn(register(client, local, registering, shutdown.clone()));
     let config = RouterConfig {
         dns_cache_ttl: Duration::from_millis(args.dns_cache_ttl_ms.max(10)),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_secs.max(1)),
@@ -83,55 +89,47 @@ pub async fn serve(
     result
 }
 
-/// Keeps `wafleet-router` registered with a TTL check while the router runs (re-registering
-/// after an agent restart), and deregisters it on shutdown. Failures are logged and retried:
-/// registration is for discovery only and must never stop routing.
-async fn register(http: ConsulHttp, local: SocketAddr, shutdown: CancellationToken) {
-    let id = format!("wafleet-router-{}", local.port());
-    let check_id = format!("{id}:ttl");
-    let mut body = serde_json::json!({
-        "ID": id,
-        "Name": "wafleet-router",
-        "Tags": ["http"],
-        "Port": local.port(),
-        "Meta": {"version": env!("CARGO_PKG_VERSION")},
-        "Checks": [{"CheckID": check_id, "Name": "wafleet-router TTL", "TTL": "15s",
-                    "DeregisterCriticalServiceAfter": "10m"}],
-    });
-    if !local.ip().is_unspecified() {
-        body["Address"] = serde_json::json!(local.ip().to_string());
-    }
-    let mut registered = false;
-    loop {
-        let pass = if registered {
-            http.pass_check(&check_id).await
+/// Registers `wafleet-router` with a TTL check kept passing (and re-registered after an agent
+/// restart) by the shared [`RegistrationKeeper`], which deregisters on shutdown. Registration
+/// is for discovery only: while the agent cannot be reached it is retried, and routing goes on.
+async fn register(
+    client: Client,
+    local: SocketAddr,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let service = ServiceRegistration {
+        id: format!("{ROUTER_SERVICE}-{}", local.port()),
+        name: ROUTER_SERVICE.into(),
+        tags: vec!["http".into()],
+        address: if local.ip().is_unspecified() {
+            String::new()
         } else {
-            Err(super::consul::ConsulError::Decode(String::new()))
-        };
-        if pass.is_err() {
-            // Not registered yet, or the agent forgot us (restart): register again.
-            match http.register_service(&body).await {
-                Ok(()) => {
-                    registered = http.pass_check(&check_id).await.is_ok();
-                    if registered {
-                        tracing::info!(service = %id, "registered wafleet-router in consul");
-                    }
-                }
-                Err(e) => {
-                    if registered {
-                        tracing::warn!(error = %e, "consul registration lost; retrying");
-                    }
-                    registered = false;
-                    tracing::debug!(error = %e, "consul registration failed; retrying");
+            local.ip().to_string()
+        },
+        port: local.port(),
+        meta: [("version".to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
+        checks: Vec::new(),
+    };
+    let mut registration = Registration::new(service, Duration::from_secs(15));
+    registration.deregister_critical_after = Some(Duration::from_secs(600));
+    let mut logged = false;
+    loop {
+        match RegistrationKeeper::start(&client, registration.clone(), &tracker, shutdown.clone())
+            .await
+        {
+            // The keeper runs until shutdown, then deregisters.
+            Ok(_keeper) => return,
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, "cannot register wafleet-router in consul yet; retrying");
+                    logged = true;
                 }
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-    }
-    if registered && let Err(e) = http.deregister_service(&id).await {
-        tracing::warn!(error = %e, "could not deregister wafleet-router");
     }
 }

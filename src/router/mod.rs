@@ -73,9 +73,9 @@ pub enum RouterError {
     /// Binding or inspecting the listener failed.
     #[error("listener: {0}")]
     Listen(#[from] std::io::Error),
-    /// Consul configuration or registration failed.
+    /// Consul configuration failed.
     #[error(transparent)]
-    Consul(#[from] consul::ConsulError),
+    Consul(#[from] crate::consul::ConsulError),
     /// Token configuration is wrong.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),

@@ -259,7 +259,16 @@ pub async fn forward(
         (Some(n), false) if n <= state.config.replay_max_bytes => {
             Body::Buffered(collect(body, cap).await?)
         }
-        (None, false) => Body::Buffered(Bytes::new()),
+        // HTTP/1.1 without a length or chunking has no body; HTTP/2 may omit both for a real
+        // body, so only methods that carry none by convention skip reading it.
+        (None, false)
+            if matches!(
+                method,
+                Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+            ) =>
+        {
+            Body::Buffered(Bytes::new())
+        }
         _ => Body::Streamed(Arc::new(Shared {
             slot: Mutex::new(Some(body)),
             started: AtomicBool::new(false),

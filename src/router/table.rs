@@ -168,11 +168,10 @@ impl Endpoints {
         }
     }
 
-    /// Refreshes every shard in `shards` and forgets shards that are no longer listed.
+    /// Refreshes every shard in `shards` (concurrently: one slow answer must not delay the
+    /// others) and forgets shards that are no longer listed.
     pub async fn refresh_all(&self, shards: &[u32]) {
-        for &k in shards {
-            let _ = self.refresh(k).await;
-        }
+        futures::future::join_all(shards.iter().map(|&k| self.refresh(k))).await;
         self.entries
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -32,6 +32,8 @@ use crate::shutdown::{CancellationToken, TaskTracker};
 /// How often the workspace directory is rescanned besides every map change (workspaces created
 /// on shared storage by a previous owner).
 pub const RESCAN_INTERVAL_SECS: u64 = 30;
+/// At most this many workspace lock attempts run at once.
+pub const MAX_CONCURRENT_ACQUIRES: usize = 64;
 /// Pause between two attempts to open a term (Consul unreachable).
 pub const TERM_RETRY_SECS: u64 = 1;
 
@@ -78,6 +80,8 @@ pub struct Shared {
     known: Mutex<BTreeSet<WorkspaceId>>,
     /// Wakes the runner after `known` grew.
     poke: Notify,
+    /// Bounds concurrent workspace lock attempts (each may hold a blocking query open).
+    acquiring: Arc<Semaphore>,
 }
 
 // === impl Shared ===
@@ -98,6 +102,7 @@ impl Shared {
             status: watch::Sender::new(Status::default()),
             known: Mutex::new(BTreeSet::new()),
             poke: Notify::new(),
+            acquiring: Arc::new(Semaphore::new(MAX_CONCURRENT_ACQUIRES)),
         })
     }
 
@@ -275,13 +280,19 @@ async fn run_term(
         tokio::select! {
             r = coord.acquire_shard() => match r {
                 Ok(()) => break,
-                Err(CoordError::SessionLost) => return TermEnd::Fenced,
+                Err(CoordError::SessionLost) => {
+                    coord.abandon();
+                    return TermEnd::Fenced;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "shard lock: retrying");
                     tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)).await;
                 }
             },
-            _ = &mut fenced => return TermEnd::Fenced,
+            _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
             _ = shutdown.cancelled() => {
                 close_quietly(&coord).await;
                 return TermEnd::Drained;
@@ -301,16 +312,30 @@ async fn run_term(
                 close_quietly(&coord).await;
                 return TermEnd::Drained;
             },
-            _ = &mut fenced => return TermEnd::Fenced,
+            _ = &mut fenced => {
+                coord.abandon();
+                return TermEnd::Fenced;
+            }
             _ = shutdown.cancelled() => {
                 close_quietly(&coord).await;
                 return TermEnd::Drained;
             }
         }
     }
-    // 3. Register (the keeper retries and re-registers on its own) and become ready.
-    if let Err(e) = coord.register().await {
-        tracing::warn!(error = %e, "service registration failed; the keeper retries");
+    // 3. Register (retried until it works; the keeper then re-registers on its own) and
+    //    become ready.
+    tokio::select! {
+        r = coord.register() => if let Err(e) = r {
+            tracing::warn!(error = %e, "service registration failed");
+        },
+        _ = &mut fenced => {
+            coord.abandon();
+            return TermEnd::Fenced;
+        }
+        _ = shutdown.cancelled() => {
+            close_quietly(&coord).await;
+            return TermEnd::Drained;
+        }
     }
     shared.rescan().await;
     shared.update(|s| {
@@ -464,8 +489,12 @@ fn execute(
     match action {
         Action::Acquire(ws) => {
             let coord = coord.clone();
+            let acquiring = shared.acquiring.clone();
             tracker.spawn(
                 async move {
+                    // Bounded: a worker taking a thousand workspaces must not open a thousand
+                    // Consul requests at once. The semaphore is never closed (see Start).
+                    let _permit = acquiring.acquire_owned().await.ok();
                     let ev = match coord.acquire_workspace(&ws).await {
                         Ok(true) => Event::Acquired(ws),
                         Ok(false) => Event::Busy(ws),

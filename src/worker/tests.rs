@@ -433,3 +433,148 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     assert!(store.locks.lock().unwrap().is_empty());
     assert_eq!(host.overlaps(), 0);
 }
+
+/// A host whose starts take a while (to observe the restore concurrency) and whose stops can be
+/// made to hang (to exceed the drain grace).
+struct Slow {
+    running: Mutex<std::collections::HashSet<WorkspaceId>>,
+    starting: AtomicU64,
+    max_starting: AtomicU64,
+    hang_stops: bool,
+}
+
+impl SessionHost for Slow {
+    fn start_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        _lease: WorkspaceLease,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        async move {
+            let now = self.starting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_starting.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.starting.fetch_sub(1, Ordering::SeqCst);
+            self.running.lock().unwrap().insert(ws.clone());
+            Ok(())
+        }
+        .boxed()
+    }
+    fn stop_workspace<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        _mode: StopMode,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        async move {
+            if self.hang_stops {
+                futures::future::pending::<()>().await;
+            }
+            self.running.lock().unwrap().remove(ws);
+            Ok(())
+        }
+        .boxed()
+    }
+    fn create_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        _config: SessionConfig,
+    ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
+        async move { Err(HostError::NotRunning(ws.clone())) }.boxed()
+    }
+    fn list_sessions<'a>(
+        &'a self,
+        _ws: &'a WorkspaceId,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, HostError>> {
+        async move { Ok(Vec::new()) }.boxed()
+    }
+    fn get_session<'a>(
+        &'a self,
+        _ws: &'a WorkspaceId,
+        _session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<SessionInfo>, HostError>> {
+        async move { Ok(None) }.boxed()
+    }
+}
+
+async fn slow_fleet(
+    hang_stops: bool,
+    grace: Duration,
+) -> (
+    Arc<Slow>,
+    Arc<MemStore>,
+    Arc<Shared>,
+    CancellationToken,
+    tokio::task::JoinHandle<bool>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        std::fs::create_dir_all(dir.path().join(format!("workspaces/ws-{i}"))).unwrap();
+    }
+    let host = Arc::new(Slow {
+        running: Mutex::new(Default::default()),
+        starting: AtomicU64::new(0),
+        max_starting: AtomicU64::new(0),
+        hang_stops,
+    });
+    let store = Arc::new(MemStore::default());
+    let (_tx, map_rx) = watch::channel(Some(Arc::new(ShardMap::uniform(1))));
+    // The map sender lives in the runner task, so the map watch stays open until it ends.
+    let shared = Shared::new(0, dir.path().to_path_buf(), host.clone(), map_rx);
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn({
+        let (shared, store, shutdown) = (shared.clone(), store.clone(), shutdown.clone());
+        async move {
+            let _keep = _tx;
+            run_terms(
+                shared,
+                Arc::new(MemConnector(store)),
+                DriverConfig {
+                    restore_concurrency: 3,
+                    drain_grace: grace,
+                    on_first_ready: None,
+                },
+                shutdown,
+            )
+            .await
+        }
+    });
+    (host, store, shared, shutdown, runner, dir)
+}
+
+#[tokio::test]
+async fn restores_are_staggered_by_the_restore_concurrency() {
+    let (host, store, shared, shutdown, runner, _dir) =
+        slow_fleet(false, Duration::from_secs(10)).await;
+    eventually("20 workspaces found on disk and running", || {
+        host.running.lock().unwrap().len() == 20
+    })
+    .await;
+    assert!(shared.status.borrow().ready);
+    let max = host.max_starting.load(Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&max),
+        "{max} starts at once with a concurrency of 3"
+    );
+    shutdown.cancel();
+    assert!(runner.await.unwrap(), "clean drain");
+    assert!(host.running.lock().unwrap().is_empty());
+    assert!(store.locks.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_drain_past_its_grace_gives_up_without_releasing_locks() {
+    let (host, store, _shared, shutdown, runner, _dir) =
+        slow_fleet(true, Duration::from_millis(200)).await;
+    eventually("running", || host.running.lock().unwrap().len() == 20).await;
+    shutdown.cancel();
+    assert!(
+        !runner.await.unwrap(),
+        "the drain reports it ran out of grace"
+    );
+    // Browsers may still run: their locks must stay with the session, which expires on its own.
+    assert_eq!(
+        store.locks.lock().unwrap().len(),
+        21,
+        "shard lock + 20 workspace locks kept"
+    );
+}

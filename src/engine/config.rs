@@ -1,0 +1,293 @@
+//! Engine configuration and the Chromium command line.
+//!
+//! The flag list is chosen for density and safety (docs/engine.md explains each): no
+//! background networking, component updates, sync, crash reporting or GPU; `/tmp` instead of
+//! `/dev/shm`; never `--disable-web-security`; `--no-sandbox` only when running as root, because
+//! Chromium's sandbox refuses to start as root and a worker in a container often is root.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The real WhatsApp Web; tests and `wafleet dev` point at the simulator instead.
+pub const DEFAULT_WA_URL: &str = "https://web.whatsapp.com/";
+
+/// How the engine launches and talks to Chromium.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The Chromium executable (`WAFLEET_CHROMIUM`, default `chromium` on `PATH`).
+    pub chromium: PathBuf,
+    /// The WhatsApp Web URL every session opens.
+    pub wa_url: String,
+    /// How long Chromium may take to print its DevTools address.
+    pub launch_timeout: Duration,
+    /// How long one CDP command may take (a hung renderer turns into a timeout, not a hang).
+    pub request_timeout: Duration,
+    /// How long a clean close (`Browser.close` then exit) may take before the process is killed.
+    pub close_timeout: Duration,
+    /// How often the page's liveness is probed (a renderer stuck in a loop answers nothing);
+    /// `None` disables the probe.
+    pub heartbeat_interval: Option<Duration>,
+    /// The user agent; `None` uses Chromium's own with `HeadlessChrome` replaced by `Chrome`
+    /// (WhatsApp Web refuses headless user agents).
+    pub user_agent: Option<String>,
+    /// V8 old-generation heap cap per renderer in MiB (`--js-flags=--max-old-space-size`):
+    /// bounds the long tail of multi-GB sessions; the renderer is killed (and the session
+    /// relaunched) when it is exceeded.
+    pub max_old_space_mb: Option<u32>,
+    /// Where Chromium's HTTP cache goes; `None` keeps it inside the profile. Pointing it at a
+    /// local disk keeps cache churn off shared storage.
+    pub disk_cache_dir: Option<PathBuf>,
+    /// `Some(true)`/`Some(false)` forces the sandbox choice; `None` disables the sandbox only
+    /// when the process runs as root.
+    pub no_sandbox: Option<bool>,
+    /// Further flags, appended last (`--disable-features=` lists are merged into the engine's).
+    pub extra_args: Vec<String>,
+    /// A cached WhatsApp Web `index.html` to serve instead of the live one, which pins the
+    /// WhatsApp Web version (as whatsapp-web.js's `webVersionCache` does). `None` loads live.
+    pub pinned_index_html: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            chromium: PathBuf::from("chromium"),
+            wa_url: DEFAULT_WA_URL.to_string(),
+            launch_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(10),
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            user_agent: None,
+            max_old_space_mb: None,
+            disk_cache_dir: None,
+            no_sandbox: None,
+            extra_args: Vec::new(),
+            pinned_index_html: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Reads `WAFLEET_CHROMIUM` through `lookup` (a bare name is searched on `PATH`, also read
+    /// through `lookup`); everything else keeps its default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let mut config = EngineConfig::default();
+        if let Some(path) = lookup("WAFLEET_CHROMIUM").filter(|p| !p.trim().is_empty()) {
+            config.chromium = PathBuf::from(path.trim());
+        }
+        if let Some(found) = resolve_executable(&config.chromium, lookup("PATH").as_deref()) {
+            config.chromium = found;
+        }
+        config
+    }
+
+    /// Sets the WhatsApp Web URL.
+    pub fn with_wa_url(mut self, url: impl Into<String>) -> Self {
+        self.wa_url = url.into();
+        self
+    }
+}
+
+/// The Chromium flags for one session (without `--user-data-dir`, `--remote-debugging-port`,
+/// `--headless` and `--disable-extensions`, which chromiumoxide adds from its own config).
+pub fn chromium_args(config: &EngineConfig, no_sandbox: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        // Nothing talks to Google's services: no update checks, field trials, safe-browsing
+        // list downloads, component updates, sync, crash uploads or translation.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-breakpad",
+        "--disable-crash-reporter",
+        "--disable-client-side-phishing-detection",
+        "--disable-component-extensions-with-background-pages",
+        "--disable-default-apps",
+        "--disable-domain-reliability",
+        "--metrics-recording-only",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--no-pings",
+        "--password-store=basic",
+        "--use-mock-keychain",
+        // Density: no GPU process work (SwiftShader), /tmp instead of a small /dev/shm, no
+        // audio, fewer features that start helper work.
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        // WhatsApp Web must keep its websocket and timers running although no one looks at it.
+        "--disable-background-timer-throttling",
+        "--disable-backgrounding-occluded-windows",
+        "--disable-renderer-backgrounding",
+        // whatsapp-web.js does the same: navigator.webdriver stays false.
+        "--disable-blink-features=AutomationControlled",
+        "--lang=en-US",
+        // No default about:blank tab (a renderer for nothing): the engine opens its one page.
+        "--no-startup-window",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if no_sandbox {
+        // Only as root: Chromium refuses to start its sandbox as root (see docs/engine.md).
+        args.push("--no-sandbox".to_string());
+    }
+    if let Some(mb) = config.max_old_space_mb {
+        args.push(format!("--js-flags=--max-old-space-size={mb}"));
+    }
+    if let Some(dir) = &config.disk_cache_dir {
+        args.push(format!("--disk-cache-dir={}", dir.display()));
+    }
+    // Chromium honours only one --disable-features switch: merge the caller's into ours.
+    let mut disabled: Vec<String> = DISABLED_FEATURES.iter().map(|s| s.to_string()).collect();
+    for arg in &config.extra_args {
+        match arg.strip_prefix("--disable-features=") {
+            Some(list) => disabled.extend(
+                list.split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string),
+            ),
+            None => args.push(arg.clone()),
+        }
+    }
+    args.push(format!("--disable-features={}", disabled.join(",")));
+    args
+}
+
+/// Features switched off for density (fewer background services and helper work).
+const DISABLED_FEATURES: &[&str] = &[
+    "Translate",
+    "MediaRouter",
+    "OptimizationHints",
+    "AutofillServerCommunication",
+    "InterestFeedContentSuggestions",
+    "CalculateNativeWinOcclusion",
+];
+
+/// Finds `name` on `path_var` (a `PATH` value) when it is a bare name; a name with a `/` is
+/// returned as is. `None` when a bare name is on no `PATH` entry.
+pub fn resolve_executable(name: &Path, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.components().count() != 1 || name.is_absolute() {
+        return Some(name.to_path_buf());
+    }
+    path_var?
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Whether this process runs as root (effective uid 0), read from `/proc/self/status` so no
+/// `unsafe` libc call is needed.
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_uid(&s))
+        .is_some_and(|uid| uid == 0)
+}
+
+/// The effective uid from the text of `/proc/<pid>/status` (`Uid: real effective saved fs`).
+pub fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Whether the sandbox must be disabled for this configuration.
+pub fn resolve_no_sandbox(config: &EngineConfig) -> bool {
+    config.no_sandbox.unwrap_or_else(running_as_root)
+}
+
+/// The profile directory of a session: `<data>/workspaces/<ws>/<session>/profile` (DESIGN §5).
+pub fn profile_dir(
+    data: &Path,
+    workspace: &crate::ids::WorkspaceId,
+    session: &crate::ids::SessionId,
+) -> PathBuf {
+    data.join("workspaces")
+        .join(workspace.as_str())
+        .join(session.as_str())
+        .join("profile")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_safe_and_dense() {
+        let config = EngineConfig {
+            max_old_space_mb: Some(512),
+            ..EngineConfig::default()
+        };
+        let args = chromium_args(&config, false);
+        assert!(!args.iter().any(|a| a.contains("disable-web-security")));
+        assert!(!args.iter().any(|a| a == "--no-sandbox"));
+        for needed in [
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ] {
+            assert!(args.iter().any(|a| a == needed), "{needed} missing");
+        }
+        assert!(args.contains(&"--js-flags=--max-old-space-size=512".to_string()));
+        assert!(chromium_args(&config, true).contains(&"--no-sandbox".to_string()));
+        let config = EngineConfig {
+            extra_args: vec!["--disable-features=Foo".into(), "--bar".into()],
+            ..EngineConfig::default()
+        };
+        let args = chromium_args(&config, false);
+        let features: Vec<_> = args
+            .iter()
+            .filter(|a| a.starts_with("--disable-features="))
+            .collect();
+        assert_eq!(features.len(), 1, "{args:?}");
+        assert!(features[0].contains("Translate") && features[0].ends_with(",Foo"));
+        assert!(args.contains(&"--bar".to_string()));
+    }
+
+    #[test]
+    fn reads_chromium_from_lookup() {
+        let config = EngineConfig::from_lookup(|k| {
+            (k == "WAFLEET_CHROMIUM").then(|| "/opt/chromium".to_string())
+        });
+        assert_eq!(config.chromium, PathBuf::from("/opt/chromium"));
+        assert_eq!(
+            EngineConfig::from_lookup(|_| None).chromium,
+            PathBuf::from("chromium")
+        );
+    }
+
+    #[test]
+    fn resolves_bare_names_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("mybrowser");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("/nonexistent:{}", dir.path().display());
+        assert_eq!(
+            resolve_executable(Path::new("mybrowser"), Some(&path)),
+            Some(exe)
+        );
+        assert_eq!(resolve_executable(Path::new("other"), Some(&path)), None);
+        assert_eq!(
+            resolve_executable(Path::new("/opt/x"), None),
+            Some(PathBuf::from("/opt/x"))
+        );
+    }
+
+    #[test]
+    fn parses_effective_uid() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Name: x\n"), None);
+    }
+}

@@ -1,0 +1,766 @@
+//! The browser driver: one headless Chromium per session, driven through chromiumoxide.
+//!
+//! [`Engine::launch`] starts Chromium on the session's profile directory, opens one page,
+//! registers the CDP binding the adapter reports through (`Runtime.addBinding`), injects
+//! `assets/wa/adapter.js` into every new document (`Page.addScriptToEvaluateOnNewDocument`) and
+//! navigates to WhatsApp Web. From then on the adapter's reports arrive as
+//! `Runtime.bindingCalled` events and become [`EngineEvent`]s; nothing polls the page for state.
+//!
+//! The main tasks per browser, all on the engine's [`TaskTracker`]:
+//! * the chromiumoxide handler (must be polled continuously; its end or error means the CDP
+//!   connection is gone),
+//! * the event pump (binding calls and `Inspector.targetCrashed`),
+//! * the owner, which holds the `Browser` (and so the child process): it waits for a close
+//!   request, the process's exit or the connection's loss. A close is clean (`Browser.close`,
+//!   then wait, so the profile is flushed) and falls back to a kill after `close_timeout`; the
+//!   child is always waited for, so no zombie is left.
+//!
+//! Optionally a heartbeat evaluates `1` in the page every `heartbeat_interval`; a renderer stuck
+//! in a loop never answers and is reported as crashed, which the watchdog then handles.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::inspector::{
+    EnableParams as InspectorEnable, EventTargetCrashed,
+};
+use chromiumoxide::cdp::browser_protocol::network::SetUserAgentOverrideParams;
+use chromiumoxide::cdp::browser_protocol::page::{
+    AddScriptToEvaluateOnNewDocumentParams, NavigateParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    AddBindingParams, EvaluateParams, EventBindingCalled,
+};
+use chromiumoxide::error::CdpError;
+use chromiumoxide::page::Page;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+use super::config::{EngineConfig, chromium_args, resolve_no_sandbox};
+use super::events::{EngineEvent, parse_report};
+use super::profile::{ProfileError, ensure_profile};
+
+/// The adapter script, injected into every new document of a session's page.
+pub const ADAPTER_JS: &str = include_str!("../../assets/wa/adapter.js");
+
+/// The CDP binding the adapter reports through (must match `BINDING` in the adapter).
+pub const BINDING: &str = "__wafleet";
+
+/// Largest media payload accepted by [`BrowserSession::send_media`] (WhatsApp's own limit for
+/// most media is 16 MiB).
+pub const MAX_MEDIA_BYTES: usize = 16 << 20;
+
+/// The engine's events for one browser, in order.
+pub type EventReceiver = mpsc::UnboundedReceiver<EngineEvent>;
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The profile directory could not be prepared.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// Chromium could not be started or configured.
+    #[error("launch: {0}")]
+    Launch(String),
+    /// A CDP command failed.
+    #[error("CDP: {0}")]
+    Cdp(#[from] CdpError),
+    /// WhatsApp Web could not be opened.
+    #[error("navigation to {url} failed: {error}")]
+    Navigate {
+        /// The URL.
+        url: String,
+        /// Chromium's error text.
+        error: String,
+    },
+    /// The page threw while running a command.
+    #[error("page: {0}")]
+    Page(String),
+    /// The adapter refused or WhatsApp Web failed the command.
+    #[error("WhatsApp Web: {0}")]
+    Adapter(String),
+    /// A command took longer than the request timeout.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The input is not acceptable (empty recipient, media too large, …).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The browser is closed or gone.
+    #[error("browser closed")]
+    Closed,
+}
+
+/// A message accepted by WhatsApp Web.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SentMessage {
+    /// Its serialized key (`true_<to>@c.us_<id>`), the id acks refer to.
+    pub id: String,
+}
+
+/// Media to send: the bytes themselves (fetching from a URL belongs to the caller).
+#[derive(Debug, Clone)]
+pub struct Media {
+    /// The content.
+    pub data: bytes::Bytes,
+    /// Its mimetype, e.g. `image/png`.
+    pub mimetype: String,
+    /// The file name shown to the recipient.
+    pub filename: Option<String>,
+    /// A caption.
+    pub caption: Option<String>,
+}
+
+/// Launches browsers. Cheap to clone; all clones share the config and the task tracker.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: Arc<EngineConfig>,
+    tracker: TaskTracker,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// An engine with its own task tracker.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine::with_tracker(config, TaskTracker::new())
+    }
+
+    /// An engine whose tasks go through the caller's tracker (so a worker's drain waits for
+    /// every browser's owner task, i.e. every Chromium's exit).
+    pub fn with_tracker(config: EngineConfig, tracker: TaskTracker) -> Engine {
+        Engine {
+            config: Arc::new(config),
+            tracker,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The tracker every browser task runs on.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Launches Chromium on `profile_dir` (created if missing) and opens WhatsApp Web in it.
+    ///
+    /// Returns once navigation has been requested; what follows (QR, login, messages) arrives as
+    /// events. On error no process is left behind.
+    pub async fn launch(&self, profile_dir: &Path) -> Result<BrowserSession, EngineError> {
+        let cfg = self.config.clone();
+        ensure_profile(profile_dir)?;
+        if !cfg.chromium.is_absolute() {
+            return Err(EngineError::Launch(format!(
+                "chromium executable {} not found (set WAFLEET_CHROMIUM or put it on PATH)",
+                cfg.chromium.display()
+            )));
+        }
+        let no_sandbox = resolve_no_sandbox(&cfg);
+        let config = BrowserConfig::builder()
+            .chrome_executable(&cfg.chromium)
+            .user_data_dir(profile_dir)
+            .disable_default_args()
+            .new_headless_mode()
+            .launch_timeout(cfg.launch_timeout)
+            .request_timeout(cfg.request_timeout)
+            .viewport(None)
+            // chromiumoxide adds the leading `--` itself.
+            .args(
+                chromium_args(&cfg, no_sandbox)
+                    .into_iter()
+                    .map(|a| a.trim_start_matches('-').to_string()),
+            )
+            .build()
+            .map_err(EngineError::Launch)?;
+        let (mut browser, mut handler) = Browser::launch(config)
+            .await
+            .map_err(|e| EngineError::Launch(e.to_string()))?;
+        let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
+
+        // The handler must be polled for anything to happen; its end is the connection's end.
+        let (conn_tx, conn_rx) = oneshot::channel::<String>();
+        self.tracker.spawn(async move {
+            let reason = loop {
+                match handler.next().await {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "CDP connection closed".to_string(),
+                }
+            };
+            let _ = conn_tx.send(reason);
+        });
+
+        let setup = setup_page(&browser, &cfg, &self.tracker).await;
+        let (page, bindings, crashes) = match setup {
+            Ok(parts) => parts,
+            Err(e) => {
+                reap(&mut browser, cfg.close_timeout).await;
+                return Err(e);
+            }
+        };
+
+        let closing = Arc::new(AtomicBool::new(false));
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (close_tx, close_rx) = oneshot::channel::<()>();
+        let (exited_tx, exited_rx) = watch::channel(false);
+
+        self.tracker
+            .spawn(pump(bindings, crashes, ev_tx.clone(), closing.clone()));
+        self.tracker
+            .spawn(navigate(page.clone(), cfg.wa_url.clone(), ev_tx.clone()));
+        self.tracker.spawn(own(
+            browser,
+            close_rx,
+            conn_rx,
+            ev_tx.clone(),
+            closing.clone(),
+            exited_tx,
+            cfg.close_timeout,
+        ));
+        if let Some(every) = cfg.heartbeat_interval {
+            self.tracker.spawn(heartbeat(
+                page.clone(),
+                every,
+                ev_tx,
+                closing.clone(),
+                exited_rx.clone(),
+            ));
+        }
+
+        Ok(BrowserSession {
+            inner: Arc::new(Inner {
+                page,
+                pid,
+                close_tx: Mutex::new(Some(close_tx)),
+                exited: exited_rx,
+                events: Mutex::new(Some(ev_rx)),
+                closing,
+                request_timeout: cfg.request_timeout,
+                close_timeout: cfg.close_timeout,
+            }),
+        })
+    }
+}
+
+type Listener<T> = chromiumoxide::listeners::EventStream<T>;
+
+async fn setup_page(
+    browser: &Browser,
+    cfg: &EngineConfig,
+    tracker: &TaskTracker,
+) -> Result<
+    (
+        Page,
+        Listener<EventBindingCalled>,
+        Listener<EventTargetCrashed>,
+    ),
+    EngineError,
+> {
+    let page = browser.new_page("about:blank").await?;
+    page.execute(InspectorEnable::default()).await?;
+    // Listeners before the binding and the navigation, so no report can be missed.
+    let bindings = page.event_listener::<EventBindingCalled>().await?;
+    let crashes = page.event_listener::<EventTargetCrashed>().await?;
+    page.execute(AddBindingParams::new(BINDING)).await?;
+    page.execute(AddScriptToEvaluateOnNewDocumentParams::new(ADAPTER_JS))
+        .await?;
+    let user_agent = match &cfg.user_agent {
+        Some(ua) => ua.clone(),
+        // WhatsApp Web turns headless user agents away; the real version number stays.
+        None => browser
+            .version()
+            .await?
+            .user_agent
+            .replace("HeadlessChrome", "Chrome"),
+    };
+    page.execute(SetUserAgentOverrideParams::new(user_agent))
+        .await?;
+    if let Some(path) = &cfg.pinned_index_html {
+        pin_index_html(&page, &cfg.wa_url, path, tracker).await?;
+    }
+    Ok((page, bindings, crashes))
+}
+
+/// Largest pinned `index.html` accepted.
+const MAX_PINNED_HTML_BYTES: u64 = 8 << 20;
+
+/// Serves the cached `index.html` at `path` for every top-level document load of `wa_url`
+/// (query strings included, e.g. `?post_logout=1`) through `Fetch` interception; nothing else is
+/// paused (the pattern matches documents under `wa_url` only).
+async fn pin_index_html(
+    page: &Page,
+    wa_url: &str,
+    path: &Path,
+    tracker: &TaskTracker,
+) -> Result<(), EngineError> {
+    use chromiumoxide::cdp::browser_protocol::fetch::{
+        ContinueRequestParams, EnableParams as FetchEnable, EventRequestPaused,
+        FulfillRequestParams, HeaderEntry, RequestPattern, RequestStage,
+    };
+    use chromiumoxide::cdp::browser_protocol::network::ResourceType;
+
+    let unreadable = |e: std::io::Error| {
+        EngineError::Launch(format!("pinned index.html {}: {e}", path.display()))
+    };
+    let meta = tokio::fs::metadata(path).await.map_err(unreadable)?;
+    if meta.len() > MAX_PINNED_HTML_BYTES {
+        return Err(EngineError::Launch(format!(
+            "pinned index.html {} is larger than {MAX_PINNED_HTML_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let html = tokio::fs::read(path).await.map_err(unreadable)?;
+    let body = base64::engine::general_purpose::STANDARD.encode(&html);
+    let base = strip_query(wa_url).to_string();
+
+    let mut paused = page.event_listener::<EventRequestPaused>().await?;
+    let pattern = RequestPattern {
+        url_pattern: Some(format!("{base}*")),
+        resource_type: Some(ResourceType::Document),
+        request_stage: Some(RequestStage::Request),
+    };
+    page.execute(FetchEnable {
+        patterns: Some(vec![pattern]),
+        handle_auth_requests: None,
+    })
+    .await?;
+    let page = page.clone();
+    tracker.spawn(async move {
+        while let Some(event) = paused.next().await {
+            let result = if strip_query(&event.request.url) == base {
+                let mut fulfill = FulfillRequestParams::new(event.request_id.clone(), 200);
+                fulfill.response_headers = Some(vec![
+                    HeaderEntry::new("Content-Type", "text/html; charset=utf-8"),
+                    HeaderEntry::new("Cache-Control", "no-store"),
+                ]);
+                fulfill.body = Some(body.clone().into());
+                page.execute(fulfill).await.map(|_| ())
+            } else {
+                page.execute(ContinueRequestParams::new(event.request_id.clone()))
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pinned index.html interception failed");
+            }
+        }
+    });
+    Ok(())
+}
+
+fn strip_query(url: &str) -> &str {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    &url[..end]
+}
+
+/// Opens WhatsApp Web without waiting for it: `Page.navigate` answers only once the document
+/// commits, which a slow or stuck load delays indefinitely, and the STARTING watchdog (not the
+/// launch) is what bounds a start. A navigation that fails outright (DNS, refused, TLS) is
+/// reported as a disconnect so the supervisor retries with backoff.
+async fn navigate(page: Page, url: String, events: mpsc::UnboundedSender<EngineEvent>) {
+    match page.execute(NavigateParams::new(url.clone())).await {
+        Ok(nav) => {
+            if let Some(error) = nav.result.error_text.clone() {
+                let _ = events.send(EngineEvent::Disconnected {
+                    reason: EngineError::Navigate { url, error }.to_string(),
+                });
+            }
+        }
+        // Timed out or the browser went away: the watchdog or the crash path takes it from here.
+        Err(e) => tracing::debug!(error = %e, "Page.navigate did not answer"),
+    }
+}
+
+/// Forwards adapter reports and renderer crashes as engine events.
+async fn pump(
+    mut bindings: Listener<EventBindingCalled>,
+    mut crashes: Listener<EventTargetCrashed>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    closing: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::select! {
+            call = bindings.next() => {
+                let Some(call) = call else { break };
+                if call.name != BINDING {
+                    continue;
+                }
+                match parse_report(&call.payload) {
+                    Ok(list) => {
+                        for event in list {
+                            if let EngineEvent::AdapterError { place, message } = &event {
+                                tracing::warn!(%place, %message, "adapter error");
+                            }
+                            if events.send(event).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dropped adapter report"),
+                }
+            }
+            crash = crashes.next() => {
+                let Some(_) = crash else { break };
+                if !closing.load(Ordering::SeqCst) {
+                    let _ = events.send(EngineEvent::Crashed { reason: "renderer crashed".into() });
+                }
+            }
+        }
+    }
+}
+
+/// Owns the browser process until it is closed or gone; always reaps it.
+async fn own(
+    mut browser: Browser,
+    close_rx: oneshot::Receiver<()>,
+    conn_rx: oneshot::Receiver<String>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    closing: Arc<AtomicBool>,
+    exited: watch::Sender<bool>,
+    close_timeout: Duration,
+) {
+    enum Outcome {
+        Close,
+        Exited(String),
+        ConnectionLost(String),
+    }
+    let outcome = tokio::select! {
+        // A close request, or every BrowserSession handle dropped: close cleanly.
+        _ = close_rx => Outcome::Close,
+        status = browser.wait() => Outcome::Exited(match status {
+            Ok(Some(s)) => s.to_string(),
+            Ok(None) => "exited".to_string(),
+            Err(e) => e.to_string(),
+        }),
+        reason = conn_rx => Outcome::ConnectionLost(reason.unwrap_or_else(|_| "handler ended".into())),
+    };
+    match outcome {
+        Outcome::Close => {
+            closing.store(true, Ordering::SeqCst);
+            close_cleanly(&mut browser, close_timeout).await;
+        }
+        Outcome::Exited(status) => {
+            if !closing.swap(true, Ordering::SeqCst) {
+                let _ = events.send(EngineEvent::Crashed {
+                    reason: format!("chromium exited: {status}"),
+                });
+            }
+        }
+        Outcome::ConnectionLost(reason) => {
+            if !closing.swap(true, Ordering::SeqCst) {
+                let _ = events.send(EngineEvent::Crashed {
+                    reason: format!("CDP connection lost: {reason}"),
+                });
+            }
+            reap(&mut browser, close_timeout).await;
+        }
+    }
+    let _ = exited.send(true);
+}
+
+/// `Browser.close`, wait for the exit (the profile is flushed by then), kill if it hangs.
+async fn close_cleanly(browser: &mut Browser, close_timeout: Duration) {
+    match tokio::time::timeout(close_timeout, browser.close()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "Browser.close failed"),
+        Err(_) => tracing::warn!("Browser.close timed out"),
+    }
+    match tokio::time::timeout(close_timeout, browser.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("chromium did not exit after close; killing it");
+            reap(browser, close_timeout).await;
+        }
+    }
+}
+
+/// Kills the process if still running and waits for it (no zombie).
+async fn reap(browser: &mut Browser, limit: Duration) {
+    if let Ok(Some(_)) = browser.try_wait() {
+        return;
+    }
+    // tokio's kill sends SIGKILL and waits for the exit.
+    if let Some(Err(e)) = browser.kill().await {
+        tracing::warn!(error = %e, "killing chromium failed");
+    }
+    let _ = tokio::time::timeout(limit, browser.wait()).await;
+}
+
+/// Probes the page; a renderer that does not answer within the interval is reported crashed.
+async fn heartbeat(
+    page: Page,
+    every: Duration,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    closing: Arc<AtomicBool>,
+    mut exited: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = exited.wait_for(|e| *e) => return,
+            _ = ticker.tick() => {}
+        }
+        let probe = EvaluateParams::new("1");
+        match tokio::time::timeout(every, page.execute(probe)).await {
+            Ok(_) => {}
+            Err(_) => {
+                if !closing.load(Ordering::SeqCst) {
+                    let _ = events.send(EngineEvent::Crashed {
+                        reason: format!("page unresponsive for {} s", every.as_secs()),
+                    });
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One running browser of a session. Cheap to clone; the browser is closed by
+/// [`close`](Self::close), or cleanly in the background once every clone is dropped.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    page: Page,
+    pid: Option<u32>,
+    close_tx: Mutex<Option<oneshot::Sender<()>>>,
+    exited: watch::Receiver<bool>,
+    events: Mutex<Option<EventReceiver>>,
+    closing: Arc<AtomicBool>,
+    request_timeout: Duration,
+    close_timeout: Duration,
+}
+
+// === impl BrowserSession ===
+
+impl BrowserSession {
+    /// The event stream; `Some` once, for the one consumer (the supervisor).
+    pub fn take_events(&self) -> Option<EventReceiver> {
+        self.inner.events.lock().ok()?.take()
+    }
+
+    /// The Chromium browser process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        if self.is_closed() {
+            None
+        } else {
+            self.inner.pid
+        }
+    }
+
+    /// Whether the browser process is gone (closed, crashed or killed) and reaped.
+    pub fn is_closed(&self) -> bool {
+        *self.inner.exited.borrow()
+    }
+
+    /// Waits until the browser process is gone and reaped.
+    pub async fn wait_closed(&self) {
+        let mut exited = self.inner.exited.clone();
+        let _ = exited.wait_for(|e| *e).await;
+    }
+
+    /// Closes the browser cleanly (profile flushed) and waits for the process to be reaped.
+    /// Idempotent; also fine after a crash.
+    pub async fn close(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let tx = self.inner.close_tx.lock().ok().and_then(|mut g| g.take());
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+        // close_cleanly takes at most two close timeouts, reap one more.
+        let limit = self.inner.close_timeout * 3 + Duration::from_secs(1);
+        if tokio::time::timeout(limit, self.wait_closed())
+            .await
+            .is_err()
+        {
+            tracing::error!(pid = ?self.inner.pid, "browser did not close in time");
+        }
+    }
+
+    /// Sends a text message; `to` is a phone number (digits) or a Wid (`<digits>@c.us`).
+    pub async fn send_text(&self, to: &str, text: &str) -> Result<SentMessage, EngineError> {
+        check_recipient(to)?;
+        let started = Instant::now();
+        let expr = format!(
+            "window.__wafleetAdapter.sendText({}, {})",
+            js_string(to),
+            js_string(text)
+        );
+        let value = self.call(expr, "send").await?;
+        super::metrics::send_latency(started.elapsed());
+        sent_id(&value)
+    }
+
+    /// Sends media (bytes, mimetype, filename, caption).
+    pub async fn send_media(&self, to: &str, media: &Media) -> Result<SentMessage, EngineError> {
+        check_recipient(to)?;
+        if media.data.is_empty() || media.data.len() > MAX_MEDIA_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "media must be 1 to {MAX_MEDIA_BYTES} bytes"
+            )));
+        }
+        if !media.mimetype.contains('/') || media.mimetype.len() > 255 {
+            return Err(EngineError::Invalid(
+                "mimetype must look like type/subtype".into(),
+            ));
+        }
+        let started = Instant::now();
+        let payload = serde_json::json!({
+            "data": base64::engine::general_purpose::STANDARD.encode(&media.data),
+            "mimetype": media.mimetype,
+            "filename": media.filename,
+            "caption": media.caption,
+            "size": media.data.len(),
+        });
+        let expr = format!(
+            "window.__wafleetAdapter.sendMedia({}, {})",
+            js_string(to),
+            payload
+        );
+        let value = self.call(expr, "send").await?;
+        super::metrics::send_latency(started.elapsed());
+        sent_id(&value)
+    }
+
+    /// Asks WhatsApp Web for a pairing code for `phone` (digits, international format). The
+    /// code is returned and also arrives as [`EngineEvent::PairingCode`], again every three
+    /// minutes while unpaired.
+    pub async fn request_pairing_code(&self, phone: &str) -> Result<String, EngineError> {
+        let digits: String = phone.chars().filter(|c| c.is_ascii_digit()).collect();
+        if !(5..=20).contains(&digits.len()) {
+            return Err(EngineError::Invalid(
+                "phone must have 5 to 20 digits".into(),
+            ));
+        }
+        let expr = format!(
+            "window.__wafleetAdapter.requestPairingCode({}, 180000)",
+            js_string(&digits)
+        );
+        let value = self.call(expr, "pairing code").await?;
+        value
+            .get("code")
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| EngineError::Adapter("no code in answer".into()))
+    }
+
+    /// Unlinks this device from the phone (WhatsApp Web then reloads logged out). The caller
+    /// closes the browser and deletes the profile afterwards.
+    pub async fn logout(&self) -> Result<(), EngineError> {
+        self.call("window.__wafleetAdapter.logout()".into(), "logout")
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs an adapter command and returns its `{ok: true, …}` answer.
+    async fn call(
+        &self,
+        expr: String,
+        what: &'static str,
+    ) -> Result<serde_json::Value, EngineError> {
+        if self.is_closed() || self.inner.closing.load(Ordering::SeqCst) {
+            return Err(EngineError::Closed);
+        }
+        // Guarded: before the adapter is loaded the command answers instead of throwing.
+        let expr = format!(
+            "(window.__wafleetAdapter ? {expr} : Promise.resolve({{ok: false, error: 'WhatsApp Web is not loaded'}}))"
+        );
+        let params = EvaluateParams::builder()
+            .expression(expr)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .map_err(EngineError::Page)?;
+        let resp =
+            tokio::time::timeout(self.inner.request_timeout, self.inner.page.execute(params))
+                .await
+                .map_err(|_| EngineError::Timeout(what))??;
+        if let Some(ex) = &resp.result.exception_details {
+            let detail = ex
+                .exception
+                .as_ref()
+                .and_then(|e| e.description.clone())
+                .unwrap_or_else(|| ex.text.clone());
+            return Err(EngineError::Page(detail));
+        }
+        let value = resp.result.result.value.clone().unwrap_or_default();
+        if value.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+            Ok(value)
+        } else {
+            let error = value
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("command failed")
+                .to_string();
+            Err(EngineError::Adapter(error))
+        }
+    }
+}
+
+fn check_recipient(to: &str) -> Result<(), EngineError> {
+    let user = to.split('@').next().unwrap_or_default();
+    let digits = user.chars().filter(|c| c.is_ascii_digit()).count();
+    if to.is_empty() || to.len() > 128 || !(5..=32).contains(&digits) {
+        return Err(EngineError::Invalid(format!("bad recipient {to:?}")));
+    }
+    Ok(())
+}
+
+fn sent_id(value: &serde_json::Value) -> Result<SentMessage, EngineError> {
+    value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(|id| SentMessage { id: id.to_string() })
+        .ok_or_else(|| EngineError::Adapter("no message id in answer".into()))
+}
+
+/// A JavaScript string literal for `s` (JSON strings are valid JS literals).
+fn js_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_checked() {
+        assert!(check_recipient("4915550001").is_ok());
+        assert!(check_recipient("4915550001@c.us").is_ok());
+        assert!(check_recipient("").is_err());
+        assert!(check_recipient("abc@c.us").is_err());
+    }
+
+    #[test]
+    fn strings_are_escaped_for_js() {
+        assert_eq!(js_string("a\"b\\c\n"), r#""a\"b\\c\n""#);
+        assert_eq!(js_string("');alert(1)//"), r#""');alert(1)//""#);
+    }
+
+    #[test]
+    fn pinned_urls_ignore_queries() {
+        assert_eq!(
+            strip_query("https://web.whatsapp.com/?post_logout=1"),
+            "https://web.whatsapp.com/"
+        );
+        assert_eq!(strip_query("http://127.0.0.1:1/#x"), "http://127.0.0.1:1/");
+        assert_eq!(strip_query("http://a/b"), "http://a/b");
+    }
+
+    #[test]
+    fn adapter_uses_the_binding_name() {
+        assert!(ADAPTER_JS.contains(&format!("const BINDING = '{BINDING}'")));
+    }
+}

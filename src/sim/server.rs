@@ -1,0 +1,677 @@
+//! The simulator's I/O: warp routes for the page, its websocket and the `/sim/…` control API, the
+//! timer ticker and the state-file writer, around the pure [`Sim`](super::state::Sim).
+//!
+//! One `std::sync::Mutex` guards the `Sim`; it is held only for a synchronous core call and the
+//! draining of its effects, never across an `.await`. Effects are then handed to each
+//! connection's unbounded channel (a page that stops reading only grows its own queue, and the
+//! websocket task ends when the page goes away).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use http::StatusCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::{Filter, Rejection, Reply};
+
+use super::state::{ClientMsg, ConnId, Effect, Persisted, PhoneError, Sim};
+use super::{SimConfig, SimError};
+use crate::api::{ApiError, recover};
+
+/// Control API bodies are small; media never goes through it.
+pub const MAX_CONTROL_BODY_BYTES: u64 = 64 * 1024;
+/// Largest websocket message a page may send (16 MiB of media as base64, plus JSON).
+const MAX_WS_MESSAGE_BYTES: usize = 24 * 1024 * 1024;
+/// Upper bound of the slow-load fault.
+pub const MAX_SLOW_LOAD_MS: u64 = 3_600_000;
+/// Upper bound of the reconnect refusal after a dropped socket.
+pub const MAX_REFUSE_MS: u64 = 3_600_000;
+
+const INDEX_HTML: &str = include_str!("../../assets/sim/index.html");
+const PHONE_HTML: &str = include_str!("../../assets/sim/phone.html");
+const RUNTIME_JS: &str = include_str!("../../assets/sim/wa-runtime.js");
+const MODELS_JS: &str = include_str!("../../assets/sim/wa-models.js");
+const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
+
+/// A simulator started by [`spawn`].
+#[derive(Debug)]
+pub struct RunningSim {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), SimError>>,
+}
+
+impl RunningSim {
+    /// The bound HTTP address; the page is `http://{addr}/`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The page's URL, `http://{addr}/`: what workers get as `--wa-url`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Waits until the simulator stopped (after its shutdown token was cancelled).
+    pub async fn wait(self) -> Result<(), SimError> {
+        self.task.await.map_err(|e| SimError::Task(e.to_string()))?
+    }
+}
+
+/// Binds `config.listen` and runs the simulator in a background task until `shutdown`.
+pub async fn spawn(config: SimConfig, shutdown: CancellationToken) -> Result<RunningSim, SimError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SimError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    // Load the state file before returning so a bad file fails the caller, not a log line.
+    let sim = load_sim(&config)?;
+    let task = tokio::spawn(serve(listener, config, sim, shutdown));
+    Ok(RunningSim { addr, task })
+}
+
+/// Runs the simulator on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: SimConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SimError> {
+    let sim = load_sim(&config)?;
+    serve(listener, config, sim, shutdown).await
+}
+
+fn load_sim(config: &SimConfig) -> Result<Sim, SimError> {
+    let mut sim = Sim::new(config.timing(), rand::random());
+    if let Some(path) = &config.state_file {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let state: Persisted =
+                    serde_json::from_slice(&bytes).map_err(|e| SimError::StateFile {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                tracing::info!(path = %path.display(), devices = state.devices.len(), "restored linked devices");
+                sim.restore(state);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SimError::StateFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(sim)
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: SimConfig,
+    sim: Sim,
+    shutdown: CancellationToken,
+) -> Result<(), SimError> {
+    let tracker = TaskTracker::new();
+    let (persist_tx, persist_rx) = watch::channel(sim.snapshot());
+    let page_config = format!(
+        "window.__simConfig = {};\n",
+        serde_json::json!({ "ballast_mb": config.page_ballast_mb.min(super::MAX_PAGE_BALLAST_MB) })
+    );
+    let shared = Arc::new(Shared {
+        sim: Mutex::new(sim),
+        page_config,
+        conns: Mutex::new(HashMap::new()),
+        slow_load_ms: Mutex::new(0),
+        held_loads: AtomicUsize::new(0),
+        release_loads: Notify::new(),
+        persist: persist_tx,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    });
+
+    if let Some(path) = config.state_file.clone() {
+        tracker.spawn(
+            persist_loop(path, persist_rx, shutdown.clone())
+                .instrument(tracing::info_span!("sim_persist")),
+        );
+    }
+    tracker.spawn(
+        tick_loop(
+            shared.clone(),
+            Duration::from_millis(config.tick_ms.max(1)),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("sim_tick")),
+    );
+
+    let routes = routes(shared.clone()).recover(recover);
+    let stop = shutdown.clone();
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move { stop.cancelled().await })
+        .run()
+        .await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+// === shared state ===
+
+enum Outbound {
+    Text(String),
+    Close,
+}
+
+struct Shared {
+    sim: Mutex<Sim>,
+    /// `wa-config.js`: settings the page reads at boot (rendered once at start).
+    page_config: String,
+    /// Senders to each connected page's websocket task; removed by that task when it ends.
+    conns: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
+    slow_load_ms: Mutex<u64>,
+    /// Chunk requests the slow-load fault is holding right now (visible in `/sim/faults`).
+    held_loads: AtomicUsize,
+    /// Wakes every held chunk request when the fault is lowered or cleared.
+    release_loads: Notify,
+    /// The latest linked-device snapshot; the persist loop writes whatever is newest.
+    persist: watch::Sender<Persisted>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the core half-updated in a way that matters
+    // more than stopping the whole simulator would; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shared {
+    /// Runs a core call, then delivers its effects and publishes a new snapshot if needed.
+    fn with<R>(&self, f: impl FnOnce(&mut Sim, u64) -> R) -> R {
+        let (r, effects, snapshot) = {
+            let mut sim = lock(&self.sim);
+            let r = f(&mut sim, now_ms());
+            let effects = sim.take_effects();
+            let snapshot = sim.take_dirty().then(|| sim.snapshot());
+            (r, effects, snapshot)
+        };
+        if !effects.is_empty() {
+            let conns = lock(&self.conns);
+            for e in effects {
+                let (id, out) = match e {
+                    Effect::Send(id, msg) => match serde_json::to_string(&msg) {
+                        Ok(s) => (id, Outbound::Text(s)),
+                        Err(err) => {
+                            tracing::error!(%err, "cannot encode a server message");
+                            continue;
+                        }
+                    },
+                    Effect::Close(id) => (id, Outbound::Close),
+                };
+                if let Some(tx) = conns.get(&id) {
+                    let _ = tx.send(out);
+                }
+            }
+        }
+        if let Some(s) = snapshot {
+            self.persist.send_replace(s);
+        }
+        r
+    }
+}
+
+async fn tick_loop(shared: Arc<Shared>, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => shared.with(|sim, now| sim.tick(now)),
+        }
+    }
+}
+
+async fn persist_loop(
+    path: PathBuf,
+    mut rx: watch::Receiver<Persisted>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stop = tokio::select! {
+            changed = rx.changed() => changed.is_err(),
+            _ = shutdown.cancelled() => true,
+        };
+        let state = rx.borrow_and_update().clone();
+        if let Err(e) = write_state(&path, &state).await {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the state file");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Writes the file atomically (temp file, fsync, rename) so a crash never leaves half a file.
+async fn write_state(path: &Path, state: &Persisted) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = tokio::fs::File::create(&tmp).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut f, &bytes).await?;
+    f.sync_all().await?;
+    drop(f);
+    tokio::fs::rename(&tmp, path).await
+}
+
+// === routes ===
+
+fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let with = {
+        let shared = shared.clone();
+        warp::any().map(move || shared.clone())
+    };
+
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| asset(INDEX_HTML, "text/html; charset=utf-8"));
+    let phone = warp::path!("phone")
+        .and(warp::get())
+        .map(|| asset(PHONE_HTML, "text/html; charset=utf-8"));
+    let statics = warp::path!("static" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(static_chunk);
+    let health = warp::path!("healthz").and(warp::get()).map(|| "ok");
+    let ws =
+        warp::path!("ws")
+            .and(warp::ws())
+            .and(with.clone())
+            .map(|ws: Ws, shared: Arc<Shared>| {
+                ws.max_message_size(MAX_WS_MESSAGE_BYTES)
+                    .max_frame_size(MAX_WS_MESSAGE_BYTES)
+                    .on_upgrade(move |socket| {
+                        let tracker = shared.tracker.clone();
+                        // Tracked so shutdown waits for every page connection to close.
+                        tracker.track_future(page_conn(socket, shared))
+                    })
+            });
+
+    let link = warp::path!("sim" / "link")
+        .and(warp::post())
+        .and(json_body::<LinkReq>())
+        .and(with.clone())
+        .map(|req: LinkReq, shared: Arc<Shared>| {
+            reply(
+                shared.with(|sim, now| sim.link_qr(&req.qr, &req.phone, req.name.as_deref(), now)),
+            )
+        });
+    let pair = warp::path!("sim" / "pair")
+        .and(warp::post())
+        .and(json_body::<PairReq>())
+        .and(with.clone())
+        .map(|req: PairReq, shared: Arc<Shared>| {
+            reply(shared.with(|sim, now| sim.pair(&req.phone, &req.code, req.name.as_deref(), now)))
+        });
+    let inbound = warp::path!("sim" / "inbound")
+        .and(warp::post())
+        .and(json_body::<InboundReq>())
+        .and(with.clone())
+        .map(|req: InboundReq, shared: Arc<Shared>| {
+            reply(
+                shared
+                    .with(|sim, now| sim.inbound(&req.to, &req.from, &req.text, now))
+                    .map(|id| serde_json::json!({ "id": id })),
+            )
+        });
+    let messages = warp::path!("sim" / "messages")
+        .and(warp::get())
+        .and(warp::query::<PhoneQuery>())
+        .and(with.clone())
+        .map(|q: PhoneQuery, shared: Arc<Shared>| {
+            let phone = q.phone.unwrap_or_default();
+            reply(shared.with(|sim, _| sim.messages(&phone)))
+        });
+    let unlink = warp::path!("sim" / "unlink")
+        .and(warp::post())
+        .and(json_body::<PhoneReq>())
+        .and(with.clone())
+        .map(|req: PhoneReq, shared: Arc<Shared>| {
+            reply(
+                shared
+                    .with(|sim, _| sim.unlink(&req.phone))
+                    .map(|n| serde_json::json!({ "unlinked": n })),
+            )
+        });
+    let devices = warp::path!("sim" / "devices")
+        .and(warp::get())
+        .and(with.clone())
+        .map(|shared: Arc<Shared>| reply(Ok::<_, PhoneError>(shared.with(|sim, _| sim.devices()))));
+    let faults_get = warp::path!("sim" / "faults")
+        .and(warp::get())
+        .and(with.clone())
+        .map(|shared: Arc<Shared>| warp::reply::json(&fault_settings(&shared)).into_response());
+    let faults_post = warp::path!("sim" / "faults")
+        .and(warp::post())
+        .and(json_body::<FaultsReq>())
+        .and(with)
+        .map(|req: FaultsReq, shared: Arc<Shared>| faults(req, &shared));
+
+    index
+        .or(phone)
+        .or(statics)
+        .or(health)
+        .or(ws)
+        .or(link)
+        .or(pair)
+        .or(inbound)
+        .or(messages)
+        .or(unlink)
+        .or(devices)
+        .or(faults_get)
+        .or(faults_post)
+}
+
+fn asset(body: impl Into<String>, content_type: &'static str) -> warp::reply::Response {
+    let mut resp = warp::reply::Response::new(body.into().into());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    // Every load must reach the server so the slow-load fault and new builds always apply.
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+async fn static_chunk(
+    name: String,
+    shared: Arc<Shared>,
+) -> Result<warp::reply::Response, Rejection> {
+    let body: String = match name.as_str() {
+        "wa-config.js" => shared.page_config.clone(),
+        "wa-runtime.js" => RUNTIME_JS.to_owned(),
+        "wa-models.js" => MODELS_JS.to_owned(),
+        "wa-app.js" => APP_JS.to_owned(),
+        _ => return Err(warp::reject::not_found()),
+    };
+    // Registered before reading the setting, so a clear that lands in between still wakes us.
+    let released = shared.release_loads.notified();
+    let delay = *lock(&shared.slow_load_ms);
+    if delay > 0 {
+        // The fault itself: hold the chunk back so the page's modules appear late. Lowering or
+        // clearing the fault releases the requests already held.
+        let _held = HeldLoad::new(&shared.held_loads);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+            _ = released => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    Ok(asset(body, "text/javascript; charset=utf-8"))
+}
+
+/// Counts a held chunk request for as long as it lives.
+struct HeldLoad<'a>(&'a AtomicUsize);
+
+impl<'a> HeldLoad<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        HeldLoad(counter)
+    }
+}
+
+impl Drop for HeldLoad<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("slow_load_ms".into(), (*lock(&shared.slow_load_ms)).into());
+    out.insert(
+        "held_loads".into(),
+        shared.held_loads.load(Ordering::SeqCst).into(),
+    );
+    out
+}
+
+fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+{
+    warp::body::content_length_limit(MAX_CONTROL_BODY_BYTES)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes::Bytes| async move {
+            serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                warp::reject::custom(ApiError::bad_request("invalid_body", e.to_string()))
+            })
+        })
+}
+
+fn reply<T: serde::Serialize>(r: Result<T, PhoneError>) -> warp::reply::Response {
+    match r {
+        Ok(v) => warp::reply::json(&v).into_response(),
+        Err(e) => phone_error(e).into_response(),
+    }
+}
+
+fn phone_error(e: PhoneError) -> ApiError {
+    match e {
+        PhoneError::Invalid(code, m) => ApiError::bad_request(code, m),
+        PhoneError::NotFound(code, m) => ApiError::new(StatusCode::NOT_FOUND, code, m),
+        PhoneError::Conflict(code, m) => ApiError::new(StatusCode::CONFLICT, code, m),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkReq {
+    qr: String,
+    phone: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairReq {
+    phone: String,
+    code: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundReq {
+    to: String,
+    from: String,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneReq {
+    phone: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PhoneQuery {
+    phone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsReq {
+    #[serde(default)]
+    slow_load_ms: Option<u64>,
+    #[serde(default)]
+    drop_socket: Option<String>,
+    #[serde(default)]
+    refuse_ms: Option<u64>,
+    #[serde(default)]
+    crash: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    clear: Option<bool>,
+}
+
+fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
+    // Validate everything before applying anything, so a 400 changes nothing.
+    if req.slow_load_ms.is_some_and(|ms| ms > MAX_SLOW_LOAD_MS) {
+        return ApiError::bad_request(
+            "invalid_fault",
+            format!("slow_load_ms is at most {MAX_SLOW_LOAD_MS}"),
+        )
+        .into_response();
+    }
+    if req.refuse_ms.is_some_and(|ms| ms > MAX_REFUSE_MS) {
+        return ApiError::bad_request(
+            "invalid_fault",
+            format!("refuse_ms is at most {MAX_REFUSE_MS}"),
+        )
+        .into_response();
+    }
+    if req.refuse_ms.is_some() && req.drop_socket.is_none() {
+        return ApiError::bad_request("invalid_fault", "refuse_ms goes with drop_socket")
+            .into_response();
+    }
+    if req.mode.is_some() && req.crash.is_none() {
+        return ApiError::bad_request("invalid_fault", "mode goes with crash").into_response();
+    }
+    if req.slow_load_ms.is_none()
+        && req.drop_socket.is_none()
+        && req.crash.is_none()
+        && req.clear != Some(true)
+    {
+        return ApiError::bad_request(
+            "invalid_fault",
+            "give slow_load_ms, drop_socket, crash or clear",
+        )
+        .into_response();
+    }
+    for phone in [&req.drop_socket, &req.crash].into_iter().flatten() {
+        if !super::state::valid_phone(phone) {
+            return ApiError::bad_request("invalid_phone", "phone must be 5 to 20 digits")
+                .into_response();
+        }
+    }
+    if req.clear == Some(true) {
+        *lock(&shared.slow_load_ms) = 0;
+        shared.with(|sim, _| sim.clear_refusals());
+        shared.release_loads.notify_waiters();
+    }
+    if let Some(ms) = req.slow_load_ms {
+        let mut current = lock(&shared.slow_load_ms);
+        let lowered = ms < *current;
+        *current = ms;
+        drop(current);
+        if lowered {
+            shared.release_loads.notify_waiters();
+        }
+    }
+    let mut out = fault_settings(shared);
+    if let Some(phone) = &req.drop_socket {
+        let refuse = req.refuse_ms.unwrap_or(0);
+        match shared.with(|sim, now| sim.drop_socket(phone, refuse, now)) {
+            Ok(n) => {
+                out.insert("dropped".into(), n.into());
+            }
+            Err(e) => return phone_error(e).into_response(),
+        }
+    }
+    if let Some(phone) = &req.crash {
+        let mode = req.mode.as_deref().unwrap_or("hang");
+        match shared.with(|sim, _| sim.crash(phone, mode)) {
+            Ok(n) => {
+                out.insert("crashed".into(), n.into());
+            }
+            Err(e) => return phone_error(e).into_response(),
+        }
+    }
+    warp::reply::json(&out).into_response()
+}
+
+// === page websocket ===
+
+async fn page_conn(socket: WebSocket, shared: Arc<Shared>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = shared.with(|sim, _| sim.connect());
+    lock(&shared.conns).insert(id, tx);
+    let span = tracing::debug_span!("sim_page", conn = id);
+    async {
+        tracing::debug!("page connected");
+        let (mut sink, mut stream) = socket.split();
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => {
+                    let _ = sink.send(Message::close()).await;
+                    break;
+                }
+                out = rx.recv() => match out {
+                    Some(Outbound::Text(s)) => {
+                        if sink.send(Message::text(s)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close) | None => {
+                        let _ = sink.send(Message::close()).await;
+                        break;
+                    }
+                },
+                msg = stream.next() => match msg {
+                    Some(Ok(m)) if m.is_text() => {
+                        let parsed = m.to_str().map_err(|_| "not text".to_owned()).and_then(|s| {
+                            serde_json::from_str::<ClientMsg>(s).map_err(|e| e.to_string())
+                        });
+                        match parsed {
+                            Ok(cm) => shared.with(|sim, now| sim.handle(id, cm, now)),
+                            Err(e) => shared.with(|sim, _| sim.protocol_error(id, e)),
+                        }
+                    }
+                    Some(Ok(m)) if m.is_close() => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "page websocket error");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        tracing::debug!("page disconnected");
+    }
+    .instrument(span)
+    .await;
+    lock(&shared.conns).remove(&id);
+    shared.with(|sim, _| sim.disconnect(id));
+}
