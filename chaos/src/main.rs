@@ -79,6 +79,10 @@ struct Args {
     /// Output directory for report.json, table.md and logs.
     #[arg(long, default_value = "target/chaos")]
     out: PathBuf,
+    /// Run id in workspace names (`chaos-<id>-NNN`) and message texts; random when absent. A
+    /// fixed id gives the same workspaces, hence the same shard split, on every run.
+    #[arg(long, value_parser = parse_run_id)]
+    run_id: Option<String>,
     /// The shard the single-shard scenarios hit.
     #[arg(long, default_value_t = 1)]
     victim: u32,
@@ -99,10 +103,16 @@ async fn main() -> std::process::ExitCode {
 }
 
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    civil(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default(),
+    )
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn civil(secs: u64) -> String {
     // Civil date from days since 1970 (Howard Hinnant's algorithm).
     let days = (secs / 86_400) as i64;
     let z = days + 719_468;
@@ -196,7 +206,10 @@ async fn drive(
         router: fleet.router()?,
         admin: fleet.admin.clone(),
     };
-    let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff));
     let workspaces: Vec<String> = (0..args.workspaces)
         .map(|i| format!("chaos-{run_id}-{i:03}"))
         .collect();
@@ -277,7 +290,7 @@ async fn drive(
         request_timeout: Duration::from_secs(5),
         max_duration: max,
         session: session.clone(),
-        run_id: run_id.clone(),
+        run_id: format!("{run_id}-{:08x}", rand::random::<u32>()),
     };
     let n = workspaces.len().max(1) as u64;
     for (i, ws) in workspaces.iter().enumerate() {
@@ -361,6 +374,7 @@ async fn drive(
             "sampler_rounds_without_consul": obs.kv_missed.load(std::sync::atomic::Ordering::Relaxed),
             "proc_scans": obs.proc_scans.load(std::sync::atomic::Ordering::Relaxed),
             "attached": args.state.is_some(),
+            "run_id": run_id,
         }),
         scenarios,
         passed,
@@ -377,6 +391,15 @@ async fn drive(
     Ok(passed)
 }
 
+/// Run ids end up in workspace ids (`^[A-Za-z0-9_-]{1,64}$`, with room for the rest).
+fn parse_run_id(s: &str) -> Result<String, String> {
+    if (1..=16).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 16 ASCII letters or digits".into())
+    }
+}
+
 impl Args {
     fn scenarios_list(&self) -> Vec<String> {
         if self.scenarios == "all" {
@@ -388,5 +411,25 @@ impl Args {
                 .filter(|s| !s.is_empty())
                 .collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_short_alphanumerics() {
+        assert_eq!(parse_run_id("ci1").unwrap(), "ci1");
+        for bad in ["", "a-b", "../x", "12345678901234567"] {
+            assert!(parse_run_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn utc_dates_are_civil() {
+        assert_eq!(civil(0), "1970-01-01T00:00:00Z");
+        assert_eq!(civil(1_732_800_000), "2024-11-28T13:20:00Z");
+        assert_eq!(civil(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

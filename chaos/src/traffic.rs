@@ -88,7 +88,8 @@ pub struct TrafficConfig {
     pub max_duration: Duration,
     /// Session id used in every workspace.
     pub session: String,
-    /// Run id, to make message texts unique across runs.
+    /// Run id plus a per-process random nonce: message texts and idempotency keys stay unique
+    /// even when a fixed `--run-id` is reused against the same fleet.
     pub run_id: String,
 }
 
