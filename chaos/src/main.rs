@@ -83,9 +83,9 @@ struct Args {
     /// fixed id gives the same workspaces, hence the same shard split, on every run.
     #[arg(long, value_parser = parse_run_id)]
     run_id: Option<String>,
-    /// The shard the single-shard scenarios hit.
-    #[arg(long, default_value_t = 1)]
-    victim: u32,
+    /// The shard the single-shard scenarios hit (default: the shard owning most workspaces).
+    #[arg(long)]
+    victim: Option<u32>,
 }
 
 #[tokio::main]
@@ -334,6 +334,26 @@ async fn drive(
         log_dir,
         delivered: tokio::sync::Mutex::default(),
     };
+    let victim = match args.victim {
+        Some(v) => v,
+        None => {
+            let map = fleet.shard_map().await?;
+            let mut count: std::collections::BTreeMap<u32, usize> = Default::default();
+            for ws in &workspaces {
+                if let Ok(id) = wafleet::ids::WorkspaceId::new(ws.clone())
+                    && let Some(k) = map.owner(&id)
+                {
+                    *count.entry(k).or_default() += 1;
+                }
+            }
+            // Most workspaces; the lowest shard id on a tie.
+            count
+                .iter()
+                .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
+                .map_or(0, |(k, _)| *k)
+        }
+    };
+    tracing::info!(victim, "victim shard for single-shard scenarios");
     let run_deadline = tokio::time::Instant::now() + max;
     let mut scenarios = Vec::new();
     for name in &args.scenarios_list() {
@@ -345,7 +365,7 @@ async fn drive(
             continue;
         }
         tracing::info!(scenario = %name, "scenario start");
-        let reps = scenario::run(&ctx, name, args.victim).await;
+        let reps = scenario::run(&ctx, name, victim).await;
         for r in &reps {
             tracing::info!(scenario = %r.name, passed = r.passed, "scenario done");
         }
@@ -375,6 +395,7 @@ async fn drive(
             "proc_scans": obs.proc_scans.load(std::sync::atomic::Ordering::Relaxed),
             "attached": args.state.is_some(),
             "run_id": run_id,
+            "victim_shard": victim,
         }),
         scenarios,
         passed,
