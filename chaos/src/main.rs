@@ -284,11 +284,13 @@ async fn drive(
 
     // Traffic and sampling.
     let max = Duration::from_secs(args.max_run_secs);
+    // Traffic and sampling outlive the last scenario's cut-off (deadline + 60 s) a little.
+    let loops_max = max + Duration::from_secs(90);
     let tcfg = TrafficConfig {
         interval: Duration::from_millis(args.interval_ms),
         send_every: if caps.sends { args.send_every } else { 0 },
         request_timeout: Duration::from_secs(5),
-        max_duration: max,
+        max_duration: loops_max,
         session: session.clone(),
         run_id: format!("{run_id}-{:08x}", rand::random::<u32>()),
     };
@@ -310,7 +312,7 @@ async fn drive(
         rec.clone(),
         obs.clone(),
         Duration::from_millis(500),
-        max,
+        loops_max,
         stop.clone(),
     ));
 
@@ -365,7 +367,22 @@ async fn drive(
             continue;
         }
         tracing::info!(scenario = %name, "scenario start");
-        let reps = scenario::run(&ctx, name, victim).await;
+        // A scenario started before the deadline gets one extra minute, then it is cut off
+        // (and any fault it left in the agent or the receiver is cleared).
+        let cutoff = run_deadline + Duration::from_secs(60);
+        let reps = match tokio::time::timeout_at(cutoff, scenario::run(&ctx, name, victim)).await {
+            Ok(reps) => reps,
+            Err(_) => {
+                let _ = fleet.consul_fault("clear", serde_json::json!({})).await;
+                ctx.receiver.set_up(true);
+                let mut r = report::ScenarioReport::skipped(name, String::new());
+                r.skipped = None;
+                r.passed = false;
+                r.notes
+                    .push("cut off: the scenario ran past --max-run-secs + 60 s".into());
+                vec![r]
+            }
+        };
         for r in &reps {
             tracing::info!(scenario = %r.name, passed = r.passed, "scenario done");
         }
