@@ -236,7 +236,6 @@ async fn drive(
     };
     let settled = traffic::wait_sessions(
         &target,
-        &rec,
         &workspaces,
         &["WORKING", "SCAN_QR_CODE"],
         // Real sessions launch one Chromium each (bounded restore concurrency): scale with M.
@@ -258,7 +257,6 @@ async fn drive(
         }
         traffic::wait_sessions(
             &target,
-            &rec,
             &workspaces,
             &["WORKING"],
             Duration::from_secs(60 + 3 * workspaces.len() as u64),

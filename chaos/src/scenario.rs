@@ -350,13 +350,8 @@ where
             .push(format!("fleet not healthy before the fault: {e}"));
         return rep;
     }
-    let before = traffic::session_table(
-        &ctx.target,
-        &ctx.rec,
-        &ctx.workspaces,
-        Duration::from_secs(10),
-    )
-    .await;
+    let before =
+        traffic::session_table(&ctx.target, &ctx.workspaces, Duration::from_secs(10)).await;
     let map = match ctx.fleet.shard_map().await {
         Ok(m) => m,
         Err(e) => {
@@ -395,13 +390,7 @@ where
     rep.action = fault.action.clone();
     rep.affected_shards = fault.shards.clone();
     rep.notes.append(&mut fault.notes);
-    let after = traffic::session_table(
-        &ctx.target,
-        &ctx.rec,
-        &ctx.workspaces,
-        Duration::from_secs(10),
-    )
-    .await;
+    let after = traffic::session_table(&ctx.target, &ctx.workspaces, Duration::from_secs(10)).await;
     let outcomes = ctx.rec.outcomes();
     // Detection and recovery count from the injection itself (scale-out first starts a
     // worker); the invariants keep the wider window from before the injection.
@@ -911,7 +900,14 @@ async fn scale_out(ctx: &Ctx) -> Result<Fault, String> {
             });
         }
     }
-    let _ = out;
+    let summary = out
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if !summary.is_empty() {
+        notes.push(format!("wafleet shards apply: {summary}"));
+    }
     Ok(Fault {
         action: format!(
             "started worker shard {n} pid {} at {}; shards apply --count {}",

@@ -297,12 +297,7 @@ pub async fn create_session(
 }
 
 /// Reads every workspace's sessions (retrying failures until `timeout`) into a table.
-pub async fn session_table(
-    t: &Target,
-    rec: &Recorder,
-    workspaces: &[String],
-    timeout: Duration,
-) -> SessionTable {
+pub async fn session_table(t: &Target, workspaces: &[String], timeout: Duration) -> SessionTable {
     let reads = workspaces.iter().map(|ws| async move {
         let deadline = Instant::now() + timeout;
         loop {
@@ -325,7 +320,6 @@ pub async fn session_table(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
-    let _ = rec;
     futures::future::join_all(reads)
         .await
         .into_iter()
@@ -355,14 +349,13 @@ fn parse_sessions(ws: &str, v: &serde_json::Value) -> Vec<((String, String), Ses
 /// Waits until every session in `workspaces` has one of `statuses`; returns the table.
 pub async fn wait_sessions(
     t: &Target,
-    rec: &Recorder,
     workspaces: &[String],
     statuses: &[&str],
     timeout: Duration,
 ) -> Result<SessionTable, SessionTable> {
     let deadline = Instant::now() + timeout;
     loop {
-        let table = session_table(t, rec, workspaces, Duration::from_secs(5)).await;
+        let table = session_table(t, workspaces, Duration::from_secs(5)).await;
         let all = workspaces.iter().all(|ws| {
             let mine: Vec<_> = table.iter().filter(|((w, _), _)| w == ws).collect();
             !mine.is_empty()
