@@ -14,32 +14,38 @@ pub fn format_go_duration(d: Duration) -> String {
     }
 }
 
-/// Parses a Go duration (`"30s"`, `"1m0s"`, `"1.5h"`, `"250ms"`, `"0"`). Negative durations
-/// and unknown units are refused.
+/// Parses a Go duration string (`"30s"`, `"1m0s"`, `"1.5h"`, `"250ms"`, `"0"`), for both the client
+/// and the built-in agent. Returns `None` for anything Go's `time.ParseDuration` rejects
+/// (and for negative durations, which no Consul field here accepts).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() || s.starts_with('-') {
+    if s.is_empty() {
         return None;
     }
     let s = s.strip_prefix('+').unwrap_or(s);
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
+    if s.starts_with('-') {
+        return None;
+    }
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut total_nanos: f64 = 0.0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+            i += 1;
+        }
+        if start == i {
             return None;
         }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per_unit = match &rest[..unit_len] {
+        let number: f64 = s[start..i].parse().ok()?;
+        let unit_start = i;
+        while i < bytes.len() && !(bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+            i += 1;
+        }
+        let unit_nanos: f64 = match &s[unit_start..i] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
             "ms" => 1e6,
@@ -48,13 +54,13 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
             "h" => 3600e9,
             _ => return None,
         };
-        rest = &rest[unit_len..];
-        total += value * nanos_per_unit;
+        total_nanos += number * unit_nanos;
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
+    // Go's Duration is an int64 of nanoseconds: anything larger overflows there too.
+    if !total_nanos.is_finite() || total_nanos > i64::MAX as f64 {
         return None;
     }
-    Some(Duration::from_nanos(total.round() as u64))
+    Some(Duration::from_nanos(total_nanos.round() as u64))
 }
 
 #[cfg(test)]

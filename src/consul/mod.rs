@@ -13,7 +13,7 @@
 pub mod cli;
 mod client;
 pub mod dns;
-mod duration;
+pub(crate) mod duration;
 mod error;
 pub mod key;
 pub mod registration;

@@ -5,53 +5,8 @@
 
 use std::time::Duration;
 
-/// Parses a Go duration string. Returns `None` for anything Go's `time.ParseDuration` rejects
-/// (and for negative durations, which no Consul field here accepts).
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s.starts_with('-') {
-        return None;
-    }
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    let mut total_nanos: f64 = 0.0;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
-            i += 1;
-        }
-        if start == i {
-            return None;
-        }
-        let number: f64 = s[start..i].parse().ok()?;
-        let unit_start = i;
-        while i < bytes.len() && !(bytes[i].is_ascii_digit() || bytes[i] == b'.') {
-            i += 1;
-        }
-        let unit_nanos: f64 = match &s[unit_start..i] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total_nanos += number * unit_nanos;
-    }
-    // Go's Duration is an int64 of nanoseconds: anything larger overflows there too.
-    if !total_nanos.is_finite() || total_nanos > i64::MAX as f64 {
-        return None;
-    }
-    Some(Duration::from_nanos(total_nanos.round() as u64))
-}
+/// The one Go-duration parser, shared with the client.
+pub use crate::consul::duration::parse_go_duration;
 
 /// Formats a duration the way Go's `Duration.String()` does for whole seconds and above
 /// (`"15s"`, `"1m30s"`, `"1h0m0s"`), and as milliseconds below one second.
