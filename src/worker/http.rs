@@ -41,6 +41,13 @@ pub struct Api {
     pub authority: Arc<Authority>,
 }
 
+impl Api {
+    /// The Chromium-backed host, when this worker runs one (`None` with the placeholder).
+    pub fn engine(&self) -> Option<Arc<super::engine_host::EngineHost>> {
+        self.shared.host.engine_host()
+    }
+}
+
 /// The body of `POST /v1/workspaces/{ws}/sessions`.
 // Unknown fields are ignored so clients written against a later API (engine options) keep
 // working against this worker.

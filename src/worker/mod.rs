@@ -21,6 +21,7 @@ pub mod cli;
 pub mod consul;
 pub mod coordinator;
 pub mod driver;
+pub mod engine_host;
 pub mod host;
 pub mod http;
 pub mod ownership;
@@ -93,8 +94,10 @@ pub struct WorkerConfig {
     pub consul: crate::consul::Config,
     /// Token checks.
     pub authority: Authority,
-    /// The session host; `None` = the placeholder host.
+    /// The session host; `None` = built from [`WorkerConfig::session_host`].
     pub host: Option<Arc<dyn host::SessionHost>>,
+    /// Which host [`default_host`] builds (`--session-host`).
+    pub session_host: HostKind,
     /// Print the readiness JSON line on stdout the first time the worker is ready.
     pub print_ready_line: bool,
 }
@@ -115,14 +118,37 @@ impl std::fmt::Debug for WorkerConfig {
     }
 }
 
-/// The session host `wafleet worker` runs when [`WorkerConfig::host`] is `None`: today the
-/// placeholder. The engine plugs its Chromium-backed host in here (it has the data directory,
-/// the shard, `--wa-url` and `--restore-concurrency` in `config`).
+/// Which session host a worker runs (`--session-host engine|placeholder`).
+#[derive(Debug, Clone)]
+pub enum HostKind {
+    /// One Chromium per session ([`engine_host::EngineHost`]), launched per this config
+    /// (`WAFLEET_CHROMIUM`, `--wa-url`).
+    Engine(Box<crate::engine::EngineConfig>),
+    /// No browser ([`placeholder::PlaceholderHost`]): for tests of ownership and routing.
+    Placeholder,
+}
+
+/// The session host `wafleet worker` runs when [`WorkerConfig::host`] is `None`: the engine
+/// host (launches bounded by `--restore-concurrency`), or the placeholder.
 pub fn default_host(config: &WorkerConfig) -> Arc<dyn host::SessionHost> {
-    Arc::new(placeholder::PlaceholderHost::new(
-        config.data.clone(),
-        config.shard,
-    ))
+    match &config.session_host {
+        HostKind::Engine(engine) => engine_host::EngineHost::new(
+            config.data.clone(),
+            config.shard,
+            (**engine).clone(),
+            config.restore_concurrency,
+        ),
+        HostKind::Placeholder => Arc::new(placeholder::PlaceholderHost::new(
+            config.data.clone(),
+            config.shard,
+        )),
+    }
+}
+
+/// The engine host behind `host`, if it is one (what the messaging routes use to send and to
+/// subscribe to session events).
+pub fn engine_host_of(host: &Arc<dyn host::SessionHost>) -> Option<Arc<engine_host::EngineHost>> {
+    host.engine_host()
 }
 
 /// Runs a worker on `listener` until `shutdown` fires, then drains: deregisters, answers 503,
