@@ -24,6 +24,7 @@ pub mod driver;
 pub mod engine_host;
 pub mod host;
 pub mod http;
+pub mod messaging;
 pub mod ownership;
 pub mod placeholder;
 
@@ -171,6 +172,22 @@ pub async fn run(
     let map = consul::watch_shard_map(&client, &config.kv_prefix, &tracker, background.clone())?;
     let host = config.host.clone().unwrap_or_else(|| default_host(&config));
     let shared = driver::Shared::new(config.shard, config.data.clone(), host, map);
+    // Messaging (issue 5): its store opens once the shard lock is held (driver).
+    let messaging = Arc::new(
+        messaging::Messaging::from_lookup(config.shard, config.data.clone(), |k| {
+            std::env::var(k).ok()
+        })
+        .map_err(|e| WorkerError::Config(e.to_string()))?,
+    );
+    if let Some(engine) = shared.host.engine_host() {
+        messaging.set_engine(engine.clone());
+        tracker.spawn(messaging::pump(
+            messaging.clone(),
+            engine.subscribe(),
+            background.clone(),
+        ));
+    }
+    let _ = shared.messaging.set(messaging.clone());
 
     let api = http::Api {
         shared: shared.clone(),
