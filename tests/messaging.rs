@@ -187,15 +187,46 @@ async fn send_receive_webhooks_sse_dead_letters_and_crash() {
     let router = fleet.router().await;
     let base = format!("http://{}/v1/workspaces/{WS}/sessions", router.addr);
 
-    // Create the session with a signed webhook; the QR arrives by webhook.
+    // Create the session with a signed webhook (idempotently); the QR arrives by webhook.
+    let create = json!({"session": "main", "webhook": {"url": format!("http://{hook}/hook"), "secret": SECRET}, "metadata": {"tenant": 7}});
     let (st, body, _) = req(
         reqwest::Method::POST,
         &base,
-        Some(json!({"session": "main", "webhook": {"url": format!("http://{hook}/hook"), "secret": SECRET}, "metadata": {"tenant": 7}})),
-        None,
+        Some(create.clone()),
+        Some("create-1"),
     )
     .await;
     assert_eq!(st, 201, "{body}");
+    let (st, again, headers) =
+        req(reqwest::Method::POST, &base, Some(create), Some("create-1")).await;
+    assert_eq!((st, &again["session"]), (201, &body["session"]), "{again}");
+    assert_eq!(
+        headers.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let (st, other, _) = req(
+        reqwest::Method::POST,
+        &base,
+        Some(json!({"session": "other"})),
+        Some("create-1"),
+    )
+    .await;
+    assert_eq!(
+        (st, other["error"].as_str()),
+        (422, Some("idempotency_conflict"))
+    );
+    // A webhook URL outside the operator's allow-list is refused at configuration time.
+    let (st, refused, _) = req(
+        reqwest::Method::POST,
+        &base,
+        Some(json!({"session": "ftp", "webhook": {"url": "ftp://example.com/x"}})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, refused["error"].as_str()),
+        (400, Some("invalid_webhook_url"))
+    );
 
     // The event stream, opened early (SSE through the router).
     let sse = http()

@@ -108,9 +108,10 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .and(warp::post())
         .and(with.clone())
         .and(auth)
+        .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
-        .and_then(create_session);
+        .and_then(super::messaging::routes::create_session);
     let one = warp::path!("v1" / "workspaces" / String / "sessions" / String)
         .and(warp::get())
         .and(with.clone())
@@ -376,7 +377,7 @@ async fn get_session(
     }
 }
 
-async fn create_session(
+pub(crate) async fn create_session(
     ws: String,
     api: Api,
     auth: Option<String>,
