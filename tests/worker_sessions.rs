@@ -358,6 +358,19 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
     assert_eq!(restored.shard, Some(0));
     assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");
 
+    // kill -9 of the worker: its orphaned Chromium is killed by the next owner under the lock,
+    // and the session comes back WORKING without a QR.
+    w0.proc.kill9().await;
+    w0 = env.worker(0, port0).await;
+    let restored = wait_status(&router, "WORKING", Some("SCAN_QR_CODE")).await;
+    assert_eq!(restored.shard, Some(0));
+    let log = std::fs::read_to_string(&w0.proc.log).unwrap_or_default();
+    assert!(
+        log.contains("killing an orphaned browser"),
+        "the orphan of the killed worker was found and killed"
+    );
+    assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");
+
     // Handoff: a pin moves the workspace to shard 1; the session follows its profile.
     put_map(env.fleet.consul_http(), &map(1, 2)).await;
     let moved = wait_for("session WORKING on shard 1", DEADLINE, || async {

@@ -180,6 +180,23 @@ pub fn live_singleton_owner(profile: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
+/// Whether browser `pid` is an orphan: its parent is not a live `wafleet` process (the worker that
+/// launched it was killed with SIGKILL and could not close it).
+pub fn is_orphan(pid: u32) -> bool {
+    let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            let rest = st.rsplit_once(')')?.1.to_string();
+            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+        })
+    else {
+        return false;
+    };
+    let parent = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+    let exe = parent.split(|b| *b == 0).next().unwrap_or_default();
+    !String::from_utf8_lossy(exe).ends_with("wafleet")
+}
+
 /// SIGKILLs `pid` and its descendants (fencing: no time for a clean close).
 fn kill_tree(pid: u32) {
     let mut tree = crate::engine::memory::process_tree(pid).unwrap_or_default();
@@ -457,6 +474,23 @@ impl SessionHost for EngineHost {
             let stopped = CancellationToken::new();
             let generation = self.generations.fetch_add(1, Ordering::Relaxed);
             let mut sessions = BTreeMap::new();
+            for config in &configs {
+                // A browser left behind by a worker killed with SIGKILL still runs on the
+                // profile; with the lock held here it must go before a new one starts.
+                let profile = self.session_dir(ws, &config.session).join(PROFILE_DIR);
+                if let Some(pid) = live_singleton_owner(&profile)
+                    && is_orphan(pid)
+                {
+                    tracing::warn!(workspace = %ws, session = %config.session, pid, "killing an orphaned browser on the profile");
+                    kill_tree(pid);
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while live_singleton_owner(&profile).is_some()
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
             for config in configs {
                 let entry = self.spawn_entry(ws, &lease, config);
                 sessions.insert(entry.config.session.clone(), entry);
