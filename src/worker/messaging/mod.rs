@@ -54,6 +54,9 @@ pub trait EngineAccess: Send + Sync + 'static {
     fn session_handle(&self, ws: &WorkspaceId, s: &SessionId) -> Option<SessionHandle>;
 }
 
+/// How long [`Messaging::close`] waits for delivery and the dispatcher to stop.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// The pieces that live while the shard lock is held.
 struct Active {
     store: Store,
@@ -232,11 +235,13 @@ impl Messaging {
         let Some(active) = active else { return };
         active.stop.cancel();
         active.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(12), active.tasks.wait())
+        // Bounded so a drain stays inside Nomad's kill timeout; an attempt cut short leaves its
+        // event pending, delivered again after the restart (at-least-once).
+        if tokio::time::timeout(CLOSE_WAIT, active.tasks.wait())
             .await
             .is_err()
         {
-            warn!("messaging tasks did not stop within 12 s; closing the store anyway");
+            warn!("messaging tasks did not stop in time; closing the store anyway");
         }
         active.store.close().await;
         self.last_status
