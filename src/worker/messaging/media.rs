@@ -217,4 +217,56 @@ mod tests {
         let e = p.fetch("file:///etc/passwd").await.unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
+
+    /// A loopback server: `/small` (5 bytes, image/png), `/big` (2 KiB), `/redirect`.
+    async fn server() -> std::net::SocketAddr {
+        use warp::Filter;
+        let small = warp::path("small")
+            .map(|| warp::reply::with_header(b"hello".to_vec(), "content-type", "image/png; x=1"));
+        let big = warp::path("big").map(|| vec![7u8; 2048]);
+        let redirect =
+            warp::path("redirect").map(|| warp::redirect::found(http::Uri::from_static("/small")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            warp::serve(
+                small
+                    .map(warp::Reply::into_response)
+                    .or(big.map(warp::Reply::into_response))
+                    .unify()
+                    .or(redirect.map(warp::Reply::into_response))
+                    .unify(),
+            )
+            .incoming(listener)
+            .run(),
+        );
+        addr
+    }
+
+    #[tokio::test]
+    async fn allow_list_size_cap_and_no_redirects() {
+        let addr = server().await;
+        let p = MediaPolicy::from_lookup(|k| match k {
+            "WAFLEET_MEDIA_ALLOW" => Some("127.0.0.1".into()),
+            "WAFLEET_MEDIA_MAX_BYTES" => Some("1024".into()),
+            _ => None,
+        })
+        .unwrap();
+        let (data, ctype) = p.fetch(&format!("http://{addr}/small")).await.unwrap();
+        assert_eq!(&data[..], b"hello");
+        assert_eq!(ctype.as_deref(), Some("image/png"));
+        let e = p.fetch(&format!("http://{addr}/big")).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let e = p
+            .fetch(&format!("http://{addr}/redirect"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        // Without the allow-list the same loopback server is refused.
+        let e = MediaPolicy::default()
+            .fetch(&format!("http://{addr}/small"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.body.error, "media_url_forbidden");
+    }
 }
