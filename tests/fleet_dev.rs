@@ -49,6 +49,8 @@ async fn dev_starts_records_restarts_and_stops_the_fleet() {
         "127.0.0.1:0",
         "--consul-dns",
         "127.0.0.1:0",
+        "--sim-listen",
+        "127.0.0.1:0",
         "--session-ttl-secs",
         "10",
         "--lock-delay-secs",

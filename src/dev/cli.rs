@@ -43,6 +43,10 @@ pub struct Args {
     /// Use this WhatsApp Web URL instead of starting the simulator.
     #[arg(long)]
     pub wa_url: Option<String>,
+    /// Simulator listen address. Keep it fixed across restarts: a profile's credentials live in
+    /// the origin's IndexedDB, so a simulator on another port means a new QR for every session.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub sim_listen: String,
     /// Workers' Consul session TTL in seconds.
     #[arg(long, default_value_t = crate::worker::DEFAULT_SESSION_TTL_SECS)]
     pub session_ttl_secs: u64,
@@ -335,7 +339,7 @@ pub async fn run_with(
         let mut wa_url = args.wa_url.clone();
         if wa_url.is_none() {
             let (stop, tracker) = &tiers["2-sim"];
-            let sim_args = vec!["sim".into(), "--listen".into(), "127.0.0.1:0".into(), "--state-file".into(), devdir.join("sim-state.json").display().to_string()];
+            let sim_args = vec!["sim".into(), "--listen".into(), args.sim_listen.clone(), "--state-file".into(), devdir.join("sim-state.json").display().to_string()];
             supervise(exe.clone(), spec("sim", sim_args, &[("--listen", "http")], true, env.clone()), tx.clone(), stop.clone(), tracker);
             match wait_first("sim", &mut rx, &mut pending, Duration::from_secs(READY_TIMEOUT_SECS), &shutdown).await? {
                 Some(ready) => {

@@ -35,9 +35,14 @@ pub struct Args {
     /// WhatsApp Web URL (the simulator in dev and tests).
     #[arg(long)]
     pub wa_url: Option<String>,
-    /// How many workspaces start at once after a restart.
+    /// How many workspaces start at once after a restart (and how many Chromiums launch at
+    /// once).
     #[arg(long, default_value_t = super::DEFAULT_RESTORE_CONCURRENCY)]
     pub restore_concurrency: usize,
+    /// Session host: `engine` (Chromium per session) or `placeholder` (no browser; tests of
+    /// ownership and routing).
+    #[arg(long, default_value = "engine", value_parser = ["engine", "placeholder"])]
+    pub session_host: String,
 }
 
 /// Splits `host:port` (IPv6 in brackets) into its parts.
@@ -67,6 +72,20 @@ pub fn config(
             "--lock-delay-secs must be within 0..=60".into(),
         ));
     }
+    let session_host = if args.session_host == "placeholder" {
+        super::HostKind::Placeholder
+    } else {
+        let mut engine = crate::engine::EngineConfig::from_lookup(lookup);
+        if let Some(url) = &args.wa_url {
+            if url::Url::parse(url).is_err() {
+                return Err(WorkerError::Config(format!(
+                    "--wa-url {url:?} is not a URL"
+                )));
+            }
+            engine = engine.with_wa_url(url.clone());
+        }
+        super::HostKind::Engine(Box::new(engine))
+    };
     Ok(WorkerConfig {
         shard: args.shard,
         data: args.data.clone(),
@@ -81,6 +100,7 @@ pub fn config(
         consul: crate::consul::Config::from_lookup(lookup)?,
         authority: crate::auth::Authority::from_lookup(lookup)?,
         host: None,
+        session_host,
         print_ready_line: true,
     })
 }

@@ -82,6 +82,8 @@ pub struct Shared {
     poke: Notify,
     /// Bounds concurrent workspace lock attempts (each may hold a blocking query open).
     acquiring: Arc<Semaphore>,
+    /// Messaging (shard store, webhooks, send queue): opened while the shard lock is held.
+    pub messaging: std::sync::OnceLock<Arc<super::messaging::Messaging>>,
 }
 
 // === impl Shared ===
@@ -103,6 +105,7 @@ impl Shared {
             known: Mutex::new(BTreeSet::new()),
             poke: Notify::new(),
             acquiring: Arc::new(Semaphore::new(MAX_CONCURRENT_ACQUIRES)),
+            messaging: std::sync::OnceLock::new(),
         })
     }
 
@@ -246,6 +249,10 @@ pub async fn run_terms(
         let end = run_term(&shared, coord, &config, &mut first_ready, &shutdown, term)
             .instrument(span)
             .await;
+        // The shard store is single-writer only while the shard lock is held.
+        if let Some(m) = shared.messaging.get() {
+            m.close().await;
+        }
         match end {
             TermEnd::Drained => return true,
             TermEnd::DrainTimedOut => return false,
@@ -300,6 +307,11 @@ async fn run_term(
         }
     }
     tracing::info!(shard = shared.shard, "shard lock held");
+    if let Some(m) = shared.messaging.get()
+        && let Err(e) = m.open().await
+    {
+        tracing::error!(error = %e, "opening the shard store failed; messaging unavailable this term");
+    }
     // 2. A map.
     let mut map_rx = shared.map.clone();
     loop {

@@ -62,6 +62,18 @@ impl WorkspaceLease {
     }
 }
 
+// The engine removes stale Chromium locks and deletes profiles only with proof of the lock; the
+// lease is that proof.
+impl crate::engine::WorkspaceLockGuard for WorkspaceLease {
+    fn workspace(&self) -> &WorkspaceId {
+        &self.ws
+    }
+
+    fn is_held(&self) -> bool {
+        WorkspaceLease::is_held(self)
+    }
+}
+
 /// How to stop a workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +188,40 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
     /// Last status change, Unix milliseconds.
     pub updated_at_ms: u64,
+    /// WhatsApp Web's version (`Debug.VERSION`) once the page reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wa_version: Option<String>,
+    /// The last error (kept after a recovery, for operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Browser relaunches so far (watchdog, crash, restart).
+    #[serde(default)]
+    pub restarts: u64,
+    /// Last PSS sample of the session's Chromium process tree, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// A lifecycle command on one session (`POST …/sessions/{s}/<action>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    /// Run it (desired state running, persisted).
+    Start,
+    /// Stop it; the profile stays (desired state stopped, persisted).
+    Stop,
+    /// Close and relaunch the browser.
+    Restart,
+    /// Unlink the device and delete the profile; the session stays, stopped.
+    Logout,
+}
+
+/// The QR a session shows right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionQr {
+    /// The raw QR string.
+    pub value: String,
+    /// When WhatsApp rotates it away, Unix milliseconds (estimate).
+    pub expires_at: u64,
 }
 
 /// Why a host call failed.
@@ -198,6 +244,20 @@ pub enum HostError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// No such session in the workspace.
+    #[error("session {0} not found")]
+    NotFound(SessionId),
+    /// The session is not in a status that allows this (`not_scanning`, `not_working`, …).
+    #[error("{message}")]
+    WrongStatus {
+        /// Machine-readable code for the API (`not_scanning`).
+        code: &'static str,
+        /// Human-readable text.
+        message: String,
+    },
+    /// This host does not support the call (the placeholder has no QR).
+    #[error("not supported by this session host: {0}")]
+    Unsupported(&'static str),
     /// Anything the implementation wants to report (browser launch failed, …).
     #[error("{0}")]
     Other(String),
@@ -244,6 +304,54 @@ pub trait SessionHost: Send + Sync + 'static {
         ws: &'a WorkspaceId,
         session: &'a SessionId,
     ) -> BoxFuture<'a, Result<Option<SessionInfo>, HostError>>;
+
+    /// Runs a lifecycle command on one session and answers with its state afterwards.
+    fn session_action<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+        action: SessionAction,
+    ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
+        let _ = (ws, session, action);
+        Box::pin(async { Err(HostError::Unsupported("session lifecycle")) })
+    }
+
+    /// Stops a session and deletes its directory (config and profile).
+    fn delete_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        let _ = (ws, session);
+        Box::pin(async { Err(HostError::Unsupported("delete")) })
+    }
+
+    /// The QR the session shows (`WrongStatus` when it is not scanning).
+    fn qr<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<SessionQr, HostError>> {
+        let _ = (ws, session);
+        Box::pin(async { Err(HostError::Unsupported("qr")) })
+    }
+
+    /// Requests a pairing code for `phone` (digits); answers `ABCD-EFGH`.
+    fn pairing_code<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+        phone: &'a str,
+    ) -> BoxFuture<'a, Result<String, HostError>> {
+        let _ = (ws, session, phone);
+        Box::pin(async { Err(HostError::Unsupported("pairing code")) })
+    }
+
+    /// The Chromium-backed host behind this trait object, if it is one (for routes that need
+    /// the engine itself: sending, events).
+    fn engine_host(&self) -> Option<std::sync::Arc<super::engine_host::EngineHost>> {
+        None
+    }
 
     /// How many times a start found another live process running the same workspace (must stay
     /// 0; the placeholder detects it with an owner marker file, the engine with Chromium's

@@ -17,7 +17,8 @@ use warp::{Filter, Reply};
 
 use super::driver::{Shared, Status};
 use super::host::{
-    DEFAULT_SESSION, DesiredState, HostError, SessionConfig, SessionInfo, WebhookConfig,
+    DEFAULT_SESSION, DesiredState, HostError, SessionAction, SessionConfig, SessionInfo,
+    WebhookConfig,
 };
 use super::ownership::Phase;
 use super::placeholder::now_ms;
@@ -39,6 +40,13 @@ pub struct Api {
     pub shared: Arc<Shared>,
     /// Token checks.
     pub authority: Arc<Authority>,
+}
+
+impl Api {
+    /// The Chromium-backed host, when this worker runs one (`None` with the placeholder).
+    pub fn engine(&self) -> Option<Arc<super::engine_host::EngineHost>> {
+        self.shared.host.engine_host()
+    }
 }
 
 /// The body of `POST /v1/workspaces/{ws}/sessions`.
@@ -100,14 +108,52 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .and(warp::post())
         .and(with.clone())
         .and(auth)
+        .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
-        .and_then(create_session);
+        .and_then(super::messaging::routes::create_session);
     let one = warp::path!("v1" / "workspaces" / String / "sessions" / String)
         .and(warp::get())
-        .and(with)
+        .and(with.clone())
         .and(auth)
         .and_then(get_session);
+    let delete = warp::path!("v1" / "workspaces" / String / "sessions" / String)
+        .and(warp::delete())
+        .and(with.clone())
+        .and(auth)
+        .and_then(delete_session);
+    // One route per verb with a literal last segment: a filter that took the body and then
+    // declined would leave none for the routes after it (messages).
+    let lifecycle = |name: &'static str, action: SessionAction| {
+        warp::path!("v1" / "workspaces" / String / "sessions" / String / ..)
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(with.clone())
+            .and(auth)
+            .and_then(move |ws, s, api, auth| session_action(ws, s, api, auth, action))
+    };
+    let lifecycle = lifecycle("start", SessionAction::Start)
+        .or(lifecycle("stop", SessionAction::Stop))
+        .unify()
+        .or(lifecycle("restart", SessionAction::Restart))
+        .unify()
+        .or(lifecycle("logout", SessionAction::Logout))
+        .unify();
+    let pairing = warp::path!("v1" / "workspaces" / String / "sessions" / String / "pairing-code")
+        .and(warp::post())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::body::bytes())
+        .and_then(pairing_code);
+    let qr = warp::path!("v1" / "workspaces" / String / "sessions" / String / "qr")
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::header::optional::<String>("accept"))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and_then(get_qr);
 
     healthz
         .or(readyz)
@@ -121,6 +167,16 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .or(create)
         .unify()
         .or(one)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(qr)
+        .unify()
+        .or(lifecycle)
+        .unify()
+        .or(pairing)
+        .unify()
+        .or(super::messaging::routes::routes(api.clone()))
         .unify()
         .recover(recover)
         .unify()
@@ -146,7 +202,7 @@ fn readyz(status: &Status) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
 }
 
-fn unavailable(code: &str, message: &str) -> ApiError {
+pub(crate) fn unavailable(code: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_header(
         http::header::RETRY_AFTER,
         HeaderValue::from(RETRY_AFTER_SECS),
@@ -164,7 +220,7 @@ fn auth_error(e: AuthError) -> ApiError {
 }
 
 /// The checks every workspace route starts with; returns the validated workspace.
-fn gate(api: &Api, ws: &str, auth: Option<&str>) -> Result<WorkspaceId, ApiError> {
+pub(crate) fn gate(api: &Api, ws: &str, auth: Option<&str>) -> Result<WorkspaceId, ApiError> {
     let ws = WorkspaceId::new(ws)?;
     api.authority
         .authorize(auth, Some(&ws))
@@ -212,12 +268,30 @@ fn exists_on_disk(api: &Api, ws: &WorkspaceId) -> bool {
         .is_dir()
 }
 
-fn host_error(ws: &WorkspaceId, e: HostError) -> ApiError {
+pub(crate) fn host_error(ws: &WorkspaceId, e: HostError) -> ApiError {
     match e {
         HostError::Exists(s) => ApiError::new(
             StatusCode::CONFLICT,
             "session_exists",
             format!("session {s} already exists"),
+        ),
+        HostError::NotFound(s) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no session {s} in workspace {ws}"),
+        ),
+        HostError::WrongStatus { code, message } => {
+            let status = if code == "invalid" {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::CONFLICT
+            };
+            ApiError::new(status, code, message)
+        }
+        HostError::Unsupported(what) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            format!("{what} is not supported by this worker's session host"),
         ),
         HostError::NotRunning(_) => unavailable(
             "workspace_unavailable",
@@ -303,7 +377,7 @@ async fn get_session(
     }
 }
 
-async fn create_session(
+pub(crate) async fn create_session(
     ws: String,
     api: Api,
     auth: Option<String>,
@@ -361,5 +435,185 @@ async fn create_session(
             warp::reply::with_status(warp::reply::json(&info), StatusCode::CREATED).into_response(),
         ),
         Err(e) => Err(warp::reject::custom(host_error(&ws, e))),
+    }
+}
+
+// === session lifecycle, QR and pairing (DESIGN §7) ===
+
+/// The body of `POST …/sessions/{s}/pairing-code`.
+#[derive(Debug, Deserialize)]
+struct PairingBody {
+    phone: String,
+}
+
+/// Validates a phone number: digits only (a leading `+`, spaces and dashes are dropped), 5 to
+/// 20 of them. Answers the digits.
+pub fn parse_phone(raw: &str) -> Result<String, ApiError> {
+    let trimmed = raw.trim().trim_start_matches('+');
+    let mut digits = String::with_capacity(trimmed.len());
+    for c in trimmed.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' => {}
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_phone",
+                    "phone must be digits (international format, no letters)",
+                ));
+            }
+        }
+    }
+    if !(5..=20).contains(&digits.len()) {
+        return Err(ApiError::bad_request(
+            "invalid_phone",
+            "phone must have 5 to 20 digits",
+        ));
+    }
+    Ok(digits)
+}
+
+/// Gate, session id and "the workspace runs here" in one: what every per-session route needs.
+fn running_session(
+    api: &Api,
+    ws: &str,
+    s: &str,
+    auth: Option<&str>,
+) -> Result<(WorkspaceId, SessionId), ApiError> {
+    let ws = gate(api, ws, auth)?;
+    let s = SessionId::new(s)?;
+    if phase(api, &ws) != Some(Phase::Running) {
+        return Err(not_running(api, &ws).unwrap_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                format!("no session {s} in workspace {ws}"),
+            )
+        }));
+    }
+    Ok((ws, s))
+}
+
+async fn delete_session(
+    ws: String,
+    s: String,
+    api: Api,
+    auth: Option<String>,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(warp::reject::custom)?;
+    match api.shared.host.delete_session(&ws, &s).await {
+        Ok(()) => Ok(warp::reply::json(&serde_json::json!({
+            "workspace": ws, "session": s, "deleted": true
+        }))
+        .into_response()),
+        Err(e) => Err(warp::reject::custom(host_error(&ws, e))),
+    }
+}
+
+async fn session_action(
+    ws: String,
+    s: String,
+    api: Api,
+    auth: Option<String>,
+    action: SessionAction,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(warp::reject::custom)?;
+    match api.shared.host.session_action(&ws, &s, action).await {
+        Ok(info) => Ok(warp::reply::json(&info).into_response()),
+        Err(e) => Err(warp::reject::custom(host_error(&ws, e))),
+    }
+}
+
+async fn pairing_code(
+    ws: String,
+    s: String,
+    api: Api,
+    auth: Option<String>,
+    body: bytes::Bytes,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(warp::reject::custom)?;
+    let body: PairingBody = serde_json::from_slice(&body)
+        .map_err(|e| warp::reject::custom(ApiError::bad_request("invalid_body", e.to_string())))?;
+    let phone = parse_phone(&body.phone).map_err(warp::reject::custom)?;
+    match api.shared.host.pairing_code(&ws, &s, &phone).await {
+        Ok(code) => Ok(warp::reply::json(&serde_json::json!({ "code": code })).into_response()),
+        Err(e) => Err(warp::reject::custom(host_error(&ws, e))),
+    }
+}
+
+async fn get_qr(
+    ws: String,
+    s: String,
+    api: Api,
+    auth: Option<String>,
+    accept: Option<String>,
+    query: std::collections::HashMap<String, String>,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(warp::reject::custom)?;
+    let format = match query.get("format").map(String::as_str) {
+        Some("raw") => "raw",
+        Some("json") => "json",
+        Some("png") => "png",
+        Some(other) => {
+            return Err(warp::reject::custom(ApiError::bad_request(
+                "invalid_format",
+                format!("format {other:?}: expected png, json or raw"),
+            )));
+        }
+        None if accept
+            .as_deref()
+            .is_some_and(|a| a.contains("application/json")) =>
+        {
+            "json"
+        }
+        None => "png",
+    };
+    let qr = api
+        .shared
+        .host
+        .qr(&ws, &s)
+        .await
+        .map_err(|e| warp::reject::custom(host_error(&ws, e)))?;
+    let no_store = |r: warp::reply::Response| {
+        let mut r = r;
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        r
+    };
+    match format {
+        "raw" => Ok(no_store(
+            warp::reply::with_header(qr.value, "content-type", "text/plain; charset=utf-8")
+                .into_response(),
+        )),
+        "json" => Ok(no_store(warp::reply::json(&qr).into_response())),
+        _ => {
+            let png = crate::engine::qr_png(&qr.value).map_err(|e| {
+                tracing::error!(workspace = %ws, session = %s, error = %e, "QR rendering");
+                warp::reject::custom(ApiError::internal("QR rendering failed"))
+            })?;
+            Ok(no_store(
+                warp::reply::with_header(png, "content-type", "image/png").into_response(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_digits_only() {
+        assert_eq!(parse_phone("+49 1555-0001").unwrap(), "4915550001");
+        for bad in [
+            "",
+            "1234",
+            "49a15550001",
+            "1".repeat(21).as_str(),
+            "../1234567",
+        ] {
+            assert!(parse_phone(bad).is_err(), "{bad}");
+        }
     }
 }

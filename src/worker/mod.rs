@@ -21,8 +21,10 @@ pub mod cli;
 pub mod consul;
 pub mod coordinator;
 pub mod driver;
+pub mod engine_host;
 pub mod host;
 pub mod http;
+pub mod messaging;
 pub mod ownership;
 pub mod placeholder;
 
@@ -93,8 +95,10 @@ pub struct WorkerConfig {
     pub consul: crate::consul::Config,
     /// Token checks.
     pub authority: Authority,
-    /// The session host; `None` = the placeholder host.
+    /// The session host; `None` = built from [`WorkerConfig::session_host`].
     pub host: Option<Arc<dyn host::SessionHost>>,
+    /// Which host [`default_host`] builds (`--session-host`).
+    pub session_host: HostKind,
     /// Print the readiness JSON line on stdout the first time the worker is ready.
     pub print_ready_line: bool,
 }
@@ -115,14 +119,37 @@ impl std::fmt::Debug for WorkerConfig {
     }
 }
 
-/// The session host `wafleet worker` runs when [`WorkerConfig::host`] is `None`: today the
-/// placeholder. The engine plugs its Chromium-backed host in here (it has the data directory,
-/// the shard, `--wa-url` and `--restore-concurrency` in `config`).
+/// Which session host a worker runs (`--session-host engine|placeholder`).
+#[derive(Debug, Clone)]
+pub enum HostKind {
+    /// One Chromium per session ([`engine_host::EngineHost`]), launched per this config
+    /// (`WAFLEET_CHROMIUM`, `--wa-url`).
+    Engine(Box<crate::engine::EngineConfig>),
+    /// No browser ([`placeholder::PlaceholderHost`]): for tests of ownership and routing.
+    Placeholder,
+}
+
+/// The session host `wafleet worker` runs when [`WorkerConfig::host`] is `None`: the engine
+/// host (launches bounded by `--restore-concurrency`), or the placeholder.
 pub fn default_host(config: &WorkerConfig) -> Arc<dyn host::SessionHost> {
-    Arc::new(placeholder::PlaceholderHost::new(
-        config.data.clone(),
-        config.shard,
-    ))
+    match &config.session_host {
+        HostKind::Engine(engine) => engine_host::EngineHost::new(
+            config.data.clone(),
+            config.shard,
+            (**engine).clone(),
+            config.restore_concurrency,
+        ),
+        HostKind::Placeholder => Arc::new(placeholder::PlaceholderHost::new(
+            config.data.clone(),
+            config.shard,
+        )),
+    }
+}
+
+/// The engine host behind `host`, if it is one (what the messaging routes use to send and to
+/// subscribe to session events).
+pub fn engine_host_of(host: &Arc<dyn host::SessionHost>) -> Option<Arc<engine_host::EngineHost>> {
+    host.engine_host()
 }
 
 /// Runs a worker on `listener` until `shutdown` fires, then drains: deregisters, answers 503,
@@ -145,6 +172,22 @@ pub async fn run(
     let map = consul::watch_shard_map(&client, &config.kv_prefix, &tracker, background.clone())?;
     let host = config.host.clone().unwrap_or_else(|| default_host(&config));
     let shared = driver::Shared::new(config.shard, config.data.clone(), host, map);
+    // Messaging (issue 5): its store opens once the shard lock is held (driver).
+    let messaging = Arc::new(
+        messaging::Messaging::from_lookup(config.shard, config.data.clone(), |k| {
+            std::env::var(k).ok()
+        })
+        .map_err(|e| WorkerError::Config(e.to_string()))?,
+    );
+    if let Some(engine) = shared.host.engine_host() {
+        messaging.set_engine(engine.clone());
+        tracker.spawn(messaging::pump(
+            messaging.clone(),
+            engine.subscribe(),
+            background.clone(),
+        ));
+    }
+    let _ = shared.messaging.set(messaging.clone());
 
     let api = http::Api {
         shared: shared.clone(),

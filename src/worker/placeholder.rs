@@ -148,6 +148,10 @@ impl PlaceholderHost {
             metadata: r.config.metadata.clone(),
             created_at_ms: r.config.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            wa_version: None,
+            last_error: None,
+            restarts: 0,
+            memory_bytes: None,
         }
     }
 

@@ -371,6 +371,9 @@ impl Fleet {
             "1",
             "--drain-grace-secs",
             "20",
+            // No Chromium: ownership and routing tests; tests of real sessions replace it.
+            "--session-host",
+            "placeholder",
         ]
         .map(String::from)
         .to_vec()

@@ -1,0 +1,493 @@
+//! Messaging on the worker (issue 5): the shard store, webhook delivery, the send queue and the
+//! event pump from the session engine to the outbox, plus their HTTP routes ([`routes`]).
+//!
+//! It is not the engine (sessions run behind [`EngineAccess`]) and not the store or webhook
+//! machinery themselves ([`crate::store`], [`crate::webhook`], [`crate::sendq`]): this module only
+//! wires them into the worker's lifecycle.
+//!
+//! Lifecycle: the shard's SQLite is single-writer, and the shard lock is what guarantees it. So
+//! [`Messaging::open`] is called by the driver right after the shard lock is acquired and
+//! [`Messaging::close`] when that term ends (drain or fencing). While no term is open the
+//! messaging routes answer `503 messaging_unavailable` and engine events are dropped (no session
+//! runs without the shard lock anyway).
+
+pub mod media;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::host::SessionConfig;
+use crate::engine::{EngineEvent, SessionCommandError, SessionHandle};
+use crate::ids::{SessionId, WorkspaceId};
+use crate::sendq::{
+    MessageSender, OutgoingMessage, PacingConfig, SendError, SendQueue, WaMessageId,
+};
+use crate::store::{Maintenance, MessageKind, Store, StoreError};
+use crate::webhook::{
+    DeliveryConfig, Emitter, Registry, SessionHooks, UrlPolicy, WebhookConfig, WebhookRequest,
+    events,
+};
+
+/// Why messaging could not be configured or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// An environment value is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The shard store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Access to the running sessions' engine handles (implemented over the worker's engine host).
+pub trait EngineAccess: Send + Sync + 'static {
+    /// The handle of a session running on this worker, if any.
+    fn session_handle(&self, ws: &WorkspaceId, s: &SessionId) -> Option<SessionHandle>;
+}
+
+/// How long [`Messaging::close`] waits for delivery and the dispatcher to stop.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// The pieces that live while the shard lock is held.
+struct Active {
+    store: Store,
+    emitter: Emitter,
+    sendq: Arc<SendQueue<EngineSender>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The worker's messaging state (see the module doc). Cheap to share behind an `Arc`.
+pub struct Messaging {
+    shard: u32,
+    data: PathBuf,
+    registry: Arc<Registry>,
+    url_policy: UrlPolicy,
+    media: media::MediaPolicy,
+    delivery: DeliveryConfig,
+    pacing: PacingConfig,
+    engine: RwLock<Option<Arc<dyn EngineAccess>>>,
+    active: RwLock<Option<Arc<Active>>>,
+    /// Last status emitted per session, so repeated status reports (a new QR) emit once.
+    last_status: Mutex<HashMap<(WorkspaceId, SessionId), String>>,
+    /// Ends event streams when the worker stops.
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging")
+            .field("shard", &self.shard)
+            .field("open", &self.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+// === impl Messaging ===
+
+impl Messaging {
+    /// Messaging for `shard` over `<data>/shards/<k>/wafleet.db`, configured through `lookup`:
+    /// the global default webhook (`WAFLEET_WEBHOOK_URL`, `_SECRET`, `_EVENTS`), the webhook
+    /// allow-list (`WAFLEET_WEBHOOK_ALLOW`), delivery tuning (`WAFLEET_WEBHOOK_*`) and the media
+    /// fetch policy ([`media::MediaPolicy::from_lookup`]).
+    pub fn from_lookup(
+        shard: u32,
+        data: PathBuf,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, MessagingError> {
+        let registry = Arc::new(Registry::new());
+        let default = WebhookConfig::default_from_lookup(&lookup)
+            .map_err(|e| MessagingError::Config(format!("default webhook: {e}")))?;
+        registry.set_default(default);
+        let url_policy = match lookup("WAFLEET_WEBHOOK_ALLOW").filter(|v| !v.trim().is_empty()) {
+            Some(list) => UrlPolicy::parse(&list)
+                .map_err(|e| MessagingError::Config(format!("WAFLEET_WEBHOOK_ALLOW: {e}")))?,
+            None => UrlPolicy::default(),
+        };
+        let delivery = DeliveryConfig::from_lookup(&lookup)
+            .map_err(|e| MessagingError::Config(e.to_string()))?;
+        let media = media::MediaPolicy::from_lookup(&lookup).map_err(MessagingError::Config)?;
+        Ok(Self {
+            shard,
+            data,
+            registry,
+            url_policy,
+            media,
+            delivery,
+            pacing: PacingConfig::default(),
+            engine: RwLock::new(None),
+            active: RwLock::new(None),
+            last_status: Mutex::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Connects the engine whose sessions send the queued messages.
+    pub fn set_engine(&self, engine: Arc<dyn EngineAccess>) {
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
+    }
+
+    /// The webhook registry (targets and metadata per session).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The webhook URL allow-list applied to session webhooks.
+    pub fn url_policy(&self) -> &UrlPolicy {
+        &self.url_policy
+    }
+
+    /// Whether the store is open (a term holds the shard lock).
+    pub fn is_open(&self) -> bool {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn active(&self) -> Option<Arc<Active>> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Opens the shard store and starts webhook delivery, the send-queue dispatcher and store
+    /// maintenance. Call only while the shard lock is held. Opening twice is a no-op.
+    pub async fn open(&self) -> Result<(), MessagingError> {
+        if self.is_open() {
+            return Ok(());
+        }
+        let store = Store::open_shard(&self.data, self.shard).await?;
+        let sender = Arc::new(EngineSender {
+            engine: self
+                .engine
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        });
+        let sendq = SendQueue::new(
+            store.clone(),
+            sender,
+            self.registry.clone(),
+            self.shard,
+            self.pacing.clone(),
+        );
+        let stop = self.shutdown.child_token();
+        let tasks = TaskTracker::new();
+        {
+            let (store, registry, config, stop) = (
+                store.clone(),
+                self.registry.clone(),
+                self.delivery.clone(),
+                stop.clone(),
+            );
+            tasks.spawn(async move {
+                if let Err(e) = crate::webhook::delivery::run(store, registry, config, stop).await {
+                    warn!(error = %e, "webhook delivery stopped");
+                }
+            });
+        }
+        tasks.spawn(sendq.clone().run(stop.clone()));
+        tasks.spawn(crate::store::run_maintenance(
+            store.clone(),
+            Maintenance::default(),
+            stop.clone(),
+        ));
+        let emitter = Emitter::new(store.clone(), self.registry.clone(), self.shard);
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Active {
+            store,
+            emitter,
+            sendq,
+            stop,
+            tasks,
+        }));
+        info!(
+            shard = self.shard,
+            "messaging open (shard store, delivery, send queue)"
+        );
+        Ok(())
+    }
+
+    /// Stops delivery, the dispatcher and maintenance and closes the store (drain or fencing).
+    pub async fn close(&self) {
+        let active = self
+            .active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(active) = active else { return };
+        active.stop.cancel();
+        active.tasks.close();
+        // Bounded so a drain stays inside Nomad's kill timeout; an attempt cut short leaves its
+        // event pending, delivered again after the restart (at-least-once).
+        if tokio::time::timeout(CLOSE_WAIT, active.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("messaging tasks did not stop in time; closing the store anyway");
+        }
+        active.store.close().await;
+        self.last_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        info!(shard = self.shard, "messaging closed");
+    }
+
+    /// Ends every event stream (worker shutdown).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A session was created or restored: its webhook and metadata go into the registry.
+    /// A webhook the policy refuses is logged and ignored (create refuses it earlier).
+    pub fn on_created(&self, ws: &WorkspaceId, config: &SessionConfig) {
+        let webhook = config.webhook.as_ref().and_then(|w| {
+            let req = WebhookRequest {
+                url: w.url.clone(),
+                secret: w.secret.clone(),
+                events: (!w.events.is_empty()).then(|| w.events.clone()),
+                headers: None,
+            };
+            match WebhookConfig::from_request(&req, &self.url_policy) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(workspace = %ws, session = %config.session, error = %e, "session webhook refused");
+                    None
+                }
+            }
+        });
+        let metadata = serde_json::to_value(&config.metadata).unwrap_or(Value::Null);
+        let metadata = if metadata.is_object() {
+            metadata
+        } else {
+            json!({})
+        };
+        self.registry
+            .set_session(ws, &config.session, SessionHooks { webhook, metadata });
+    }
+
+    /// A session was deleted: forget its webhook; its queued messages fail.
+    pub async fn on_deleted(&self, ws: &WorkspaceId, s: &SessionId) {
+        if let Some(a) = self.active()
+            && let Err(e) = a.sendq.cancel_session(ws, s, "session deleted").await
+        {
+            warn!(workspace = %ws, session = %s, error = %e, "failing queued messages");
+        }
+        self.registry.remove_session(ws, s);
+        self.last_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ws.clone(), s.clone()));
+    }
+
+    /// A session's status report: a `session.status` event when the status changed; wakes the
+    /// send queue on `WORKING`.
+    pub async fn on_status(&self, ws: &WorkspaceId, s: &SessionId, status: &str, me: Option<&str>) {
+        let Some(a) = self.active() else { return };
+        {
+            let mut last = self.last_status.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (ws.clone(), s.clone());
+            if last.get(&key).map(String::as_str) == Some(status) {
+                return;
+            }
+            last.insert(key, status.to_owned());
+        }
+        let extra = match me {
+            Some(me) => json!({"me": me}),
+            None => json!({}),
+        };
+        if let Err(e) = a
+            .emitter
+            .session_status(ws, s, status, extra, now_ms())
+            .await
+        {
+            warn!(workspace = %ws, session = %s, error = %e, "recording session.status");
+        }
+        if status == "WORKING" {
+            a.sendq.session_ready();
+        }
+    }
+
+    /// An engine event: QR → `session.qr`, inbound message → `message`, ack → the send queue.
+    pub async fn on_engine(&self, ws: &WorkspaceId, s: &SessionId, event: &EngineEvent) {
+        let Some(a) = self.active() else { return };
+        let r = match event {
+            EngineEvent::Qr { value } => a
+                .emitter
+                .emit(
+                    ws,
+                    s,
+                    events::SESSION_QR,
+                    json!({"value": value, "expires_at": now_ms() + 20_000}),
+                    now_ms(),
+                )
+                .await
+                .map(drop),
+            EngineEvent::Message(m) if !m.from_me => a
+                .emitter
+                .emit(
+                    ws,
+                    s,
+                    events::MESSAGE,
+                    json!({
+                        "id": m.id, "from": m.from, "to": m.to, "text": m.body,
+                        "type": m.kind, "timestamp": m.timestamp,
+                        "mimetype": m.mimetype, "filename": m.filename,
+                    }),
+                    now_ms(),
+                )
+                .await
+                .map(drop),
+            EngineEvent::Ack { id, ack } => {
+                a.sendq.on_ack(ws, s, id, i64::from(*ack)).await.map(drop)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            warn!(workspace = %ws, session = %s, error = %e, "recording an engine event");
+        }
+    }
+}
+
+// === impl EngineSender ===
+
+/// [`MessageSender`] over the engine's session handles.
+struct EngineSender {
+    engine: Option<Arc<dyn EngineAccess>>,
+}
+
+impl MessageSender for EngineSender {
+    async fn send(&self, msg: OutgoingMessage) -> Result<WaMessageId, SendError> {
+        let handle = self
+            .engine
+            .as_ref()
+            .and_then(|e| e.session_handle(&msg.workspace, &msg.session))
+            .ok_or_else(|| SendError::NotReady("session is not running".into()))?;
+        let status = handle.status().status;
+        if status != crate::engine::Status::Working {
+            return Err(SendError::NotReady(format!(
+                "session is {}",
+                status.as_str()
+            )));
+        }
+        // A person types before sending; the pacing config decides how long.
+        if let Some(t) = msg.presence.typing {
+            tokio::time::sleep(t.min(Duration::from_secs(10))).await;
+        }
+        let r = match msg.kind {
+            MessageKind::Media => {
+                let media = media_of(&msg.body).map_err(SendError::Rejected)?;
+                handle.send_media(&msg.to, &media).await
+            }
+            _ => {
+                let text = msg.body.get("text").and_then(Value::as_str).unwrap_or("");
+                handle.send_text(&msg.to, text).await
+            }
+        };
+        r.map(|m| WaMessageId(m.id)).map_err(|e| match e {
+            SessionCommandError::WrongStatus(st) => {
+                SendError::NotReady(format!("session is {}", st.as_str()))
+            }
+            SessionCommandError::Gone => SendError::NotReady("session stopped".into()),
+            SessionCommandError::Engine(
+                e @ (crate::engine::EngineError::Invalid(_)
+                | crate::engine::EngineError::Adapter(_)),
+            ) => SendError::Rejected(e.to_string()),
+            SessionCommandError::Engine(e) => SendError::Transient(e.to_string()),
+        })
+    }
+}
+
+/// The engine's media from a stored body `{"media": {"data" (base64), "mimetype", …}}`.
+fn media_of(body: &Value) -> Result<crate::engine::Media, String> {
+    let m = body.get("media").ok_or("no media in the message")?;
+    let data = m
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or("no media data")?;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| format!("media data: {e}"))?;
+    let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    Ok(crate::engine::Media {
+        data: data.into(),
+        mimetype: s("mimetype").unwrap_or_else(|| "application/octet-stream".into()),
+        filename: s("filename"),
+        caption: s("caption"),
+    })
+}
+
+// === the engine host adapter ===
+
+impl EngineAccess for super::engine_host::EngineHost {
+    fn session_handle(&self, ws: &WorkspaceId, s: &SessionId) -> Option<SessionHandle> {
+        self.handle(ws, s)
+    }
+}
+
+/// Feeds the engine host's events into messaging until `shutdown`: `Created` / `Deleted` keep
+/// the webhook registry current, `Status` and `Engine` become outbox events and acks. A lagging
+/// receiver logs how many events it missed and goes on (statuses are re-sent on change).
+pub async fn pump(
+    messaging: Arc<Messaging>,
+    mut events: tokio::sync::broadcast::Receiver<super::engine_host::HostEvent>,
+    shutdown: CancellationToken,
+) {
+    use super::engine_host::HostEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => ev,
+        };
+        match ev {
+            Ok(HostEvent::Created {
+                workspace, config, ..
+            }) => messaging.on_created(&workspace, &config),
+            Ok(HostEvent::Deleted { workspace, session }) => {
+                messaging.on_deleted(&workspace, &session).await
+            }
+            Ok(HostEvent::Status {
+                workspace,
+                session,
+                status,
+            }) => {
+                messaging
+                    .on_status(
+                        &workspace,
+                        &session,
+                        status.status.as_str(),
+                        status.me.as_deref(),
+                    )
+                    .await
+            }
+            Ok(HostEvent::Engine {
+                workspace,
+                session,
+                event,
+            }) => messaging.on_engine(&workspace, &session, &event).await,
+            Err(RecvError::Lagged(n)) => {
+                warn!(missed = n, "messaging fell behind the session events")
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The messaging routes of the worker (issue 5) and [`ROUTES`], the list of every route the
+//! worker and the router serve (the OpenAPI contract test checks both directions against it).
+//!
+//! * `POST /v1/workspaces/{ws}/sessions/{s}/messages` (+ `Idempotency-Key`) → 202
+//! * `GET  /v1/workspaces/{ws}/sessions/{s}/messages/{id}`
+//! * `GET  /v1/workspaces/{ws}/sessions/{s}/events` (SSE, `Last-Event-ID`)
+//! * `GET  /v1/workspaces/{ws}/webhooks/dead`, `POST …/webhooks/dead/{id}/replay`
+//!
+//! Every route starts with the worker's gate (id validation, token, readiness, ownership) and
+//! answers `503 messaging_unavailable` while the shard store is not open.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warp::{Filter, Reply};
+
+use super::Messaging;
+use crate::api::ApiError;
+use crate::ids::{SessionId, WorkspaceId};
+use crate::sendq::SendRequest;
+use crate::store::{
+    IDEMPOTENCY_TTL, IdempotencyKey, MessageKind, request_hash, validate_idempotency_key,
+};
+use crate::worker::http::{Api, gate, host_error, unavailable};
+
+/// Every route of the worker and the router: `(method, path template, who serves it)`, where
+/// "who" is `"worker"`, `"router"` or `"both"` (workspace routes are served by the worker and
+/// forwarded by the router).
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/healthz", "both"),
+    ("GET", "/readyz", "both"),
+    ("GET", "/metrics", "both"),
+    ("GET", "/v1/worker/state", "worker"),
+    ("GET", "/v1/shards", "router"),
+    ("GET", "/v1/route/{ws}", "router"),
+    ("GET", "/v1/workspaces/{ws}/sessions", "both"),
+    ("POST", "/v1/workspaces/{ws}/sessions", "both"),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}", "both"),
+    ("DELETE", "/v1/workspaces/{ws}/sessions/{s}", "both"),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/qr", "both"),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/pairing-code",
+        "both",
+    ),
+    ("POST", "/v1/workspaces/{ws}/sessions/{s}/start", "both"),
+    ("POST", "/v1/workspaces/{ws}/sessions/{s}/stop", "both"),
+    ("POST", "/v1/workspaces/{ws}/sessions/{s}/restart", "both"),
+    ("POST", "/v1/workspaces/{ws}/sessions/{s}/logout", "both"),
+    ("POST", "/v1/workspaces/{ws}/sessions/{s}/messages", "both"),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/messages/{id}",
+        "both",
+    ),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/events", "both"),
+    ("GET", "/v1/workspaces/{ws}/webhooks/dead", "both"),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/webhooks/dead/{id}/replay",
+        "both",
+    ),
+];
+
+/// Largest `POST …/messages` body: 16 MiB of media as base64 plus the JSON around it.
+pub const MAX_MESSAGE_BODY_BYTES: u64 = 23 * 1024 * 1024;
+
+/// Largest text message, in bytes.
+pub const MAX_TEXT_BYTES: usize = 65_536;
+
+/// `POST …/messages` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    to: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    media: Option<MediaBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaBody {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    mimetype: Option<String>,
+    #[serde(default)]
+    filename: Option<String>,
+    #[serde(default)]
+    caption: Option<String>,
+}
+
+type Resp = Result<warp::reply::Response, warp::Rejection>;
+
+fn reject(e: ApiError) -> warp::Rejection {
+    warp::reject::custom(e)
+}
+
+/// The messaging routes (compose them into the worker filter before its `recover`).
+pub fn routes(
+    api: Api,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let with = warp::any().map(move || api.clone());
+    let auth = warp::header::optional::<String>("authorization");
+    let send = warp::path!("v1" / "workspaces" / String / "sessions" / String / "messages")
+        .and(warp::post())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(warp::body::content_length_limit(MAX_MESSAGE_BODY_BYTES))
+        .and(warp::body::bytes())
+        .and_then(send_message);
+    let get = warp::path!("v1" / "workspaces" / String / "sessions" / String / "messages" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .and_then(get_message);
+    let events = warp::path!("v1" / "workspaces" / String / "sessions" / String / "events")
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and_then(event_stream);
+    let dead = warp::path!("v1" / "workspaces" / String / "webhooks" / "dead")
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::query::<crate::webhook::api::DeadLetterQuery>())
+        .and_then(dead_letters);
+    let replay =
+        warp::path!("v1" / "workspaces" / String / "webhooks" / "dead" / String / "replay")
+            .and(warp::post())
+            .and(with)
+            .and(auth)
+            .and_then(replay);
+    send.or(get)
+        .unify()
+        .or(events)
+        .unify()
+        .or(dead)
+        .unify()
+        .or(replay)
+        .unify()
+}
+
+fn messaging(api: &Api) -> Result<(Arc<Messaging>, Arc<super::Active>), ApiError> {
+    let m = api
+        .shared
+        .messaging
+        .get()
+        .cloned()
+        .ok_or_else(|| unavailable("messaging_unavailable", "messaging is not configured"))?;
+    let a = m.active().ok_or_else(|| {
+        unavailable(
+            "messaging_unavailable",
+            "the shard store is not open (worker starting, draining or fenced)",
+        )
+    })?;
+    Ok((m, a))
+}
+
+/// The session must exist on this worker.
+async fn require_session(api: &Api, ws: &WorkspaceId, s: &SessionId) -> Result<(), ApiError> {
+    match api.shared.host.get_session(ws, s).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no session {s} in workspace {ws}"),
+        )),
+        Err(e) => Err(host_error(ws, e)),
+    }
+}
+
+/// Validates a recipient: a phone number of 5 to 32 digits (optionally `+`, spaces or dashes),
+/// or a WhatsApp id `<digits>@c.us` / `@g.us`; answers the id the engine takes.
+pub fn normalize_recipient(to: &str) -> Option<String> {
+    let to = to.trim();
+    if let Some((user, server)) = to.split_once('@') {
+        let ok_user =
+            (5..=64).contains(&user.len()) && user.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+        return (ok_user && matches!(server, "c.us" | "g.us")).then(|| to.to_owned());
+    }
+    let digits: String = to
+        .trim_start_matches('+')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .collect();
+    ((5..=32).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(digits)
+}
+
+async fn send_message(
+    ws: String,
+    s: String,
+    api: Api,
+    auth: Option<String>,
+    idem: Option<String>,
+    raw: bytes::Bytes,
+) -> Resp {
+    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
+    let s = SessionId::new(s).map_err(|e| reject(e.into()))?;
+    let (m, active) = messaging(&api).map_err(reject)?;
+    let body: SendBody = serde_json::from_slice(&raw)
+        .map_err(|e| reject(ApiError::bad_request("invalid_body", e.to_string())))?;
+    let to = normalize_recipient(&body.to).ok_or_else(|| {
+        reject(ApiError::bad_request(
+            "invalid_recipient",
+            "to must be a phone number (5 to 32 digits) or a WhatsApp id",
+        ))
+    })?;
+    let key = match idem {
+        None => None,
+        Some(k) if validate_idempotency_key(&k) => Some(IdempotencyKey {
+            workspace: ws.clone(),
+            request_hash: request_hash(&[
+                b"POST",
+                format!("/v1/workspaces/{ws}/sessions/{s}/messages").as_bytes(),
+                &raw,
+            ]),
+            key: k,
+            expires_at: now_ms() + IDEMPOTENCY_TTL.as_millis() as u64,
+        }),
+        Some(_) => {
+            return Err(reject(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )));
+        }
+    };
+    require_session(&api, &ws, &s).await.map_err(reject)?;
+    // A key already answered: let the queue replay (or refuse) it without fetching media again.
+    let replaying = match &key {
+        Some(k) => active
+            .store
+            .idempotency_lookup(k, now_ms())
+            .await
+            .map(|r| r.is_some())
+            .unwrap_or(false),
+        None => false,
+    };
+    let (kind, stored) = match (body.text, body.media) {
+        (Some(text), None) => {
+            if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+                return Err(reject(ApiError::bad_request(
+                    "invalid_text",
+                    format!("text must be 1 to {MAX_TEXT_BYTES} bytes"),
+                )));
+            }
+            (MessageKind::Text, json!({"to": to, "text": text}))
+        }
+        (None, Some(media)) => (
+            MessageKind::Media,
+            media_body(&m, &to, media, replaying)
+                .await
+                .map_err(reject)?,
+        ),
+        _ => {
+            return Err(reject(ApiError::bad_request(
+                "invalid_body",
+                "give exactly one of text and media",
+            )));
+        }
+    };
+    let req = SendRequest {
+        workspace: ws,
+        session: s,
+        to,
+        kind,
+        body: stored,
+    };
+    let sub = active
+        .sendq
+        .submit(req, key)
+        .await
+        .map_err(|e| reject(e.to_api_error()))?;
+    Ok(stored_reply(sub.response, sub.replayed))
+}
+
+/// The stored media body: the bytes inline as base64 (fetched from `url` when given).
+async fn media_body(
+    m: &Messaging,
+    to: &str,
+    media: MediaBody,
+    replaying: bool,
+) -> Result<Value, ApiError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (data, ctype) = match (media.url, media.data) {
+        (Some(_), None) if replaying => (Vec::new().into(), None),
+        (Some(url), None) => m.media.fetch(&url).await?,
+        (None, Some(data)) => {
+            let bytes = b64.decode(data.trim()).map_err(|e| {
+                ApiError::bad_request("invalid_media", format!("media.data is not base64: {e}"))
+            })?;
+            if bytes.len() > m.media.max_bytes {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "media_too_large",
+                    format!("media is larger than {} bytes", m.media.max_bytes),
+                ));
+            }
+            (bytes.into(), None)
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_media",
+                "give exactly one of media.url and media.data",
+            ));
+        }
+    };
+    if data.is_empty() && !replaying {
+        return Err(ApiError::bad_request("invalid_media", "media is empty"));
+    }
+    let mimetype = media
+        .mimetype
+        .or(ctype)
+        .filter(|t| t.contains('/') && t.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_media", "media.mimetype (type/subtype) is required")
+        })?;
+    Ok(json!({
+        "to": to,
+        "media": {
+            "data": b64.encode(&data),
+            "mimetype": mimetype,
+            "filename": media.filename,
+            "caption": media.caption,
+        }
+    }))
+}
+
+async fn get_message(ws: String, s: String, id: String, api: Api, auth: Option<String>) -> Resp {
+    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
+    let s = SessionId::new(s).map_err(|e| reject(e.into()))?;
+    let (_, active) = messaging(&api).map_err(reject)?;
+    let not_found = || {
+        reject(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "message_not_found",
+            "no such message in this session",
+        ))
+    };
+    if !id.starts_with("msg_") || id.len() > 64 {
+        return Err(not_found());
+    }
+    let msg = active
+        .store
+        .message(&id)
+        .await
+        .map_err(|e| reject(e.to_api_error()))?
+        .filter(|msg| msg.workspace == ws && msg.session == s)
+        .ok_or_else(not_found)?;
+    Ok(warp::reply::json(&json!({
+        "id": msg.id,
+        "workspace": msg.workspace,
+        "session": msg.session,
+        "to": msg.to,
+        "type": msg.kind.as_str(),
+        "status": msg.status.as_str(),
+        "reason": msg.reason,
+        "wa_id": msg.wa_id,
+        "attempts": msg.attempts,
+        "created_at": msg.created_at,
+        "updated_at": msg.updated_at,
+        "sent_at": msg.sent_at,
+    }))
+    .into_response())
+}
+
+async fn event_stream(
+    ws: String,
+    s: String,
+    api: Api,
+    auth: Option<String>,
+    last_event_id: Option<String>,
+) -> Resp {
+    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
+    let s = SessionId::new(s).map_err(|e| reject(e.into()))?;
+    let (m, active) = messaging(&api).map_err(reject)?;
+    let stream = crate::webhook::api::event_stream(
+        &active.store,
+        &ws,
+        &s,
+        last_event_id.filter(|v| !v.is_empty()),
+        // Streams end when the term closes or the worker stops; clients reconnect.
+        active.stop.clone(),
+    )
+    .await
+    .map_err(reject)?;
+    let _ = m;
+    Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
+}
+
+async fn dead_letters(
+    ws: String,
+    api: Api,
+    auth: Option<String>,
+    q: crate::webhook::api::DeadLetterQuery,
+) -> Resp {
+    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
+    let (_, active) = messaging(&api).map_err(reject)?;
+    let v = crate::webhook::api::list_dead_letters(&active.store, &ws, &q)
+        .await
+        .map_err(reject)?;
+    Ok(warp::reply::json(&v).into_response())
+}
+
+async fn replay(ws: String, id: String, api: Api, auth: Option<String>) -> Resp {
+    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
+    let (_, active) = messaging(&api).map_err(reject)?;
+    let v = crate::webhook::api::replay_dead_letter(&active.store, &ws, &id, now_ms())
+        .await
+        .map_err(reject)?;
+    Ok(warp::reply::with_status(warp::reply::json(&v), StatusCode::ACCEPTED).into_response())
+}
+
+/// The parts of a create-session body this wrapper checks (the handler parses it fully).
+#[derive(Debug, Default, Deserialize)]
+struct CreateProbe {
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    webhook: Option<crate::webhook::WebhookRequest>,
+}
+
+/// `POST /v1/workspaces/{ws}/sessions` with the messaging checks around the session handler:
+/// the webhook URL must pass the allow-list (`WAFLEET_WEBHOOK_ALLOW`, 400 at configuration
+/// time), and an `Idempotency-Key` makes a repeat with the same body answer the first 201
+/// (`Idempotent-Replayed: true`) and another body under the key 422 `idempotency_conflict`.
+pub async fn create_session(
+    ws: String,
+    api: Api,
+    auth: Option<String>,
+    idem: Option<String>,
+    body: bytes::Bytes,
+) -> Resp {
+    let wsid = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
+    let probe: CreateProbe = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateProbe::default()
+    } else {
+        // Malformed bodies are the handler's to refuse, with its error.
+        serde_json::from_slice(&body).unwrap_or_default()
+    };
+    if let (Some(w), Some(m)) = (&probe.webhook, api.shared.messaging.get()) {
+        crate::webhook::WebhookConfig::from_request(w, m.url_policy())
+            .map_err(|e| reject(ApiError::bad_request(e.code(), e.to_string())))?;
+    }
+    let Some(k) = idem else {
+        return crate::worker::http::create_session(ws, api, auth, body).await;
+    };
+    if !validate_idempotency_key(&k) {
+        return Err(reject(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )));
+    }
+    let (_, active) = messaging(&api).map_err(reject)?;
+    let key = IdempotencyKey {
+        workspace: wsid.clone(),
+        request_hash: request_hash(&[
+            b"POST",
+            format!("/v1/workspaces/{wsid}/sessions").as_bytes(),
+            &body,
+        ]),
+        key: k,
+        expires_at: now_ms() + IDEMPOTENCY_TTL.as_millis() as u64,
+    };
+    match active.store.idempotency_lookup(&key, now_ms()).await {
+        Ok(Some(stored)) => return Ok(stored_reply(stored, true)),
+        Ok(None) => {}
+        Err(e) => return Err(reject(e.to_api_error())),
+    }
+    let resp = crate::worker::http::create_session(ws, api.clone(), auth, body).await?;
+    if resp.status() == StatusCode::CREATED {
+        let session = probe
+            .session
+            .unwrap_or_else(|| crate::worker::host::DEFAULT_SESSION.to_owned());
+        if let Ok(s) = SessionId::new(session)
+            && let Ok(Some(info)) = api.shared.host.get_session(&wsid, &s).await
+        {
+            let stored = crate::store::StoredResponse {
+                status: 201,
+                body: serde_json::to_vec(&info).unwrap_or_default(),
+            };
+            if let Err(e) = active
+                .store
+                .idempotency_put_if_absent(&key, &stored, now_ms())
+                .await
+            {
+                tracing::warn!(error = %e, "storing the create answer under its Idempotency-Key");
+            }
+        }
+    }
+    Ok(resp)
+}
+
+fn stored_reply(stored: crate::store::StoredResponse, replayed: bool) -> warp::reply::Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut resp = warp::reply::with_status(stored.body, status).into_response();
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+fn now_ms() -> u64 {
+    super::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients() {
+        assert_eq!(
+            normalize_recipient("+49 151 1234-5678").as_deref(),
+            Some("4915112345678")
+        );
+        assert_eq!(
+            normalize_recipient("4915550002@c.us").as_deref(),
+            Some("4915550002@c.us")
+        );
+        for bad in [
+            "",
+            "123",
+            "abc12345",
+            "49151@evil",
+            "1234567890123456789012345678901234",
+        ] {
+            assert_eq!(normalize_recipient(bad), None, "{bad}");
+        }
+    }
+}
