@@ -209,6 +209,8 @@ impl Fleet {
         for (flag, value) in [
             ("--consul-http", "127.0.0.1:0".to_owned()),
             ("--consul-dns", "127.0.0.1:0".to_owned()),
+            // A free port, so a chaos run never collides with a `scripts/dev` fleet on 7070.
+            ("--sim-listen", "127.0.0.1:0".to_owned()),
             ("--session-ttl-secs", cfg.session_ttl_secs.to_string()),
             ("--lock-delay-secs", cfg.lock_delay_secs.to_string()),
             ("--drain-grace-secs", cfg.drain_grace_secs.to_string()),
