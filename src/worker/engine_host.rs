@@ -301,10 +301,11 @@ impl EngineHost {
             me: st.me.clone(),
             shard: self.shard,
             desired: e.config.desired,
-            webhook: e.config.webhook.clone().map(|mut w| {
-                w.secret = None;
-                w
-            }),
+            webhook: e
+                .config
+                .webhook
+                .as_ref()
+                .map(super::host::WebhookConfig::redacted),
             metadata: e.config.metadata.clone(),
             created_at_ms: e.config.created_at_ms,
             updated_at_ms: st.status_since_unix_ms,

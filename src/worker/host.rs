@@ -144,6 +144,26 @@ pub struct WebhookConfig {
     /// Event names to deliver; empty means all.
     #[serde(default)]
     pub events: Vec<String>,
+    /// Extra request headers sent with every delivery (e.g. the receiver's own auth header).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl WebhookConfig {
+    /// The configuration as the API shows it: no secret, and header values replaced, because
+    /// extra headers usually carry the receiver's credentials.
+    pub fn redacted(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            secret: None,
+            events: self.events.clone(),
+            headers: self
+                .headers
+                .keys()
+                .map(|k| (k.clone(), "<redacted>".to_owned()))
+                .collect(),
+        }
+    }
 }
 
 /// A session's configuration: what `session.json` holds (DESIGN §5).

@@ -141,10 +141,11 @@ impl PlaceholderHost {
             me: None,
             shard: self.shard,
             desired: r.config.desired,
-            webhook: r.config.webhook.clone().map(|mut w| {
-                w.secret = None;
-                w
-            }),
+            webhook: r
+                .config
+                .webhook
+                .as_ref()
+                .map(super::host::WebhookConfig::redacted),
             metadata: r.config.metadata.clone(),
             created_at_ms: r.config.created_at_ms,
             updated_at_ms: r.updated_at_ms,
@@ -376,6 +377,7 @@ mod tests {
                 url: "http://127.0.0.1:1/hook".into(),
                 secret: Some("s3cret".into()),
                 events: vec![],
+                headers: BTreeMap::from([("Authorization".into(), "Bearer hook-token".into())]),
             }),
             metadata: BTreeMap::new(),
             desired: DesiredState::Running,
@@ -392,7 +394,12 @@ mod tests {
         let info = host.create_session(&a, config("default")).await.unwrap();
         assert_eq!(info.status, SessionStatus::Working);
         assert_eq!(info.shard, 2);
-        assert!(info.webhook.unwrap().secret.is_none(), "secret echoed");
+        let hook = info.webhook.unwrap();
+        assert!(hook.secret.is_none(), "secret echoed");
+        assert_eq!(
+            hook.headers["Authorization"], "<redacted>",
+            "header value echoed"
+        );
         assert!(matches!(
             host.create_session(&a, config("default")).await,
             Err(HostError::Exists(_))

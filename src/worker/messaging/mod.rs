@@ -264,7 +264,7 @@ impl Messaging {
                 url: w.url.clone(),
                 secret: w.secret.clone(),
                 events: (!w.events.is_empty()).then(|| w.events.clone()),
-                headers: None,
+                headers: (!w.headers.is_empty()).then(|| w.headers.clone()),
             };
             match WebhookConfig::from_request(&req, &self.url_policy) {
                 Ok(c) => Some(c),
