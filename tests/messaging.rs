@@ -66,6 +66,8 @@ fn verify(headers: &http::HeaderMap, body: &[u8]) {
             .unwrap_or_default()
             .to_owned()
     };
+    // The session's extra header travels with every delivery.
+    assert_eq!(h("x-receiver-token"), "hook-credential", "extra header");
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body);
     assert_eq!(
@@ -188,7 +190,7 @@ async fn send_receive_webhooks_sse_dead_letters_and_crash() {
     let base = format!("http://{}/v1/workspaces/{WS}/sessions", router.addr);
 
     // Create the session with a signed webhook (idempotently); the QR arrives by webhook.
-    let create = json!({"session": "main", "webhook": {"url": format!("http://{hook}/hook"), "secret": SECRET}, "metadata": {"tenant": 7}});
+    let create = json!({"session": "main", "webhook": {"url": format!("http://{hook}/hook"), "secret": SECRET, "headers": {"X-Receiver-Token": "hook-credential"}}, "metadata": {"tenant": 7}});
     let (st, body, _) = req(
         reqwest::Method::POST,
         &base,
@@ -197,6 +199,14 @@ async fn send_receive_webhooks_sse_dead_letters_and_crash() {
     )
     .await;
     assert_eq!(st, 201, "{body}");
+    assert_eq!(
+        body["webhook"]["headers"]["X-Receiver-Token"], "<redacted>",
+        "header values are not echoed: {body}"
+    );
+    assert!(
+        body["webhook"].get("secret").is_none(),
+        "secret echoed: {body}"
+    );
     let (st, again, headers) =
         req(reqwest::Method::POST, &base, Some(create), Some("create-1")).await;
     assert_eq!((st, &again["session"]), (201, &body["session"]), "{again}");
