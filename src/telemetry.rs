@@ -53,6 +53,90 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (a test harness); keep rendering ours.
         let _ = metrics::set_global_recorder(recorder);
+        describe_metrics();
         handle
     })
+}
+
+/// Gives every router, worker and engine metric its `# HELP` text (the webhook module describes
+/// its own). Operators read these in Prometheus; `promtool check metrics` wants them.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "wafleet_router_requests_total",
+        "Requests the router answered, by shard and HTTP status"
+    );
+    describe_histogram!(
+        "wafleet_router_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from request to response headers at the router, by shard"
+    );
+    describe_gauge!(
+        "wafleet_router_table_version",
+        "Version of the shard map the router routes with"
+    );
+    describe_histogram!(
+        "wafleet_router_resolve_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to resolve a shard's instances through Consul DNS"
+    );
+    describe_gauge!(
+        "wafleet_router_shard_healthy",
+        "1 when the shard has at least one healthy instance, else 0"
+    );
+    describe_counter!(
+        "wafleet_router_map_rejected_total",
+        "Shard maps read from Consul and refused (bad JSON or failed validation)"
+    );
+    describe_gauge!(
+        "wafleet_worker_ready",
+        "1 while the worker holds its shard lock and serves, else 0"
+    );
+    describe_gauge!(
+        "wafleet_worker_workspaces",
+        "Workspaces the worker currently runs"
+    );
+    describe_counter!(
+        "wafleet_worker_fenced_total",
+        "Times the worker fenced itself because its Consul session could not be renewed"
+    );
+    describe_gauge!("wafleet_sessions", "WhatsApp sessions by status");
+    describe_gauge!(
+        "wafleet_session_memory_bytes",
+        metrics::Unit::Bytes,
+        "PSS of a session's Chromium process tree"
+    );
+    describe_counter!(
+        "wafleet_session_restarts_total",
+        "Browser relaunches by the session watchdog"
+    );
+    describe_histogram!(
+        "wafleet_qr_latency_seconds",
+        metrics::Unit::Seconds,
+        "Time from session start to its first QR code"
+    );
+    describe_histogram!(
+        "wafleet_send_latency_seconds",
+        metrics::Unit::Seconds,
+        "Time the engine takes to hand one message to WhatsApp Web"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_metrics_carry_help_text() {
+        let handle = prometheus();
+        metrics::gauge!("wafleet_router_table_version").set(3.0);
+        metrics::gauge!("wafleet_worker_workspaces", "shard" => "0").set(1.0);
+        let text = handle.render();
+        for name in ["wafleet_router_table_version", "wafleet_worker_workspaces"] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP line:\n{text}"
+            );
+        }
+    }
 }
