@@ -829,6 +829,7 @@ mod tests {
             session: SessionId::new(s).unwrap(),
             webhook: None,
             metadata: BTreeMap::new(),
+            pacing: None,
             desired: DesiredState::Running,
             created_at_ms: 1,
         }

@@ -177,6 +177,9 @@ pub struct SessionConfig {
     /// Free-form metadata echoed in every webhook.
     #[serde(default)]
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// The session's own send pacing and typing/seen behaviour; `None`: the worker's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<crate::sendq::PacingConfig>,
     /// Whether it should run.
     #[serde(default)]
     pub desired: DesiredState,

@@ -60,6 +60,8 @@ struct CreateBody {
     webhook: Option<WebhookConfig>,
     #[serde(default)]
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    pacing: Option<crate::sendq::PacingConfig>,
 }
 
 /// The answer of `GET /v1/workspaces/{ws}/sessions`.
@@ -389,6 +391,7 @@ pub(crate) async fn create_session(
             session: None,
             webhook: None,
             metadata: None,
+            pacing: None,
         }
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -403,6 +406,16 @@ pub(crate) async fn create_session(
         return Err(warp::reject::custom(ApiError::bad_request(
             "invalid_webhook",
             "webhook.url is not a valid URL",
+        )));
+    }
+    if let Some(Err(why)) = body
+        .pacing
+        .as_ref()
+        .map(crate::sendq::PacingConfig::validate)
+    {
+        return Err(warp::reject::custom(ApiError::bad_request(
+            "invalid_pacing",
+            format!("pacing: {why}"),
         )));
     }
     // Take the workspace (lock, start) if it is not running yet, and wait for it.
@@ -427,6 +440,7 @@ pub(crate) async fn create_session(
         session,
         webhook: body.webhook,
         metadata: body.metadata.unwrap_or_default(),
+        pacing: body.pacing,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
     };

@@ -380,6 +380,7 @@ mod tests {
                 headers: BTreeMap::from([("Authorization".into(), "Bearer hook-token".into())]),
             }),
             metadata: BTreeMap::new(),
+            pacing: None,
             desired: DesiredState::Running,
             created_at_ms: 1,
         }

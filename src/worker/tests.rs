@@ -305,6 +305,32 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
     assert_eq!(store.holder("acme"), Some(1));
     let (code, _, body) = request(&api, "GET", "/v1/workspaces/acme/sessions/s1", None).await;
     assert_eq!((code, body["metadata"]["k"].as_str()), (200, Some("v")));
+    // A session's own pacing is validated, then kept in its session.json.
+    let (code, _, body) = request(
+        &api,
+        "POST",
+        "/v1/workspaces/acme/sessions",
+        Some(r#"{"session":"paced","pacing":{"interval_ms":1000,"jitter_ms":2000}}"#),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("invalid_pacing"))
+    );
+    let (code, _, body) = request(
+        &api,
+        "POST",
+        "/v1/workspaces/acme/sessions",
+        Some(r#"{"session":"paced","pacing":{"interval_ms":8000,"typing":false}}"#),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("workspaces/acme/paced/session.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["pacing"]["interval_ms"], 8000);
+    assert_eq!(saved["pacing"]["typing"], false);
     // Workspace tokens: their own workspace only; no token: 401.
     let token = api_authority.mint(&ws("acme")).unwrap();
     let with = |path: &str, t: &str| {

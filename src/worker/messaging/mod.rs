@@ -79,6 +79,9 @@ pub struct Messaging {
     active: RwLock<Option<Arc<Active>>>,
     /// Last status emitted per session, so repeated status reports (a new QR) emit once.
     last_status: Mutex<HashMap<(WorkspaceId, SessionId), String>>,
+    /// Per-session pacing from `session.json`. Kept here, not only in the send queue, because
+    /// the queue is rebuilt at every term while the sessions' configurations outlive terms.
+    session_pacing: Mutex<HashMap<(WorkspaceId, SessionId), PacingConfig>>,
     /// Ends event streams when the worker stops.
     shutdown: CancellationToken,
 }
@@ -134,6 +137,7 @@ impl Messaging {
             engine: RwLock::new(None),
             active: RwLock::new(None),
             last_status: Mutex::default(),
+            session_pacing: Mutex::default(),
             shutdown: CancellationToken::new(),
         })
     }
@@ -189,6 +193,14 @@ impl Messaging {
             self.shard,
             self.pacing.clone(),
         );
+        for ((ws, s), cfg) in self
+            .session_pacing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            sendq.set_pacing(ws, s, Some(cfg.clone()));
+        }
         let stop = self.shutdown.child_token();
         let tasks = TaskTracker::new();
         {
@@ -282,6 +294,35 @@ impl Messaging {
         };
         self.registry
             .set_session(ws, &config.session, SessionHooks { webhook, metadata });
+        self.set_session_pacing(ws, &config.session, config.pacing.clone());
+    }
+
+    /// Sets (or, with `None`, clears) a session's own pacing, now and for later terms.
+    fn set_session_pacing(&self, ws: &WorkspaceId, s: &SessionId, cfg: Option<PacingConfig>) {
+        {
+            let mut map = self
+                .session_pacing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let key = (ws.clone(), s.clone());
+            match &cfg {
+                Some(c) => map.insert(key, c.clone()),
+                None => map.remove(&key),
+            };
+        }
+        if let Some(a) = self.active() {
+            a.sendq.set_pacing(ws, s, cfg);
+        }
+    }
+
+    /// The pacing the send queue applies to a session: its own, or the worker's default.
+    pub fn session_pacing(&self, ws: &WorkspaceId, s: &SessionId) -> PacingConfig {
+        self.session_pacing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(ws.clone(), s.clone()))
+            .cloned()
+            .unwrap_or_else(|| self.pacing.clone())
     }
 
     /// A session was deleted: forget its webhook; its queued messages fail.
@@ -292,6 +333,7 @@ impl Messaging {
             warn!(workspace = %ws, session = %s, error = %e, "failing queued messages");
         }
         self.registry.remove_session(ws, s);
+        self.set_session_pacing(ws, s, None);
         self.last_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -489,5 +531,52 @@ pub async fn pump(
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::worker::host::DesiredState;
+
+    fn config(s: &str, pacing: Option<PacingConfig>) -> SessionConfig {
+        SessionConfig {
+            session: SessionId::new(s).unwrap(),
+            webhook: None,
+            metadata: BTreeMap::new(),
+            pacing,
+            desired: DesiredState::Running,
+            created_at_ms: 0,
+        }
+    }
+
+    /// A session's own pacing reaches the send queue, also when it was set before the store
+    /// opened (sessions are restored before a term opens it), and goes away with the session.
+    #[tokio::test]
+    async fn session_pacing_reaches_the_send_queue_across_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Messaging::from_lookup(0, dir.path().to_path_buf(), |_| None).unwrap();
+        let ws = WorkspaceId::new("acme").unwrap();
+        let own = PacingConfig {
+            interval_ms: 9_000,
+            typing: false,
+            ..PacingConfig::default()
+        };
+        m.on_created(&ws, &config("paced", Some(own.clone())));
+        m.on_created(&ws, &config("plain", None));
+        let paced = SessionId::new("paced").unwrap();
+        let plain = SessionId::new("plain").unwrap();
+
+        m.open().await.unwrap();
+        let queue = m.active().unwrap().sendq.clone();
+        assert_eq!(queue.pacing(&ws, &paced), own);
+        assert_eq!(queue.pacing(&ws, &plain), PacingConfig::default());
+
+        m.on_deleted(&ws, &paced).await;
+        assert_eq!(queue.pacing(&ws, &paced), PacingConfig::default());
+        assert_eq!(m.session_pacing(&ws, &paced), PacingConfig::default());
+        m.close().await;
     }
 }
