@@ -268,7 +268,13 @@ pub async fn create_session(
     timeout: Duration,
 ) -> Result<serde_json::Value, String> {
     let deadline = Instant::now() + timeout;
-    let mut body = serde_json::json!({"session": session});
+    // Chaos traffic sends faster than the anti-ban default pacing (one message per 3 s), so with
+    // the defaults a backlog builds up and outlasts every recovery deadline: the run would measure
+    // pacing, not failover. Against the simulator nobody is banned, so the sessions send briskly.
+    let mut body = serde_json::json!({
+        "session": session,
+        "pacing": {"interval_ms": 100, "jitter_ms": 20, "burst": 10, "typing": false, "send_seen": false},
+    });
     if let Some(url) = webhook {
         body["webhook"] =
             serde_json::json!({"url": url, "secret": "chaos-webhook-secret", "events": []});
