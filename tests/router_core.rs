@@ -135,14 +135,16 @@ async fn backend(
                         .strip_prefix("/v1/workspaces/")
                         .and_then(|r| r.split('/').next())
                         .and_then(|w| WorkspaceId::new(w).ok());
-                    if let (Some(ws), Some(m)) = (&ws, truth.lock().unwrap().as_ref())
-                        && m.owner(ws) != Some(shard)
-                    {
+                    let owner = match (&ws, truth.lock().unwrap().as_ref()) {
+                        (Some(ws), Some(m)) => m.owner(ws).filter(|o| *o != shard),
+                        _ => None,
+                    };
+                    if let Some(owner) = owner {
+                        // Like a worker: 421 naming the owner in its own map.
+                        let body = serde_json::json!({"error": "not_owner", "message": "not mine", "shard": owner});
                         return warp::http::Response::builder()
                             .status(421)
-                            .body(warp::hyper::body::Bytes::from_static(
-                                br#"{"error":"not_owner","message":"not mine"}"#,
-                            ))
+                            .body(warp::hyper::body::Bytes::from(body.to_string()))
                             .unwrap()
                             .map(Into::into);
                     }
@@ -555,12 +557,42 @@ async fn a_421_is_retried_once_after_a_refresh() {
 }
 
 #[tokio::test]
-async fn a_421_is_passed_on_when_the_retry_cannot_help() {
+async fn a_421_follows_the_owner_the_worker_names() {
+    // The workers' map is newer than the router's: it pins shard 0's workspace to shard 1.
+    let f = fleet(2, no_refresh()).await;
+    let w = shard0_workspace();
+    let mut newer = ShardMap::uniform(2);
+    newer.version = 2;
+    newer.pins.insert(w.clone(), 1);
+    *f.truth.lock().unwrap() = Some(newer);
+    let (hits0, hits1) = (f.backends[0].1.clone(), f.backends[1].1.clone());
+    let (h0, h1) = (hits0.load(Ordering::SeqCst), hits1.load(Ordering::SeqCst));
+    let r = f
+        .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, _) = json(r).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-wafleet-shard"], "1", "served by the named owner");
+    assert_eq!(hits0.load(Ordering::SeqCst), h0 + 1, "one 421 from shard 0");
+    assert_eq!(hits1.load(Ordering::SeqCst), h1 + 1, "one retry on shard 1");
+}
+
+#[tokio::test]
+async fn an_unresolved_421_becomes_a_retryable_503() {
     let f = fleet_with(2, no_refresh(), |r, b| r.set(0, vec![b[1].0])).await;
     *f.truth.lock().unwrap() = Some(ShardMap::uniform(2));
     let w = shard0_workspace();
     let hits1 = f.backends[1].1.clone();
-    // Small body, resolution still wrong: one retry, then the 421 goes to the client.
+    let moving = |status: u16, headers: &http::HeaderMap, body: &serde_json::Value| {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "workspace_moving", "{body}");
+        assert_eq!(body["shard"], 0, "{body}");
+        assert_eq!(headers["retry-after"], "1");
+    };
+    // Small body, resolution still wrong: one retry, then a 503 the client may retry.
     let h1 = hits1.load(Ordering::SeqCst);
     let r = f
         .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
@@ -568,9 +600,10 @@ async fn a_421_is_passed_on_when_the_retry_cannot_help() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 421);
+    let (status, headers, body) = json(r).await;
+    moving(status, &headers, &body);
     assert_eq!(hits1.load(Ordering::SeqCst), h1 + 2);
-    // A streamed body cannot be replayed: no retry at all.
+    // A streamed body cannot be replayed: no retry at all, the same 503.
     let chunks = (0..4).map(|_| Ok::<_, Infallible>(Bytes::from(vec![1u8; 65536])));
     let r = f
         .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
@@ -578,7 +611,8 @@ async fn a_421_is_passed_on_when_the_retry_cannot_help() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 421);
+    let (status, headers, body) = json(r).await;
+    moving(status, &headers, &body);
     assert_eq!(hits1.load(Ordering::SeqCst), h1 + 3);
 }
 

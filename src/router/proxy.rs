@@ -4,8 +4,10 @@
 //! be replayed: after a connect failure (with a fresh resolution) and after a `421 Misdirected
 //! Request` from a worker that no longer owns the workspace. Larger or chunked bodies are
 //! streamed without buffering; they can still be replayed after a connect failure, because
-//! the upstream connection fails before the body is first polled, but a 421 for such a
-//! request is passed on to the client.
+//! the upstream connection fails before the body is first polled. A 421 that cannot be
+//! retried (streamed body) or that the retry meets again becomes `503 workspace_moving` with
+//! `Retry-After`: the worker refused before acting, so the client can safely send it again,
+//! and a Laravel client need not know what a 421 is.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -339,18 +341,20 @@ pub async fn forward(
             .ok_or_else(|| unavailable(shard))?;
         match send(addr).await {
             Attempt::Answer(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST => {
+                // The worker refused before acting on the request, so a retry is safe; its
+                // answer names the owner in *its* map, which may be newer than ours.
+                let named = named_owner(resp).await;
                 if !misdirected_retry {
-                    return Ok(into_reply(resp, rid));
+                    tracing::info!(shard, %addr, ?named, "worker answered 421 again or the body cannot be replayed");
+                    return Err(moving(ws, named.unwrap_or(shard)));
                 }
                 misdirected_retry = false;
-                drop(resp);
-                tracing::info!(shard, %addr, "worker answered 421; refreshing and retrying once");
+                tracing::info!(shard, %addr, ?named, "worker answered 421; refreshing and retrying once");
                 let _ = state.endpoints.refresh(shard).await;
-                // The map may have moved the workspace meanwhile: route again from scratch.
-                let owner = state.maps.borrow().as_ref().and_then(|m| m.owner(ws));
-                if let Some(owner) = owner {
-                    shard = owner;
-                }
+                // The map may have moved the workspace meanwhile: route again from scratch;
+                // while ours still says `shard`, trust the worker's newer view.
+                let ours = state.maps.borrow().as_ref().and_then(|m| m.owner(ws));
+                shard = retry_shard(shard, ours, named);
             }
             Attempt::Answer(resp) => return Ok(into_reply(resp, rid)),
             Attempt::ConnectFailed(addr) => {
@@ -397,6 +401,50 @@ pub async fn forward(
     }
 }
 
+/// Where to send the one retry after a 421 from `shard`: our map's owner when it changed,
+/// else the owner the worker named, else `shard` again (after a fresh resolution).
+fn retry_shard(shard: u32, ours: Option<u32>, named: Option<u32>) -> u32 {
+    match (ours, named) {
+        (Some(o), _) if o != shard => o,
+        (_, Some(n)) => n,
+        _ => shard,
+    }
+}
+
+/// Reads the `shard` a worker's 421 body names (`{"error":"not_owner",…,"shard":k}`); the body
+/// is a few hundred bytes, read with a cap and a deadline so a broken worker cannot stall us.
+async fn named_owner(mut resp: reqwest::Response) -> Option<u32> {
+    const CAP: usize = 16 * 1024;
+    let mut buf = Vec::new();
+    let read = async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.extend_from_slice(&chunk);
+            if buf.len() > CAP {
+                return false;
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), read).await {
+        Ok(true) => {}
+        _ => return None,
+    }
+    let v: serde_json::Value = serde_json::from_slice(&buf).ok()?;
+    v.get("shard")?.as_u64().and_then(|k| u32::try_from(k).ok())
+}
+
+/// The answer when the workspace is between owners (a 421 the retry could not resolve): the
+/// request was not acted on, so the client may send it again after `Retry-After`.
+fn moving(ws: &WorkspaceId, shard: u32) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "workspace_moving",
+        format!("workspace {ws} is moving to shard {shard}; retry shortly"),
+    )
+    .with_shard(shard)
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
 fn unavailable(shard: u32) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -428,6 +476,18 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort();
         assert_eq!(left, vec!["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn a_421_is_retried_on_our_new_owner_else_the_named_one() {
+        // Our map moved it: ours wins (the worker may be the stale one).
+        assert_eq!(retry_shard(0, Some(2), Some(1)), 2);
+        // Our map still says 0: trust the worker's newer view.
+        assert_eq!(retry_shard(0, Some(0), Some(1)), 1);
+        assert_eq!(retry_shard(0, None, Some(1)), 1);
+        // Nothing better known: the same shard, freshly resolved.
+        assert_eq!(retry_shard(0, Some(0), None), 0);
+        assert_eq!(retry_shard(3, None, None), 3);
     }
 
     #[test]
