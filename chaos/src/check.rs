@@ -31,7 +31,9 @@ pub mod names {
     pub const RECOVERED: &str = "recovered_before_deadline";
 }
 
-/// Requests on workspaces outside `affected`, within `[from_ms, to_ms]`, that did not succeed.
+/// Requests on workspaces outside `affected`, within `[from_ms, to_ms]`, that did not succeed
+/// or that showed a session out of `WORKING` (an unaffected session must keep working, not
+/// only keep answering).
 pub fn unaffected_errors(
     outcomes: &[Outcome],
     affected: &BTreeSet<String>,
@@ -41,17 +43,24 @@ pub fn unaffected_errors(
     outcomes
         .iter()
         .filter(|o| o.t_ms >= from_ms && o.t_ms <= to_ms)
-        .filter(|o| !affected.contains(&o.ws) && !o.ok())
+        .filter(|o| !affected.contains(&o.ws) && o.impaired())
         .map(|o| Violation {
             invariant: names::UNAFFECTED_NO_ERROR.into(),
             t_ms: o.t_ms,
-            what: format!(
-                "{:?} on unaffected workspace {} answered {} ({})",
-                o.kind,
-                o.ws,
-                o.status.map_or("no answer".into(), |s| s.to_string()),
-                o.error.as_deref().unwrap_or("-")
-            ),
+            what: if o.degraded() {
+                format!(
+                    "status read on unaffected workspace {} shows sessions {:?}",
+                    o.ws, o.sessions
+                )
+            } else {
+                format!(
+                    "{:?} on unaffected workspace {} answered {} ({})",
+                    o.kind,
+                    o.ws,
+                    o.status.map_or("no answer".into(), |s| s.to_string()),
+                    o.error.as_deref().unwrap_or("-")
+                )
+            },
             evidence: json!({"request": o}),
         })
         .collect()
@@ -471,9 +480,15 @@ mod tests {
             outcome(13, "c", Some(502)), // unaffected
             outcome(99, "c", Some(502)), // after window
         ];
+        let mut o = o;
+        // An unaffected session leaving WORKING is an error too, even with a 200.
+        let mut starting = outcome(14, "c", Some(200));
+        starting.sessions = vec![("default".into(), "STARTING".into())];
+        o.push(starting);
         let v = unaffected_errors(&o, &affected, 10, 50);
-        assert_eq!(v.iter().map(|v| v.t_ms).collect::<Vec<_>>(), [12, 13]);
+        assert_eq!(v.iter().map(|v| v.t_ms).collect::<Vec<_>>(), [12, 13, 14]);
         assert!(v[0].what.contains("no answer"));
+        assert!(v[2].what.contains("STARTING"), "{}", v[2].what);
     }
 
     #[test]

@@ -418,6 +418,7 @@ async fn drive(
     let table = report::table(&rep);
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&rep)?)?;
     std::fs::write(out.join("table.md"), &table)?;
+    write_requests(&out.join("requests.jsonl"), &rec.outcomes())?;
     println!("{table}");
     println!(
         "report: {}  result: {}",
@@ -425,6 +426,18 @@ async fn drive(
         if passed { "PASS" } else { "FAIL" }
     );
     Ok(passed)
+}
+
+/// Every request's outcome, one JSON object per line in time order: the raw evidence behind
+/// every measure (`jq 'select(.ws == "chaos-x-003")' requests.jsonl`).
+fn write_requests(path: &std::path::Path, outcomes: &[model::Outcome]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for o in outcomes {
+        serde_json::to_writer(&mut w, o)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
 }
 
 /// Run ids end up in workspace ids (`^[A-Za-z0-9_-]{1,64}$`, with room for the rest).

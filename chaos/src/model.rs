@@ -45,6 +45,17 @@ impl Outcome {
         matches!(self.status, Some(s) if (200..300).contains(&s))
     }
 
+    /// A successful status read that shows a session not `WORKING` (or no session at all):
+    /// the API answered, but the workspace cannot send — what a crashed browser looks like.
+    pub fn degraded(&self) -> bool {
+        self.kind == Kind::Status && self.ok() && !self.ok_working()
+    }
+
+    /// Failed, or degraded: the workspace was not fully serving at that instant.
+    pub fn impaired(&self) -> bool {
+        !self.ok() || self.degraded()
+    }
+
     /// A successful status read where every session is `WORKING` (at least one session).
     pub fn ok_working(&self) -> bool {
         self.kind == Kind::Status

@@ -23,7 +23,11 @@ pub struct Measures {
     pub errors_by_shard: BTreeMap<u32, usize>,
     /// Failed requests by HTTP status (`"none"` for transport errors).
     pub errors_by_status: BTreeMap<String, usize>,
-    /// Workspaces that saw at least one error.
+    /// Successful status reads on affected workspaces showing a session not `WORKING`.
+    pub degraded_affected: usize,
+    /// The same on unaffected workspaces (must be 0).
+    pub degraded_unaffected: usize,
+    /// Workspaces that saw at least one error or degraded read.
     pub workspaces_with_errors: usize,
     /// Workspaces the fault should affect.
     pub workspaces_affected: usize,
@@ -31,12 +35,14 @@ pub struct Measures {
     pub workspaces: usize,
     /// `workspaces_with_errors / workspaces`.
     pub blast_radius: f64,
-    /// Fault → first failed request on an affected workspace (`None`: nobody saw an error).
+    /// Fault → first failed or degraded request on an affected workspace (`None`: nobody saw
+    /// anything).
     pub detect_ms: Option<u64>,
     /// Fault → the last affected workspace answered 200 with every session WORKING after its
-    /// last error (`Some(0)` when nothing failed; `None` when some never recovered).
+    /// last error or degraded read (`Some(0)` when nothing was impaired; `None` when some never
+    /// recovered).
     pub recover_ms: Option<u64>,
-    /// Workspaces that had errors and no successful WORKING read afterwards.
+    /// Workspaces that were impaired and had no successful WORKING read afterwards.
     pub not_recovered: Vec<String>,
     /// Fault → first router sample reporting a targeted shard without a healthy instance
     /// (`None`: the router never did, e.g. the shard came back before its next resolve).
@@ -79,20 +85,31 @@ pub fn measure(
     };
     let mut with_errors: BTreeSet<&str> = BTreeSet::new();
     let mut last_error: BTreeMap<&str, u64> = BTreeMap::new();
-    for o in window.iter().filter(|o| !o.ok()) {
-        m.errors += 1;
+    for o in window.iter().filter(|o| o.impaired()) {
         with_errors.insert(&o.ws);
-        if affected.contains(&o.ws) {
-            m.errors_affected += 1;
+        let targeted = affected.contains(&o.ws);
+        if targeted {
             m.detect_ms = Some(m.detect_ms.map_or(o.t_ms, |d| d.min(o.t_ms)));
+        }
+        if o.degraded() {
+            if targeted {
+                m.degraded_affected += 1;
+            } else {
+                m.degraded_unaffected += 1;
+            }
         } else {
-            m.errors_unaffected += 1;
+            m.errors += 1;
+            if targeted {
+                m.errors_affected += 1;
+            } else {
+                m.errors_unaffected += 1;
+            }
+            if let Some(k) = owner.get(&o.ws) {
+                *m.errors_by_shard.entry(*k).or_default() += 1;
+            }
+            let key = o.status.map_or("none".to_owned(), |s| s.to_string());
+            *m.errors_by_status.entry(key).or_default() += 1;
         }
-        if let Some(k) = owner.get(&o.ws) {
-            *m.errors_by_shard.entry(*k).or_default() += 1;
-        }
-        let key = o.status.map_or("none".to_owned(), |s| s.to_string());
-        *m.errors_by_status.entry(key).or_default() += 1;
         let e = last_error.entry(&o.ws).or_default();
         *e = (*e).max(o.t_ms);
     }
@@ -190,12 +207,12 @@ fn ms(v: Option<u64>) -> String {
 /// The human-readable table (Markdown, so docs/chaos.md can show it as is).
 pub fn table(r: &Report) -> String {
     let mut s = String::from(
-        "| scenario | result | blast radius | detect (client / router) | recover | errors affected / unaffected | requests | messages delayed/lost | webhooks delayed/lost | invariants checked / vacuous or n.a. |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | result | blast radius | detect (client / router) | recover | errors affected / unaffected | not-WORKING reads affected / unaffected | requests | messages delayed/lost | webhooks delayed/lost | invariants checked / vacuous or n.a. |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for sc in &r.scenarios {
         if let Some(why) = &sc.skipped {
             s.push_str(&format!(
-                "| {} | skipped | - | - | - | - | - | - | - | {} |\n",
+                "| {} | skipped | - | - | - | - | - | - | - | - | {} |\n",
                 sc.name,
                 why.replace('|', "/")
             ));
@@ -215,7 +232,7 @@ pub fn table(r: &Report) -> String {
             format!("{}/{} of {}", t.delayed, t.lost, t.expected)
         });
         s.push_str(&format!(
-            "| {} | {} | {:.0}% ({}/{}, targeted {}) | {} / {} | {} | {} / {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {:.0}% ({}/{}, targeted {}) | {} / {} | {} | {} / {} | {} / {} | {} | {} | {} | {} / {} |\n",
             sc.name,
             if sc.passed { "PASS" } else { "FAIL" },
             m.blast_radius * 100.0,
@@ -227,6 +244,8 @@ pub fn table(r: &Report) -> String {
             ms(m.recover_ms),
             m.errors_affected,
             m.errors_unaffected,
+            m.degraded_affected,
+            m.degraded_unaffected,
             m.requests,
             msgs,
             hooks,
@@ -316,6 +335,35 @@ mod tests {
     }
 
     #[test]
+    fn a_session_out_of_working_is_detected_and_recovered_like_an_error() {
+        // A crashed browser: the API keeps answering 200, the session is STARTING a while.
+        let (ws, owner, affected) = setup();
+        let degraded = |t, w: &str, st: &str| {
+            let mut x = o(t, w, Some(200));
+            x.sessions = vec![("default".into(), st.into())];
+            x
+        };
+        let out = vec![
+            o(1100, "a", Some(200)),
+            degraded(1300, "a", "STARTING"),
+            degraded(1600, "a", "STARTING"),
+            o(2100, "a", Some(200)),
+            degraded(2200, "c", "FAILED"),
+            o(2500, "c", Some(200)),
+        ];
+        let m = measure(&out, &ws, &owner, &affected, 1000, 3000);
+        assert_eq!(
+            (m.errors, m.degraded_affected, m.degraded_unaffected),
+            (0, 2, 1)
+        );
+        assert_eq!(m.detect_ms, Some(300));
+        assert_eq!(m.workspaces_with_errors, 2);
+        // c (unaffected) was last impaired at 2200 and back at 2500 (+2 ms).
+        assert_eq!(m.recover_ms, Some(1502));
+        assert!(m.errors_by_status.is_empty());
+    }
+
+    #[test]
     fn router_detection_is_the_first_unhealthy_sample_of_a_target() {
         let s = vec![
             (900, vec![1]),
@@ -358,7 +406,7 @@ mod tests {
         let t = table(&r);
         assert!(
             t.contains(
-                "| kill-worker | PASS | 25% (1/4, targeted 2) | 0.10s / - | 0.20s | 1 / 0 |"
+                "| kill-worker | PASS | 25% (1/4, targeted 2) | 0.10s / - | 0.20s | 1 / 0 | 0 / 0 |"
             ),
             "{t}"
         );
