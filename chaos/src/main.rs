@@ -243,7 +243,6 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
                         let _ = fleet::signal(pid, "TERM").await;
                         wait_exited(pid, Duration::from_secs(args.drain_grace_secs + 20)).await;
                     }
-                    drop(start);
                     if let Some(l) = &link {
                         l.teardown();
                     }
