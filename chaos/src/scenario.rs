@@ -997,6 +997,18 @@ async fn partition_netns(
             evidence: serde_json::json!({"old_session": session}),
         });
     }
+    // Its lock passes on at the release: a browser of it still running then could overlap
+    // with the next holder's.
+    if let Some(n) = browsers_at_release.filter(|n| *n > 0) {
+        violations.push(Violation {
+            invariant: names::ONE_RUNNER.into(),
+            t_ms: released_ms.unwrap_or(heal_ms),
+            what: format!(
+                "{n} Chromium browser(s) of the partitioned shard {shard} still ran when its old session released the shard lock"
+            ),
+            evidence: serde_json::json!({"old_session": session, "browsers_before": browsers_before}),
+        });
+    }
     // Fenced before the lock could pass: its browsers were gone when the lock was released
     // (with real sessions), or its log says so.
     let fenced = fenced_logged || (browsers_before > 0 && browsers_at_release == Some(0));
