@@ -1,7 +1,10 @@
 //! I/O adapter: the dev fleet under test. Starts `wafleet dev` as a child process (data in a
 //! temp dir, every port 0) or attaches to a running one through `<data>/dev/state.json`; reads
 //! the state, signals workers, starts an extra worker for scale-out, and talks to the built-in
-//! Consul agent (KV reads, fault injection). Everything stays on 127.0.0.1.
+//! Consul agent (KV reads, fault injection). Everything stays on 127.0.0.1, except in the
+//! partition's netns mode: one worker runs inside a network namespace (`wafleet dev
+//! --worker-netns`) and what it must reach (Consul agent, simulator) listens on the host end
+//! of its veth pair.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +93,24 @@ pub struct StartConfig {
     pub drain_grace_secs: u64,
     /// Where `wafleet dev`'s stderr goes.
     pub log: PathBuf,
+    /// Run one worker inside a network namespace (netns partition mode).
+    pub netns: Option<NetnsPlan>,
+    /// Set to `wafleet dev`'s pid as soon as it is spawned, so a signal during start-up can
+    /// stop it cleanly.
+    pub dev_pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// One worker inside a network namespace, and the host address it reaches the rest through.
+#[derive(Debug, Clone)]
+pub struct NetnsPlan {
+    /// The worker's shard.
+    pub shard: u32,
+    /// The namespace.
+    pub netns: String,
+    /// The worker's address inside the namespace.
+    pub inner_ip: std::net::Ipv4Addr,
+    /// The host end's address: the Consul agent and the simulator listen there.
+    pub host_ip: std::net::Ipv4Addr,
 }
 
 /// A worker this suite started itself (scale-out, when `wafleet dev` cannot add one).
@@ -206,11 +227,35 @@ impl Fleet {
             "127.0.0.1:0".into(),
         ];
         let mut worker_flags = Vec::new();
+        // In netns mode the namespaced worker reaches the agent and the simulator over the
+        // veth pair, so they listen on its host end (host processes reach it as well).
+        let shared = match &cfg.netns {
+            Some(plan) => {
+                for flag in [
+                    "--worker-netns",
+                    "--consul-http",
+                    "--consul-dns",
+                    "--sim-listen",
+                ] {
+                    if !flags.iter().any(|f| f == flag) {
+                        return Err(FleetError::Fleet(format!(
+                            "netns mode needs `wafleet dev {flag}`, which this build does not have"
+                        )));
+                    }
+                }
+                args.extend([
+                    "--worker-netns".to_owned(),
+                    format!("{}={}@{}", plan.shard, plan.netns, plan.inner_ip),
+                ]);
+                format!("{}:0", plan.host_ip)
+            }
+            None => "127.0.0.1:0".to_owned(),
+        };
         for (flag, value) in [
-            ("--consul-http", "127.0.0.1:0".to_owned()),
-            ("--consul-dns", "127.0.0.1:0".to_owned()),
+            ("--consul-http", shared.clone()),
+            ("--consul-dns", shared.clone()),
             // A free port, so a chaos run never collides with a `scripts/dev` fleet on 7070.
-            ("--sim-listen", "127.0.0.1:0".to_owned()),
+            ("--sim-listen", shared.clone()),
             ("--session-ttl-secs", cfg.session_ttl_secs.to_string()),
             ("--lock-delay-secs", cfg.lock_delay_secs.to_string()),
             ("--drain-grace-secs", cfg.drain_grace_secs.to_string()),
@@ -242,7 +287,22 @@ impl Fleet {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
-        wait_ready_line(&mut child, Duration::from_secs(240)).await?;
+        if let Some(pid) = child.id() {
+            cfg.dev_pid.store(pid, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Err(e) = wait_ready_line(&mut child, Duration::from_secs(240)).await {
+            // Stop it cleanly (its workers drain) rather than leaving them behind.
+            if let Some(pid) = child.id() {
+                let _ = signal(pid, "TERM").await;
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+            return Err(e);
+        }
         let state_path = data.join("dev").join("state.json");
         let fleet = Fleet {
             data,

@@ -5,11 +5,12 @@
 //! non-zero and prints the evidence.
 //!
 //! Modules: [`model`] (records), [`check`] and [`report`] (pure), [`fleet`], [`traffic`],
-//! [`observe`] (I/O adapters), [`scenario`] (the scenarios).
+//! [`observe`], [`netns`] (I/O adapters), [`scenario`] (the scenarios).
 
 mod check;
 mod fleet;
 mod model;
+mod netns;
 mod observe;
 mod report;
 mod scenario;
@@ -22,9 +23,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{Fleet, StartConfig};
+use crate::fleet::{Fleet, NetnsPlan, StartConfig};
 use crate::observe::{Observations, Receiver};
-use crate::scenario::{Caps, Ctx, Timing};
+use crate::scenario::{Caps, Ctx, Partition, Timing};
 use crate::traffic::{Recorder, Target, TrafficConfig};
 
 /// Command-line flags.
@@ -86,6 +87,23 @@ struct Args {
     /// The shard the single-shard scenarios hit (default: the shard owning most workspaces).
     #[arg(long)]
     victim: Option<u32>,
+    /// How partition-worker cuts the victim off from Consul: `netns` runs the victim worker in
+    /// a network namespace and takes its veth link down (needs root and iproute2); `agent`
+    /// uses the built-in agent's drop-session fault; `auto` is netns when the machine allows
+    /// it, else agent (the reason goes to the report's notes).
+    #[arg(long, value_enum, default_value_t = PartitionArg::Auto)]
+    partition: PartitionArg,
+}
+
+/// `--partition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PartitionArg {
+    /// netns when the probe passes, else agent.
+    Auto,
+    /// A network namespace with a veth pair (fails when the machine does not allow it).
+    Netns,
+    /// The agent's drop-session fault.
+    Agent,
 }
 
 #[tokio::main]
@@ -160,32 +178,185 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
 
+    // Signals are handled from the start, so a Ctrl-C during start-up still stops the fleet
+    // and removes the namespace.
+    let interrupted = CancellationToken::new();
+    {
+        let t = interrupted.clone();
+        tokio::spawn(async move {
+            wafleet::shutdown::signal().await;
+            t.cancel();
+        });
+    }
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff));
+    let workspaces: Vec<String> = (0..args.workspaces)
+        .map(|i| format!("chaos-{run_id}-{i:03}"))
+        .collect();
+
+    // The partition mode, and in netns mode the namespace (before the fleet: the victim
+    // worker starts inside it).
+    let (partition, victim) = choose_partition(&args, &workspaces)?;
+    tracing::info!(mode = partition.mode(), ?victim, "partition-worker mode");
+    let link = match &partition {
+        Partition::Netns(l) => Some(l.clone()),
+        Partition::Agent { .. } => None,
+    };
+
+    let dev_pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let fleet = match &args.state {
         Some(state) => Fleet::attach(state, args.wafleet.clone(), |k| std::env::var(k).ok())?,
         None => {
-            Fleet::start(&StartConfig {
+            let cfg = StartConfig {
                 bin: std::path::absolute(&args.wafleet)?,
                 workers: args.workers,
                 session_ttl_secs: args.session_ttl_secs,
                 lock_delay_secs: args.lock_delay_secs,
                 drain_grace_secs: args.drain_grace_secs,
                 log: log_dir.join("dev.log"),
-            })
-            .await?
+                netns: link.as_ref().zip(victim).map(|(l, shard)| NetnsPlan {
+                    shard,
+                    netns: l.name.clone(),
+                    inner_ip: l.ns_ip,
+                    host_ip: l.host_ip,
+                }),
+                dev_pid: dev_pid.clone(),
+            };
+            let start = Fleet::start(&cfg);
+            tokio::pin!(start);
+            tokio::select! {
+                r = &mut start => match r {
+                    Ok(f) => f,
+                    Err(e) => {
+                        if let Some(l) = &link {
+                            l.teardown();
+                        }
+                        return Err(e.into());
+                    }
+                },
+                _ = interrupted.cancelled() => {
+                    // Stop dev cleanly (it drains its workers), then remove the namespace.
+                    let pid = dev_pid.load(std::sync::atomic::Ordering::SeqCst);
+                    if pid != 0 {
+                        let _ = fleet::signal(pid, "TERM").await;
+                        wait_exited(pid, Duration::from_secs(args.drain_grace_secs + 20)).await;
+                    }
+                    if let Some(l) = &link {
+                        l.teardown();
+                    }
+                    return Err("interrupted by a signal during start-up; fleet stopped".into());
+                }
+            }
         }
     };
     let fleet = Arc::new(fleet);
     // SIGINT/SIGTERM (Ctrl-C, `timeout`) still stops the fleet we started.
+    let plan = Plan {
+        run_id,
+        workspaces,
+        victim,
+        partition,
+    };
     let result = tokio::select! {
-        r = drive(&args, fleet.clone(), command, started_at, &out, log_dir) => r,
-        _ = wafleet::shutdown::signal() => Err("interrupted by a signal; stopping the fleet".into()),
+        r = drive(&args, fleet.clone(), command, started_at, &out, log_dir, plan) => r,
+        _ = interrupted.cancelled() => Err("interrupted by a signal; stopping the fleet".into()),
     };
     // Stops what the suite started: its extra workers, and the fleet when it started it.
     tracing::info!(owned = fleet.owned(), "stopping what the suite started");
     fleet
         .stop(Duration::from_secs(args.drain_grace_secs + 20))
         .await;
+    // Only after the namespaced worker has stopped.
+    if let Some(l) = &link {
+        l.teardown();
+    }
     result
+}
+
+/// Waits (bounded) until `pid` has exited (gone, or a zombie waiting for its parent).
+async fn wait_exited(pid: u32, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let alive = state
+            .as_deref()
+            .and_then(|s| s.rsplit_once(") "))
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What `run` decided before the fleet started.
+struct Plan {
+    run_id: String,
+    workspaces: Vec<String>,
+    /// The victim shard when it had to be known before the start (netns mode, `--victim`).
+    victim: Option<u32>,
+    partition: Partition,
+}
+
+/// PURE: the partition mode from the flag, attaching or not, and the probe's outcome.
+/// `Ok(true)` = netns; `Ok(false)` = agent with that reason (`None`: asked for); `Err`: netns
+/// was demanded but is impossible.
+fn decide_mode(
+    arg: PartitionArg,
+    attached: bool,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> Result<Result<(), Option<String>>, String> {
+    match arg {
+        PartitionArg::Agent => Ok(Err(None)),
+        _ if attached => {
+            let why = "attached to a running fleet (--state): its workers cannot be moved into a network namespace".to_owned();
+            if arg == PartitionArg::Netns {
+                Err(format!("--partition netns: {why}"))
+            } else {
+                Ok(Err(Some(why)))
+            }
+        }
+        _ => match probe() {
+            Ok(()) => Ok(Ok(())),
+            Err(why) if arg == PartitionArg::Netns => Err(format!("--partition netns: {why}")),
+            Err(why) => Ok(Err(Some(why))),
+        },
+    }
+}
+
+/// Chooses the partition mode (creating the namespace in netns mode) and, in netns mode or
+/// with `--victim`, the victim shard.
+fn choose_partition(
+    args: &Args,
+    workspaces: &[String],
+) -> Result<(Partition, Option<u32>), Box<dyn std::error::Error>> {
+    let pid = std::process::id();
+    let mut link = None;
+    let mode = decide_mode(args.partition, args.state.is_some(), || {
+        netns::probe().map_err(|e| e.to_string())?;
+        let stale = netns::remove_stale();
+        if !stale.is_empty() {
+            tracing::info!(?stale, "removed what earlier runs left behind");
+        }
+        link = Some(netns::Link::create(pid).map_err(|e| e.to_string())?);
+        Ok(())
+    })?;
+    match (mode, link) {
+        (Ok(()), Some(link)) => {
+            // The workspaces' owners are a pure function of their names and the initial map.
+            let victim = args.victim.unwrap_or_else(|| {
+                scenario::pick_victim(&wafleet::shard::ShardMap::uniform(args.workers), workspaces)
+            });
+            if victim >= args.workers {
+                return Err(format!("--victim {victim}: only {} workers", args.workers).into());
+            }
+            Ok((Partition::Netns(Arc::new(link)), Some(victim)))
+        }
+        (Ok(()), None) => Err("internal: netns mode without a namespace".into()),
+        (Err(reason), _) => Ok((Partition::Agent { reason }, args.victim)),
+    }
 }
 
 async fn drive(
@@ -195,24 +366,29 @@ async fn drive(
     started_at: String,
     out: &std::path::Path,
     log_dir: PathBuf,
+    plan: Plan,
 ) -> Result<bool, Box<dyn std::error::Error>> {
+    let Plan {
+        run_id,
+        workspaces,
+        victim,
+        partition,
+    } = plan;
     let rec = Arc::new(Recorder::new());
     let obs = Arc::new(Observations::default());
     let stop = CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
-    let receiver = Receiver::start(rec.clone(), stop.clone()).await?;
+    // In netns mode the namespaced worker must reach the receiver over the veth pair.
+    let hook_ip = match &partition {
+        Partition::Netns(l) => std::net::IpAddr::V4(l.host_ip),
+        Partition::Agent { .. } => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let receiver = Receiver::start_on(hook_ip, rec.clone(), stop.clone()).await?;
     let target = Target {
         http: fleet.http.clone(),
         router: fleet.router()?,
         admin: fleet.admin.clone(),
     };
-    let run_id = args
-        .run_id
-        .clone()
-        .unwrap_or_else(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff));
-    let workspaces: Vec<String> = (0..args.workspaces)
-        .map(|i| format!("chaos-{run_id}-{i:03}"))
-        .collect();
     let session = "default".to_owned();
 
     // Sessions.
@@ -333,25 +509,11 @@ async fn drive(
         receiver,
         log_dir,
         delivered: tokio::sync::Mutex::default(),
+        partition,
     };
-    let victim = match args.victim {
+    let victim = match victim {
         Some(v) => v,
-        None => {
-            let map = fleet.shard_map().await?;
-            let mut count: std::collections::BTreeMap<u32, usize> = Default::default();
-            for ws in &workspaces {
-                if let Ok(id) = wafleet::ids::WorkspaceId::new(ws.clone())
-                    && let Some(k) = map.owner(&id)
-                {
-                    *count.entry(k).or_default() += 1;
-                }
-            }
-            // Most workspaces; the lowest shard id on a tie.
-            count
-                .iter()
-                .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
-                .map_or(0, |(k, _)| *k)
-        }
+        None => scenario::pick_victim(&fleet.shard_map().await?, &workspaces),
     };
     tracing::info!(victim, "victim shard for single-shard scenarios");
     let run_deadline = tokio::time::Instant::now() + max;
@@ -411,6 +573,11 @@ async fn drive(
             "attached": args.state.is_some(),
             "run_id": run_id,
             "victim_shard": victim,
+            "partition_mode": ctx.partition.mode(),
+            "partition_namespace": match &ctx.partition {
+                Partition::Netns(l) => serde_json::json!({"name": l.name, "host_if": l.host_if, "host_ip": l.host_ip, "inner_ip": l.ns_ip}),
+                Partition::Agent { reason } => serde_json::json!({"not_used": reason}),
+            },
         }),
         scenarios,
         passed,
@@ -473,6 +640,27 @@ mod tests {
         for bad in ["", "a-b", "../x", "12345678901234567"] {
             assert!(parse_run_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_partition_mode_follows_the_flag_the_probe_and_attaching() {
+        let ok = || Ok(());
+        let no = || Err("not root".to_owned());
+        assert_eq!(decide_mode(PartitionArg::Auto, false, ok), Ok(Ok(())));
+        assert_eq!(
+            decide_mode(PartitionArg::Auto, false, no),
+            Ok(Err(Some("not root".into())))
+        );
+        assert_eq!(decide_mode(PartitionArg::Agent, false, ok), Ok(Err(None)));
+        assert!(decide_mode(PartitionArg::Netns, false, no).is_err());
+        assert_eq!(decide_mode(PartitionArg::Netns, false, ok), Ok(Ok(())));
+        // Attached: never netns, and the probe does not even run.
+        let never = || -> Result<(), String> { panic!("probed while attached") };
+        assert!(matches!(
+            decide_mode(PartitionArg::Auto, true, never),
+            Ok(Err(Some(r))) if r.contains("--state")
+        ));
+        assert!(decide_mode(PartitionArg::Netns, true, || Ok(())).is_err());
     }
 
     #[test]

@@ -229,7 +229,7 @@ async fn router_unhealthy(fleet: &Fleet) -> Option<Vec<u32>> {
 
 // === webhook receiver ===
 
-/// A local webhook receiver (127.0.0.1, port 0) that records every event and can be "down"
+/// A local webhook receiver (127.0.0.1 or the veth's host end, port 0) that records every event and can be "down"
 /// (answering 503) to simulate an outage.
 pub struct Receiver {
     /// Where it listens.
@@ -239,11 +239,22 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts the receiver until `stop`.
+    /// Starts the receiver on 127.0.0.1 until `stop`.
+    #[cfg(test)]
     pub async fn start(rec: Arc<Recorder>, stop: CancellationToken) -> std::io::Result<Receiver> {
+        Self::start_on([127, 0, 0, 1].into(), rec, stop).await
+    }
+
+    /// Starts the receiver on `ip` (port 0) until `stop` (netns mode: the veth's host end, so
+    /// the namespaced worker's webhooks are delayed by a partition, not lost).
+    pub async fn start_on(
+        ip: std::net::IpAddr,
+        rec: Arc<Recorder>,
+        stop: CancellationToken,
+    ) -> std::io::Result<Receiver> {
         let up = Arc::new(AtomicBool::new(true));
         let got: Arc<Mutex<BTreeMap<String, Received>>> = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (u, g) = (up.clone(), got.clone());
         let route = warp::post()

@@ -43,6 +43,48 @@ pub struct Caps {
     pub sim: bool,
 }
 
+/// How `partition-worker` cuts the victim off from Consul.
+#[derive(Debug, Clone)]
+pub enum Partition {
+    /// The victim runs inside this network namespace: the link is cut for real.
+    Netns(Arc<crate::netns::Link>),
+    /// The built-in agent's drop-session fault; `reason` says why netns mode is not used
+    /// (`None`: asked for with `--partition agent`).
+    Agent {
+        /// Why not netns.
+        reason: Option<String>,
+    },
+}
+
+impl Partition {
+    /// `netns` or `agent`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Partition::Netns(_) => "netns",
+            Partition::Agent { .. } => "agent",
+        }
+    }
+}
+
+/// The victim shard: the one owning the most of `workspaces` under `map`, the lowest id on a
+/// tie (0 when nothing is owned). Pure, so it can be computed from the initial map before the
+/// fleet starts (netns mode starts the victim inside the namespace).
+pub fn pick_victim(map: &wafleet::shard::ShardMap, workspaces: &[String]) -> u32 {
+    let mut count: BTreeMap<u32, usize> = BTreeMap::new();
+    for ws in workspaces {
+        if let Ok(id) = wafleet::ids::WorkspaceId::new(ws.clone())
+            && let Some(k) = map.owner(&id)
+        {
+            *count.entry(k).or_default() += 1;
+        }
+    }
+    // Most workspaces; the lowest shard id on a tie.
+    count
+        .iter()
+        .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
+        .map_or(0, |(k, _)| *k)
+}
+
 /// Timing knobs.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -84,6 +126,8 @@ pub struct Ctx {
     pub log_dir: std::path::PathBuf,
     /// Sim message texts seen so far (text → first seen).
     pub delivered: tokio::sync::Mutex<BTreeMap<String, u64>>,
+    /// How partition-worker cuts the victim off.
+    pub partition: Partition,
 }
 
 /// What an injected fault hit.
@@ -754,9 +798,277 @@ async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Resu
     Ok(f)
 }
 
-/// partition-worker: the agent drops every request carrying the worker's session id, so its
-/// renewals fail; it must fence, then come back with a new session.
+/// partition-worker in the selected mode; the action line starts with the mode.
 async fn partition(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
+    match &ctx.partition {
+        Partition::Netns(link) => {
+            let mut f = partition_netns(ctx, shard, link).await?;
+            f.action = format!("mode netns: {}", f.action);
+            Ok(f)
+        }
+        Partition::Agent { reason } => {
+            let mut f = partition_agent(ctx, shard).await?;
+            f.action = format!("mode agent: {}", f.action);
+            if let Some(r) = reason {
+                f.notes.push(format!(
+                    "partition mode agent (the agent's drop-session fault), not netns: {r}"
+                ));
+            }
+            Ok(f)
+        }
+    }
+}
+
+/// The victim's Chromium browsers (by profile) in `/proc`.
+fn browsers_of(ctx: &Ctx, workspaces: &BTreeSet<String>) -> usize {
+    let profiles: BTreeSet<String> = workspaces
+        .iter()
+        .map(|ws| {
+            ctx.fleet
+                .data
+                .join("workspaces")
+                .join(ws)
+                .join(&ctx.session)
+                .join("profile")
+                .display()
+                .to_string()
+        })
+        .collect();
+    crate::observe::scan_browsers(&ctx.fleet.data)
+        .iter()
+        .filter(|p| profiles.contains(p.profile.trim_end_matches('/')))
+        .count()
+}
+
+/// Text appended to `path` since byte `offset`.
+fn log_since(path: &std::path::Path, offset: u64) -> String {
+    use std::io::{Read, Seek};
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(std::io::SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// partition-worker, netns mode: the victim runs inside the namespace; its link goes down.
+/// Expected: (a) it cannot renew, fences itself (seen from the host: its Chromium browsers
+/// leave `/proc`, its log says `FENCED`) and its old session is invalidated after the TTL, so
+/// the shard lock is free; (b) only then the link comes back (the fault outlasts the fencing
+/// deadline); (c) it re-acquires the shard lock with a new session and restores every
+/// session (the frame checks WORKING without a QR).
+async fn partition_netns(
+    ctx: &Ctx,
+    shard: u32,
+    link: &crate::netns::Link,
+) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let affected = ctx.of_shards(&owners, &[shard]);
+    let holders = ctx
+        .fleet
+        .lock_holders("wafleet/locks/shards/")
+        .await
+        .ok_or("consul did not answer")?;
+    let session = holders
+        .get(&shard.to_string())
+        .cloned()
+        .ok_or_else(|| format!("shard {shard}'s lock has no holder"))?;
+    let worker = ctx
+        .fleet
+        .workers()
+        .into_iter()
+        .find(|w| w.shard == shard)
+        .ok_or_else(|| format!("no worker for shard {shard}"))?;
+    if !worker.addr.starts_with(&format!("{}:", link.ns_ip)) {
+        return Err(format!(
+            "shard {shard}'s worker listens on {}, not inside namespace {} ({}): the victim must start there",
+            worker.addr, link.name, link.ns_ip
+        ));
+    }
+    let log = ctx
+        .fleet
+        .data
+        .join("dev")
+        .join("logs")
+        .join(format!("worker-{shard}.log"));
+    let log_offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let browsers_before = browsers_of(ctx, &affected);
+    let from = ctx.rec.now_ms();
+    let cut_at = Instant::now();
+    link.cut().map_err(|e| e.to_string())?;
+    // Whatever ends this scenario (an error, the run's cut-off dropping it), the link comes back.
+    let guard = HealOnDrop(Some(link));
+    tracing::info!(shard, namespace = %link.name, "link cut");
+    let deadline = cut_at + ctx.timing.recover_timeout;
+    let mut violations = Vec::new();
+    let mut notes = Vec::new();
+
+    // (a) The old session must go: the shard lock is released when the agent invalidates it.
+    let mut browsers_gone_ms = None;
+    let mut released_ms = None;
+    let mut browsers_at_release = None;
+    while Instant::now() < deadline {
+        let n = browsers_of(ctx, &affected);
+        if n == 0 && browsers_gone_ms.is_none() {
+            browsers_gone_ms = Some(ctx.rec.now_ms());
+        }
+        let h = ctx.fleet.lock_holders("wafleet/locks/shards/").await;
+        if let Some(h) = h
+            && h.get(&shard.to_string()) != Some(&session)
+        {
+            released_ms = Some(ctx.rec.now_ms());
+            browsers_at_release = Some(browsers_of(ctx, &affected));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fenced_logged = log_since(&log, log_offset).contains("FENCED");
+    // (b) Heal, whatever happened: the link must not stay down.
+    let healed = guard.heal();
+    let heal_ms = ctx.rec.now_ms();
+    let cut_secs = cut_at.elapsed().as_secs_f64();
+    if let Err(e) = healed {
+        return Err(format!("heal ({}): {e}", link.host_if));
+    }
+    tracing::info!(shard, secs = cut_secs, "link healed");
+    // The namespace side answers again (any HTTP answer: it may still be not ready).
+    let reach_deadline = Instant::now() + Duration::from_secs(30).min(ctx.timing.recover_timeout);
+    let reachable = loop {
+        let ok = ctx
+            .fleet
+            .http
+            .get(format!("http://{}/healthz", worker.addr))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok();
+        if ok || Instant::now() >= reach_deadline {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !reachable {
+        violations.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: ctx.rec.now_ms(),
+            what: format!(
+                "the namespaced worker {} did not answer /healthz within 30 s of the link coming back",
+                worker.addr
+            ),
+            evidence: serde_json::json!({"namespace": link.name, "host_if": link.host_if}),
+        });
+    }
+    // (c) A new session holds the shard lock.
+    let acquire_deadline = Instant::now() + ctx.timing.recover_timeout;
+    let new_session = loop {
+        let h = ctx.fleet.lock_holders("wafleet/locks/shards/").await;
+        if let Some(s) = h.as_ref().and_then(|h| h.get(&shard.to_string()))
+            && *s != session
+        {
+            break Some(s.clone());
+        }
+        if Instant::now() >= acquire_deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    match released_ms {
+        Some(t) => notes.push(format!(
+            "old session {session} released the shard lock {:.1}s after the cut; link down {cut_secs:.1}s",
+            (t - from) as f64 / 1000.0
+        )),
+        None => violations.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: heal_ms,
+            what: format!(
+                "shard {shard}'s old session {session} still held the shard lock {cut_secs:.0}s after the cut"
+            ),
+            evidence: serde_json::json!({"old_session": session}),
+        }),
+    }
+    if new_session.is_none() {
+        violations.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: ctx.rec.now_ms(),
+            what: format!(
+                "shard {shard} never re-acquired its lock with a new session after the partition"
+            ),
+            evidence: serde_json::json!({"old_session": session}),
+        });
+    }
+    // Its lock passes on at the release: a browser of it still running then could overlap
+    // with the next holder's.
+    if let Some(n) = browsers_at_release.filter(|n| *n > 0) {
+        violations.push(Violation {
+            invariant: names::ONE_RUNNER.into(),
+            t_ms: released_ms.unwrap_or(heal_ms),
+            what: format!(
+                "{n} Chromium browser(s) of the partitioned shard {shard} still ran when its old session released the shard lock"
+            ),
+            evidence: serde_json::json!({"old_session": session, "browsers_before": browsers_before}),
+        });
+    }
+    // Fenced before the lock could pass: its browsers were gone when the lock was released
+    // (with real sessions), or its log says so.
+    let fenced = fenced_logged || (browsers_before > 0 && browsers_at_release == Some(0));
+    if fenced {
+        notes.push(format!(
+            "the partitioned worker fenced itself: log FENCED {fenced_logged}; its Chromium browsers {browsers_before} before the cut, {} when the lock was released (all gone {:.1}s after the cut)",
+            browsers_at_release.map_or("-".to_owned(), |n| n.to_string()),
+            browsers_gone_ms.map_or(f64::NAN, |t| (t - from) as f64 / 1000.0)
+        ));
+    } else {
+        violations.push(Violation {
+            invariant: names::ONE_RUNNER.into(),
+            t_ms: heal_ms,
+            what: format!(
+                "worker of shard {shard} was never seen fenced while cut off (no FENCED in its log, browsers {browsers_before} → {browsers_at_release:?})"
+            ),
+            evidence: serde_json::json!({"old_session": session, "log": log.display().to_string()}),
+        });
+    }
+    let mut f = single(
+        format!(
+            "link {} of namespace {} down for {cut_secs:.1}s (worker shard {shard} pid {} at {}, {} workspaces); old session {session}, new session {}",
+            link.host_if,
+            link.name,
+            worker.pid,
+            worker.addr,
+            affected.len(),
+            new_session.as_deref().unwrap_or("none")
+        ),
+        vec![shard],
+        affected,
+        from,
+    );
+    f.violations = violations;
+    f.notes = notes;
+    Ok(f)
+}
+
+/// Heals the link when dropped before [`HealOnDrop::heal`].
+struct HealOnDrop<'a>(Option<&'a crate::netns::Link>);
+
+impl HealOnDrop<'_> {
+    fn heal(mut self) -> Result<(), crate::netns::NetnsError> {
+        self.0.take().map_or(Ok(()), |l| l.heal())
+    }
+}
+
+impl Drop for HealOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.0.take()
+            && let Err(e) = l.heal()
+        {
+            tracing::error!(error = %e, "cannot bring the partitioned link back up");
+        }
+    }
+}
+
+/// partition-worker, agent mode: the agent drops every request carrying the worker's session
+/// id, so its renewals fail; it must fence, then come back with a new session.
+async fn partition_agent(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
     let owners = current_owners(ctx).await?;
     let affected = ctx.of_shards(&owners, &[shard]);
     let holders = ctx

@@ -56,6 +56,13 @@ pub struct Args {
     /// Workers' drain grace in seconds.
     #[arg(long, default_value_t = crate::worker::DEFAULT_DRAIN_GRACE_SECS)]
     pub drain_grace_secs: u64,
+    /// Run one worker inside an existing network namespace: `<SHARD>=<NETNS>@<IP>` starts it
+    /// as `ip netns exec <NETNS> wafleet worker … --listen <IP>:0 --advertise <IP>:0`
+    /// (repeatable; the chaos suite's real partition). The namespace must reach the Consul
+    /// agent and the simulator, so pass `--consul-http`/`--consul-dns`/`--sim-listen` on an
+    /// address it can reach.
+    #[arg(long = "worker-netns", value_name = "SHARD=NETNS@IP")]
+    pub worker_netns: Vec<super::netns::WorkerNetns>,
 }
 
 /// Why `wafleet dev` stopped with an error.
@@ -70,6 +77,9 @@ pub enum DevError {
     /// A child did not come up.
     #[error("{0}")]
     Startup(String),
+    /// A flag value is inconsistent with the others.
+    #[error("{0}")]
+    Flag(#[from] super::netns::NetnsFlagError),
 }
 
 /// Runs `wafleet dev` until SIGINT/SIGTERM.
@@ -261,6 +271,7 @@ pub async fn run_with(
     lookup: impl Fn(&str) -> Option<String>,
     shutdown: CancellationToken,
 ) -> Result<(), DevError> {
+    super::netns::validate(&args.worker_netns, args.workers)?;
     let data = std::path::absolute(&args.data)?;
     let devdir = data.join("dev");
     let logs = devdir.join("logs");
@@ -378,10 +389,19 @@ pub async fn run_with(
             if let Some(u) = &wa_url {
                 wargs.extend(["--wa-url".to_owned(), u.clone()]);
             }
+            // A worker in a network namespace runs through `ip netns exec`, which execs it: the
+            // pid the supervisor sees and signals is still the worker's.
+            let (program, wargs) = match args.worker_netns.iter().find(|n| n.shard == k) {
+                Some(n) => {
+                    let (p, a) = n.command(&exe, &wargs);
+                    (PathBuf::from(p), a)
+                }
+                None => (exe.clone(), wargs),
+            };
             let mut s = spec(&format!("worker-{k}"), wargs, &[("--listen", "http"), ("--advertise", "http")], false, env.clone());
             s.ready_timeout = Duration::from_secs(WORKER_READY_TIMEOUT_SECS);
             s.stop_grace = Duration::from_secs(args.drain_grace_secs + 5);
-            supervise(exe.clone(), s, tx.clone(), stop.clone(), tracker);
+            supervise(program, s, tx.clone(), stop.clone(), tracker);
         }
         for k in 0..args.workers {
             if wait_first(&format!("worker-{k}"), &mut rx, &mut pending, Duration::from_secs(WORKER_READY_TIMEOUT_SECS), &shutdown).await?.is_none() {

@@ -10,8 +10,10 @@
 //!
 //! * [`state`]: PURE. The `state.json` document and the restart back-off.
 //! * [`supervisor`]: one task per child: spawn, readiness, restart, stop.
+//! * [`netns`]: PURE. `--worker-netns`: one worker inside a network namespace.
 //! * [`cli`]: flags and the start-up sequence.
 
 pub mod cli;
+pub mod netns;
 pub mod state;
 pub mod supervisor;
