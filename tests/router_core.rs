@@ -340,6 +340,21 @@ async fn json(r: reqwest::Response) -> (u16, http::HeaderMap, Value) {
     (status, headers, body)
 }
 
+/// `POST /v1/workspaces/{w}/sessions` through the router as admin.
+async fn create_session(
+    f: &Fleet,
+    w: &WorkspaceId,
+    body: reqwest::Body,
+) -> (u16, http::HeaderMap, Value) {
+    let r = f
+        .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    json(r).await
+}
+
 // === tests ===
 
 #[tokio::test]
@@ -538,13 +553,7 @@ async fn a_421_is_retried_once_after_a_refresh() {
         hits1.load(Ordering::SeqCst),
         f.resolver.calls.load(Ordering::SeqCst),
     );
-    let r = f
-        .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, _) = json(r).await;
+    let (status, headers, _) = create_session(&f, &w, "{}".into()).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-wafleet-shard"], "0");
     assert_eq!(hits1.load(Ordering::SeqCst), h1 + 1, "one 421");
@@ -567,13 +576,7 @@ async fn a_421_follows_the_owner_the_worker_names() {
     *f.truth.lock().unwrap() = Some(newer);
     let (hits0, hits1) = (f.backends[0].1.clone(), f.backends[1].1.clone());
     let (h0, h1) = (hits0.load(Ordering::SeqCst), hits1.load(Ordering::SeqCst));
-    let r = f
-        .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, _) = json(r).await;
+    let (status, headers, _) = create_session(&f, &w, "{}".into()).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-wafleet-shard"], "1", "served by the named owner");
     assert_eq!(hits0.load(Ordering::SeqCst), h0 + 1, "one 421 from shard 0");
@@ -594,24 +597,13 @@ async fn an_unresolved_421_becomes_a_retryable_503() {
     };
     // Small body, resolution still wrong: one retry, then a 503 the client may retry.
     let h1 = hits1.load(Ordering::SeqCst);
-    let r = f
-        .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, body) = json(r).await;
+    let (status, headers, body) = create_session(&f, &w, "{}".into()).await;
     moving(status, &headers, &body);
     assert_eq!(hits1.load(Ordering::SeqCst), h1 + 2);
     // A streamed body cannot be replayed: no retry at all, the same 503.
     let chunks = (0..4).map(|_| Ok::<_, Infallible>(Bytes::from(vec![1u8; 65536])));
-    let r = f
-        .admin(f.http.post(f.url(&format!("/v1/workspaces/{w}/sessions"))))
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, body) = json(r).await;
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let (status, headers, body) = create_session(&f, &w, body).await;
     moving(status, &headers, &body);
     assert_eq!(hits1.load(Ordering::SeqCst), h1 + 3);
 }

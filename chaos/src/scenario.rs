@@ -852,17 +852,9 @@ fn log_since(path: &std::path::Path, offset: u64) -> String {
     s
 }
 
-/// partition-worker, netns mode: the victim runs inside the namespace; its link goes down.
-/// Expected: (a) it cannot renew, fences itself (seen from the host: its Chromium browsers
-/// leave `/proc`, its log says `FENCED`) and its old session is invalidated after the TTL, so
-/// the shard lock is free; (b) only then the link comes back (the fault outlasts the fencing
-/// deadline); (c) it re-acquires the shard lock with a new session and restores every
-/// session (the frame checks WORKING without a QR).
-async fn partition_netns(
-    ctx: &Ctx,
-    shard: u32,
-    link: &crate::netns::Link,
-) -> Result<Fault, String> {
+/// The workspaces `shard` owns now and the Consul session holding its shard lock: what a
+/// partition cuts off and what must be replaced.
+async fn shard_and_holder(ctx: &Ctx, shard: u32) -> Result<(BTreeSet<String>, String), String> {
     let owners = current_owners(ctx).await?;
     let affected = ctx.of_shards(&owners, &[shard]);
     let holders = ctx
@@ -874,6 +866,33 @@ async fn partition_netns(
         .get(&shard.to_string())
         .cloned()
         .ok_or_else(|| format!("shard {shard}'s lock has no holder"))?;
+    Ok((affected, session))
+}
+
+/// The partition's recovery failed: the shard never got a lock holder other than `session`.
+fn no_new_session(t_ms: u64, shard: u32, session: &str) -> Violation {
+    Violation {
+        invariant: names::RECOVERED.into(),
+        t_ms,
+        what: format!(
+            "shard {shard} never re-acquired its lock with a new session after the partition"
+        ),
+        evidence: serde_json::json!({"old_session": session}),
+    }
+}
+
+/// partition-worker, netns mode: the victim runs inside the namespace; its link goes down.
+/// Expected: (a) it cannot renew, fences itself (seen from the host: its Chromium browsers
+/// leave `/proc`, its log says `FENCED`) and its old session is invalidated after the TTL, so
+/// the shard lock is free; (b) only then the link comes back (the fault outlasts the fencing
+/// deadline); (c) it re-acquires the shard lock with a new session and restores every
+/// session (the frame checks WORKING without a QR).
+async fn partition_netns(
+    ctx: &Ctx,
+    shard: u32,
+    link: &crate::netns::Link,
+) -> Result<Fault, String> {
+    let (affected, session) = shard_and_holder(ctx, shard).await?;
     let worker = ctx
         .fleet
         .workers()
@@ -988,14 +1007,7 @@ async fn partition_netns(
         }),
     }
     if new_session.is_none() {
-        violations.push(Violation {
-            invariant: names::RECOVERED.into(),
-            t_ms: ctx.rec.now_ms(),
-            what: format!(
-                "shard {shard} never re-acquired its lock with a new session after the partition"
-            ),
-            evidence: serde_json::json!({"old_session": session}),
-        });
+        violations.push(no_new_session(ctx.rec.now_ms(), shard, &session));
     }
     // Its lock passes on at the release: a browser of it still running then could overlap
     // with the next holder's.
@@ -1069,17 +1081,7 @@ impl Drop for HealOnDrop<'_> {
 /// partition-worker, agent mode: the agent drops every request carrying the worker's session
 /// id, so its renewals fail; it must fence, then come back with a new session.
 async fn partition_agent(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
-    let owners = current_owners(ctx).await?;
-    let affected = ctx.of_shards(&owners, &[shard]);
-    let holders = ctx
-        .fleet
-        .lock_holders("wafleet/locks/shards/")
-        .await
-        .ok_or("consul did not answer")?;
-    let session = holders
-        .get(&shard.to_string())
-        .cloned()
-        .ok_or_else(|| format!("shard {shard}'s lock has no holder"))?;
+    let (affected, session) = shard_and_holder(ctx, shard).await?;
     let from = ctx.rec.now_ms();
     ctx.fleet
         .consul_fault("drop", serde_json::json!({"session": session}))
@@ -1108,14 +1110,7 @@ async fn partition_agent(ctx: &Ctx, shard: u32) -> Result<Fault, String> {
     };
     let cleared = ctx.fleet.consul_fault("clear", serde_json::json!({})).await;
     if new_session.is_none() {
-        violations.push(Violation {
-            invariant: names::RECOVERED.into(),
-            t_ms: ctx.rec.now_ms(),
-            what: format!(
-                "shard {shard} never re-acquired its lock with a new session after the partition"
-            ),
-            evidence: serde_json::json!({"old_session": session}),
-        });
+        violations.push(no_new_session(ctx.rec.now_ms(), shard, &session));
     }
     cleared.map_err(|e| e.to_string())?;
     let mut f = single(
