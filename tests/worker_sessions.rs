@@ -47,6 +47,11 @@ impl Env {
 
     /// A worker running the engine host against the simulator, on `port`; waits for ready.
     async fn worker(&self, shard: u32, port: u16) -> Worker {
+        self.worker_with(shard, port, &[]).await
+    }
+
+    /// [`Env::worker`] with extra flags.
+    async fn worker_with(&self, shard: u32, port: u16, extra: &[&str]) -> Worker {
         let listen = format!("127.0.0.1:{port}");
         let mut args = self.fleet.worker_args(shard, &listen);
         for a in args.iter_mut() {
@@ -60,6 +65,7 @@ impl Env {
             "--restore-concurrency".into(),
             "2".into(),
         ]);
+        args.extend(extra.iter().map(|a| (*a).to_string()));
         let mut proc = Proc::start(
             &format!("worker-{shard}-{port}"),
             &args,
@@ -487,4 +493,53 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
         let state = w.state().await.expect("state");
         assert_eq!(state["overlaps"].as_u64().unwrap_or(0), 0, "{state}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_session_stops_after_the_qr_time_limit() {
+    let fleet = Fleet::start().await;
+    let sim = Proc::spawn(
+        "sim",
+        &["sim", "--listen", "127.0.0.1:0"].map(String::from),
+        &[],
+        &fleet.logs(),
+    )
+    .await;
+    let env = Env { fleet, sim };
+    put_map(env.fleet.consul_http(), &map(0, 1)).await;
+    let _w0 = env
+        .worker_with(0, free_port(), &["--qr-timeout-secs", "8"])
+        .await;
+    let router = env.fleet.router().await;
+    let profile = profile_dir(&env.fleet.data()).display().to_string();
+
+    let created = wait_for("create answered", DEADLINE, || async {
+        let a = post(&router, "", Some(json!({"session": S}))).await;
+        (a.status != 503).then_some(a)
+    })
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    wait_status(&router, "SCAN_QR_CODE", None).await;
+    assert!(browsers_by_profile().contains_key(&profile));
+
+    // Nobody scans: the engine stops the session, says why, and keeps it stopped.
+    let stopped = wait_status(&router, "STOPPED", None).await;
+    let error = stopped.body["last_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("qr_timeout"), "{}", stopped.body);
+    wait_for("the browser to close", DEADLINE, || async {
+        (!browsers_by_profile().contains_key(&profile)).then_some(())
+    })
+    .await;
+    wait_for("desired state stopped", DEADLINE, || async {
+        let a = session(&router).await?;
+        (a.body["desired"] == "stopped").then_some(())
+    })
+    .await;
+
+    // A start opens a new QR window.
+    let started = post(&router, &format!("/{S}/start"), None).await;
+    assert!(started.status < 300, "{:?}", started.body);
+    wait_status(&router, "SCAN_QR_CODE", None).await;
+    let a = session(&router).await.expect("router answers");
+    assert_eq!(a.body["desired"], "running", "{}", a.body);
 }

@@ -34,7 +34,7 @@ pub use driver::{BrowserSession, Engine, EngineError, EventReceiver, Media, Sent
 pub use events::{EngineEvent, InboundMessage};
 pub use profile::{ProfileError, WorkspaceLockGuard, remove_stale_singletons};
 pub use qr::qr_png;
-pub use state::{SessionStatus, Status};
+pub use state::{DEFAULT_QR_TIMEOUT, QR_TIMEOUT_ERROR, SessionStatus, Status};
 pub use supervisor::{
     LaunchLimiter, SessionCommandError, SessionHandle, SessionSpec, SupervisorConfig,
     for_each_bounded, spawn_session,

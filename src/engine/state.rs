@@ -12,6 +12,11 @@
 //! failure closes the browser and relaunches it after an exponential backoff; after
 //! `max_failures` consecutive failures the session is FAILED with the reason and stays so until
 //! a start or restart command. A QR or a login resets the count.
+//!
+//! QR time limit: a session left in SCAN_QR_CODE for `qr_timeout` (nobody scanned the QR or
+//! entered the pairing code) is closed and STOPPED with a `qr_timeout:` error, so an abandoned
+//! link attempt does not keep a browser forever — and after WhatsApp's own list of QR refs
+//! runs out, the page would only show an expired code anyway. A start command opens a new window.
 
 use std::time::{Duration, Instant};
 
@@ -104,7 +109,16 @@ pub struct Timing {
     pub qr_first_lifetime: Duration,
     /// Validity of each later QR (WhatsApp: 20 s).
     pub qr_next_lifetime: Duration,
+    /// How long a session may wait in SCAN_QR_CODE before it is stopped (`None`: forever).
+    pub qr_timeout: Option<Duration>,
 }
+
+/// `last_error` of a session stopped by the QR time limit starts with this.
+pub const QR_TIMEOUT_ERROR: &str = "qr_timeout";
+
+/// The default QR time limit: the first QR's 60 s plus a dozen rotations, room for a person
+/// who has to find their phone, not for a tab left open overnight.
+pub const DEFAULT_QR_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for Timing {
     fn default() -> Self {
@@ -116,6 +130,7 @@ impl Default for Timing {
             max_failures: 5,
             qr_first_lifetime: Duration::from_secs(60),
             qr_next_lifetime: Duration::from_secs(20),
+            qr_timeout: Some(DEFAULT_QR_TIMEOUT),
         }
     }
 }
@@ -220,6 +235,8 @@ pub struct Machine {
     browser_up: bool,
     launched: Option<Now>,
     qrs_this_launch: u32,
+    /// When the current launch entered SCAN_QR_CODE (for the QR time limit).
+    qr_since: Option<Instant>,
     relaunch_at: Option<Now>,
     disconnected_since: Option<Instant>,
     consecutive_failures: u32,
@@ -246,6 +263,7 @@ impl Machine {
             browser_up: false,
             launched: None,
             qrs_this_launch: 0,
+            qr_since: None,
             relaunch_at: None,
             disconnected_since: None,
             consecutive_failures: 0,
@@ -325,6 +343,9 @@ impl Machine {
             && let Some(since) = self.disconnected_since
         {
             deadlines.push(since + self.timing.disconnect_timeout);
+        }
+        if let Some(at) = self.qr_deadline() {
+            deadlines.push(at);
         }
         deadlines.into_iter().min()
     }
@@ -465,6 +486,14 @@ impl Machine {
         }
     }
 
+    /// When the QR time limit runs out, while in SCAN_QR_CODE.
+    fn qr_deadline(&self) -> Option<Instant> {
+        match (self.status, self.qr_since, self.timing.qr_timeout) {
+            (Status::ScanQrCode, Some(since), Some(limit)) => Some(since + limit),
+            _ => None,
+        }
+    }
+
     fn on_tick(&mut self, now: Now, actions: &mut Vec<Action>) {
         if let Some(at) = self.relaunch_at
             && now.mono >= at.mono
@@ -492,6 +521,20 @@ impl Machine {
             let state = self.wa_state.clone().unwrap_or_default();
             let secs = self.timing.disconnect_timeout.as_secs();
             self.fail(format!("disconnected ({state}) for {secs} s"), now, actions);
+            return;
+        }
+        if self.qr_deadline().is_some_and(|at| now.mono >= at) {
+            // Not a failure (nothing is broken): nobody linked. Stop for good, as a stop
+            // command would; the browser and its memory go back to the worker.
+            let secs = self.timing.qr_timeout.unwrap_or_default().as_secs();
+            self.desired_running = false;
+            self.relaunch_at = None;
+            self.close(actions);
+            self.clear_pairing();
+            self.last_error = Some(format!(
+                "{QR_TIMEOUT_ERROR}: not linked within {secs} s; start the session again for a new QR"
+            ));
+            self.set_status(Status::Stopped, now);
         }
     }
 
@@ -503,6 +546,7 @@ impl Machine {
         self.browser_up = true;
         self.launched = Some(now);
         self.qrs_this_launch = 0;
+        self.qr_since = None;
         self.disconnected_since = None;
         self.wa_state = None;
         self.clear_pairing();
@@ -548,6 +592,10 @@ impl Machine {
         if self.status != status {
             self.status = status;
             self.status_since_unix_ms = now.unix_ms;
+            // The QR window opens once per launch: QR rotations do not extend it.
+            if status == Status::ScanQrCode {
+                self.qr_since.get_or_insert(now.mono);
+            }
         }
     }
 }
@@ -585,6 +633,109 @@ mod tests {
             generation: m.generation(),
             event,
         }
+    }
+
+    fn qr(m: &Machine, value: &str) -> Input {
+        ev(
+            m,
+            EngineEvent::Qr {
+                value: value.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn an_unscanned_qr_stops_the_session_after_the_time_limit() {
+        let now = t0();
+        let limit = Duration::from_secs(100);
+        let mut m = Machine::new(
+            Timing {
+                qr_timeout: Some(limit),
+                ..timing()
+            },
+            now,
+        );
+        m.handle(Input::Start, now);
+        let shown = now.plus(Duration::from_secs(5));
+        m.handle(qr(&m, "2@a"), shown);
+        assert_eq!(m.next_deadline(), Some(shown.mono + limit));
+        // Rotations do not extend the window.
+        m.handle(qr(&m, "2@b"), shown.plus(Duration::from_secs(60)));
+        assert_eq!(m.next_deadline(), Some(shown.mono + limit));
+        assert!(
+            m.handle(Input::Tick, shown.plus(limit - Duration::from_millis(1)))
+                .is_empty()
+        );
+        assert_eq!(m.status(), Status::ScanQrCode);
+        assert_eq!(
+            m.handle(Input::Tick, shown.plus(limit)),
+            vec![Action::Close]
+        );
+        let snap = m.snapshot();
+        assert_eq!(snap.status, Status::Stopped);
+        assert!(snap.qr.is_none());
+        assert!(
+            snap.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(QR_TIMEOUT_ERROR)),
+            "{snap:?}"
+        );
+        assert!(!m.browser_up());
+        // Stopped for good: no relaunch is scheduled, nothing is due.
+        assert_eq!(m.next_deadline(), None);
+        assert!(m.handle(Input::Tick, shown.plus(limit * 10)).is_empty());
+        // A start opens a new window.
+        let again = shown.plus(limit * 10);
+        assert_eq!(
+            m.handle(Input::Start, again),
+            vec![Action::Launch { generation: 2 }]
+        );
+        m.handle(qr(&m, "2@c"), again);
+        assert_eq!(m.next_deadline(), Some(again.mono + limit));
+    }
+
+    #[test]
+    fn linking_in_time_or_no_limit_keeps_the_session() {
+        let now = t0();
+        let limit = Duration::from_secs(100);
+        let mut m = Machine::new(
+            Timing {
+                qr_timeout: Some(limit),
+                ..timing()
+            },
+            now,
+        );
+        m.handle(Input::Start, now);
+        m.handle(qr(&m, "2@a"), now);
+        m.handle(
+            ev(
+                &m,
+                EngineEvent::Ready {
+                    me: Some("4915550001@c.us".into()),
+                    wa_version: None,
+                },
+            ),
+            now.plus(Duration::from_secs(99)),
+        );
+        assert!(m.handle(Input::Tick, now.plus(limit * 2)).is_empty());
+        assert_eq!(m.status(), Status::Working);
+
+        let mut forever = Machine::new(
+            Timing {
+                qr_timeout: None,
+                ..timing()
+            },
+            now,
+        );
+        forever.handle(Input::Start, now);
+        forever.handle(qr(&forever, "2@a"), now);
+        assert_eq!(forever.next_deadline(), None);
+        assert!(
+            forever
+                .handle(Input::Tick, now.plus(Duration::from_secs(86_400)))
+                .is_empty()
+        );
+        assert_eq!(forever.status(), Status::ScanQrCode);
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct Args {
     /// once).
     #[arg(long, default_value_t = super::DEFAULT_RESTORE_CONCURRENCY)]
     pub restore_concurrency: usize,
+    /// How long a session may wait in SCAN_QR_CODE (nobody scans the QR or enters the pairing
+    /// code) before it is stopped, freeing its browser; a start command opens a new window.
+    /// 0 = no limit.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_QR_TIMEOUT.as_secs())]
+    pub qr_timeout_secs: u64,
     /// Session host: `engine` (Chromium per session) or `placeholder` (no browser; tests of
     /// ownership and routing).
     #[arg(long, default_value = "engine", value_parser = ["engine", "placeholder"])]
@@ -97,6 +102,7 @@ pub fn config(
         drain_grace: Duration::from_secs(args.drain_grace_secs),
         wa_url: args.wa_url.clone(),
         restore_concurrency: args.restore_concurrency.max(1),
+        qr_timeout: (args.qr_timeout_secs > 0).then(|| Duration::from_secs(args.qr_timeout_secs)),
         consul: crate::consul::Config::from_lookup(lookup)?,
         authority: crate::auth::Authority::from_lookup(lookup)?,
         host: None,

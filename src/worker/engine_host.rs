@@ -123,6 +123,16 @@ impl std::fmt::Debug for EngineHost {
     }
 }
 
+/// A STOPPED status the engine reached by itself because nobody linked within the QR time
+/// limit (a stop command gives STOPPED too, but then the desired state is already stopped).
+fn stopped_by_qr_timeout(status: &crate::engine::SessionStatus) -> bool {
+    status.status == Status::Stopped
+        && status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(crate::engine::QR_TIMEOUT_ERROR))
+}
+
 fn map_status(s: Status) -> SessionStatus {
     match s {
         Status::Stopped => SessionStatus::Stopped,
@@ -233,11 +243,13 @@ impl EngineHost {
         shard: u32,
         engine: EngineConfig,
         launch_concurrency: usize,
+        qr_timeout: Option<std::time::Duration>,
     ) -> Arc<EngineHost> {
-        let supervisor = SupervisorConfig {
+        let mut supervisor = SupervisorConfig {
             limiter: Some(LaunchLimiter::new(launch_concurrency)),
             ..SupervisorConfig::default()
         };
+        supervisor.timing.qr_timeout = qr_timeout;
         Self::with_supervisor(data, shard, engine, supervisor)
     }
 
@@ -353,6 +365,7 @@ impl EngineHost {
         let events = self.events.clone();
         let (w, s) = (ws.clone(), config.session.clone());
         let stop = forward.clone();
+        let host = self.me.clone();
         self.tracker.spawn(async move {
             loop {
                 let ev = tokio::select! {
@@ -360,11 +373,22 @@ impl EngineHost {
                     ev = rx.recv() => ev,
                 };
                 let out = match ev {
-                    Ok(SessionEvent::Status(status)) => HostEvent::Status {
-                        workspace: w.clone(),
-                        session: s.clone(),
-                        status,
-                    },
+                    Ok(SessionEvent::Status(status)) => {
+                        if stopped_by_qr_timeout(&status)
+                            && let Some(h) = host.upgrade()
+                        {
+                            // The engine stopped it for good: remember that, or the next
+                            // restore (restart, handoff) would open a QR for nobody again.
+                            if let Err(e) = h.set_desired(&w, &s, DesiredState::Stopped) {
+                                tracing::warn!(workspace = %w, session = %s, error = %e, "cannot persist the stop after the QR time limit");
+                            }
+                        }
+                        HostEvent::Status {
+                            workspace: w.clone(),
+                            session: s.clone(),
+                            status,
+                        }
+                    }
                     Ok(SessionEvent::Engine(event)) => HostEvent::Engine {
                         workspace: w.clone(),
                         session: s.clone(),

@@ -91,6 +91,9 @@ pub struct WorkerConfig {
     pub wa_url: Option<String>,
     /// Starts at once (`--restore-concurrency`).
     pub restore_concurrency: usize,
+    /// How long a session may show a QR before it is stopped (`--qr-timeout-secs`; `None`:
+    /// forever).
+    pub qr_timeout: Option<Duration>,
     /// How to reach Consul.
     pub consul: crate::consul::Config,
     /// Token checks.
@@ -138,6 +141,7 @@ pub fn default_host(config: &WorkerConfig) -> Arc<dyn host::SessionHost> {
             config.shard,
             (**engine).clone(),
             config.restore_concurrency,
+            config.qr_timeout,
         ),
         HostKind::Placeholder => Arc::new(placeholder::PlaceholderHost::new(
             config.data.clone(),

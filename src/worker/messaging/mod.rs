@@ -340,9 +340,17 @@ impl Messaging {
             .remove(&(ws.clone(), s.clone()));
     }
 
-    /// A session's status report: a `session.status` event when the status changed; wakes the
-    /// send queue on `WORKING`.
-    pub async fn on_status(&self, ws: &WorkspaceId, s: &SessionId, status: &str, me: Option<&str>) {
+    /// A session's status report: a `session.status` event when the status changed (with
+    /// `me`, and `reason` when the status says something went wrong); wakes the send queue on
+    /// `WORKING`.
+    pub async fn on_status(
+        &self,
+        ws: &WorkspaceId,
+        s: &SessionId,
+        status: &str,
+        me: Option<&str>,
+        reason: Option<&str>,
+    ) {
         let Some(a) = self.active() else { return };
         {
             let mut last = self.last_status.lock().unwrap_or_else(|p| p.into_inner());
@@ -352,10 +360,14 @@ impl Messaging {
             }
             last.insert(key, status.to_owned());
         }
-        let extra = match me {
-            Some(me) => json!({"me": me}),
-            None => json!({}),
-        };
+        let mut extra = serde_json::Map::new();
+        if let Some(me) = me {
+            extra.insert("me".into(), json!(me));
+        }
+        if let Some(reason) = reason {
+            extra.insert("reason".into(), json!(reason));
+        }
+        let extra = Value::Object(extra);
         if let Err(e) = a
             .emitter
             .session_status(ws, s, status, extra, now_ms())
@@ -518,6 +530,7 @@ pub async fn pump(
                         &session,
                         status.status.as_str(),
                         status.me.as_deref(),
+                        status_reason(&status),
                     )
                     .await
             }
@@ -534,12 +547,51 @@ pub async fn pump(
     }
 }
 
+/// Why a session is FAILED, or STOPPED by the QR time limit: its `last_error`. (`last_error`
+/// outlives recoveries, so it is only news with those two.)
+fn status_reason(status: &crate::engine::SessionStatus) -> Option<&str> {
+    use crate::engine::Status;
+    let e = status.last_error.as_deref()?;
+    match status.status {
+        Status::Failed => Some(e),
+        Status::Stopped if e.starts_with(crate::engine::QR_TIMEOUT_ERROR) => Some(e),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
     use crate::worker::host::DesiredState;
+
+    #[test]
+    fn status_reason_only_for_failed_and_qr_timeout_stops() {
+        use crate::engine::Status;
+        let mut st = crate::engine::state::Machine::new(
+            crate::engine::state::Timing::default(),
+            crate::engine::state::Now::system(),
+        )
+        .snapshot();
+        let with = |mut st: crate::engine::SessionStatus, status, error: Option<&str>| {
+            st.status = status;
+            st.last_error = error.map(str::to_owned);
+            st
+        };
+        let qr = "qr_timeout: not linked within 300 s; start the session again for a new QR";
+        st = with(st, Status::Stopped, Some(qr));
+        assert_eq!(status_reason(&st), Some(qr));
+        st = with(st, Status::Failed, Some("crashed: oom"));
+        assert_eq!(status_reason(&st), Some("crashed: oom"));
+        // An old error is not news for a stop by command or a recovered session.
+        st = with(st, Status::Stopped, Some("crashed: oom"));
+        assert_eq!(status_reason(&st), None);
+        st = with(st, Status::Working, Some(qr));
+        assert_eq!(status_reason(&st), None);
+        st = with(st, Status::Failed, None);
+        assert_eq!(status_reason(&st), None);
+    }
 
     fn config(s: &str, pacing: Option<PacingConfig>) -> SessionConfig {
         SessionConfig {
