@@ -216,6 +216,9 @@ job "wafleet-router" {
           "--kv-prefix", "wafleet",
           "--dns-cache-ttl-ms", "2000",
           "--upstream-timeout-secs", "30",
+          # Survives task restarts within the allocation: a router restarted while Consul is
+          # unreachable routes with its last good table.
+          "--table-file", "${NOMAD_ALLOC_DIR}/data/router-table.json",
           "--log-format", "json",
         ]
       }

@@ -124,6 +124,7 @@ impl Env {
             kv_prefix: "wafleet".into(),
             dns_cache_ttl_ms: dns_ttl_ms,
             upstream_timeout_secs: timeout_secs,
+            table_file: None,
         };
         let authority = Authority::new(Some(ADMIN.into()), vec![SECRET.into()]).unwrap();
         let c = cancel.clone();

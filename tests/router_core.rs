@@ -228,27 +228,8 @@ async fn fleet_with(
     setup(&resolver, &backends);
     let kv = MemKv::new();
     kv.put(ShardMap::uniform(shards).to_json());
-    let tracker = TaskTracker::new();
-    let maps = wafleet::router::watch_map(
-        Arc::new(kv.clone()),
-        WatchOptions {
-            wait: Duration::from_secs(5),
-            burst: 50,
-            refill: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-        },
-        &tracker,
-        cancel.clone(),
-    );
     let authority = Authority::new(Some(ADMIN.into()), vec![SECRET.into()]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let router = listener.local_addr().unwrap();
-    let deps = RouterDeps {
-        maps,
-        resolver: resolver.clone(),
-        authority: authority.clone(),
-    };
-    tokio::spawn(wafleet::router::run(listener, config, deps, cancel.clone()));
+    let router = start_router(&kv, resolver.clone(), &authority, config, &cancel).await;
     let f = Fleet {
         router,
         kv,
@@ -267,6 +248,37 @@ async fn fleet_with(
     })
     .await;
     f
+}
+
+/// A router over `kv` and `resolver` on a port of its own.
+async fn start_router(
+    kv: &MemKv,
+    resolver: Arc<MemResolver>,
+    authority: &Authority,
+    config: RouterConfig,
+    cancel: &CancellationToken,
+) -> SocketAddr {
+    let tracker = TaskTracker::new();
+    let maps = wafleet::router::watch_map(
+        Arc::new(kv.clone()),
+        WatchOptions {
+            wait: Duration::from_secs(5),
+            burst: 50,
+            refill: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+        },
+        &tracker,
+        cancel.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router = listener.local_addr().unwrap();
+    let deps = RouterDeps {
+        maps,
+        resolver,
+        authority: authority.clone(),
+    };
+    tokio::spawn(wafleet::router::run(listener, config, deps, cancel.clone()));
+    router
 }
 
 fn fast() -> RouterConfig {
@@ -526,6 +538,120 @@ async fn routing_continues_while_the_sources_are_down() {
         );
     }
     assert_eq!(f.readyz_version().await, Some(1));
+}
+
+#[tokio::test]
+async fn a_router_started_without_consul_routes_with_its_table_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router-table.json");
+    let config = || RouterConfig {
+        table_file: Some(file.clone()),
+        ..fast()
+    };
+    // A router with Consul up writes its table.
+    let f = fleet(2, config()).await;
+    assert_eq!(f.get("/v1/workspaces/w1/sessions").await.status(), 200);
+    let addrs: Vec<SocketAddr> = f.backends.iter().map(|b| b.0).collect();
+    eventually("the table file", || async {
+        let t = wafleet::router::snapshot::load(&file).ok()??;
+        (t.map.version == 1
+            && t.instances.get(&0) == Some(&vec![addrs[0]])
+            && t.instances.get(&1) == Some(&vec![addrs[1]]))
+        .then_some(())
+    })
+    .await;
+
+    // Another router starts while Consul (KV and DNS) cannot be reached: it routes every
+    // workspace to its owner from the file.
+    let kv = MemKv::new();
+    kv.fail.store(true, Ordering::SeqCst);
+    let dead = Arc::new(MemResolver::default());
+    dead.fail.store(true, Ordering::SeqCst);
+    let cancel = CancellationToken::new();
+    let cold = start_router(&kv, dead.clone(), &f.authority, config(), &cancel).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let map = ShardMap::uniform(2);
+    for i in 0..10 {
+        let w = ws(&format!("w{i}"));
+        let r = http
+            .get(format!("http://{cold}/v1/workspaces/{w}/sessions"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{w}");
+        let owner = map.owner(&w).unwrap().to_string();
+        assert_eq!(r.headers()["x-wafleet-shard"], owner.as_str(), "{w}");
+    }
+    // Its health view says where the instances came from.
+    let shards: Value = http
+        .get(format!("http://{cold}/v1/shards"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shards["version"], 1, "{shards}");
+    assert!(
+        shards["shards"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("table file")),
+        "{shards}"
+    );
+
+    // Consul comes back with a newer map: it replaces the file's.
+    let mut newer = ShardMap::uniform(2);
+    newer.version = 2;
+    kv.put(newer.to_json());
+    dead.set(0, vec![addrs[0]]);
+    dead.set(1, vec![addrs[1]]);
+    kv.fail.store(false, Ordering::SeqCst);
+    dead.fail.store(false, Ordering::SeqCst);
+    eventually("the live map", || async {
+        let r = http
+            .get(format!("http://{cold}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        (v["version"] == 2).then_some(())
+    })
+    .await;
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_corrupt_table_file_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router-table.json");
+    std::fs::write(&file, b"{\"map\": 42}").unwrap();
+    let kv = MemKv::new();
+    kv.fail.store(true, Ordering::SeqCst);
+    let resolver = Arc::new(MemResolver::default());
+    let authority = Authority::new(Some(ADMIN.into()), vec![SECRET.into()]).unwrap();
+    let cancel = CancellationToken::new();
+    let config = RouterConfig {
+        table_file: Some(file.clone()),
+        ..fast()
+    };
+    let router = start_router(&kv, resolver, &authority, config, &cancel).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = eventually("the router answers", || async {
+        http.get(format!("http://{router}/readyz"))
+            .send()
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(r.status(), 503, "no table: not ready");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"{\"map\": 42}",
+        "left for the operator"
+    );
+    cancel.cancel();
 }
 
 /// A workspace of shard 0 under `ShardMap::uniform(2)`.

@@ -1,5 +1,5 @@
 //! `wafleet router --listen ADDR [--kv-prefix wafleet] [--dns-cache-ttl-ms 2000]
-//! [--upstream-timeout-secs 30]`: wires the Consul adapters to [`super::run`], registers
+//! [--upstream-timeout-secs 30] [--table-file PATH]`: wires the Consul adapters to [`super::run`], registers
 //! `wafleet-router` in Consul (for Prometheus discovery), and prints the readiness line.
 
 use std::net::SocketAddr;
@@ -31,6 +31,10 @@ pub struct Args {
     /// How long to wait for a worker's response headers (then 504).
     #[arg(long, default_value_t = 30)]
     pub upstream_timeout_secs: u64,
+    /// Keep the last good table (shard map and instances) in this file, and start from it
+    /// when Consul cannot be reached; Consul's answers always replace it.
+    #[arg(long)]
+    pub table_file: Option<std::path::PathBuf>,
 }
 
 /// Runs the router until SIGINT or SIGTERM.
@@ -68,6 +72,7 @@ pub async fn serve(
     let config = RouterConfig {
         dns_cache_ttl: Duration::from_millis(args.dns_cache_ttl_ms.max(10)),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_secs.max(1)),
+        table_file: args.table_file.clone(),
         ..RouterConfig::default()
     };
     // The one readiness line on stdout (COMMON.md); /readyz tells when a table is loaded.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod consul;
 pub mod proxy;
 pub mod server;
+pub mod snapshot;
 pub mod source;
 pub mod table;
 
@@ -43,6 +44,9 @@ pub struct RouterConfig {
     /// Bodies up to this size with a known length are buffered, so they can be replayed after
     /// a 421; larger ones are streamed.
     pub replay_max_bytes: u64,
+    /// Where the last good table is kept for a start without Consul ([`snapshot`]); `None`:
+    /// nowhere.
+    pub table_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RouterConfig {
@@ -53,6 +57,7 @@ impl Default for RouterConfig {
             max_body_bytes: MAX_BODY_BYTES,
             max_media_body_bytes: MAX_MEDIA_BODY_BYTES,
             replay_max_bytes: 64 * 1024,
+            table_file: None,
         }
     }
 }
@@ -112,15 +117,36 @@ pub async fn run(
         .http1_only()
         .build()
         .map_err(|e| RouterError::Client(e.to_string()))?;
+    let tracker = TaskTracker::new();
+    let endpoints = table::Endpoints::new(deps.resolver);
+    let mut maps = deps.maps;
+    let saved = config.table_file.as_deref().and_then(|path| {
+        snapshot::load(path)
+            .inspect_err(|e| tracing::warn!(error = %e, "ignoring the table file"))
+            .ok()
+            .flatten()
+    });
+    if let Some(saved) = saved {
+        tracing::info!(
+            version = saved.map.version,
+            "table file loaded; Consul's answers replace it"
+        );
+        for (shard, addrs) in saved.instances {
+            endpoints.seed(shard, addrs, snapshot::FROM_FILE);
+        }
+        maps = seeded(maps, saved.map, &tracker, shutdown.clone());
+    }
     let state = Arc::new(State {
-        endpoints: table::Endpoints::new(deps.resolver),
-        maps: deps.maps,
+        endpoints,
+        maps,
         client,
         authority: deps.authority,
         config,
     });
-    let tracker = TaskTracker::new();
     tracker.spawn(refresh_loop(state.clone(), shutdown.clone()));
+    if let Some(path) = state.config.table_file.clone() {
+        tracker.spawn(save_loop(state.clone(), path, shutdown.clone()));
+    }
     let local = listener.local_addr()?;
     tracing::info!(%local, "router listening");
     warp::serve(server::routes(state))
@@ -131,6 +157,91 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// A feed that starts with `seed` (read from the table file) and then passes on every map the
+/// live feed delivers: Consul's first answer replaces the file's map, whatever its version.
+fn seeded(
+    mut live: MapFeed,
+    seed: crate::shard::ShardMap,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> MapFeed {
+    let (tx, rx) = tokio::sync::watch::channel(Some(Arc::new(seed)));
+    tracker.spawn(async move {
+        loop {
+            let current = live.borrow_and_update().clone();
+            if current.is_some() {
+                let _ = tx.send(current);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = live.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    rx
+}
+
+/// Writes the table file whenever the map or a shard's instances changed (checked on every
+/// map change and every TTL). Errors are logged once per kind and retried next time.
+async fn save_loop(state: Arc<State>, path: std::path::PathBuf, shutdown: CancellationToken) {
+    let mut maps = state.maps.clone();
+    let mut tick = tokio::time::interval(state.config.dns_cache_ttl);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: Option<snapshot::Table> = None;
+    let mut failing = false;
+    loop {
+        let map = maps.borrow_and_update().clone();
+        if let Some(map) = map {
+            let instances = map
+                .shard_ids()
+                .filter_map(|k| state.endpoints.cached(k).map(|e| (k, e.addrs.to_vec())))
+                .collect();
+            let table = snapshot::Table {
+                map: (*map).clone(),
+                instances,
+            };
+            if written.as_ref() != Some(&table) {
+                match snapshot::save(&path, &table, crate::worker::placeholder::now_ms()) {
+                    Ok(()) => {
+                        failing = false;
+                        written = Some(table);
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot write the table file; retrying");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        if !next_round(&mut maps, &mut tick, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Waits for the next round of a per-table loop: a tick or a map change. `false` on shutdown.
+/// When the map source has stopped, rounds go on with the ticks (the last table stays in use).
+async fn next_round(
+    maps: &mut MapFeed,
+    tick: &mut tokio::time::Interval,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tick.tick() => true,
+        changed = maps.changed() => {
+            if changed.is_err() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tick.tick() => {}
+                }
+            }
+            true
+        }
+    }
 }
 
 /// Re-resolves every shard of the current map each TTL, and at once when the map changes.
@@ -149,18 +260,8 @@ async fn refresh_loop(state: Arc<State>, shutdown: CancellationToken) {
         if !shards.is_empty() {
             state.endpoints.refresh_all(&shards).await;
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            changed = maps.changed() => {
-                if changed.is_err() {
-                    // The map source stopped (shutdown): keep refreshing the last table.
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                }
-            }
+        if !next_round(&mut maps, &mut tick, &shutdown).await {
+            return;
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct Entry {
     pub resolved_at: Instant,
     /// The last resolution error, if the latest attempt failed (addresses kept).
     pub error: Option<String>,
+    /// Where the addresses came from while no resolution has confirmed them (see
+    /// [`Endpoints::seed`]).
+    pub unconfirmed: Option<Arc<str>>,
 }
 
 /// The shard → instances cache.
@@ -94,6 +97,22 @@ impl Endpoints {
             next: AtomicUsize::new(0),
             inflight: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Stores `addrs` for a shard that has no entry yet, marked with `note` as the error (they
+    /// come from elsewhere than the resolver, e.g. the table file); the next successful
+    /// resolution replaces them, a failed one keeps them.
+    pub fn seed(&self, shard: u32, addrs: Vec<SocketAddr>, note: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(shard)
+            .or_insert_with(|| Entry {
+                addrs: addrs.into(),
+                resolved_at: Instant::now(),
+                error: Some(note.to_owned()),
+                unconfirmed: Some(note.into()),
+            });
     }
 
     /// The cached entry of a shard, if any.
@@ -151,6 +170,7 @@ impl Endpoints {
                         addrs: addrs.clone(),
                         resolved_at: Instant::now(),
                         error: None,
+                        unconfirmed: None,
                     },
                 );
                 Ok(addrs)
@@ -160,7 +180,10 @@ impl Endpoints {
                     if entry.error.is_none() {
                         tracing::warn!(shard, error = %e, "resolution failed; keeping the last known instances");
                     }
-                    entry.error = Some(e.to_string());
+                    entry.error = Some(match &entry.unconfirmed {
+                        Some(note) => format!("{e}; {note}"),
+                        None => e.to_string(),
+                    });
                     Ok(entry.addrs.clone())
                 }
                 None => Err(e),
