@@ -128,28 +128,41 @@ pub fn runs_without_lock(
         .collect()
 }
 
-/// A workspace confirmed running with no lock holder in two consecutive rounds: the worker
-/// kept it past its fencing deadline (a correct worker stops before its session can expire).
-pub fn free_lock_twice(
+/// A workspace confirmed running with no lock holder for at least `grace`: the worker kept it
+/// past its fencing deadline (a correct worker stops before its session can expire; a worker
+/// that wakes up after its locks expired, e.g. after a freeze, must stop at once). Measured in
+/// time, not in rounds: a round whose worker read hung (a frozen worker) is followed at once
+/// by the next, so two rounds can be milliseconds apart. `since` keeps, per workspace, when it
+/// was first seen so (continuously); each episode is reported once.
+pub fn free_lock_too_long(
     t_ms: u64,
-    previous: &[String],
+    grace_ms: u64,
+    since: &mut BTreeMap<String, (u64, bool)>,
     now: &[String],
     workers: &[WorkerSnap],
 ) -> Vec<Violation> {
-    now.iter()
-        .filter(|ws| previous.contains(ws))
-        .map(|ws| Violation {
-            invariant: names::ONE_RUNNER.into(),
-            t_ms,
-            what: format!(
-                "workspace {ws} still runs with no lock holder in two consecutive sampling rounds"
-            ),
-            evidence: json!({
-                "workspace": ws,
-                "workers": workers.iter().filter(|w| w.may_run.contains(ws)).collect::<Vec<_>>(),
-            }),
-        })
-        .collect()
+    since.retain(|ws, _| now.contains(ws));
+    let mut out = Vec::new();
+    for ws in now {
+        let (first, reported) = since.entry(ws.clone()).or_insert((t_ms, false));
+        if !*reported && t_ms.saturating_sub(*first) >= grace_ms {
+            *reported = true;
+            out.push(Violation {
+                invariant: names::ONE_RUNNER.into(),
+                t_ms,
+                what: format!(
+                    "workspace {ws} still runs with no lock holder {:.1}s after it was first seen so",
+                    (t_ms - *first) as f64 / 1e3
+                ),
+                evidence: json!({
+                    "workspace": ws,
+                    "first_seen_ms": *first,
+                    "workers": workers.iter().filter(|w| w.may_run.contains(ws)).collect::<Vec<_>>(),
+                }),
+            });
+        }
+    }
+    out
 }
 
 /// How many (workspace, worker) pairs are confirmed running in both rounds: what the
@@ -522,14 +535,23 @@ mod tests {
     }
 
     #[test]
-    fn free_lock_fails_only_on_two_consecutive_rounds() {
+    fn free_lock_fails_only_when_it_lasts_the_grace() {
         let w = [worker(1, "s1", &["x"])];
         let x = vec!["x".to_owned()];
-        assert!(free_lock_twice(0, &[], &x, &w).is_empty());
-        let v = free_lock_twice(5, &x, &x, &w);
+        let mut since = BTreeMap::new();
+        assert!(free_lock_too_long(1000, 1000, &mut since, &x, &w).is_empty());
+        // A second round moments later (the first read hung on a frozen worker): not yet.
+        assert!(free_lock_too_long(1010, 1000, &mut since, &x, &w).is_empty());
+        let v = free_lock_too_long(2000, 1000, &mut since, &x, &w);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].evidence["workers"][0]["pid"], 1);
-        assert!(free_lock_twice(0, &x, &[], &w).is_empty());
+        assert_eq!(v[0].evidence["first_seen_ms"], 1000);
+        // Reported once per episode.
+        assert!(free_lock_too_long(3000, 1000, &mut since, &x, &w).is_empty());
+        // Gone, then back: a new episode with a new start.
+        assert!(free_lock_too_long(3500, 1000, &mut since, &[], &w).is_empty());
+        assert!(free_lock_too_long(4000, 1000, &mut since, &x, &w).is_empty());
+        assert_eq!(free_lock_too_long(5000, 1000, &mut since, &x, &w).len(), 1);
     }
 
     #[test]

@@ -137,7 +137,10 @@ pub async fn sampler(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev: Vec<crate::model::WorkerSnap> = Vec::new();
-    let mut free_before: Vec<String> = Vec::new();
+    // A workspace may run without a lock holder for a moment while its worker fences (the
+    // kill is immediate, the bookkeeping follows); two sampling intervals is the grace.
+    let grace_ms = 2 * interval.as_millis() as u64;
+    let mut free_since: BTreeMap<String, (u64, bool)> = BTreeMap::new();
     let mut prev_dups: BTreeMap<String, Vec<BrowserProc>> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -155,17 +158,22 @@ pub async fn sampler(
                 obs.runner_rounds.fetch_add(1, Ordering::Relaxed);
                 obs.add(check::runners(t, &first, locks, &second));
                 let free = check::runs_without_lock(&first, locks, &second);
-                obs.add(check::free_lock_twice(t, &free_before, &free, &second));
+                obs.add(check::free_lock_too_long(
+                    t,
+                    grace_ms,
+                    &mut free_since,
+                    &free,
+                    &second,
+                ));
                 if let Ok(mut v) = obs.free_lock_runs.lock() {
                     v.extend(free.iter().map(|ws| (t, ws.clone())));
                 }
-                free_before = free;
                 if let Ok(mut r) = obs.rounds.lock() {
                     r.push((t, check::runner_pairs(&first, &second), locks.len()));
                 }
             }
             None => {
-                free_before.clear();
+                free_since.clear();
                 obs.kv_missed.fetch_add(1, Ordering::Relaxed);
                 // Without the locks, still compare the workers with each other.
                 obs.add(check::runners(t, &first, &BTreeMap::new(), &second));
