@@ -41,6 +41,21 @@ struct Env {
 }
 
 impl Env {
+    /// Consul agent, router harness and simulator; the map gives the test workspace to shard 0.
+    async fn start() -> Env {
+        let fleet = Fleet::start().await;
+        let sim = Proc::spawn(
+            "sim",
+            &["sim", "--listen", "127.0.0.1:0"].map(String::from),
+            &[],
+            &fleet.logs(),
+        )
+        .await;
+        let env = Env { fleet, sim };
+        put_map(env.fleet.consul_http(), &map(0, 1)).await;
+        env
+    }
+
     fn sim_url(&self) -> String {
         format!("http://{}", self.sim.addr("http"))
     }
@@ -227,16 +242,7 @@ fn sample_overlaps(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
-    let fleet = Fleet::start().await;
-    let sim = Proc::spawn(
-        "sim",
-        &["sim", "--listen", "127.0.0.1:0"].map(String::from),
-        &[],
-        &fleet.logs(),
-    )
-    .await;
-    let env = Env { fleet, sim };
-    put_map(env.fleet.consul_http(), &map(0, 1)).await;
+    let env = Env::start().await;
     let port0 = free_port();
     let mut w0 = env.worker(0, port0).await;
     let w1 = env.worker(1, free_port()).await;
@@ -497,16 +503,7 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlinked_session_stops_after_the_qr_time_limit() {
-    let fleet = Fleet::start().await;
-    let sim = Proc::spawn(
-        "sim",
-        &["sim", "--listen", "127.0.0.1:0"].map(String::from),
-        &[],
-        &fleet.logs(),
-    )
-    .await;
-    let env = Env { fleet, sim };
-    put_map(env.fleet.consul_http(), &map(0, 1)).await;
+    let env = Env::start().await;
     let _w0 = env
         .worker_with(0, free_port(), &["--qr-timeout-secs", "8"])
         .await;

@@ -644,17 +644,20 @@ mod tests {
         )
     }
 
-    #[test]
-    fn an_unscanned_qr_stops_the_session_after_the_time_limit() {
-        let now = t0();
-        let limit = Duration::from_secs(100);
-        let mut m = Machine::new(
+    fn with_qr_limit(limit: Duration, now: Now) -> Machine {
+        Machine::new(
             Timing {
                 qr_timeout: Some(limit),
                 ..timing()
             },
             now,
-        );
+        )
+    }
+
+    #[test]
+    fn an_unscanned_qr_stops_the_session_after_the_time_limit() {
+        let (now, limit) = (t0(), Duration::from_secs(100));
+        let mut m = with_qr_limit(limit, now);
         m.handle(Input::Start, now);
         let shown = now.plus(Duration::from_secs(5));
         m.handle(qr(&m, "2@a"), shown);
@@ -696,15 +699,8 @@ mod tests {
 
     #[test]
     fn linking_in_time_or_no_limit_keeps_the_session() {
-        let now = t0();
-        let limit = Duration::from_secs(100);
-        let mut m = Machine::new(
-            Timing {
-                qr_timeout: Some(limit),
-                ..timing()
-            },
-            now,
-        );
+        let (now, limit) = (t0(), Duration::from_secs(100));
+        let mut m = with_qr_limit(limit, now);
         m.handle(Input::Start, now);
         m.handle(qr(&m, "2@a"), now);
         m.handle(
