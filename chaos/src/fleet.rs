@@ -439,17 +439,8 @@ impl Fleet {
 
     /// `GET /v1/worker/state` of one worker.
     pub async fn worker_snap(&self, w: &WorkerEntry) -> Option<WorkerSnap> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("http://{}/v1/worker/state", w.addr))
-            .bearer_auth(&self.admin)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let url = format!("http://{}/v1/worker/state", w.addr);
+        let v = get_json(&self.http, &url, &self.admin, Duration::from_secs(2)).await?;
         let may_run = v
             .get("workspaces")
             .and_then(|m| m.as_object())
@@ -666,6 +657,25 @@ impl Fleet {
     pub fn owned(&self) -> bool {
         self.dev.lock().map(|d| d.is_some()).unwrap_or(false)
     }
+}
+
+/// `GET url` with a bearer token and a timeout, answered as JSON; `None` on any failure (the
+/// callers sample, and a missed sample is a fact they record, not an error).
+pub async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    timeout: Duration,
+) -> Option<serde_json::Value> {
+    http.get(url)
+        .bearer_auth(token)
+        .timeout(timeout)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
 fn client() -> Result<reqwest::Client, FleetError> {

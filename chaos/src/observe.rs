@@ -214,17 +214,8 @@ pub async fn sampler(
 /// Shards the router reports with no healthy instance; `None` when it did not answer.
 async fn router_unhealthy(fleet: &Fleet) -> Option<Vec<u32>> {
     let router = fleet.router().ok()?;
-    let v: serde_json::Value = fleet
-        .http
-        .get(format!("{router}/v1/shards"))
-        .bearer_auth(&fleet.admin)
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let url = format!("{router}/v1/shards");
+    let v = crate::fleet::get_json(&fleet.http, &url, &fleet.admin, Duration::from_secs(1)).await?;
     Some(
         v.get("shards")?
             .as_array()?

@@ -226,6 +226,15 @@ impl Ctx {
             .ok_or_else(|| FleetError::Fleet(format!("no worker for shard {shard}")))
     }
 
+    /// The messages accepted (202) in `[from, to]`.
+    fn accepted_between(&self, from: u64, to: u64) -> Vec<crate::model::Accepted> {
+        self.rec
+            .accepted()
+            .into_iter()
+            .filter(|a| a.t_ms >= from && a.t_ms <= to)
+            .collect()
+    }
+
     /// Polls the simulator and message statuses until every message accepted in
     /// `[from, to]` is delivered or failed, or `timeout`.
     async fn settle_messages(
@@ -235,12 +244,7 @@ impl Ctx {
         timeout: Duration,
     ) -> (check::MessageTally, Vec<Violation>) {
         let deadline = Instant::now() + timeout;
-        let accepted: Vec<_> = self
-            .rec
-            .accepted()
-            .into_iter()
-            .filter(|a| a.t_ms >= from && a.t_ms <= to)
-            .collect();
+        let accepted = self.accepted_between(from, to);
         let mut failed = BTreeSet::new();
         loop {
             let sim = self.fleet.sim();
@@ -283,12 +287,7 @@ impl Ctx {
         timeout: Duration,
     ) -> (check::WebhookTally, Vec<Violation>) {
         let deadline = Instant::now() + timeout;
-        let accepted: Vec<_> = self
-            .rec
-            .accepted()
-            .into_iter()
-            .filter(|a| a.t_ms >= from && a.t_ms <= to)
-            .collect();
+        let accepted = self.accepted_between(from, to);
         loop {
             let got = self.receiver.received();
             let r = check::webhooks(

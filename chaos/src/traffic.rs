@@ -482,20 +482,11 @@ pub async fn sim_messages(
 
 /// A message's status through the API (`queued`, `sent`, …, `failed`).
 pub async fn message_status(t: &Target, a: &Accepted) -> Option<String> {
-    let v: serde_json::Value = t
-        .http
-        .get(format!(
-            "{}/v1/workspaces/{}/sessions/{}/messages/{}",
-            t.router, a.ws, a.session, a.id
-        ))
-        .bearer_auth(&t.admin)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let url = format!(
+        "{}/v1/workspaces/{}/sessions/{}/messages/{}",
+        t.router, a.ws, a.session, a.id
+    );
+    let v = crate::fleet::get_json(&t.http, &url, &t.admin, Duration::from_secs(5)).await?;
     v.get("status").and_then(|s| s.as_str()).map(str::to_owned)
 }
 
