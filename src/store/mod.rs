@@ -78,8 +78,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The API answer: 404 `not_found`, 422 `idempotency_conflict`, 429 `queue_full` (with a
-    /// `Retry-After` of the default pacing; [`crate::sendq`] answers with the session's own), or
+    /// The API answer: 404 `not_found`, 422 `idempotency_conflict`, 429 `queue_full` (with
+    /// `Retry-After: 1`; the send queue answers with the session's own pacing), or
     /// 500 `internal` without details (they are logged by the caller, not sent).
     pub fn to_api_error(&self) -> crate::api::ApiError {
         use crate::api::ApiError;
@@ -91,15 +91,15 @@ impl StoreError {
                 "idempotency_conflict",
                 self.to_string(),
             ),
+            // The send queue answers a full queue itself, with a `Retry-After` from the
+            // session's own pacing (`SendqError::QueueFull`); the store knows no pacing, so
+            // this fallback only says "soon".
             StoreError::QueueFull { .. } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "queue_full",
                 self.to_string(),
             )
-            .with_header(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from(crate::sendq::PacingConfig::default().retry_after_secs()),
-            ),
+            .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(1u64)),
             _ => ApiError::internal("storage error"),
         }
     }

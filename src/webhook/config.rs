@@ -4,9 +4,9 @@
 //! The worker owns where the configuration is persisted (`session.json`, DESIGN §5); it loads
 //! it into a [`Registry`] on session create/restore, and the delivery task reads the registry.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -304,11 +304,39 @@ pub struct SessionHooks {
     pub metadata: Value,
 }
 
+/// Reads the hooks of a session the registry has not been told about yet, from where the
+/// worker persists them (`session.json`); `None` when there is no such session.
+pub type HooksLoader = dyn Fn(&WorkspaceId, &SessionId) -> Option<SessionHooks> + Send + Sync;
+
 /// Webhook targets and metadata of the shard's sessions, plus the global default target.
-#[derive(Debug, Default)]
+///
+/// Sessions are told to the registry when they are created or restored, but their events can
+/// be older than that: a worker restarted mid-send finds events of the previous process in the
+/// outbox before its sessions are restored (staggered, one workspace lock at a time). A
+/// [`HooksLoader`] fills such a miss from disk, so an event is never judged "no webhook" only
+/// because its session has not been restored yet.
+#[derive(Default)]
 pub struct Registry {
     default: RwLock<Option<WebhookConfig>>,
     sessions: RwLock<HashMap<(WorkspaceId, SessionId), SessionHooks>>,
+    /// Sessions deleted in this process: the loader is not asked about them again.
+    deleted: RwLock<HashSet<(WorkspaceId, SessionId)>>,
+    loader: RwLock<Option<Arc<HooksLoader>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field(
+                "sessions",
+                &self
+                    .sessions
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -322,30 +350,76 @@ impl Registry {
         *self.default.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
+    /// Installs the loader asked on a miss (see the type's doc).
+    pub fn set_loader(&self, loader: Arc<HooksLoader>) {
+        *self.loader.write().unwrap_or_else(|p| p.into_inner()) = Some(loader);
+    }
+
     /// Sets a session's webhook and metadata (on create, on restore, on update).
     pub fn set_session(&self, ws: &WorkspaceId, s: &SessionId, hooks: SessionHooks) {
+        let key = (ws.clone(), s.clone());
+        self.deleted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
         self.sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((ws.clone(), s.clone()), hooks);
+            .insert(key, hooks);
     }
 
     /// Forgets a session (on delete). Its pending events then go to the default target.
     pub fn remove_session(&self, ws: &WorkspaceId, s: &SessionId) {
+        let key = (ws.clone(), s.clone());
         self.sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(ws.clone(), s.clone()));
+            .remove(&key);
+        self.deleted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+    }
+
+    /// The session's hooks: as told, else from the loader (remembered), else `None`.
+    fn hooks(&self, ws: &WorkspaceId, s: &SessionId) -> Option<SessionHooks> {
+        let key = (ws.clone(), s.clone());
+        if let Some(h) = self
+            .sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Some(h.clone());
+        }
+        if self
+            .deleted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return None;
+        }
+        let loader = self
+            .loader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let loaded = loader(ws, s)?;
+        // A create or restore may have told the registry meanwhile: what it said wins.
+        Some(
+            self.sessions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(loaded)
+                .clone(),
+        )
     }
 
     /// Where the session's events go: its own webhook, else the default, else nowhere.
     pub fn target(&self, ws: &WorkspaceId, s: &SessionId) -> Option<WebhookConfig> {
-        let own = self
-            .sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(ws.clone(), s.clone()))
-            .and_then(|h| h.webhook.clone());
+        let own = self.hooks(ws, s).and_then(|h| h.webhook);
         own.or_else(|| {
             self.default
                 .read()
@@ -356,11 +430,8 @@ impl Registry {
 
     /// The session's metadata (`{}` if unknown).
     pub fn metadata(&self, ws: &WorkspaceId, s: &SessionId) -> Value {
-        self.sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(ws.clone(), s.clone()))
-            .map(|h| h.metadata.clone())
+        self.hooks(ws, s)
+            .map(|h| h.metadata)
             .filter(|m| !m.is_null())
             .unwrap_or_else(|| Value::Object(Default::default()))
     }
@@ -465,5 +536,47 @@ mod tests {
         );
         assert_eq!(reg.target(&ws, &s), Some(own));
         assert_eq!(reg.metadata(&ws, &s)["tenant"], 1);
+    }
+
+    /// A session not restored yet (a restarted worker delivering the previous process's
+    /// events) is looked up through the loader; a deleted one is not.
+    #[test]
+    fn registry_asks_the_loader_on_a_miss_but_not_for_deleted_sessions() {
+        let reg = Registry::new();
+        let ws = WorkspaceId::new("w").unwrap();
+        let s = SessionId::new("s").unwrap();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let own = WebhookConfig::simple(Url::parse("http://own.test/").unwrap(), None);
+        {
+            let (asked, own) = (asked.clone(), own.clone());
+            reg.set_loader(Arc::new(move |_, s| {
+                asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (s.as_str() == "s").then(|| SessionHooks {
+                    webhook: Some(own.clone()),
+                    metadata: serde_json::json!({"tenant": 7}),
+                })
+            }));
+        }
+        assert_eq!(reg.target(&ws, &s), Some(own.clone()));
+        assert_eq!(reg.metadata(&ws, &s)["tenant"], 7);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "remembered"
+        );
+        let other = SessionId::new("other").unwrap();
+        assert!(reg.target(&ws, &other).is_none());
+        reg.remove_session(&ws, &s);
+        assert!(reg.target(&ws, &s).is_none());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+        reg.set_session(
+            &ws,
+            &s,
+            SessionHooks {
+                webhook: Some(own.clone()),
+                metadata: Value::Null,
+            },
+        );
+        assert_eq!(reg.target(&ws, &s), Some(own));
     }
 }

@@ -15,7 +15,7 @@ pub mod media;
 pub mod routes;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::host::SessionConfig;
+use super::placeholder::{SESSION_FILE, workspace_dir};
 use crate::engine::{EngineEvent, SessionCommandError, SessionHandle};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::sendq::{
@@ -102,6 +103,59 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The registry's view of a session's configuration. A webhook the policy refuses is logged
+/// and left out (create refuses it before it is ever written).
+fn hooks_of(ws: &WorkspaceId, config: &SessionConfig, policy: &UrlPolicy) -> SessionHooks {
+    let webhook = config.webhook.as_ref().and_then(|w| {
+        let req = WebhookRequest {
+            url: w.url.clone(),
+            secret: w.secret.clone(),
+            events: (!w.events.is_empty()).then(|| w.events.clone()),
+            headers: (!w.headers.is_empty()).then(|| w.headers.clone()),
+        };
+        match WebhookConfig::from_request(&req, policy) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(workspace = %ws, session = %config.session, error = %e, "session webhook refused");
+                None
+            }
+        }
+    });
+    let metadata = serde_json::to_value(&config.metadata).unwrap_or(Value::Null);
+    let metadata = if metadata.is_object() {
+        metadata
+    } else {
+        json!({})
+    };
+    SessionHooks { webhook, metadata }
+}
+
+/// Reads a session's hooks from its `session.json`, for events whose session is not restored
+/// yet (see [`crate::webhook::Registry`]). Unreadable or corrupt files count as no session.
+fn load_hooks(
+    data: &Path,
+    ws: &WorkspaceId,
+    s: &SessionId,
+    policy: &UrlPolicy,
+) -> Option<SessionHooks> {
+    let path = workspace_dir(data, ws).join(s.as_str()).join(SESSION_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "reading a session configuration for its webhooks failed");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<SessionConfig>(&bytes) {
+        Ok(config) => Some(hooks_of(ws, &config, policy)),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "corrupt session configuration");
+            None
+        }
+    }
+}
+
 // === impl Messaging ===
 
 impl Messaging {
@@ -126,6 +180,10 @@ impl Messaging {
         let delivery = DeliveryConfig::from_lookup(&lookup)
             .map_err(|e| MessagingError::Config(e.to_string()))?;
         let media = media::MediaPolicy::from_lookup(&lookup).map_err(MessagingError::Config)?;
+        {
+            let (data, policy) = (data.clone(), url_policy.clone());
+            registry.set_loader(Arc::new(move |ws, s| load_hooks(&data, ws, s, &policy)));
+        }
         Ok(Self {
             shard,
             data,
@@ -271,29 +329,8 @@ impl Messaging {
     /// A session was created or restored: its webhook and metadata go into the registry.
     /// A webhook the policy refuses is logged and ignored (create refuses it earlier).
     pub fn on_created(&self, ws: &WorkspaceId, config: &SessionConfig) {
-        let webhook = config.webhook.as_ref().and_then(|w| {
-            let req = WebhookRequest {
-                url: w.url.clone(),
-                secret: w.secret.clone(),
-                events: (!w.events.is_empty()).then(|| w.events.clone()),
-                headers: (!w.headers.is_empty()).then(|| w.headers.clone()),
-            };
-            match WebhookConfig::from_request(&req, &self.url_policy) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    warn!(workspace = %ws, session = %config.session, error = %e, "session webhook refused");
-                    None
-                }
-            }
-        });
-        let metadata = serde_json::to_value(&config.metadata).unwrap_or(Value::Null);
-        let metadata = if metadata.is_object() {
-            metadata
-        } else {
-            json!({})
-        };
         self.registry
-            .set_session(ws, &config.session, SessionHooks { webhook, metadata });
+            .set_session(ws, &config.session, hooks_of(ws, config, &self.url_policy));
         self.set_session_pacing(ws, &config.session, config.pacing.clone());
     }
 
@@ -630,5 +667,78 @@ mod tests {
         assert_eq!(queue.pacing(&ws, &paced), PacingConfig::default());
         assert_eq!(m.session_pacing(&ws, &paced), PacingConfig::default());
         m.close().await;
+    }
+
+    /// The rolling-restart loss (cluster issue, item 8): a worker restarted mid-send finds the
+    /// previous process's events in the outbox as soon as it opens the store, before it has
+    /// restored (and so registered) their sessions. Those events are delivered to the
+    /// session's own webhook from `session.json`, with its metadata, not skipped as "no
+    /// webhook".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_of_sessions_not_restored_yet_reach_their_webhook() {
+        use warp::Filter;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let route = warp::post()
+            .and(warp::path!("hook"))
+            .and(warp::body::json())
+            .map(move |body: Value| {
+                let _ = tx.send(body);
+                warp::reply()
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        {
+            let stop = stop.clone();
+            tokio::spawn(
+                warp::serve(route)
+                    .incoming(listener)
+                    .graceful(async move { stop.cancelled().await })
+                    .run(),
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ws = WorkspaceId::new("acme").unwrap();
+        let s = SessionId::new("default").unwrap();
+        let mut cfg = config("default", None);
+        cfg.webhook = Some(crate::worker::host::WebhookConfig {
+            url: format!("http://{addr}/hook"),
+            secret: None,
+            events: Vec::new(),
+            headers: BTreeMap::new(),
+        });
+        cfg.metadata.insert("tenant".into(), json!("t-42"));
+        let session_dir = workspace_dir(dir.path(), &ws).join("default");
+        std::fs::create_dir_all(&session_dir).unwrap();
+        std::fs::write(
+            session_dir.join(SESSION_FILE),
+            serde_json::to_vec(&cfg).unwrap(),
+        )
+        .unwrap();
+
+        let m = Messaging::from_lookup(0, dir.path().to_path_buf(), |_| None).unwrap();
+        m.open().await.unwrap();
+        // No on_created: the session is not restored yet.
+        m.active()
+            .unwrap()
+            .emitter
+            .emit(
+                &ws,
+                &s,
+                events::MESSAGE_SENT,
+                json!({"id": "msg_1"}),
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the event reaches the session's webhook")
+            .unwrap();
+        assert_eq!(got["event"], events::MESSAGE_SENT);
+        assert_eq!(got["payload"]["id"], "msg_1");
+        assert_eq!(got["metadata"]["tenant"], "t-42");
+        m.close().await;
+        stop.cancel();
     }
 }
