@@ -74,7 +74,7 @@ async fn an_idle_fleet_makes_a_bounded_number_of_consul_requests() {
             >= 2
     );
     assert!(
-        s["by_endpoint"]["PUT /v1/agent/check/update"]
+        s["by_endpoint"]["PUT /v1/agent/check/pass"]
             .as_u64()
             .unwrap_or(0)
             >= 3

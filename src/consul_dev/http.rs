@@ -1414,7 +1414,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
             });
             ok()
         }
-        ("/_dev/agent/restart", _) if write => {
+        ("/_dev/agent/restart" | "/_dev/faults/agent-restart", _) if write => {
             let ms = body.ms.unwrap_or(0).min(10 * 60 * 1000);
             let leave = body.leave.unwrap_or(false);
             let now = now();
