@@ -19,14 +19,18 @@ async fn a_worker_without_the_volume_sentinel_stays_unready_and_says_why() {
     let port = free_port();
     let w = fleet.worker_unready(0, port);
     let url = format!("http://{}/readyz", w.addr);
-    let body = wait_for("readyz names the missing volume", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            let a = call(reqwest::Method::GET, &url, None).await?;
-            let reason = a.body.get("reason")?.as_str()?.to_owned();
-            (a.status == 503).then_some(reason)
-        }
-    })
+    let body = wait_for(
+        "readyz names the missing volume",
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                let a = call(reqwest::Method::GET, &url, None).await?;
+                let reason = a.body.get("reason")?.as_str()?.to_owned();
+                (a.status == 503).then_some(reason)
+            }
+        },
+    )
     .await;
     assert!(body.contains(".wafleet-volume"), "{body}");
     // It did not take the shard: nobody holds the shard lock.
@@ -43,9 +47,13 @@ async fn a_worker_without_the_volume_sentinel_stays_unready_and_says_why() {
 
     // The volume shows up (the mount came back): the worker takes its shard.
     wafleet::volume::init(&fleet.data(), Some("test-volume")).unwrap();
-    wait_for("ready once the sentinel exists", Duration::from_secs(60), || {
-        let w = &w;
-        async move { (w.readyz().await? == 200).then_some(()) }
-    })
+    wait_for(
+        "ready once the sentinel exists",
+        Duration::from_secs(60),
+        || {
+            let w = &w;
+            async move { (w.readyz().await? == 200).then_some(()) }
+        },
+    )
     .await;
 }

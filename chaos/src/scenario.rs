@@ -894,13 +894,7 @@ async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Resu
 /// shard lock before and after (no new session, no wait for the old one to expire).
 async fn consul_agent_restart(ctx: &Ctx) -> Result<Fault, String> {
     let owners = current_owners(ctx).await?;
-    let holders = |ctx: &'_ Ctx| async move {
-        ctx.fleet
-            .lock_holders("wafleet/locks/shards/")
-            .await
-            .ok_or_else(|| "consul did not answer".to_string())
-    };
-    let before = holders(ctx).await?;
+    let before = shard_holders(ctx).await?;
     let ttl = ctx.timing.session_ttl;
     let fence = ttl * 2 / 3;
     let outage = fence + (ttl - fence) / 2;
@@ -930,7 +924,7 @@ async fn consul_agent_restart(ctx: &Ctx) -> Result<Fault, String> {
     let deadline = Instant::now() + ctx.timing.recover_timeout;
     let after = loop {
         if down_at.elapsed() > outage
-            && let Ok(now) = holders(ctx).await
+            && let Ok(now) = shard_holders(ctx).await
             && now.len() >= before.len()
         {
             let snaps = ctx.fleet.worker_snaps().await;
@@ -993,6 +987,14 @@ async fn consul_agent_restart(ctx: &Ctx) -> Result<Fault, String> {
         ));
     }
     Ok(f)
+}
+
+/// Shard → session holding its lock.
+async fn shard_holders(ctx: &Ctx) -> Result<BTreeMap<String, String>, String> {
+    ctx.fleet
+        .lock_holders("wafleet/locks/shards/")
+        .await
+        .ok_or_else(|| "consul did not answer".to_string())
 }
 
 /// partition-worker in the selected mode; the action line starts with the mode.
