@@ -6,6 +6,14 @@
 
 server     = false
 datacenter = "dc1"
+
+# A restart must not deregister the node. Client agents default to leave_on_terminate = true:
+# a SIGTERM (systemctl restart, an upgrade) makes the node leave the cluster, Consul
+# deregisters it, and every session tied to its serfHealth check is invalidated — every worker
+# on the host loses its locks and fences. So neither SIGTERM nor SIGINT leaves; a node that
+# really goes away is removed with `consul leave` (docs/operations.md, Consul agent restarts).
+leave_on_terminate      = false
+skip_leave_on_interrupt = true
 data_dir   = "/opt/consul/data"
 log_level  = "INFO"
 

@@ -4,6 +4,11 @@
 
 server           = true
 bootstrap_expect = 3
+
+# Servers already default to these; explicit so a restart never shrinks the raft peer set
+# (docs/operations.md, Consul agent restarts).
+leave_on_terminate      = false
+skip_leave_on_interrupt = true
 datacenter       = "dc1"
 data_dir         = "/opt/consul/data"
 log_level        = "INFO"

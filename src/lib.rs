@@ -18,6 +18,7 @@
 //! * [`sendq`]: the per-session send queue: pacing, backpressure, dispatch to the engine.
 //! * [`ctl`]: operator commands over Consul: `wafleet shards …`, `route`, `token`.
 //! * [`backup`]: consistent profile backups and restores.
+//! * [`volume`]: the shared-volume sentinel (`wafleet volume init|check`).
 //! * [`dev`]: `wafleet dev`, the one-machine fleet supervisor.
 //! * [`auth`]: admin and workspace tokens.
 //! * [`api`]: the JSON error body and rejection handling shared by router and worker.
@@ -42,5 +43,6 @@ pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod volume;
 pub mod webhook;
 pub mod worker;

@@ -43,6 +43,8 @@ enum Command {
     Backup(wafleet::backup::cli::Args),
     /// Restore a session profile from a backup.
     Restore(wafleet::backup::cli::RestoreArgs),
+    /// Mark or check the shared data volume (`.wafleet-volume` sentinel).
+    Volume(wafleet::volume::Args),
 }
 
 #[tokio::main]
@@ -72,6 +74,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Sim(a) => sim::cli::run(a).await?,
         Command::Backup(a) => backup::cli::run(a).await?,
         Command::Restore(a) => backup::cli::restore(a).await?,
+        Command::Volume(a) => volume::run(a).await?,
     }
     Ok(())
 }

@@ -400,6 +400,35 @@ fn cli_backup_and_restore_print_json_reports() {
     let profile = make_profile(&data, "acme", "main");
     let bin = env!("CARGO_BIN_EXE_wafleet");
 
+    // Without the volume sentinel the data directory may be an empty mount point: refused.
+    let out = Command::new(bin)
+        .args(["backup", "--data"])
+        .arg(&data)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".wafleet-volume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dest.exists(),
+        "nothing is written when the volume is refused"
+    );
+    let out = Command::new(bin)
+        .args(["volume", "init", "--id", "test-vol", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = Command::new(bin)
         .args(["backup", "--data"])
         .arg(&data)

@@ -1,4 +1,5 @@
-//! TLS configuration of the client (`CONSUL_HTTP_ADDR=https://…`, `CONSUL_CACERT`,
+//! TLS configuration of the client (`CONSUL_HTTP_ADDR=https://…`, `CONSUL_HTTP_SSL`,
+//! `CONSUL_HTTP_SSL_VERIFY`, `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_TLS_SERVER_NAME`,
 //! `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`) against a real TLS server process on loopback:
 //! `openssl s_server` with a throw-away CA generated for the test, requiring a client
 //! certificate. The server answers every request with an HTML status page, so a completed
@@ -54,7 +55,7 @@ fn make_pki(dir: &Path) {
     openssl(dir, &ca);
     std::fs::write(
         dir.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:server.dc1.consul\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     std::fs::write(dir.join("cli.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
@@ -209,4 +210,168 @@ fn unusable_tls_material_is_a_configuration_error() {
     })
     .unwrap();
     assert!(matches!(Client::new(&cfg), Err(ConsulError::Config(_))));
+}
+
+/// A client from `vars` (plus the client certificate the server requires).
+fn client_with(dir: &Path, vars: &[(&str, String)]) -> Result<Client, ConsulError> {
+    let file = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    let cfg = Config::from_lookup(|k| {
+        if let Some((_, v)) = vars.iter().find(|(name, _)| *name == k) {
+            return Some(v.clone());
+        }
+        match k {
+            "CONSUL_CLIENT_CERT" => Some(file("cli.pem")),
+            "CONSUL_CLIENT_KEY" => Some(file("cli.key")),
+            _ => None,
+        }
+    })?;
+    Client::new(&cfg)
+}
+
+#[tokio::test]
+async fn consul_ssl_variables_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let (_server, port) = start_server(dir.path());
+    let ca = dir.path().join("ca.pem").to_string_lossy().into_owned();
+    let capath = dir.path().join("cas");
+    std::fs::create_dir(&capath).unwrap();
+    std::fs::copy(dir.path().join("ca.pem"), capath.join("consul-ca.pem")).unwrap();
+    // A non-certificate file in the directory is skipped, as Consul's CLI does.
+    std::fs::write(capath.join("README"), "not a certificate").unwrap();
+    let bare = format!("127.0.0.1:{port}");
+    let https = format!("https://127.0.0.1:{port}");
+    let call = |c: Client| async move {
+        tokio::time::timeout(Duration::from_secs(20), c.agent_services())
+            .await
+            .expect("no hang")
+    };
+    let completed = |r: &Result<_, ConsulError>| matches!(r, Err(ConsulError::Decode { .. }));
+    let refused = |r: &Result<_, ConsulError>| matches!(r, Err(ConsulError::Transport(_)));
+
+    // CONSUL_HTTP_SSL=true turns a bare host:port into https.
+    let c = client_with(
+        dir.path(),
+        &[
+            ("CONSUL_HTTP_ADDR", bare.clone()),
+            ("CONSUL_HTTP_SSL", "true".into()),
+            ("CONSUL_CACERT", ca.clone()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.base_url().scheme(), "https");
+    let r = call(c).await;
+    assert!(completed(&r), "CONSUL_HTTP_SSL=true: {r:?}");
+    // Without it the same address is plain http, which the TLS server does not answer.
+    let r = call(client_with(dir.path(), &[("CONSUL_HTTP_ADDR", bare.clone())]).unwrap()).await;
+    assert!(!completed(&r), "plain http must not complete: {r:?}");
+
+    // CONSUL_CAPATH: a directory of CA files.
+    let r = call(
+        client_with(
+            dir.path(),
+            &[
+                ("CONSUL_HTTP_ADDR", https.clone()),
+                ("CONSUL_CAPATH", capath.to_string_lossy().into_owned()),
+            ],
+        )
+        .unwrap(),
+    )
+    .await;
+    assert!(completed(&r), "CONSUL_CAPATH: {r:?}");
+
+    // CONSUL_HTTP_SSL_VERIFY=false: an untrusted server is accepted; verification is the default.
+    let r = call(client_with(dir.path(), &[("CONSUL_HTTP_ADDR", https.clone())]).unwrap()).await;
+    assert!(refused(&r), "untrusted CA must be refused: {r:?}");
+    let r = call(
+        client_with(
+            dir.path(),
+            &[
+                ("CONSUL_HTTP_ADDR", https.clone()),
+                ("CONSUL_HTTP_SSL_VERIFY", "false".into()),
+            ],
+        )
+        .unwrap(),
+    )
+    .await;
+    assert!(completed(&r), "CONSUL_HTTP_SSL_VERIFY=false: {r:?}");
+
+    // CONSUL_TLS_SERVER_NAME: the certificate is checked against that name, not the address.
+    let named = |name: &str| {
+        client_with(
+            dir.path(),
+            &[
+                ("CONSUL_HTTP_ADDR", https.clone()),
+                ("CONSUL_CACERT", ca.clone()),
+                ("CONSUL_TLS_SERVER_NAME", name.into()),
+            ],
+        )
+        .unwrap()
+    };
+    let r = call(named("server.dc1.consul")).await;
+    assert!(completed(&r), "matching server name: {r:?}");
+    let r = call(named("server.dc2.consul")).await;
+    assert!(
+        refused(&r),
+        "a name the certificate lacks must be refused: {r:?}"
+    );
+
+    // A boolean that is not one of Go's spellings is a configuration error.
+    assert!(matches!(
+        client_with(dir.path(), &[("CONSUL_HTTP_SSL", "yes".into())]),
+        Err(ConsulError::Config(_))
+    ));
+    assert!(matches!(
+        client_with(
+            dir.path(),
+            &[(
+                "CONSUL_CAPATH",
+                dir.path().join("nope").to_string_lossy().into_owned()
+            )]
+        ),
+        Err(ConsulError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn consul_http_auth_sends_basic_credentials() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A plain HTTP listener that records the request head and answers `{}`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed before the request head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    let cfg = Config::from_lookup(|k| match k {
+        "CONSUL_HTTP_ADDR" => Some(format!("127.0.0.1:{port}")),
+        "CONSUL_HTTP_AUTH" => Some("ops:s3cret:with-colon".into()),
+        _ => None,
+    })
+    .unwrap();
+    // The password never shows in the configuration's Debug output.
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let c = Client::new(&cfg).unwrap();
+    let services = tokio::time::timeout(Duration::from_secs(20), c.agent_services())
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(services.is_empty());
+    let head = server.await.unwrap().to_ascii_lowercase();
+    // base64("ops:s3cret:with-colon"): everything after the first colon is the password.
+    assert!(
+        head.contains("authorization: basic b3bzonmzy3jlddp3axrolwnvbg9u"),
+        "{head}"
+    );
 }

@@ -22,6 +22,7 @@ pub const ALL: &[&str] = &[
     "partition-worker",
     "freeze-worker",
     "consul-outage",
+    "consul-agent-restart",
     "rolling-restart",
     "browser-crash",
     "webhook-outage",
@@ -319,6 +320,7 @@ pub async fn run(ctx: &Ctx, name: &str, victim: u32) -> Vec<ScenarioReport> {
                 one(ctx, "consul-outage-long", |c| consul_outage(c, long, true)).await,
             ]
         }
+        "consul-agent-restart" => vec![one(ctx, name, consul_agent_restart).await],
         "kill-worker" => vec![one(ctx, name, |c| restart_worker(c, victim, "KILL")).await],
         "control" => vec![control(ctx, victim).await],
         "drain-worker" => vec![one(ctx, name, |c| restart_worker(c, victim, "TERM")).await],
@@ -882,6 +884,117 @@ async fn consul_outage(ctx: &Ctx, pause: Duration, beyond_fencing: bool) -> Resu
         });
     }
     Ok(f)
+}
+
+/// consul-agent-restart: the local Consul agent restarts without leaving the cluster
+/// (`leave_on_terminate = false`): every connection is refused for longer than the workers'
+/// fencing deadline but shorter than the session TTL. The workers fence (every browser stops:
+/// they cannot tell an agent restart from a partition), and once the agent is back each must
+/// find its session still valid, resume it and keep its shard — the same session holds every
+/// shard lock before and after (no new session, no wait for the old one to expire).
+async fn consul_agent_restart(ctx: &Ctx) -> Result<Fault, String> {
+    let owners = current_owners(ctx).await?;
+    let before = shard_holders(ctx).await?;
+    let ttl = ctx.timing.session_ttl;
+    let fence = ttl * 2 / 3;
+    let outage = fence + (ttl - fence) / 2;
+    let from = ctx.rec.now_ms();
+    ctx.fleet
+        .consul_fault(
+            "agent-restart",
+            serde_json::json!({"ms": u64::try_from(outage.as_millis()).unwrap_or(u64::MAX), "leave": false}),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let down_at = Instant::now();
+    // Prove the fault took effect: a request during the restart gets no answer.
+    let probe = ctx
+        .fleet
+        .http
+        .get(format!(
+            "{}/v1/kv/wafleet/shardmap",
+            ctx.fleet.consul().map_err(|e| e.to_string())?
+        ))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    let verified = probe.is_err();
+    // The agent comes back on its own after `outage`; wait (with a deadline) until every shard
+    // lock has a holder again and no worker is fenced any more.
+    let deadline = Instant::now() + ctx.timing.recover_timeout;
+    let after = loop {
+        if down_at.elapsed() > outage
+            && let Ok(now) = shard_holders(ctx).await
+            && now.len() >= before.len()
+        {
+            let snaps = ctx.fleet.worker_snaps().await;
+            if snaps.len() >= ctx.fleet.workers().len()
+                && snaps.iter().all(|s| s.ready && !s.fenced)
+            {
+                break now;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the shard locks were not all held by ready workers {:?} after the agent restart",
+                ctx.timing.recover_timeout
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut all: Vec<u32> = owners.values().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut f = single(
+        format!(
+            "built-in Consul agent restarted without leaving: connections refused for {:.1}s (longer than the fencing deadline {:.1}s, shorter than the TTL {:.1}s)",
+            outage.as_secs_f64(),
+            fence.as_secs_f64(),
+            ttl.as_secs_f64()
+        ),
+        all,
+        owners.keys().cloned().collect(),
+        from,
+    );
+    if verified {
+        f.notes
+            .push("fault verified: a KV read during the restart got no answer".into());
+    } else {
+        f.violations.push(Violation {
+            invariant: names::RECOVERED.into(),
+            t_ms: ctx.rec.now_ms(),
+            what: "the agent answered during its restart: the fault did not take effect".into(),
+            evidence: serde_json::json!({"probe": format!("{probe:?}")}),
+        });
+    }
+    for (shard, session) in &before {
+        match after.get(shard) {
+            Some(s) if s == session => {}
+            other => f.violations.push(Violation {
+                invariant: names::RECOVERED.into(),
+                t_ms: ctx.rec.now_ms(),
+                what: format!(
+                    "shard {shard} did not keep its session across the agent restart (it was fenced and had to start over)"
+                ),
+                evidence: serde_json::json!({"before": session, "after": other}),
+            }),
+        }
+    }
+    if f.violations.is_empty() {
+        f.notes.push(format!(
+            "every shard kept its session across the restart: {}",
+            serde_json::json!(after)
+        ));
+    }
+    Ok(f)
+}
+
+/// Shard → session holding its lock.
+async fn shard_holders(ctx: &Ctx) -> Result<BTreeMap<String, String>, String> {
+    ctx.fleet
+        .lock_holders("wafleet/locks/shards/")
+        .await
+        .ok_or_else(|| "consul did not answer".to_string())
 }
 
 /// partition-worker in the selected mode; the action line starts with the mode.

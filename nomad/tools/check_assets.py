@@ -19,7 +19,9 @@ the properties the fleet depends on (issue 6, docs/deployment.md):
   `wafleet <cmd> --help` (skipped, with a message, for a command that is still a stub);
 * every wafleet_* metric in the alert rules and the dashboard is in nomad/monitoring/metrics.txt;
   Prometheus discovers the services the jobs register; the dashboard is valid JSON;
-* the Consul configs, policies and initial shard map are consistent.
+* the Consul configs, policies and initial shard map are consistent;
+* every inventory can place its environment's jobs: distinct_hosts means `shards` worker hosts
+  plus one spare (N+1) and `routers` router hosts.
 """
 
 import argparse
@@ -508,6 +510,60 @@ def check_nomad_acl(docs):
           "deployer policy: no node, agent or operator rules")
 
 
+def inventory_groups(node, out=None, name="all"):
+    """{group: set(hosts)} of a YAML inventory, hosts of child groups included in parents."""
+    out = {} if out is None else out
+    hosts = set((node or {}).get("hosts") or {})
+    for child, sub in ((node or {}).get("children") or {}).items():
+        hosts |= inventory_groups(sub, out, child)[child]
+    out[name] = out.get(name, set()) | hosts
+    return out
+
+
+def check_placement(defaults, envs):
+    """Every inventory can place its environment's jobs: the worker and router jobs use
+    distinct_hosts, so `shards` allocations need that many hosts of the worker role, and one
+    more so a lost host's shard can be rescheduled (N+1); `routers` need as many router hosts."""
+    with open(os.path.join(ROOT, "ansible/group_vars/all.yml")) as f:
+        default_env = (yaml.safe_load(f) or {}).get("wafleet_env", "staging")
+    inventories = sorted(
+        os.path.join("ansible/inventory", d, "hosts.yml")
+        for d in os.listdir(os.path.join(ROOT, "ansible/inventory"))
+        if os.path.isfile(os.path.join(ROOT, "ansible/inventory", d, "hosts.yml")))
+    check(inventories, "ansible/inventory/*/hosts.yml: no example inventory")
+    seen_envs = set()
+    for rel in inventories + ["ansible/tests/fake-inventory.yml"]:
+        path = os.path.join(ROOT, rel)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            inv = yaml.safe_load(f) or {}
+        top = inv.get("all") or {}
+        env = (top.get("vars") or {}).get("wafleet_env", default_env)
+        vars_rel = f"nomad/vars/{env}.vars.hcl"
+        if vars_rel not in envs:
+            fail(f"{rel}: wafleet_env {env!r} has no {vars_rel}")
+            continue
+        seen_envs.add(vars_rel)
+        v = dict(defaults)
+        v.update(envs[vars_rel])
+        groups = inventory_groups(top)
+        shards, routers = int(v.get("shards") or 0), int(v.get("routers") or 0)
+        workers = len(groups.get("workers", ()))
+        check(workers >= shards + 1,
+              f"{rel}: {vars_rel} runs {shards} shards, one per host (distinct_hosts), so it needs "
+              f"{shards + 1} worker hosts ({shards} + 1 spare to reschedule a lost host's shard); "
+              f"the inventory has {workers}")
+        if not rel.startswith("ansible/tests/"):
+            # The fake cluster of the deploy test places routers anywhere; real inventories
+            # need router hosts (meta.wafleet_role = router).
+            n = len(groups.get("routers", ()))
+            check(n >= routers,
+                  f"{rel}: {vars_rel} runs {routers} routers on distinct hosts; the inventory has {n} router hosts")
+    for vars_rel in sorted(set(envs) - seen_envs):
+        fail(f"{vars_rel}: no inventory under ansible/inventory/ uses it (placement unchecked)")
+
+
 def ansible_host_volumes():
     with open(os.path.join(ROOT, "ansible/group_vars/all.yml")) as f:
         gv = yaml.safe_load(f)
@@ -539,6 +595,11 @@ MUTATIONS = [
     ("nomad/monitoring/grafana/wafleet-dashboard.json", "wafleet_send_latency_seconds_bucket", "wafleet_send_seconds_bucket"),
     ("consul/policies/wafleet-worker.hcl", 'service "wafleet-worker"', 'service_prefix ""'),
     ("nomad/wafleet-worker.nomad.hcl", "job \"wafleet-worker\" {", "job \"wafleet-worker\" {\n  x = \"unterminated\n"),
+    # Placement (distinct_hosts): one shard more than hosts, and no spare host.
+    ("nomad/vars/production.vars.hcl", "shards             = 8", "shards             = 9"),
+    ("ansible/inventory/example/hosts.yml", "            worker-9: {ansible_host: 10.0.1.9}\n", ""),
+    ("ansible/inventory/staging/hosts.yml", "            stg-router-2: {ansible_host: 10.1.2.2}\n", ""),
+    ("ansible/tests/fake-inventory.yml", "            worker-3:\n", ""),
 ]
 
 
@@ -610,6 +671,7 @@ def main():
     check_metrics()
     check_consul(docs, defaults)
     check_nomad_acl(docs)
+    check_placement(defaults, envs)
 
     for n in sorted(set(notes)):
         print(f"note: {n}")

@@ -17,11 +17,24 @@ Nomad: POST /v1/jobs/parse, POST /v1/job/<id>/plan, POST /v1/jobs, GET /v1/job/<
 GET /v1/job/<id>/allocations, GET /v1/job/<id>/deployment, POST /v1/deployment/fail/<id>,
 GET/PUT /v1/var/<path>. Extra: GET /_state (everything, for the test's assertions).
 
-Usage: fake_cluster.py PORTFILE  (binds 127.0.0.1:0, writes the port to PORTFILE, serves until
-killed).
+Nomad clients and their Consul fingerprint (--nodes a,b,c, --nodes-dir DIR): each node's agent
+config is DIR/<node>/*.hcl; a node's Consul token is the `consul { token = "…" }` found there,
+else the agent's default token (PUT /v1/agent/token/default). As a real Nomad client does, the
+fingerprint reads GET /v1/agent/self with that token, which Consul answers only with agent:read
+(`agent_prefix "" { policy = "read" }` or `agent "<node>"` in one of the token's policies); only
+then does the node get attr.consul.version. Nomad adds the implicit constraint
+`${attr.consul.version} semver >= 1.8.0` to every group with a Consul service, so without the
+token no node is eligible: the plan reports FailedTGAllocs with that constraint and nothing is
+placed. `distinct_hosts` caps a group's placements at the number of eligible nodes. GET
+/v1/nodes and /v1/node/<id> show the nodes and their attributes.
+
+Usage: fake_cluster.py PORTFILE [--nodes a,b] [--nodes-dir DIR]  (binds 127.0.0.1:0, writes the
+port to PORTFILE, serves until killed).
 """
 
+import argparse
 import json
+import os
 import re
 import sys
 import threading
@@ -43,6 +56,13 @@ TOKENS = {}  # accessor -> token
 VARS = {}  # path -> items
 JOBS = {}  # id -> {"versions": [job json], "allocs": [...], "deployment": {...}, "stable": int}
 INDEX = [100]
+# The Consul version the fake agents report (ansible/group_vars/all.yml consul_version).
+CONSUL_VERSION = "1.21.4"
+# Nomad's implicit constraint on groups with Consul services (scheduler, consul checks).
+CONSUL_CONSTRAINT = "${attr.consul.version} semver >= 1.8.0"
+NODES = {}  # name -> {"ID": ...}
+NODES_DIR = [None]
+DEFAULT_TOKEN = [""]
 
 
 def next_index():
@@ -68,7 +88,9 @@ def parse_job(hcl_text, variables_text):
             if isinstance(count, str):
                 m = re.fullmatch(r"\$\{var\.(\w+)\}", count)
                 count = int(defaults[m.group(1)]) if m else 1
-            groups.append({"Name": gname, "Count": int(count)})
+            groups.append({"Name": gname, "Count": int(count),
+                           "ConsulServices": consul_services(gbody),
+                           "DistinctHosts": distinct_hosts(job, gbody)})
     return {
         "ID": job_id,
         "Name": job_id,
@@ -77,6 +99,89 @@ def parse_job(hcl_text, variables_text):
         "Meta": {"wafleet_version": str(defaults.get("wafleet_version"))},
         "TaskGroups": groups,
     }
+
+
+def consul_services(gbody):
+    """Whether a group (or one of its tasks) declares a service on the Consul provider."""
+    def consul(svcs):
+        return any((svc.get("provider") or "consul") == "consul" for svc in svcs)
+    if consul(gbody.get("service", [])):
+        return True
+    for t in gbody.get("task", []):
+        for _, tbody in t.items():
+            if consul(tbody.get("service", [])):
+                return True
+    return False
+
+
+def distinct_hosts(*bodies):
+    return any(c.get("operator") == "distinct_hosts" and str(c.get("value", "true")).lower() == "true"
+               for b in bodies for c in b.get("constraint", []))
+
+
+def node_token(name):
+    """The Consul token the node's Nomad agent uses: consul.token from its config files, else
+    the Consul agent's default token."""
+    d = NODES_DIR[0]
+    if d:
+        nd = os.path.join(d, name)
+        for f in sorted(os.listdir(nd)) if os.path.isdir(nd) else []:
+            if f.endswith(".hcl"):
+                m = re.search(r'consul\s*\{[^}]*\btoken\s*=\s*"([^"]*)"', open(os.path.join(nd, f)).read())
+                if m and m.group(1):
+                    return m.group(1)
+    return DEFAULT_TOKEN[0]
+
+
+def agent_read(secret, node):
+    """GET /v1/agent/self's ACL check: agent:read on the node."""
+    tok = next((t for t in TOKENS.values() if t["SecretID"] == secret), None)
+    if tok is None:
+        return False, "403 ACL not found"
+    for link in tok.get("Policies", []):
+        rules = POLICIES.get(link["ID"], {}).get("Rules", "")
+        for m in re.finditer(r'agent(_prefix)?\s+"([^"]*)"\s*\{\s*policy\s*=\s*"(\w+)"', rules):
+            prefix, name, policy = m.group(1), m.group(2), m.group(3)
+            covers = node.startswith(name) if prefix else node == name
+            if covers and policy in ("read", "write"):
+                return True, ""
+    return False, f"403 Permission denied: token with AccessorID '{tok['AccessorID']}' lacks permission 'agent:read' on \"{node}\""
+
+
+def fingerprint(name):
+    ok, err = agent_read(node_token(name), name)
+    attrs = {"kernel.name": "linux", "nomad.version": "1.10.5"}
+    if ok:
+        attrs.update({"consul.version": CONSUL_VERSION, "consul.server": "false",
+                      "consul.datacenter": "dc1", "unique.consul.name": name})
+    return attrs, err
+
+
+def semver_at_least(v, minimum):
+    def parts(x):
+        return [int(p) for p in re.findall(r"\d+", x)[:3]]
+    return parts(v) >= parts(minimum)
+
+
+def capacity(group):
+    """How many allocations of the group can be placed, and Nomad's failure metrics if not all."""
+    names = sorted(NODES)
+    filtered = {}
+    eligible = names
+    if group.get("ConsulServices"):
+        eligible = [n for n in names
+                    if semver_at_least(fingerprint(n)[0].get("consul.version", "0"), "1.8.0")]
+        if len(names) - len(eligible):
+            filtered[CONSUL_CONSTRAINT] = len(names) - len(eligible)
+    cap = len(eligible) if group.get("DistinctHosts") else (group["Count"] if eligible else 0)
+    if not NODES:  # no node model configured: the old behaviour, everything fits
+        return group["Count"], None
+    if cap >= group["Count"]:
+        return group["Count"], None
+    if group.get("DistinctHosts") and eligible:
+        filtered["distinct_hosts"] = group["Count"] - cap
+    return cap, {"NodesEvaluated": len(names), "NodesFiltered": len(names) - len(eligible),
+                 "ConstraintFiltered": filtered, "CoalescedFailures": group["Count"] - cap - 1}
 
 
 def same_job(a, b):
@@ -113,6 +218,17 @@ def tick(job_id):
         if dep["bad_polls"] >= BAD_POLLS_BEFORE_FAIL:
             dep["Status"] = "failed"
             dep["StatusDescription"] = "Failed due to unhealthy allocations - rolling back to job version %d" % st["stable"]
+            if st["stable"] is not None:
+                register(dict(st["versions"][st["stable"]]))
+        return
+    placeable, _ = capacity(job["TaskGroups"][0])
+    if placeable < count:
+        # Blocked evaluation: nothing more can be placed; the deployment makes no progress and
+        # fails at its progress deadline (modelled as a few polls), auto-reverting.
+        dep["bad_polls"] += 1
+        if dep["bad_polls"] >= BAD_POLLS_BEFORE_FAIL:
+            dep["Status"] = "failed"
+            dep["StatusDescription"] = "Failed due to progress deadline"
             if st["stable"] is not None:
                 register(dict(st["versions"][st["stable"]]))
         return
@@ -247,7 +363,19 @@ class Handler(BaseHTTPRequestHandler):
                 t["Policies"] = [self.policy_link(x) for x in upd.get("Policies", [])]
             return self.reply(200, t)
         if p == "/v1/agent/token/default" and method == "PUT":
+            DEFAULT_TOKEN[0] = json.loads(self.body() or b"{}").get("Token", "")
             return self.reply(200)
+        if p == "/v1/nodes":
+            return self.reply(200, [{"ID": n["ID"], "Name": name, "Status": "ready"}
+                                    for name, n in sorted(NODES.items())])
+        m = re.fullmatch(r"/v1/node/([0-9a-f-]+)", p)
+        if m:
+            for name, n in NODES.items():
+                if n["ID"] == m.group(1):
+                    attrs, err = fingerprint(name)
+                    return self.reply(200, {"ID": n["ID"], "Name": name, "Status": "ready",
+                                            "Attributes": attrs, "ConsulFingerprintError": err})
+            return self.reply(404, raw=b"node not found")
         if p == "/v1/health/service/wafleet-worker":
             return self.reply(200, worker_health("passing" in q, q.get("tag", [None])[0]))
         # --- Nomad ---
@@ -262,7 +390,12 @@ class Handler(BaseHTTPRequestHandler):
                 kind = "Added"
             else:
                 kind = "None" if same_job(st["versions"][-1], job) else "Edited"
-            return self.reply(200, {"Diff": {"Type": kind}})
+            failed = {}
+            for g in job["TaskGroups"]:
+                _, metrics = capacity(g)
+                if metrics:
+                    failed[g["Name"]] = metrics
+            return self.reply(200, {"Diff": {"Type": kind}, "FailedTGAllocs": failed or None})
         if p == "/v1/jobs" and method == "POST":
             job = register(json.loads(self.body())["Job"])
             return self.reply(200, {"EvalID": str(uuid.uuid4()), "JobModifyIndex": job["JobModifyIndex"]})
@@ -316,7 +449,9 @@ class Handler(BaseHTTPRequestHandler):
                     "running": sorted((a["Index"], st["versions"][a["JobVersion"]]["Meta"]["wafleet_version"])
                                       for a in st["allocs"] if a["ClientStatus"] == "running"),
                 }
+            nodes = {name: fingerprint(name)[0].get("consul.version") for name in NODES}
             return self.reply(200, {"jobs": jobs, "kv": sorted(KV), "vars": sorted(VARS),
+                                    "nodes_consul_version": nodes,
                                     "policies": sorted(x["Name"] for x in POLICIES.values()),
                                     "tokens": sorted(t["Description"] for t in TOKENS.values())})
         return self.reply(404, raw=f"fake_cluster: no route {method} {p}".encode())
@@ -330,8 +465,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("portfile")
+    ap.add_argument("--nodes", default="", help="Nomad client node names, comma separated")
+    ap.add_argument("--nodes-dir", help="DIR/<node>/*.hcl is each node's Nomad agent config")
+    args = ap.parse_args()
+    for name in filter(None, args.nodes.split(",")):
+        NODES[name] = {"ID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name))}
+    NODES_DIR[0] = args.nodes_dir
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    with open(sys.argv[1], "w") as f:
+    with open(args.portfile, "w") as f:
         f.write(str(srv.server_address[1]))
     srv.serve_forever()
 

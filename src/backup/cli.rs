@@ -37,6 +37,7 @@ pub struct Args {
 
 /// Runs `wafleet backup`: prints one JSON report line; fails if any session was skipped.
 pub async fn run(args: Args) -> Result<(), BackupError> {
+    crate::volume::check(&args.data, None)?;
     let opts = BackupOptions {
         keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
         attempts: args.attempts,

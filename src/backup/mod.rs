@@ -41,6 +41,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong in a backup or a restore.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The data directory is not the shared volume (no `.wafleet-volume` sentinel): backing
+    /// up an empty local mount point would rotate good backups out for empty ones.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {

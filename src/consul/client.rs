@@ -51,6 +51,16 @@ pub struct Config {
     pub client_cert: Option<PathBuf>,
     /// `CONSUL_CLIENT_KEY`: PEM private key of the client certificate.
     pub client_key: Option<PathBuf>,
+    /// `CONSUL_CAPATH`: a directory whose files hold PEM CA certificates to trust.
+    pub ca_path: Option<PathBuf>,
+    /// `CONSUL_HTTP_SSL_VERIFY=false`: do not verify the server's certificate (as Consul's CLI;
+    /// for a first bootstrap only).
+    pub insecure_skip_verify: bool,
+    /// `CONSUL_TLS_SERVER_NAME`: the name the server certificate must carry (and the SNI), when
+    /// it differs from the host in the address (e.g. `server.dc1.consul` on `127.0.0.1`).
+    pub tls_server_name: Option<String>,
+    /// `CONSUL_HTTP_AUTH`: `user[:password]` for HTTP basic authentication.
+    pub basic_auth: Option<(String, Option<String>)>,
 }
 
 impl fmt::Debug for Config {
@@ -62,22 +72,76 @@ impl fmt::Debug for Config {
             .field("ca_cert", &self.ca_cert)
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)
+            .field("ca_path", &self.ca_path)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("tls_server_name", &self.tls_server_name)
+            .field(
+                "basic_auth",
+                &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
             .finish()
     }
 }
 
+/// Go's `strconv.ParseBool`, which Consul's CLI uses for its boolean variables.
+fn parse_go_bool(name: &str, v: &str) -> Result<bool, ConsulError> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(ConsulError::Config(format!(
+            "{name} {other:?} is not a boolean (true or false)"
+        ))),
+    }
+}
+
 impl Config {
-    /// Reads `CONSUL_HTTP_ADDR` (default `http://127.0.0.1:8500`; a bare `host:port` means
-    /// http, as Consul's CLI reads it), `CONSUL_HTTP_TOKEN` (else the first line of
-    /// `CONSUL_HTTP_TOKEN_FILE`), `CONSUL_CACERT`,
-    /// `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`. Empty values count as unset.
+    /// Reads Consul's own variables, as its CLI and Go API client do:
+    ///
+    /// * `CONSUL_HTTP_ADDR` (default `http://127.0.0.1:8500`; a bare `host:port` means http,
+    ///   or https with `CONSUL_HTTP_SSL=true`);
+    /// * `CONSUL_HTTP_TOKEN` (else the first line of `CONSUL_HTTP_TOKEN_FILE`);
+    /// * `CONSUL_HTTP_AUTH` (`user[:password]`, basic authentication);
+    /// * `CONSUL_HTTP_SSL` (`true` switches the scheme to https), `CONSUL_HTTP_SSL_VERIFY`
+    ///   (`false` skips certificate verification);
+    /// * `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`,
+    ///   `CONSUL_TLS_SERVER_NAME`.
+    ///
+    /// Empty values count as unset; a boolean that is not one of Go's spellings is an error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConsulError> {
         let get = |k: &str| {
             lookup(k)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let address = parse_address(&get("CONSUL_HTTP_ADDR").unwrap_or(DEFAULT_HTTP_ADDR.into()))?;
+        let mut address =
+            parse_address(&get("CONSUL_HTTP_ADDR").unwrap_or(DEFAULT_HTTP_ADDR.into()))?;
+        let ssl = match get("CONSUL_HTTP_SSL") {
+            Some(v) => parse_go_bool("CONSUL_HTTP_SSL", &v)?,
+            None => false,
+        };
+        // As in Consul's API client: `true` forces https; `false` leaves an explicit
+        // `https://` address alone.
+        if ssl && address.scheme() == "http" {
+            // http → https keeps a valid URL; the port stays as written (a missing one now
+            // means 443, as for the Go client).
+            let _ = address.set_scheme("https");
+        }
+        let verify = match get("CONSUL_HTTP_SSL_VERIFY") {
+            Some(v) => parse_go_bool("CONSUL_HTTP_SSL_VERIFY", &v)?,
+            None => true,
+        };
+        let basic_auth = get("CONSUL_HTTP_AUTH").map(|v| match v.split_once(':') {
+            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
+            None => (v, None),
+        });
+        let tls_server_name = get("CONSUL_TLS_SERVER_NAME");
+        if let Some(n) = &tls_server_name
+            && url::Host::parse(n).is_err()
+        {
+            return Err(ConsulError::Config(format!(
+                "CONSUL_TLS_SERVER_NAME {n:?} is not a host name"
+            )));
+        }
         let cfg = Config {
             address: Some(address),
             token: match get("CONSUL_HTTP_TOKEN") {
@@ -90,6 +154,10 @@ impl Config {
             ca_cert: get("CONSUL_CACERT").map(PathBuf::from),
             client_cert: get("CONSUL_CLIENT_CERT").map(PathBuf::from),
             client_key: get("CONSUL_CLIENT_KEY").map(PathBuf::from),
+            ca_path: get("CONSUL_CAPATH").map(PathBuf::from),
+            insecure_skip_verify: !verify,
+            tls_server_name,
+            basic_auth,
         };
         if cfg.client_cert.is_some() != cfg.client_key.is_some() {
             return Err(ConsulError::Config(
@@ -190,6 +258,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: Option<Arc<str>>,
+    /// `Authorization: Basic …` (`CONSUL_HTTP_AUTH`), marked sensitive.
+    basic_auth: Option<reqwest::header::HeaderValue>,
 }
 
 impl fmt::Debug for Client {
@@ -199,6 +269,34 @@ impl fmt::Debug for Client {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+/// Every certificate in the files of `dir` (`CONSUL_CAPATH`), as Consul's `go-rootcerts` reads
+/// a CA directory: each regular file is PEM; files holding no certificate are skipped, a
+/// directory without any certificate is an error.
+fn load_ca_dir(dir: &PathBuf) -> Result<Vec<reqwest::Certificate>, ConsulError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConsulError::Config(format!("CONSUL_CAPATH {}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let pem = read_file(&p, "CONSUL_CAPATH file")?;
+        if let Ok(certs) = reqwest::Certificate::from_pem_bundle(&pem) {
+            out.extend(certs);
+        }
+    }
+    if out.is_empty() {
+        return Err(ConsulError::Config(format!(
+            "CONSUL_CAPATH {} holds no certificate",
+            dir.display()
+        )));
+    }
+    Ok(out)
 }
 
 fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, ConsulError> {
@@ -237,6 +335,37 @@ impl Client {
                 .map_err(|e| ConsulError::Config(format!("client certificate/key: {e}")))?;
             builder = builder.identity(id);
         }
+        if let Some(dir) = &config.ca_path {
+            for c in load_ca_dir(dir)? {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if config.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let mut base = base;
+        if let Some(name) = &config.tls_server_name
+            && base.scheme() == "https"
+            && base.host_str() != Some(name.as_str())
+        {
+            // reqwest verifies (and sends as SNI) the URL's host. To check the certificate
+            // against another name, address that name and pin it to the configured host's
+            // addresses, resolved once here.
+            let host = base.host_str().unwrap_or_default().to_owned();
+            let port = base.port_or_known_default().unwrap_or(443);
+            let addrs: Vec<std::net::SocketAddr> = {
+                use std::net::ToSocketAddrs;
+                let h = host.trim_start_matches('[').trim_end_matches(']');
+                (h, port)
+                    .to_socket_addrs()
+                    .map_err(|e| ConsulError::Config(format!("CONSUL_HTTP_ADDR host {host}: {e}")))?
+                    .collect()
+            };
+            base.set_host(Some(name)).map_err(|e| {
+                ConsulError::Config(format!("CONSUL_TLS_SERVER_NAME {name:?}: {e}"))
+            })?;
+            builder = builder.resolve_to_addrs(name, &addrs);
+        }
         let http = builder
             .build()
             .map_err(|e| ConsulError::Config(format!("HTTP client: {e}")))?;
@@ -247,10 +376,23 @@ impl Client {
                 "the ACL token contains characters not allowed in an HTTP header".into(),
             ));
         }
+        let basic_auth = match &config.basic_auth {
+            Some((user, pass)) => {
+                use base64::Engine;
+                let raw = format!("{user}:{}", pass.as_deref().unwrap_or(""));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                let mut v = reqwest::header::HeaderValue::from_str(&format!("Basic {encoded}"))
+                    .map_err(|_| ConsulError::Config("CONSUL_HTTP_AUTH is not usable".into()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         Ok(Client {
             http,
             base,
             token: config.token.as_deref().map(Arc::from),
+            basic_auth,
         })
     }
 
@@ -305,6 +447,9 @@ impl Client {
             url.set_query(None);
         }
         let mut rb = self.http.request(method, url).timeout(timeout);
+        if let Some(auth) = &self.basic_auth {
+            rb = rb.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
         if let Some(t) = &self.token {
             // Marked sensitive so no Debug output of the request shows it. A token that is not
             // a valid header value was refused by `Client::new`.

@@ -72,11 +72,25 @@ impl ConsulError {
         }
     }
 
+    /// Whether Consul refused a lock because the session does not exist: the state store
+    /// answers `invalid session "<id>"` (`C:agent/consul/state/kvs.go`, `kvsLockTxn`), which the
+    /// HTTP layer turns into a 500 like every other RPC error — so the body, not the status,
+    /// tells it apart from a transient 500 such as "No cluster leader" during an election.
+    pub fn is_invalid_session(&self) -> bool {
+        match self {
+            ConsulError::Status { status: 500, body } => {
+                body.to_ascii_lowercase().contains("invalid session")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether retrying later may succeed (transport errors, 5xx, 429). 4xx other than 429
     /// (bad request, ACL denied) and invalid input are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
             ConsulError::Transport(_) => true,
+            ConsulError::Status { .. } if self.is_invalid_session() => false,
             ConsulError::Status { status, .. } => *status == 429 || *status >= 500,
             ConsulError::Decode { .. } => true,
             _ => false,

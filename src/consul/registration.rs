@@ -201,6 +201,11 @@ async fn keep_loop(
     let id = reg.service.id.clone();
     let check_id = reg.ttl_check_id();
     let interval = reg.pass_interval();
+    // The status sender lives in the keeper handle; a caller that drops the handle (the router
+    // keeps only the task) closes the channel, and a closed channel's `changed()` is ready at
+    // once. Stop listening then, or the loop would spin on it (it once sent ~1,400 requests
+    // a second from an idle router).
+    let mut status_open = true;
     loop {
         // After a failed update, retry sooner than a full interval.
         let wait = if passed {
@@ -210,7 +215,12 @@ async fn keep_loop(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            changed = status.changed() => { let _ = changed; }
+            changed = status.changed(), if status_open => {
+                if changed.is_err() {
+                    status_open = false;
+                    continue;
+                }
+            }
             _ = stop.cancelled() => break,
         }
         let current = status.borrow_and_update().clone();

@@ -157,6 +157,52 @@ impl SessionKeeper {
         })
     }
 
+    /// Takes up an existing session `id` (one whose keeper fenced by its deadline): renews it
+    /// once — [`ConsulError::SessionNotFound`] when Consul no longer has it — and keeps it
+    /// like [`SessionKeeper::start`] from there. A session Consul renews still holds every
+    /// lock it held, so its owner may use them again.
+    pub async fn resume(
+        client: &Client,
+        id: &str,
+        config: SessionConfig,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<SessionKeeper, ConsulError> {
+        config.validate()?;
+        let sent_at = Instant::now();
+        let info = client.session_renew(id).await?;
+        let mut config = config;
+        if let Some(t) = info.ttl.filter(|t| *t > config.ttl) {
+            config.ttl = t;
+        }
+        let fenced = CancellationToken::new();
+        let reason = Arc::new(OnceLock::new());
+        let stop = cancel.child_token();
+        let renewals = Arc::new(AtomicU64::new(1));
+        let task = tracker.spawn(renew_loop(
+            client.clone(),
+            id.to_owned(),
+            config,
+            sent_at,
+            Signals {
+                fenced: fenced.clone(),
+                reason: reason.clone(),
+                renewals: renewals.clone(),
+                stop: stop.clone(),
+            },
+        ));
+        tracing::info!(session = %id, "consul session resumed");
+        Ok(SessionKeeper {
+            client: client.clone(),
+            id: id.to_owned(),
+            fenced,
+            reason,
+            renewals,
+            stop,
+            task,
+        })
+    }
+
     /// The session id (for `?acquire=`).
     pub fn id(&self) -> &str {
         &self.id
@@ -330,7 +376,10 @@ pub async fn wait_until_free_with(
 }
 
 /// Acquires `key` for `session`, waiting while another session holds it and retrying with
-/// backoff while the lock delay refuses it. Returns when held, or on cancel/permanent error.
+/// backoff while the lock delay refuses it or Consul answers a transient error (5xx such as
+/// 500 "No cluster leader" during an election, 429, transport errors). Returns when held, on
+/// cancel, or on a permanent error — [`ConsulError::SessionNotFound`] when Consul says the
+/// session is invalid (500 `invalid session "<id>"`), other 4xx as they are.
 pub async fn acquire_wait(
     client: &Client,
     key: &str,
@@ -348,9 +397,21 @@ pub async fn acquire_wait(
         match acquire(client, key, session, value).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            // 500 is "invalid session" (permanent); other 5xx, 429 and transport errors pass.
-            Err(e) if e.is_transient() && e.status() != Some(500) => {
-                tracing::warn!(key, error = %e, "lock acquire failed; retrying");
+            Err(e) if e.is_invalid_session() => {
+                return Err(ConsulError::SessionNotFound(session.to_owned()));
+            }
+            Err(e) if e.is_transient() => {
+                // Consul is unreachable or electing a leader: pace the retries and try the
+                // acquire again (the key may be free already; waiting on it would need Consul
+                // too).
+                let d = backoff.next_delay(rand::random::<f64>());
+                tracing::warn!(key, error = %e, retry_ms = d.as_millis() as u64, "lock acquire failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = cancel.cancelled() => return Err(ConsulError::Cancelled),
+                }
+                just_freed = false;
+                continue;
             }
             Err(e) => return Err(e),
         }

@@ -320,6 +320,11 @@ where
     if is_admin {
         return admin(&shared, &req);
     }
+    shared.count_request(req.method.as_str(), &req.path);
+    // A restarting agent (fault `agent/restart`) does not answer at all.
+    if shared.agent_down() {
+        return refuse(conn.as_ref()).await;
+    }
     // Faults, in the order a client would meet them: the connection is dropped, the agent is
     // paused, the agent answers errors.
     if let Some(conn) = &conn
@@ -338,18 +343,26 @@ where
         match f.errors {
             Some((status, n)) if n > 0 && req.path.starts_with(f.errors_path.as_str()) => {
                 f.errors = if n > 1 { Some((status, n - 1)) } else { None };
-                Some(status)
+                Some((status, f.errors_message.clone()))
             }
             _ => None,
         }
     };
-    if let Some(status) = injected {
-        let msg = match status {
-            429 => "rate limit exceeded (injected fault)",
-            503 => "No cluster leader (injected fault)",
-            _ => "injected fault",
-        };
-        return text(status_code(status), msg);
+    if let Some((status, message)) = injected {
+        let msg = message.unwrap_or_else(|| {
+            match status {
+                429 => "rate limit exceeded (injected fault)",
+                503 => "No cluster leader (injected fault)",
+                _ => "injected fault",
+            }
+            .to_string()
+        });
+        let mut resp = text(status_code(status), &msg);
+        if msg.contains("No cluster leader") {
+            resp.headers_mut()
+                .insert("x-consul-knownleader", HeaderValue::from_static("false"));
+        }
+        return resp;
     }
     let acl = shared.cfg.acl_token.is_some();
     let resp = match route(&shared, &req).await {
@@ -365,6 +378,11 @@ where
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
+    // A request in flight when the agent went down (a parked blocking query) loses its
+    // connection, as the agent's process exited.
+    if shared.agent_down() {
+        return refuse(conn.as_ref()).await;
+    }
     // A request that was in flight (e.g. a parked blocking query) when the agent got paused
     // is held or refused too, as a paused Consul would.
     if let Some(resp) = honour_pause(&shared).await {
@@ -377,6 +395,19 @@ where
         HeaderValue::from_static(if acl { "deny" } else { "allow" }),
     );
     resp
+}
+
+/// Closes the connection without an answer (a stopped agent); 503 when there is no connection
+/// handle to close.
+async fn refuse(conn: Option<&ConnHandle>) -> Resp {
+    match conn {
+        Some(c) => {
+            c.0.cancel();
+            // The connection task drops this future together with the connection.
+            std::future::pending().await
+        }
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "agent restarting"),
+    }
 }
 
 /// While paused: `hang` waits for the resume, `unavailable` answers 503.
@@ -1292,7 +1323,16 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
         ("/_dev/faults", &Method::DELETE) | ("/_dev/faults/clear", _)
             if req.method != Method::GET =>
         {
-            shared.update_faults(|f| *f = Faults::default());
+            let mut rejoin = false;
+            shared.update_faults(|f| {
+                rejoin = f.rejoin;
+                *f = Faults::default();
+            });
+            if rejoin {
+                // A cleared restart ends now, and a node that left joins again.
+                let node = shared.cfg.node.clone();
+                shared.mutate(|st| st.node_join(&node));
+            }
             ok()
         }
         ("/_dev/faults", &Method::GET) => {
@@ -1306,6 +1346,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                     "index_backwards": f.index_backwards,
                     "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n, "path": f.errors_path})),
                     "delay": f.delay.as_ref().map(|(d, p)| json!({"ms": u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "path": p})),
+                    "agent_down_ms": f.down_until.map(|u| u64::try_from(u.saturating_duration_since(now()).as_millis()).unwrap_or(u64::MAX)),
                 }),
                 false,
             )
@@ -1358,7 +1399,79 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
             shared.update_faults(|f| {
                 f.errors = (count > 0).then_some((status, count));
                 f.errors_path = body.path.unwrap_or_default();
+                f.errors_message = body.message.filter(|m| !m.is_empty());
             });
+            ok()
+        }
+        ("/_dev/faults/no-leader", _) if write => {
+            // What a Consul server answers while it elects a leader: the RPC fails with
+            // structs.ErrNoLeader, which the HTTP layer turns into a 500 with this text.
+            let count = body.count.unwrap_or(1);
+            shared.update_faults(|f| {
+                f.errors = (count > 0).then_some((500, count));
+                f.errors_path = body.path.unwrap_or_default();
+                f.errors_message = Some("No cluster leader".into());
+            });
+            ok()
+        }
+        ("/_dev/agent/restart" | "/_dev/faults/agent-restart", _) if write => {
+            let ms = body.ms.unwrap_or(0).min(10 * 60 * 1000);
+            let leave = body.leave.unwrap_or(false);
+            let now = now();
+            let mut invalidated = 0;
+            if leave {
+                let node = shared.cfg.node.clone();
+                invalidated = shared.mutate(|st| st.node_leave(&node, now));
+            }
+            shared.update_faults(|f| {
+                f.down_until = Some(now + std::time::Duration::from_millis(ms));
+                f.rejoin = f.rejoin || leave;
+            });
+            tracing::info!(ms, leave, invalidated, "consul-dev: agent restarting");
+            json_resp(
+                StatusCode::OK,
+                &json!({"down_ms": ms, "left": leave, "sessions_invalidated": invalidated}),
+                false,
+            )
+        }
+        ("/_dev/nodes/join", _) if write => match body.node.filter(|n| valid_node_name(n)) {
+            Some(node) => {
+                shared.mutate(|st| st.node_join(&node));
+                ok()
+            }
+            None => text(StatusCode::BAD_REQUEST, "join needs a valid \"node\" name"),
+        },
+        ("/_dev/nodes/leave", _) if write => match body.node.filter(|n| valid_node_name(n)) {
+            Some(node) => {
+                let now = now();
+                let n = shared.mutate(|st| st.node_leave(&node, now));
+                json_resp(StatusCode::OK, &json!({"sessions_invalidated": n}), false)
+            }
+            None => text(StatusCode::BAD_REQUEST, "leave needs a valid \"node\" name"),
+        },
+        ("/_dev/nodes", &Method::GET) => {
+            let nodes: Vec<String> = shared.state().node_names().map(str::to_owned).collect();
+            json_resp(StatusCode::OK, &json!(nodes), false)
+        }
+        ("/_dev/stats", &Method::GET) => {
+            let by = shared
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let total: u64 = by.values().sum();
+            json_resp(
+                StatusCode::OK,
+                &json!({"requests": total, "by_endpoint": by}),
+                false,
+            )
+        }
+        ("/_dev/stats", &Method::DELETE) => {
+            shared
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             ok()
         }
         ("/_dev/faults/delay", _) if write => {
@@ -1380,6 +1493,14 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
         }
         _ => text(StatusCode::NOT_FOUND, "unknown fault path"),
     }
+}
+
+/// A node name the admin paths accept: what a hostname may hold.
+fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 #[cfg(test)]

@@ -205,6 +205,14 @@ pub(crate) struct Faults {
     pub errors_path: String,
     /// Every answer to a matching path (prefix, `""` = any) is delayed this long.
     pub delay: Option<(std::time::Duration, String)>,
+    /// Body of the injected errors (`None`: a default per status).
+    pub errors_message: Option<String>,
+    /// The agent is "restarting" until then: every `/v1/` connection is closed unanswered,
+    /// as a stopped agent's port refuses them.
+    pub down_until: Option<std::time::Instant>,
+    /// The agent left the cluster when it went down (graceful leave) and joins again when it
+    /// comes back.
+    pub rejoin: bool,
 }
 
 /// What the HTTP, DNS and timer tasks share.
@@ -224,6 +232,8 @@ pub(crate) struct Shared {
     http_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     /// Number of blocking queries currently waiting (see [`RunningAgent::parked_queries`]).
     pub parked: std::sync::atomic::AtomicUsize,
+    /// `/v1/` requests received, by `METHOD /v1/<area>/<endpoint>` (`GET /_dev/stats`).
+    pub requests: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -264,11 +274,59 @@ impl Shared {
             .map_err(String::as_str)
     }
 
+    /// Counts one `/v1/` request under its endpoint class.
+    pub fn count_request(&self, method: &str, path: &str) {
+        let class = endpoint_class(path);
+        let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(format!("{method} {class}")).or_default() += 1;
+    }
+
+    /// Whether the agent is down (an `agent/restart` fault); ends the restart — rejoining the
+    /// node when it had left — once its time is up.
+    pub fn agent_down(&self) -> bool {
+        let now = now();
+        let (down, rejoin) = {
+            let mut f = self.faults();
+            match f.down_until {
+                Some(until) if now < until => (true, false),
+                Some(_) => {
+                    f.down_until = None;
+                    (false, std::mem::take(&mut f.rejoin))
+                }
+                None => (false, false),
+            }
+        };
+        if rejoin {
+            let node = self.cfg.node.clone();
+            self.mutate(|st| st.node_join(&node));
+            tracing::info!(node = %node, "consul-dev: agent back, node joined again");
+        }
+        down
+    }
+
     /// Changes the faults and wakes everything waiting on them (hung requests, parked queries).
     pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
         f(&mut self.faults());
         self.faults_changed.send_modify(|g| *g += 1);
     }
+}
+
+/// The endpoint a path belongs to, without the ids and keys that follow it:
+/// `/v1/kv/wafleet/shardmap` → `/v1/kv`, `/v1/agent/check/update/x:ttl` →
+/// `/v1/agent/check/update`, `/v1/session/renew/<id>` → `/v1/session/renew`.
+pub(crate) fn endpoint_class(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let keep = match segs.get(1).copied() {
+        Some("kv") => 2,
+        Some("agent") => match segs.get(2).copied() {
+            Some("service" | "check" | "health") => 4,
+            _ => 3,
+        },
+        Some("health") => 4,
+        _ => 3,
+    };
+    let kept: Vec<&str> = segs.into_iter().take(keep).collect();
+    format!("/{}", kept.join("/"))
 }
 
 /// The current instant on tokio's clock (pausable in tests) as a std `Instant`.
@@ -328,6 +386,7 @@ pub async fn spawn(
         changed,
         faults: Mutex::new(Faults::default()),
         faults_changed,
+        requests: Mutex::new(std::collections::BTreeMap::new()),
         http_client: std::sync::OnceLock::new(),
         parked: std::sync::atomic::AtomicUsize::new(0),
     });

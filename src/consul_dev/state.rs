@@ -461,8 +461,11 @@ pub struct State {
     checks_table_index: u64,
     /// Service name → index of the last change to any of its instances or their checks.
     service_name_index: BTreeMap<String, u64>,
-    /// Index at which the node (and its serfHealth check) was registered.
+    /// Index at which the agent's node (and its serfHealth check) was registered.
     node_index: u64,
+    /// Every registered node → the index of its registration. Each node carries its own
+    /// `serfHealth` check; a node that leaves is deregistered, which invalidates its sessions.
+    nodes: BTreeMap<String, u64>,
 }
 
 // === impl State ===
@@ -472,6 +475,7 @@ impl State {
     /// Consul dev agent's start, the first KV write gets a later index.
     pub fn new(cfg: StateConfig) -> State {
         let rng = StdRng::seed_from_u64(cfg.seed);
+        let cfg_node = cfg.node.clone();
         State {
             cfg,
             rng,
@@ -488,6 +492,7 @@ impl State {
             checks_table_index: 0,
             service_name_index: BTreeMap::new(),
             node_index: 1,
+            nodes: BTreeMap::from([(cfg_node, 1)]),
         }
     }
 
@@ -948,7 +953,7 @@ impl State {
         now: Instant,
     ) -> Result<String, StateError> {
         let node = req.node.clone().unwrap_or_else(|| self.cfg.node.clone());
-        if node != self.cfg.node {
+        if !self.nodes.contains_key(&node) {
             return Err(StateError::Internal(format!(
                 "Failed to create session: Missing node registration: {node:?}"
             )));
@@ -1443,6 +1448,72 @@ impl State {
         for cid in checks {
             self.remove_check_at(idx, &cid, now);
         }
+    }
+
+    // --- nodes ---
+
+    /// Whether `node` is registered (a node that left is not, until it joins again).
+    pub fn has_node(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+
+    /// Registered node names.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// A node joins (again): it is registered with a fresh, passing `serfHealth` check.
+    /// Joining a registered node changes nothing.
+    pub fn node_join(&mut self, node: &str) {
+        if self.nodes.contains_key(node) {
+            return;
+        }
+        let idx = self.next_index();
+        self.nodes.insert(node.to_string(), idx);
+        if node == self.cfg.node {
+            self.node_index = idx;
+        }
+        self.commit(idx);
+    }
+
+    /// A node leaves the cluster gracefully (`consul leave`, or SIGTERM on a client agent with
+    /// `leave_on_terminate` on, its default): the node is deregistered from the catalog, and
+    /// with it its `serfHealth` check, so every session on it is invalidated (locks released or
+    /// deleted, lock delay started) and — for the agent's own node — every service and check it
+    /// registered disappears. Returns how many sessions were invalidated. A plain restart
+    /// (SIGTERM with `leave_on_terminate = false`, a crash) does **not** call this: the node
+    /// stays registered and its sessions survive as long as they are renewed within their TTL.
+    pub fn node_leave(&mut self, node: &str, now: Instant) -> usize {
+        if self.nodes.remove(node).is_none() {
+            return 0;
+        }
+        let idx = self.next_index();
+        self.commit(idx);
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.node == node)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &gone {
+            self.invalidate_session_at(idx, id, now);
+        }
+        if node == self.cfg.node {
+            let ids: Vec<String> = self.services.keys().cloned().collect();
+            for id in ids {
+                self.deregister_service_at(idx, &id, now);
+            }
+            let node_checks: Vec<String> = self
+                .checks
+                .values()
+                .filter(|c| c.service_id.is_empty())
+                .map(|c| c.id.clone())
+                .collect();
+            for cid in node_checks {
+                self.remove_check_at(idx, &cid, now);
+            }
+        }
+        gone.len()
     }
 
     /// Forgets every service and check, as after an agent restart (fault injection).

@@ -498,6 +498,15 @@ pub struct FaultBody {
     /// Only requests whose path starts with this (errors, index-backwards, delay); absent = all.
     #[serde(default)]
     pub path: Option<String>,
+    /// Body of the injected errors (errors); absent = a default per status.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Leave the cluster before going down (agent/restart), as `leave_on_terminate` does.
+    #[serde(default)]
+    pub leave: Option<bool>,
+    /// Node name (nodes/join, nodes/leave).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[cfg(test)]

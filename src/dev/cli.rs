@@ -276,6 +276,8 @@ pub async fn run_with(
     let devdir = data.join("dev");
     let logs = devdir.join("logs");
     std::fs::create_dir_all(&logs)?;
+    // The one-machine fleet's data directory stands for the shared volume: mark it as one.
+    crate::volume::init(&data, None).map_err(|e| DevError::Startup(e.to_string()))?;
     let state_path = devdir.join("state.json");
     let exe = current_exe()?;
 

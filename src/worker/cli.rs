@@ -48,6 +48,10 @@ pub struct Args {
     /// ownership and routing).
     #[arg(long, default_value = "engine", value_parser = ["engine", "placeholder"])]
     pub session_host: String,
+    /// Require this id in the data directory's volume sentinel (`wafleet volume init`); the
+    /// sentinel itself is always required.
+    #[arg(long, env = "WAFLEET_VOLUME_ID")]
+    pub expect_volume_id: Option<String>,
 }
 
 /// Splits `host:port` (IPv6 in brackets) into its parts.
@@ -108,6 +112,7 @@ pub fn config(
         host: None,
         session_host,
         print_ready_line: true,
+        expect_volume_id: args.expect_volume_id.clone().filter(|v| !v.is_empty()),
     })
 }
 

@@ -97,29 +97,62 @@ impl ConsulConnector {
     }
 }
 
+impl ConsulConnector {
+    fn session_config(&self) -> ConsulSessionConfig {
+        let s = &self.settings;
+        ConsulSessionConfig::new(
+            format!("wafleet-worker-{}", s.shard),
+            s.session_ttl,
+            s.lock_delay,
+        )
+    }
+
+    fn term(&self, keeper: SessionKeeper, cancel: CancellationToken) -> Arc<dyn Coordinator> {
+        Arc::new(ConsulTerm {
+            settings: self.settings.clone(),
+            tracker: self.tracker.clone(),
+            session: keeper.id().to_owned(),
+            fence: keeper.fence_token(),
+            keeper: Mutex::new(Some(keeper)),
+            registration: tokio::sync::Mutex::new(None),
+            cancel,
+        })
+    }
+}
+
 impl Connector for ConsulConnector {
     fn connect(&self) -> BoxFuture<'_, Result<Arc<dyn Coordinator>, CoordError>> {
         async move {
-            let s = &self.settings;
             let cancel = CancellationToken::new();
-            let config = ConsulSessionConfig::new(
-                format!("wafleet-worker-{}", s.shard),
-                s.session_ttl,
-                s.lock_delay,
-            );
-            let keeper = SessionKeeper::start(&s.client, config, &self.tracker, cancel.clone())
-                .await
-                .map_err(store)?;
-            let term = ConsulTerm {
-                settings: self.settings.clone(),
-                tracker: self.tracker.clone(),
-                session: keeper.id().to_owned(),
-                fence: keeper.fence_token(),
-                keeper: Mutex::new(Some(keeper)),
-                registration: tokio::sync::Mutex::new(None),
-                cancel,
-            };
-            Ok(Arc::new(term) as Arc<dyn Coordinator>)
+            let keeper = SessionKeeper::start(
+                &self.settings.client,
+                self.session_config(),
+                &self.tracker,
+                cancel.clone(),
+            )
+            .await
+            .map_err(store)?;
+            Ok(self.term(keeper, cancel))
+        }
+        .boxed()
+    }
+
+    fn resume<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn Coordinator>, CoordError>> {
+        async move {
+            let cancel = CancellationToken::new();
+            let keeper = SessionKeeper::resume(
+                &self.settings.client,
+                session,
+                self.session_config(),
+                &self.tracker,
+                cancel.clone(),
+            )
+            .await
+            .map_err(store)?;
+            Ok(self.term(keeper, cancel))
         }
         .boxed()
     }
@@ -289,6 +322,15 @@ impl Coordinator for ConsulTerm {
     fn term_token(&self) -> CancellationToken {
         // The keeper cancels it when it fences and when it is stopped (abandon, close).
         self.fence.clone()
+    }
+
+    fn resumable(&self) -> bool {
+        self.keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(SessionKeeper::fence_reason)
+            == Some(crate::consul::session::FenceReason::DeadlineExceeded)
     }
 
     fn abandon(&self) {

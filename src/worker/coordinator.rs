@@ -63,6 +63,13 @@ pub trait Coordinator: Send + Sync + 'static {
     /// session host are children of it.
     fn term_token(&self) -> crate::shutdown::CancellationToken;
 
+    /// Whether this term fenced only because it could not renew in time (the store was
+    /// unreachable), so its session may still be valid and worth resuming
+    /// ([`super::driver::Connector::resume`]). False when the store said the session is gone.
+    fn resumable(&self) -> bool {
+        false
+    }
+
     /// Gives the term up after fencing: stops its keepers without releasing anything (the
     /// locks end with the session).
     fn abandon(&self);

@@ -41,6 +41,17 @@ pub const TERM_RETRY_SECS: u64 = 1;
 pub trait Connector: Send + Sync + 'static {
     /// Creates a new session and returns the term built on it.
     fn connect(&self) -> BoxFuture<'_, Result<Arc<dyn Coordinator>, CoordError>>;
+
+    /// A new term on an existing session that fenced by its deadline, if the store still
+    /// holds the session (renewing it succeeds): `SessionLost` when it is gone, another error
+    /// while the store cannot say. The default cannot resume.
+    fn resume<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn Coordinator>, CoordError>> {
+        let _ = session;
+        Box::pin(async { Err(CoordError::SessionLost) })
+    }
 }
 
 /// What the worker is doing, as published to the HTTP surface and the state endpoint.
@@ -62,6 +73,9 @@ pub struct Status {
     pub workspaces: BTreeMap<WorkspaceId, Phase>,
     /// How many times the host saw another live process running one of its workspaces.
     pub overlaps: u64,
+    /// Why the worker is not ready, when it is held back before any term (e.g. the shared
+    /// volume is missing); shown in the `/readyz` body.
+    pub reason: Option<String>,
 }
 
 /// State shared by the runner and the HTTP handlers.
@@ -196,6 +210,10 @@ pub struct DriverConfig {
     pub drain_grace: Duration,
     /// Called once, the first time the worker becomes ready (prints the readiness line).
     pub on_first_ready: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Check the shared-volume sentinel (`crate::volume`) in the data directory before every
+    /// term; `Some(Some(id))` also requires that volume id. `None` skips the check (unit tests
+    /// of the ownership machine).
+    pub volume: Option<Option<String>>,
 }
 
 impl std::fmt::Debug for DriverConfig {
@@ -203,6 +221,7 @@ impl std::fmt::Debug for DriverConfig {
         f.debug_struct("DriverConfig")
             .field("restore_concurrency", &self.restore_concurrency)
             .field("drain_grace", &self.drain_grace)
+            .field("volume", &self.volume)
             .finish_non_exhaustive()
     }
 }
@@ -225,13 +244,30 @@ pub async fn run_terms(
 ) -> bool {
     let mut first_ready = config.on_first_ready.clone();
     let mut term = 0u64;
+    let mut resume: Option<String> = None;
     loop {
         if shutdown.is_cancelled() {
             return true;
         }
-        let coord = tokio::select! {
-            c = connector.connect() => c,
-            _ = shutdown.cancelled() => return true,
+        if let Some(expect) = &config.volume
+            && !volume_ok(&shared, expect.as_deref(), &shutdown).await
+        {
+            return true;
+        }
+        // After a fencing by deadline, the old session may still be valid in Consul (the agent
+        // was restarting, not the node dying): take it up again rather than wait for it to
+        // expire. Every browser was stopped at the fencing, and a session that Consul still
+        // renews still holds its locks, so nobody else can run them meanwhile.
+        let coord = match resume.take() {
+            Some(old) => match resume_term(&*connector, &old, &shutdown).await {
+                Resumed::Yes(c) => Ok(c),
+                Resumed::Gone => continue,
+                Resumed::Shutdown => return true,
+            },
+            None => tokio::select! {
+                c = connector.connect() => c,
+                _ = shutdown.cancelled() => return true,
+            },
         };
         let coord = match coord {
             Ok(c) => c,
@@ -246,9 +282,16 @@ pub async fn run_terms(
         term += 1;
         let session = coord.session_id();
         let span = tracing::info_span!("term", term, session = %session);
-        let end = run_term(&shared, coord, &config, &mut first_ready, &shutdown, term)
-            .instrument(span)
-            .await;
+        let end = run_term(
+            &shared,
+            coord.clone(),
+            &config,
+            &mut first_ready,
+            &shutdown,
+            term,
+        )
+        .instrument(span)
+        .await;
         // The shard store is single-writer only while the shard lock is held.
         if let Some(m) = shared.messaging.get() {
             m.close().await;
@@ -257,12 +300,119 @@ pub async fn run_terms(
             TermEnd::Drained => return true,
             TermEnd::DrainTimedOut => return false,
             TermEnd::Fenced => {
-                tracing::warn!(term, "term fenced; opening a new one");
+                if coord.resumable() {
+                    tracing::warn!(term, session = %session, "term fenced by its deadline; trying to resume its session once Consul answers");
+                    resume = Some(session);
+                } else {
+                    tracing::warn!(term, "term fenced; opening a new one");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)) => {}
                     _ = shutdown.cancelled() => return true,
                 }
             }
+        }
+    }
+}
+
+/// What [`resume_term`] found.
+enum Resumed {
+    /// The session is still valid: a new term on it.
+    Yes(Arc<dyn Coordinator>),
+    /// The session is gone (or cannot be resumed): open a new one.
+    Gone,
+    /// Shutdown was requested.
+    Shutdown,
+}
+
+/// Retries [`Connector::resume`] until Consul says whether the session still exists. While
+/// Consul does not answer there is nothing better to do: a new session needs Consul too.
+async fn resume_term(
+    connector: &dyn Connector,
+    session: &str,
+    shutdown: &CancellationToken,
+) -> Resumed {
+    let mut logged = false;
+    loop {
+        let r = tokio::select! {
+            r = connector.resume(session) => r,
+            _ = shutdown.cancelled() => return Resumed::Shutdown,
+        };
+        match r {
+            Ok(c) => {
+                tracing::info!(
+                    session,
+                    "session still valid after the fencing: resuming it"
+                );
+                return Resumed::Yes(c);
+            }
+            Err(CoordError::SessionLost) => {
+                tracing::warn!(session, "the fenced session is gone; opening a new one");
+                return Resumed::Gone;
+            }
+            Err(CoordError::Cancelled) => return Resumed::Shutdown,
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(session, error = %e, "cannot resume the session yet; retrying");
+                    logged = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(TERM_RETRY_SECS)) => {}
+                    _ = shutdown.cancelled() => return Resumed::Shutdown,
+                }
+            }
+        }
+    }
+}
+
+/// How often a worker held back by a missing volume looks again.
+pub const VOLUME_RECHECK_SECS: u64 = 5;
+
+/// Waits until the data directory carries the volume sentinel (see `crate::volume`); while it
+/// does not, the worker stays unready with the reason published. `false` on shutdown.
+async fn volume_ok(
+    shared: &Arc<Shared>,
+    expect: Option<&str>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut logged: Option<String> = None;
+    loop {
+        let data = shared.data.clone();
+        let want = expect.map(str::to_owned);
+        // A hung NFS mount can block a read forever: check off the runtime, with a deadline.
+        let check =
+            tokio::task::spawn_blocking(move || crate::volume::check(&data, want.as_deref()));
+        let verdict = match tokio::time::timeout(Duration::from_secs(10), check).await {
+            Ok(Ok(Ok(_))) => None,
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(e)) => Some(format!("volume check failed: {e}")),
+            Err(_) => Some(format!(
+                "reading {} timed out (hung mount?)",
+                shared.data.display()
+            )),
+        };
+        match verdict {
+            None => {
+                if logged.is_some() {
+                    tracing::info!(data = %shared.data.display(), "shared volume present");
+                }
+                shared.update(|s| s.reason = None);
+                return true;
+            }
+            Some(why) => {
+                if logged.as_deref() != Some(why.as_str()) {
+                    tracing::error!(data = %shared.data.display(), reason = %why, "REFUSING TO START: the data directory is not the shared volume; not taking the shard");
+                    logged = Some(why.clone());
+                }
+                shared.update(|s| {
+                    s.ready = false;
+                    s.reason = Some(format!("volume: {why}"));
+                });
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(VOLUME_RECHECK_SECS)) => {}
+            _ = shutdown.cancelled() => return false,
         }
     }
 }

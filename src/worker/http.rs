@@ -195,6 +195,7 @@ fn readyz(status: &Status) -> warp::reply::Response {
         "fenced": status.fenced,
         "draining": status.draining,
         "map_version": status.map_version,
+        "reason": status.reason,
     });
     let code = if status.ready {
         StatusCode::OK

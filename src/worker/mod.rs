@@ -104,6 +104,8 @@ pub struct WorkerConfig {
     pub session_host: HostKind,
     /// Print the readiness JSON line on stdout the first time the worker is ready.
     pub print_ready_line: bool,
+    /// Volume id the data directory's sentinel must carry (`--expect-volume-id`).
+    pub expect_volume_id: Option<String>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -240,6 +242,7 @@ pub async fn run(
             restore_concurrency: config.restore_concurrency,
             drain_grace: config.drain_grace,
             on_first_ready,
+            volume: Some(config.expect_volume_id.clone()),
         },
         shutdown,
     )

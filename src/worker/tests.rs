@@ -283,6 +283,7 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
             on_first_ready: Some(Arc::new(move || {
                 r2.fetch_add(1, Ordering::SeqCst);
             })),
+            volume: None,
         },
         shutdown.clone(),
     ));
@@ -558,6 +559,7 @@ async fn slow_fleet(
                     restore_concurrency: 3,
                     drain_grace: grace,
                     on_first_ready: None,
+                    volume: None,
                 },
                 shutdown,
             )

@@ -307,6 +307,8 @@ impl Fleet {
     /// Starts `wafleet consul-dev` on port 0.
     pub async fn start() -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Workers refuse a data directory without the shared-volume sentinel.
+        wafleet::volume::init(&dir.path().join("data"), Some("test-volume")).expect("volume init");
         let args = [
             "consul-dev",
             "--http",
