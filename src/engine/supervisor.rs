@@ -543,6 +543,9 @@ impl Supervisor {
             Some(v) => v.plan().await,
             None => super::versions::LaunchPlan::default(),
         };
+        if let Some(p) = &plan.pinned {
+            tracing::info!(workspace = %self.spec.workspace, session = %self.spec.session, version = %p.version, "launching on a pinned WhatsApp Web version (cached index.html)");
+        }
         if let Some(note) = &plan.note {
             tracing::warn!(workspace = %self.spec.workspace, session = %self.spec.session, %note, "WhatsApp Web version");
         }
