@@ -12,11 +12,13 @@
 //! * [`router`]: routing table, resolution and the proxying HTTP surface (`wafleet router`).
 //! * [`worker`]: shard ownership, the session supervisor and the worker HTTP API (`wafleet worker`).
 //! * [`engine`]: the WhatsApp Web driver (chromiumoxide and the page adapter in `assets/wa/`).
+//! * [`webver`]: WhatsApp Web version control: the fleet setting in Consul, the per-version
+//!   `index.html` cache on the shared volume, the launch plan per session.
 //! * [`sim`]: the WhatsApp Web simulator used by `wafleet dev`, the tests and the chaos suite.
 //! * [`store`]: the shard's SQLite (sqlx): outbox, idempotency keys, message log.
 //! * [`webhook`]: webhook signing, delivery, retries and dead letters.
 //! * [`sendq`]: the per-session send queue: pacing, backpressure, dispatch to the engine.
-//! * [`ctl`]: operator commands over Consul: `wafleet shards …`, `route`, `token`.
+//! * [`ctl`]: operator commands over Consul: `wafleet shards …`, `wa-web …`, `route`, `token`.
 //! * [`backup`]: consistent profile backups and restores.
 //! * [`volume`]: the shared-volume sentinel (`wafleet volume init|check`).
 //! * [`dev`]: `wafleet dev`, the one-machine fleet supervisor.
@@ -45,4 +47,5 @@ pub mod store;
 pub mod telemetry;
 pub mod volume;
 pub mod webhook;
+pub mod webver;
 pub mod worker;

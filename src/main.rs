@@ -33,6 +33,8 @@ enum Command {
     Consul(wafleet::consul::cli::Args),
     /// Show or change the shard map.
     Shards(wafleet::ctl::cli::ShardsArgs),
+    /// Show or change the fleet's WhatsApp Web version (pin, latest, last-good, rollback).
+    WaWeb(wafleet::ctl::wa_web::Args),
     /// Show where a workspace lives.
     Route(wafleet::ctl::cli::RouteArgs),
     /// Mint a workspace token from WAFLEET_TOKEN_SECRET.
@@ -69,6 +71,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::ConsulDev(a) => consul_dev::cli::run(a).await?,
         Command::Consul(a) => consul::cli::run(a).await?,
         Command::Shards(a) => ctl::cli::shards(a).await?,
+        Command::WaWeb(a) => ctl::wa_web::run(a).await?,
         Command::Route(a) => ctl::cli::route(a).await?,
         Command::Token(a) => ctl::cli::token(a).await?,
         Command::Sim(a) => sim::cli::run(a).await?,

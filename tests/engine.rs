@@ -445,6 +445,7 @@ async fn supervisor_pairs_by_code_recovers_from_kill_and_hang_and_logs_out() {
         },
         memory_interval: Some(Duration::from_secs(1)),
         limiter: Some(wafleet::engine::LaunchLimiter::new(1)),
+        versions: None,
     };
     let session_cancel = CancellationToken::new();
     let handle = spawn_session(engine.clone(), spec, config, session_cancel.clone());
@@ -607,6 +608,7 @@ async fn watchdog_handles_a_stuck_start_and_a_long_disconnect() {
         },
         memory_interval: None,
         limiter: None,
+        versions: None,
     };
     let handle = spawn_session(engine, spec, config, CancellationToken::new());
     handle.start().await.unwrap();

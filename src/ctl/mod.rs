@@ -1,3 +1,5 @@
-//! Operator commands over the Consul client: `wafleet shards …`, `wafleet route`, `wafleet token`.
+//! Operator commands over the Consul client: `wafleet shards …`, `wafleet wa-web …`,
+//! `wafleet route`, `wafleet token`.
 
 pub mod cli;
+pub mod wa_web;

@@ -87,9 +87,30 @@ impl EngineConfig {
     }
 }
 
+/// What one launch adds to the engine-wide flags.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchFlags {
+    /// `--user-agent=<ua>`: the browser, its workers and service workers all announce it (the
+    /// page-level override alone would leave `HeadlessChrome` in workers).
+    pub user_agent: Option<String>,
+    /// A pinned document from a local or private-network WhatsApp Web URL: a document
+    /// fulfilled through interception has no address, so Chromium's local network access checks
+    /// would block its websocket to the simulator (not needed for the public WhatsApp Web).
+    pub pinned_local: bool,
+}
+
 /// The Chromium flags for one session (without `--user-data-dir`, `--remote-debugging-port`,
 /// `--headless` and `--disable-extensions`, which chromiumoxide adds from its own config).
 pub fn chromium_args(config: &EngineConfig, no_sandbox: bool) -> Vec<String> {
+    chromium_args_with(config, no_sandbox, &LaunchFlags::default())
+}
+
+/// [`chromium_args`] plus the flags of one launch.
+pub fn chromium_args_with(
+    config: &EngineConfig,
+    no_sandbox: bool,
+    launch: &LaunchFlags,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         // Nothing talks to Google's services: no update checks, field trials, safe-browsing
         // list downloads, component updates, sync, crash uploads or translation.
@@ -135,8 +156,15 @@ pub fn chromium_args(config: &EngineConfig, no_sandbox: bool) -> Vec<String> {
     if let Some(dir) = &config.disk_cache_dir {
         args.push(format!("--disk-cache-dir={}", dir.display()));
     }
+    if let Some(ua) = &launch.user_agent {
+        args.push(format!("--user-agent={ua}"));
+    }
     // Chromium honours only one --disable-features switch: merge the caller's into ours.
     let mut disabled: Vec<String> = DISABLED_FEATURES.iter().map(|s| s.to_string()).collect();
+    if launch.pinned_local {
+        disabled
+            .extend(["LocalNetworkAccessChecks", "PrivateNetworkAccessChecks"].map(String::from));
+    }
     for arg in &config.extra_args {
         match arg.strip_prefix("--disable-features=") {
             Some(list) => disabled.extend(
@@ -251,6 +279,21 @@ mod tests {
         assert_eq!(features.len(), 1, "{args:?}");
         assert!(features[0].contains("Translate") && features[0].ends_with(",Foo"));
         assert!(args.contains(&"--bar".to_string()));
+        let args = chromium_args_with(
+            &config,
+            false,
+            &LaunchFlags {
+                user_agent: Some("Mozilla/5.0 Chrome/131.0.0.0".into()),
+                pinned_local: true,
+            },
+        );
+        assert!(args.contains(&"--user-agent=Mozilla/5.0 Chrome/131.0.0.0".to_string()));
+        let features: Vec<_> = args
+            .iter()
+            .filter(|a| a.starts_with("--disable-features="))
+            .collect();
+        assert_eq!(features.len(), 1, "{args:?}");
+        assert!(features[0].contains("LocalNetworkAccessChecks,PrivateNetworkAccessChecks"));
     }
 
     #[test]

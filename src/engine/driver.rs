@@ -41,7 +41,8 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
-use super::config::{EngineConfig, chromium_args, resolve_no_sandbox};
+use super::config::{EngineConfig, LaunchFlags, chromium_args_with, resolve_no_sandbox};
+use super::document::{DocumentTracker, pin_index_html};
 use super::events::{EngineEvent, parse_report};
 use super::profile::{ProfileError, ensure_profile};
 
@@ -120,6 +121,19 @@ pub struct Media {
 pub struct Engine {
     config: Arc<EngineConfig>,
     tracker: TaskTracker,
+    /// The user agent derived from `chromium --version` (once per engine), when
+    /// `EngineConfig::user_agent` is not set.
+    derived_ua: Arc<tokio::sync::OnceCell<Option<String>>>,
+}
+
+/// How one launch loads WhatsApp Web (the fleet's version setting decides it per launch).
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// Serve this cached `index.html` instead of the live one (pins the version); `None` falls
+    /// back to `EngineConfig::pinned_index_html`.
+    pub pinned_index_html: Option<std::path::PathBuf>,
+    /// Remember the live document so that [`BrowserSession::document_html`] can read it.
+    pub capture_document: bool,
 }
 
 // === impl Engine ===
@@ -136,6 +150,7 @@ impl Engine {
         Engine {
             config: Arc::new(config),
             tracker,
+            derived_ua: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -154,6 +169,38 @@ impl Engine {
     /// Returns once navigation has been requested; what follows (QR, login, messages) arrives as
     /// events. On error no process is left behind.
     pub async fn launch(&self, profile_dir: &Path) -> Result<BrowserSession, EngineError> {
+        self.launch_with(profile_dir, &LaunchOptions::default())
+            .await
+    }
+
+    /// The user agent every browser announces: `EngineConfig::user_agent`, else Chromium's own
+    /// (from `chromium --version`, asked once) without `Headless`; `None` if that failed.
+    pub async fn user_agent(&self) -> Option<String> {
+        if let Some(ua) = &self.config.user_agent {
+            return Some(ua.clone());
+        }
+        let chromium = self.config.chromium.clone();
+        self.derived_ua
+            .get_or_init(|| async move {
+                let probe = tokio::process::Command::new(&chromium)
+                    .arg("--version")
+                    .kill_on_drop(true)
+                    .output();
+                match tokio::time::timeout(Duration::from_secs(10), probe).await {
+                    Ok(Ok(out)) => user_agent_for(&String::from_utf8_lossy(&out.stdout)),
+                    _ => None,
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// [`Engine::launch`] with per-launch options (a pinned version, document capture).
+    pub async fn launch_with(
+        &self,
+        profile_dir: &Path,
+        opts: &LaunchOptions,
+    ) -> Result<BrowserSession, EngineError> {
         let cfg = self.config.clone();
         ensure_profile(profile_dir)?;
         if !cfg.chromium.is_absolute() {
@@ -163,6 +210,15 @@ impl Engine {
             )));
         }
         let no_sandbox = resolve_no_sandbox(&cfg);
+        let pinned = opts
+            .pinned_index_html
+            .clone()
+            .or_else(|| cfg.pinned_index_html.clone());
+        let user_agent = self.user_agent().await;
+        let flags = LaunchFlags {
+            user_agent: user_agent.clone(),
+            pinned_local: pinned.is_some() && is_local_url(&cfg.wa_url),
+        };
         let config = BrowserConfig::builder()
             .chrome_executable(&cfg.chromium)
             .user_data_dir(profile_dir)
@@ -173,7 +229,7 @@ impl Engine {
             .viewport(None)
             // chromiumoxide adds the leading `--` itself.
             .args(
-                chromium_args(&cfg, no_sandbox)
+                chromium_args_with(&cfg, no_sandbox, &flags)
                     .into_iter()
                     .map(|a| a.trim_start_matches('-').to_string()),
             )
@@ -197,8 +253,16 @@ impl Engine {
             let _ = conn_tx.send(reason);
         });
 
-        let setup = setup_page(&browser, &cfg, &self.tracker).await;
-        let (page, bindings, crashes) = match setup {
+        let setup = setup_page(
+            &browser,
+            &cfg,
+            &self.tracker,
+            user_agent,
+            pinned.as_deref(),
+            opts.capture_document,
+        )
+        .await;
+        let (page, bindings, crashes, document) = match setup {
             Ok(parts) => parts,
             Err(e) => {
                 reap(&mut browser, cfg.close_timeout).await;
@@ -238,6 +302,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 page,
                 pid,
+                document,
                 close_tx: Mutex::new(Some(close_tx)),
                 exited: exited_rx,
                 events: Mutex::new(Some(ev_rx)),
@@ -255,11 +320,15 @@ async fn setup_page(
     browser: &Browser,
     cfg: &EngineConfig,
     tracker: &TaskTracker,
+    user_agent: Option<String>,
+    pinned: Option<&Path>,
+    capture: bool,
 ) -> Result<
     (
         Page,
         Listener<EventBindingCalled>,
         Listener<EventTargetCrashed>,
+        Option<DocumentTracker>,
     ),
     EngineError,
 > {
@@ -271,8 +340,8 @@ async fn setup_page(
     page.execute(AddBindingParams::new(BINDING)).await?;
     page.execute(AddScriptToEvaluateOnNewDocumentParams::new(ADAPTER_JS))
         .await?;
-    let user_agent = match &cfg.user_agent {
-        Some(ua) => ua.clone(),
+    let user_agent = match user_agent {
+        Some(ua) => ua,
         // WhatsApp Web turns headless user agents away; the real version number stays.
         None => browser
             .version()
@@ -282,82 +351,46 @@ async fn setup_page(
     };
     page.execute(SetUserAgentOverrideParams::new(user_agent))
         .await?;
-    if let Some(path) = &cfg.pinned_index_html {
-        pin_index_html(&page, &cfg.wa_url, path, tracker).await?;
-    }
-    Ok((page, bindings, crashes))
-}
-
-/// Largest pinned `index.html` accepted.
-const MAX_PINNED_HTML_BYTES: u64 = 8 << 20;
-
-/// Serves the cached `index.html` at `path` for every top-level document load of `wa_url`
-/// (query strings included, e.g. `?post_logout=1`) through `Fetch` interception; nothing else is
-/// paused (the pattern matches documents under `wa_url` only).
-async fn pin_index_html(
-    page: &Page,
-    wa_url: &str,
-    path: &Path,
-    tracker: &TaskTracker,
-) -> Result<(), EngineError> {
-    use chromiumoxide::cdp::browser_protocol::fetch::{
-        ContinueRequestParams, EnableParams as FetchEnable, EventRequestPaused,
-        FulfillRequestParams, HeaderEntry, RequestPattern, RequestStage,
-    };
-    use chromiumoxide::cdp::browser_protocol::network::ResourceType;
-
-    let unreadable = |e: std::io::Error| {
-        EngineError::Launch(format!("pinned index.html {}: {e}", path.display()))
-    };
-    let meta = tokio::fs::metadata(path).await.map_err(unreadable)?;
-    if meta.len() > MAX_PINNED_HTML_BYTES {
-        return Err(EngineError::Launch(format!(
-            "pinned index.html {} is larger than {MAX_PINNED_HTML_BYTES} bytes",
-            path.display()
-        )));
-    }
-    let html = tokio::fs::read(path).await.map_err(unreadable)?;
-    let body = base64::engine::general_purpose::STANDARD.encode(&html);
-    let base = strip_query(wa_url).to_string();
-
-    let mut paused = page.event_listener::<EventRequestPaused>().await?;
-    let pattern = RequestPattern {
-        url_pattern: Some(format!("{base}*")),
-        resource_type: Some(ResourceType::Document),
-        request_stage: Some(RequestStage::Request),
-    };
-    page.execute(FetchEnable {
-        patterns: Some(vec![pattern]),
-        handle_auth_requests: None,
-    })
-    .await?;
-    let page = page.clone();
-    tracker.spawn(async move {
-        while let Some(event) = paused.next().await {
-            let result = if strip_query(&event.request.url) == base {
-                let mut fulfill = FulfillRequestParams::new(event.request_id.clone(), 200);
-                fulfill.response_headers = Some(vec![
-                    HeaderEntry::new("Content-Type", "text/html; charset=utf-8"),
-                    HeaderEntry::new("Cache-Control", "no-store"),
-                ]);
-                fulfill.body = Some(body.clone().into());
-                page.execute(fulfill).await.map(|_| ())
-            } else {
-                page.execute(ContinueRequestParams::new(event.request_id.clone()))
-                    .await
-                    .map(|_| ())
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "pinned index.html interception failed");
-            }
+    let document = match pinned {
+        Some(path) => {
+            pin_index_html(&page, &cfg.wa_url, path, tracker).await?;
+            None
         }
-    });
-    Ok(())
+        None if capture => Some(DocumentTracker::start(&page, &cfg.wa_url, tracker).await?),
+        None => None,
+    };
+    Ok((page, bindings, crashes, document))
 }
 
-fn strip_query(url: &str) -> &str {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    &url[..end]
+/// Chromium's user agent for the `chromium --version` output `version` ("Chromium
+/// 131.0.6778.85 built on Debian …"): the reduced form Chrome sends on Linux, which names only
+/// the major version, and never `HeadlessChrome`.
+pub fn user_agent_for(version: &str) -> Option<String> {
+    let major = version.split_whitespace().find_map(|word| {
+        let parts: Vec<&str> = word.split('.').collect();
+        let numeric = parts.len() == 4
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        numeric.then(|| parts[0].to_string())
+    })?;
+    Some(format!(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+    ))
+}
+
+/// Whether `url` points at this machine or a private network (the simulator in tests and
+/// `wafleet dev`), where a pinned document needs Chromium's local network checks relaxed.
+pub fn is_local_url(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+        None => false,
+    }
 }
 
 /// Opens WhatsApp Web without waiting for it: `Page.navigate` answers only once the document
@@ -535,6 +568,8 @@ pub struct BrowserSession {
 struct Inner {
     page: Page,
     pid: Option<u32>,
+    /// The live document's tracker, when the launch asked for capture.
+    document: Option<DocumentTracker>,
     close_tx: Mutex<Option<oneshot::Sender<()>>>,
     exited: watch::Receiver<bool>,
     events: Mutex<Option<EventReceiver>>,
@@ -656,6 +691,20 @@ impl BrowserSession {
             .ok_or_else(|| EngineError::Adapter("no code in answer".into()))
     }
 
+    /// The `index.html` WhatsApp Web was served live in this browser (for the version cache);
+    /// `None` for a pinned launch, a launch without capture, or when Chromium no longer has it.
+    pub async fn document_html(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        let Some(doc) = &self.inner.document else {
+            return Ok(None);
+        };
+        if self.is_closed() {
+            return Err(EngineError::Closed);
+        }
+        tokio::time::timeout(self.inner.request_timeout, doc.read())
+            .await
+            .map_err(|_| EngineError::Timeout("document body"))?
+    }
+
     /// Unlinks this device from the phone (WhatsApp Web then reloads logged out). The caller
     /// closes the browser and deletes the profile afterwards.
     pub async fn logout(&self) -> Result<(), EngineError> {
@@ -750,13 +799,30 @@ mod tests {
     }
 
     #[test]
-    fn pinned_urls_ignore_queries() {
-        assert_eq!(
-            strip_query("https://web.whatsapp.com/?post_logout=1"),
-            "https://web.whatsapp.com/"
+    fn user_agents_never_say_headless() {
+        let ua = user_agent_for("Chromium 131.0.6778.85 built on Debian GNU/Linux 12 (bookworm)\n")
+            .unwrap();
+        assert!(
+            ua.contains("Chrome/131.0.0.0 ") && !ua.contains("Headless"),
+            "{ua}"
         );
-        assert_eq!(strip_query("http://127.0.0.1:1/#x"), "http://127.0.0.1:1/");
-        assert_eq!(strip_query("http://a/b"), "http://a/b");
+        assert!(user_agent_for("Google Chrome 120.0.6099.71").is_some());
+        assert_eq!(user_agent_for("no version here"), None);
+    }
+
+    #[test]
+    fn local_urls_are_recognised() {
+        for local in [
+            "http://127.0.0.1:7070/",
+            "http://localhost:1/",
+            "http://10.213.7.1:7070/",
+            "http://[::1]:80/",
+        ] {
+            assert!(is_local_url(local), "{local}");
+        }
+        for public in ["https://web.whatsapp.com/", "http://8.8.8.8/", "not a url"] {
+            assert!(!is_local_url(public), "{public}");
+        }
     }
 
     #[test]

@@ -10,14 +10,23 @@ use serde::{Deserialize, Serialize};
 pub const MAX_REPORT_BYTES: usize = 1 << 20;
 
 /// WhatsApp Web socket states after which a linked session is no longer usable without
-/// intervention (whatsapp-web.js emits `disconnected` for these).
-pub const TERMINAL_STATES: &[&str] = &[
-    "CONFLICT",
-    "DEPRECATED_VERSION",
-    "PROXYBLOCK",
-    "SMB_TOS_BLOCK",
-    "TOS_BLOCK",
-];
+/// intervention (whatsapp-web.js emits `disconnected` for these). `DEPRECATED_VERSION` is one
+/// too, but it has its own event ([`EngineEvent::DeprecatedVersion`]): relaunching the same
+/// version cannot fix it.
+pub const TERMINAL_STATES: &[&str] = &["CONFLICT", "PROXYBLOCK", "SMB_TOS_BLOCK", "TOS_BLOCK"];
+
+/// The socket state WhatsApp Web boots to when it no longer accepts its own version.
+pub const DEPRECATED_VERSION_STATE: &str = "DEPRECATED_VERSION";
+
+/// At most this many missing names are kept from an `unsupported` report (the page is
+/// untrusted; the names become metric labels).
+pub const MAX_MISSING_NAMES: usize = 32;
+
+/// Longest missing name kept (`WAWebModule.member`).
+pub const MAX_MISSING_NAME_LEN: usize = 128;
+
+/// Longest WhatsApp Web version string kept from a report.
+pub const MAX_VERSION_LEN: usize = 64;
 
 /// A message seen by the session (inbound, or created by this device).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +61,33 @@ pub enum EngineEvent {
         /// The raw state name.
         state: String,
     },
-    /// A (new) QR string to show; the five comma-separated parts of WhatsApp's pairing QR.
+    /// WhatsApp Web's `Debug.VERSION`, as soon as the page has booted.
+    Version {
+        /// The version string (at most [`MAX_VERSION_LEN`] characters of `[0-9A-Za-z._-]`).
+        version: String,
+    },
+    /// WhatsApp Web lacks modules or members the adapter needs: this version cannot run the
+    /// session at all (relaunching cannot help; another version may).
+    Unsupported {
+        /// The missing names, `WAWebModule.member` or `WAWebModule` (capped, sanitised).
+        missing: Vec<String>,
+        /// The version the page reported, if a valid one.
+        version: Option<String>,
+    },
+    /// WhatsApp Web booted to `DEPRECATED_VERSION`: the server no longer accepts this version.
+    DeprecatedVersion,
+    /// The phone must complete a passkey step before the link finishes.
+    Passkey {
+        /// `required` or `confirmation`.
+        state: String,
+    },
+    /// History sync progress after a link (0..=100).
+    Loading {
+        /// Percent done.
+        percent: u8,
+    },
+    /// A (new) QR string to show: the five (or, in newer WhatsApp Web, six) comma-separated
+    /// parts of WhatsApp's pairing QR.
     Qr {
         /// The raw QR string.
         value: String,
@@ -147,6 +182,14 @@ enum Report {
     Loading {
         percent: Option<f64>,
     },
+    Unsupported {
+        #[serde(default)]
+        missing: Vec<serde_json::Value>,
+        version: Option<String>,
+    },
+    Passkey {
+        state: String,
+    },
     Error {
         #[serde(rename = "where")]
         place: Option<String>,
@@ -167,8 +210,9 @@ pub enum ReportError {
 
 /// Turns one binding payload into zero or more engine events.
 ///
-/// `Version` and `Loading` reports carry no event of their own (the version arrives again with
-/// `Ready`); a terminal socket state yields both the `State` and a `Disconnected`.
+/// A terminal socket state yields both the `State` and a `Disconnected`
+/// (`DEPRECATED_VERSION`: a `DeprecatedVersion`); a `loading` report without a valid percent and
+/// a `version` report with an invalid version yield nothing.
 pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
     if payload.len() > MAX_REPORT_BYTES {
         return Err(ReportError::TooLarge(payload.len()));
@@ -176,20 +220,49 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
     let report: Report =
         serde_json::from_str(payload).map_err(|e| ReportError::Malformed(e.to_string()))?;
     Ok(match report {
-        Report::Version { .. } | Report::Loading { .. } => Vec::new(),
+        Report::Version { version } => valid_version(&version)
+            .map(|version| EngineEvent::Version { version })
+            .into_iter()
+            .collect(),
+        Report::Loading { percent } => percent
+            .filter(|p| p.is_finite())
+            .map(|p| EngineEvent::Loading {
+                // Clamped: the cast of a finite value in 0..=100 is exact enough.
+                percent: p.clamp(0.0, 100.0) as u8,
+            })
+            .into_iter()
+            .collect(),
+        Report::Unsupported { missing, version } => vec![EngineEvent::Unsupported {
+            missing: sanitize_missing(&missing),
+            version: version.as_deref().and_then(valid_version),
+        }],
+        Report::Passkey { state } => match state.as_str() {
+            "required" | "confirmation" => vec![EngineEvent::Passkey { state }],
+            other => {
+                return Err(ReportError::Malformed(format!(
+                    "passkey state {:?}",
+                    truncate(other, 32)
+                )));
+            }
+        },
         Report::State { state } => {
             let mut events = vec![EngineEvent::State {
                 state: state.clone(),
             }];
-            if TERMINAL_STATES.contains(&state.as_str()) {
+            if state == DEPRECATED_VERSION_STATE {
+                events.push(EngineEvent::DeprecatedVersion);
+            } else if TERMINAL_STATES.contains(&state.as_str()) {
                 events.push(EngineEvent::Disconnected { reason: state });
             }
             events
         }
         Report::Qr { value } => {
-            if value.split(',').count() != 5 {
+            // ref,noisePub,identityPub,advSecret[,platform…]: five parts, six in newer
+            // WhatsApp Web; every part non-empty.
+            let parts: Vec<&str> = value.split(',').collect();
+            if !(5..=6).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
                 return Err(ReportError::Malformed(
-                    "QR string without five parts".into(),
+                    "QR string without five or six non-empty parts".into(),
                 ));
             }
             vec![EngineEvent::Qr { value }]
@@ -240,9 +313,146 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
     })
 }
 
+/// `version` if it is a version string safe to show, log and use in a file name:
+/// 1..=[`MAX_VERSION_LEN`] characters of `[0-9A-Za-z._-]`, starting with a letter or digit.
+pub fn valid_version(version: &str) -> Option<String> {
+    let ok = !version.is_empty()
+        && version.len() <= MAX_VERSION_LEN
+        && version.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    ok.then(|| version.to_string())
+}
+
+/// The missing names of an `unsupported` report, as far as they can be trusted: strings of
+/// `[A-Za-z0-9_$.]` up to [`MAX_MISSING_NAME_LEN`] characters, deduplicated, at most
+/// [`MAX_MISSING_NAMES`]; anything else is dropped (they become metric labels and log text).
+fn sanitize_missing(raw: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in raw.iter().filter_map(|v| v.as_str()) {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_MISSING_NAME_LEN
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.'));
+        if ok && !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+            if out.len() == MAX_MISSING_NAMES {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Splits a missing name at its first `.` into `(module, member)`; a bare module has an empty
+/// member.
+pub fn split_missing(name: &str) -> (&str, &str) {
+    name.split_once('.').unwrap_or((name, ""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_new_reports() {
+        assert_eq!(
+            parse_report(r#"{"t":"version","version":"2.3000.1017"}"#).unwrap(),
+            vec![EngineEvent::Version {
+                version: "2.3000.1017".into()
+            }]
+        );
+        assert!(
+            parse_report(r#"{"t":"version","version":"../x"}"#)
+                .unwrap()
+                .is_empty()
+        );
+        let long = format!(
+            r#"{{"t":"unsupported","missing":["WAWebA.b","WAWebA.b","bad name!","{}",42,"WAWebC"],"version":"2.3000.5"}}"#,
+            "x".repeat(200)
+        );
+        assert_eq!(
+            parse_report(&long).unwrap(),
+            vec![EngineEvent::Unsupported {
+                missing: vec!["WAWebA.b".into(), "WAWebC".into()],
+                version: Some("2.3000.5".into()),
+            }]
+        );
+        let many: Vec<String> = (0..100).map(|i| format!("\"WAWebM{i}.x\"")).collect();
+        let payload = format!(r#"{{"t":"unsupported","missing":[{}]}}"#, many.join(","));
+        match &parse_report(&payload).unwrap()[0] {
+            EngineEvent::Unsupported { missing, version } => {
+                assert_eq!(missing.len(), MAX_MISSING_NAMES);
+                assert_eq!(*version, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            parse_report(r#"{"t":"passkey","state":"confirmation"}"#).unwrap(),
+            vec![EngineEvent::Passkey {
+                state: "confirmation".into()
+            }]
+        );
+        assert!(parse_report(r#"{"t":"passkey","state":"maybe"}"#).is_err());
+        assert_eq!(
+            parse_report(r#"{"t":"loading","percent":140}"#).unwrap(),
+            vec![EngineEvent::Loading { percent: 100 }]
+        );
+        assert!(
+            parse_report(r#"{"t":"loading"}"#).unwrap().is_empty(),
+            "no percent, no event"
+        );
+        assert_eq!(
+            parse_report(r#"{"t":"state","state":"DEPRECATED_VERSION"}"#).unwrap(),
+            vec![
+                EngineEvent::State {
+                    state: "DEPRECATED_VERSION".into()
+                },
+                EngineEvent::DeprecatedVersion
+            ]
+        );
+        assert_eq!(split_missing("WAWebX.member.y"), ("WAWebX", "member.y"));
+        assert_eq!(split_missing("WAWebX"), ("WAWebX", ""));
+    }
+
+    #[test]
+    fn qr_strings_have_five_or_six_non_empty_parts() {
+        for ok in ["2@r,k1,k2,adv,WEB", "2@r,k1,k2,adv,WEB,extra"] {
+            assert!(
+                parse_report(&format!(r#"{{"t":"qr","value":"{ok}"}}"#)).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "2@r,k1,k2,adv",
+            "2@r,k1,,adv,WEB",
+            "a,b,c,d,e,f,g",
+            "2@r,k1,k2,adv,",
+        ] {
+            assert!(
+                parse_report(&format!(r#"{{"t":"qr","value":"{bad}"}}"#)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_are_validated() {
+        assert!(valid_version("2.3000.1017054950").is_some());
+        assert!(valid_version("2.3000.1014590669-alpha").is_some());
+        for bad in ["", ".", "..", "-x", "a/b", "a b", &"9".repeat(65)] {
+            assert_eq!(valid_version(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn parses_each_report() {
@@ -288,11 +498,6 @@ mod tests {
                     reason: "CONFLICT".into()
                 }
             ]
-        );
-        assert!(
-            parse_report(r#"{"t":"version","version":"2"}"#)
-                .unwrap()
-                .is_empty()
         );
     }
 

@@ -12,14 +12,19 @@
 //!   restores.
 //! * [`profile`]: profile directories and stale `Singleton*` lock removal, which requires proof
 //!   that the caller holds the workspace lock.
+//! * [`document`]: WhatsApp Web's `index.html`: serving a cached (pinned) one through `Fetch`
+//!   interception, reading the live one a session was served.
 //! * [`memory`]: PSS of a session's Chromium process tree from `/proc`.
 //! * [`qr`]: the QR string as a PNG.
+//! * [`versions`]: the seam to the worker's WhatsApp Web version control (pin per launch,
+//!   proven versions and their `index.html`).
 //! * [`metrics`]: the engine's Prometheus metric names and recorders.
 //!
 //! This module knows nothing about HTTP, Consul or webhooks: the worker plugs it in. Every
 //! WhatsApp-specific name lives in `assets/wa/adapter.js`.
 
 pub mod config;
+pub mod document;
 pub mod driver;
 pub mod events;
 pub mod memory;
@@ -28,14 +33,21 @@ pub mod profile;
 pub mod qr;
 pub mod state;
 pub mod supervisor;
+pub mod versions;
 
 pub use config::EngineConfig;
-pub use driver::{BrowserSession, Engine, EngineError, EventReceiver, Media, SentMessage};
+pub use driver::{
+    BrowserSession, Engine, EngineError, EventReceiver, LaunchOptions, Media, SentMessage,
+};
 pub use events::{EngineEvent, InboundMessage};
 pub use profile::{ProfileError, WorkspaceLockGuard, remove_stale_singletons};
 pub use qr::qr_png;
-pub use state::{DEFAULT_QR_TIMEOUT, QR_TIMEOUT_ERROR, SessionStatus, Status};
+pub use state::{
+    DEFAULT_QR_TIMEOUT, DEPRECATED_ERROR, QR_TIMEOUT_ERROR, SessionStatus, Status,
+    UNSUPPORTED_ERROR,
+};
 pub use supervisor::{
     LaunchLimiter, SessionCommandError, SessionHandle, SessionSpec, SupervisorConfig,
     for_each_bounded, spawn_session,
 };
+pub use versions::{LaunchPlan, PinnedVersion, WebVersions};

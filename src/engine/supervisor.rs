@@ -41,7 +41,7 @@ pub struct SessionSpec {
 }
 
 /// Supervisor settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SupervisorConfig {
     /// Watchdog and backoff.
     pub timing: Timing,
@@ -49,6 +49,20 @@ pub struct SupervisorConfig {
     pub memory_interval: Option<Duration>,
     /// Bounds concurrent launches across sessions; `None` unbounded.
     pub limiter: Option<LaunchLimiter>,
+    /// The WhatsApp Web version control (pin per launch, cache proven versions); `None`:
+    /// always live, nothing cached.
+    pub versions: Option<Arc<dyn super::versions::WebVersions>>,
+}
+
+impl std::fmt::Debug for SupervisorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorConfig")
+            .field("timing", &self.timing)
+            .field("memory_interval", &self.memory_interval)
+            .field("limiter", &self.limiter)
+            .field("versions", &self.versions.is_some())
+            .finish()
+    }
 }
 
 impl Default for SupervisorConfig {
@@ -57,6 +71,7 @@ impl Default for SupervisorConfig {
             timing: Timing::default(),
             memory_interval: Some(Duration::from_secs(30)),
             limiter: None,
+            versions: None,
         }
     }
 }
@@ -287,6 +302,7 @@ pub fn spawn_session(
         events,
         published: None,
         memory_bytes: None,
+        live_launch: false,
         cancel,
     };
     engine.tracker().spawn(async move {
@@ -309,6 +325,8 @@ struct Supervisor {
     events: broadcast::Sender<SessionEvent>,
     published: Option<Status>,
     memory_bytes: Option<u64>,
+    /// Whether the current browser loaded WhatsApp Web live (not pinned).
+    live_launch: bool,
     cancel: CancellationToken,
 }
 
@@ -347,6 +365,12 @@ impl Supervisor {
                 },
                 event = next_event(&mut self.event_rx) => match event {
                     Some(event) => {
+                        if let EngineEvent::Unsupported { missing, version } = &event {
+                            tracing::error!(workspace = %self.spec.workspace, session = %self.spec.session,
+                                missing = %missing.join(","), version = version.as_deref().unwrap_or("?"),
+                                "WhatsApp Web lacks what the adapter needs");
+                            metrics::surface_missing(missing);
+                        }
                         let _ = self.events.send(SessionEvent::Engine(event.clone()));
                         let generation = self.machine.generation();
                         self.apply(Input::Event { generation, event }).await;
@@ -387,6 +411,7 @@ impl Supervisor {
         mut reply: Option<oneshot::Sender<SessionStatus>>,
     ) {
         let restarts_before = self.machine.restarts();
+        let status_before = self.machine.status();
         let is_qr = matches!(
             &input,
             Input::Event {
@@ -435,6 +460,9 @@ impl Supervisor {
         for _ in restarts_before..self.machine.restarts() {
             metrics::restarted();
         }
+        if status_before != Status::Working && self.machine.status() == Status::Working {
+            self.on_working();
+        }
         // The launch permit is held only while a browser is launching.
         if !(self.machine.status() == Status::Starting && self.machine.browser_up()) {
             self.permit = None;
@@ -443,6 +471,42 @@ impl Supervisor {
         if let Some(reply) = reply {
             let _ = reply.send(self.status_tx.borrow().clone());
         }
+    }
+
+    /// A session reached WORKING: the adapter found everything (the surface gauge resets), and
+    /// a live version is proven good (cached by the version control, off this task).
+    fn on_working(&mut self) {
+        metrics::surface_complete();
+        let (Some(versions), Some(version), Some(browser)) = (
+            self.config.versions.clone(),
+            self.machine.snapshot().wa_version,
+            self.current.clone(),
+        ) else {
+            return;
+        };
+        if !self.live_launch {
+            return;
+        }
+        let (ws, s) = (self.spec.workspace.clone(), self.spec.session.clone());
+        self.engine.tracker().spawn(async move {
+            let html = if versions.wants_copy(&version) {
+                match browser.document_html().await {
+                    Ok(html) => {
+                        if html.is_none() {
+                            tracing::warn!(workspace = %ws, session = %s, %version, "the live index.html is no longer available; another session will cache it");
+                        }
+                        html
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace = %ws, session = %s, %version, error = %e, "reading the live index.html failed");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let _ = tokio::task::spawn_blocking(move || versions.proven(&version, html)).await;
+        });
     }
 
     async fn launch(&mut self) -> Result<(), EngineError> {
@@ -475,13 +539,34 @@ impl Supervisor {
         // A launch is a handful of bounded steps, but chromiumoxide has had hangs in
         // `new_page` (its issue #64); the start deadline bounds the whole launch too. A launch
         // abandoned here drops its `Browser`, whose child is killed and reaped by tokio.
+        let plan = match &self.config.versions {
+            Some(v) => v.plan().await,
+            None => super::versions::LaunchPlan::default(),
+        };
+        if let Some(p) = &plan.pinned {
+            tracing::info!(workspace = %self.spec.workspace, session = %self.spec.session, version = %p.version, "launching on a pinned WhatsApp Web version (cached index.html)");
+        }
+        if let Some(note) = &plan.note {
+            tracing::warn!(workspace = %self.spec.workspace, session = %self.spec.session, %note, "WhatsApp Web version");
+        }
+        let opts = super::driver::LaunchOptions {
+            pinned_index_html: plan.pinned.as_ref().map(|p| p.index_html.clone()),
+            capture_document: self.config.versions.is_some() && plan.pinned.is_none(),
+        };
         let limit = self.config.timing.start_timeout;
-        let launch = tokio::time::timeout(limit, self.engine.launch(&self.spec.profile_dir));
+        let launch = tokio::time::timeout(
+            limit,
+            self.engine.launch_with(&self.spec.profile_dir, &opts),
+        );
         let browser = tokio::select! {
             launched = launch => launched.map_err(|_| EngineError::Timeout("launch"))??,
             _ = self.cancel.cancelled() => return Err(EngineError::Closed),
         };
         self.event_rx = browser.take_events();
+        self.live_launch = plan.pinned.is_none();
+        let generation = self.machine.generation();
+        self.machine
+            .set_launch_plan(generation, plan.pinned.map(|p| p.version), plan.note);
         self.current = Some(browser.clone());
         self.browser_tx.send_replace(Some(browser));
         Ok(())

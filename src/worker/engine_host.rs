@@ -105,6 +105,8 @@ pub struct EngineHost {
     shard: u32,
     engine: Engine,
     supervisor: SupervisorConfig,
+    /// The WhatsApp Web version control every session's launches consult, once set.
+    versions: std::sync::OnceLock<Arc<dyn crate::engine::WebVersions>>,
     /// Running workspaces. A std mutex: held only for map operations, never across an await.
     running: Mutex<HashMap<WorkspaceId, Running>>,
     events: broadcast::Sender<HostEvent>,
@@ -140,6 +142,7 @@ fn map_status(s: Status) -> SessionStatus {
         Status::ScanQrCode => SessionStatus::ScanQrCode,
         Status::Working => SessionStatus::Working,
         Status::Failed => SessionStatus::Failed,
+        Status::PasskeyRequired => SessionStatus::PasskeyRequired,
     }
 }
 
@@ -267,6 +270,7 @@ impl EngineHost {
             shard,
             engine: Engine::with_tracker(engine, tracker.clone()),
             supervisor,
+            versions: std::sync::OnceLock::new(),
             running: Mutex::new(HashMap::new()),
             events,
             overlaps: AtomicU64::new(0),
@@ -274,6 +278,15 @@ impl EngineHost {
             tracker,
             me: me.clone(),
         })
+    }
+
+    /// Makes every session started from now on load WhatsApp Web as `versions` decides (the
+    /// fleet setting, the cache) and report the versions it proves good. Set once, before the
+    /// first workspace starts; a second call is ignored.
+    pub fn use_versions(&self, versions: Arc<dyn crate::engine::WebVersions>) {
+        if self.versions.set(versions).is_err() {
+            tracing::warn!("WhatsApp Web version control set twice; keeping the first");
+        }
     }
 
     /// The handle of a running session (send messages, watch its status, subscribe to its
@@ -349,6 +362,10 @@ impl EngineHost {
             tracing::error!(workspace = %ws, session = %config.session, pid,
                 "OVERLAP: a live browser already runs on this profile");
         }
+        let mut supervisor = self.supervisor.clone();
+        if let Some(v) = self.versions.get() {
+            supervisor.versions = Some(v.clone());
+        }
         let handle = spawn_session(
             self.engine.clone(),
             SessionSpec {
@@ -357,7 +374,7 @@ impl EngineHost {
                 profile_dir: profile,
                 lock: Some(Arc::new(lease.clone())),
             },
-            self.supervisor.clone(),
+            supervisor,
             CancellationToken::new(),
         );
         let forward = CancellationToken::new();

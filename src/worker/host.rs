@@ -96,18 +96,21 @@ pub enum SessionStatus {
     ScanQrCode,
     /// Logged in and connected.
     Working,
-    /// Gave up after the restart cap.
+    /// Gave up after the restart cap, or WhatsApp Web is incompatible (`last_error` says).
     Failed,
+    /// The phone must finish a passkey step before the link completes.
+    PasskeyRequired,
 }
 
 impl SessionStatus {
     /// Every status, for metrics that must report zeros too.
-    pub const ALL: [SessionStatus; 5] = [
+    pub const ALL: [SessionStatus; 6] = [
         SessionStatus::Stopped,
         SessionStatus::Starting,
         SessionStatus::ScanQrCode,
         SessionStatus::Working,
         SessionStatus::Failed,
+        SessionStatus::PasskeyRequired,
     ];
 
     /// The wire name, e.g. `SCAN_QR_CODE`.
@@ -118,6 +121,7 @@ impl SessionStatus {
             SessionStatus::ScanQrCode => "SCAN_QR_CODE",
             SessionStatus::Working => "WORKING",
             SessionStatus::Failed => "FAILED",
+            SessionStatus::PasskeyRequired => "PASSKEY_REQUIRED",
         }
     }
 }

@@ -186,6 +186,15 @@ pub async fn run(
         .map_err(|e| WorkerError::Config(e.to_string()))?,
     );
     if let Some(engine) = shared.host.engine_host() {
+        // WhatsApp Web version control: the fleet setting in Consul (blocking watch), the
+        // index.html cache on the data volume; applied at every session launch.
+        let setting =
+            crate::webver::watch_setting(&client, &config.kv_prefix, &tracker, background.clone())?;
+        engine.use_versions(crate::webver::VersionControl::new(
+            &config.data,
+            config.shard,
+            Some(setting),
+        ));
         messaging.set_engine(engine.clone());
         tracker.spawn(messaging::pump(
             messaging.clone(),

@@ -13,10 +13,21 @@
 //! `max_failures` consecutive failures the session is FAILED with the reason and stays so until
 //! a start or restart command. A QR or a login resets the count.
 //!
-//! QR time limit: a session left in SCAN_QR_CODE for `qr_timeout` (nobody scanned the QR or
-//! entered the pairing code) is closed and STOPPED with a `qr_timeout:` error, so an abandoned
-//! link attempt does not keep a browser forever — and after WhatsApp's own list of QR refs
-//! runs out, the page would only show an expired code anyway. A start command opens a new window.
+//! QR time limit: a session left in SCAN_QR_CODE (or PASSKEY_REQUIRED) for `qr_timeout`
+//! (nobody scanned the QR, entered the pairing code or finished the passkey step) is closed and
+//! STOPPED with a `qr_timeout:` error, so an abandoned link attempt does not keep a browser
+//! forever — and after WhatsApp's own list of QR refs runs out, the page would only show an
+//! expired code anyway. A start command opens a new window.
+//!
+//! Linking and history sync: once the socket reports `CONNECTED` or `PAIRING` while the session
+//! shows a QR (or waits for the passkey), the phone has linked and WhatsApp Web syncs history.
+//! The QR is cleared, the session goes back to STARTING and the QR time limit no longer applies
+//! (a link at the end of the window must not be cut off); the sync is bounded by
+//! `start_timeout` from the link instead.
+//!
+//! Incompatible WhatsApp Web (the adapter's `unsupported` report, or `DEPRECATED_VERSION`): the
+//! session is FAILED at once, without the backoff relaunches, because relaunching the same
+//! version cannot fix it; a start or restart (e.g. after a version pin) tries again.
 
 use std::time::{Duration, Instant};
 
@@ -36,18 +47,21 @@ pub enum Status {
     ScanQrCode,
     /// Logged in: can send and receive.
     Working,
-    /// Gave up after repeated failures; see `last_error`.
+    /// Gave up after repeated failures, or WhatsApp Web is incompatible; see `last_error`.
     Failed,
+    /// The phone must finish a passkey step before the link completes (WAHA's name).
+    PasskeyRequired,
 }
 
 impl Status {
     /// Every status, for gauges.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Stopped,
         Status::Starting,
         Status::ScanQrCode,
         Status::Working,
         Status::Failed,
+        Status::PasskeyRequired,
     ];
 
     /// The wire name (`SCAN_QR_CODE`, …).
@@ -58,6 +72,7 @@ impl Status {
             Status::ScanQrCode => "SCAN_QR_CODE",
             Status::Working => "WORKING",
             Status::Failed => "FAILED",
+            Status::PasskeyRequired => "PASSKEY_REQUIRED",
         }
     }
 }
@@ -115,6 +130,15 @@ pub struct Timing {
 
 /// `last_error` of a session stopped by the QR time limit starts with this.
 pub const QR_TIMEOUT_ERROR: &str = "qr_timeout";
+
+/// `last_error` of a session whose WhatsApp Web lacks what the adapter needs starts with this.
+pub const UNSUPPORTED_ERROR: &str = "unsupported_wa_web";
+
+/// `last_error` of a session whose WhatsApp Web version the server refuses starts with this.
+pub const DEPRECATED_ERROR: &str = "deprecated_version";
+
+/// A passkey step shown near the end of the QR window still gets this long.
+pub const PASSKEY_GRACE: Duration = Duration::from_secs(60);
 
 /// The default QR time limit: the first QR's 60 s plus a dozen rotations, room for a person
 /// who has to find their phone, not for a tab left open overnight.
@@ -222,6 +246,15 @@ pub struct SessionStatus {
     pub pid: Option<u32>,
     /// The last PSS sample of the browser's process tree in bytes (set by the supervisor).
     pub memory_bytes: Option<u64>,
+    /// The WhatsApp Web version this launch pins (served from the cache); `None`: live.
+    pub wa_pinned: Option<String>,
+    /// Why this launch runs another WhatsApp Web than the fleet setting asks for (e.g. the
+    /// pinned version is not in the cache), if it does.
+    pub wa_note: Option<String>,
+    /// The passkey step the phone must finish (`required`, `confirmation`), in PASSKEY_REQUIRED.
+    pub passkey: Option<String>,
+    /// History sync progress after a link (0..=100), until WORKING.
+    pub sync_percent: Option<u8>,
 }
 
 /// The per-session state machine.
@@ -237,6 +270,14 @@ pub struct Machine {
     qrs_this_launch: u32,
     /// When the current launch entered SCAN_QR_CODE (for the QR time limit).
     qr_since: Option<Instant>,
+    /// When the phone linked (history sync runs until `ready`).
+    syncing_since: Option<Instant>,
+    /// When the current passkey step was first shown.
+    passkey_since: Option<Instant>,
+    passkey: Option<String>,
+    sync_percent: Option<u8>,
+    wa_pinned: Option<String>,
+    wa_note: Option<String>,
     relaunch_at: Option<Now>,
     disconnected_since: Option<Instant>,
     consecutive_failures: u32,
@@ -264,6 +305,12 @@ impl Machine {
             launched: None,
             qrs_this_launch: 0,
             qr_since: None,
+            syncing_since: None,
+            passkey_since: None,
+            passkey: None,
+            sync_percent: None,
+            wa_pinned: None,
+            wa_note: None,
             relaunch_at: None,
             disconnected_since: None,
             consecutive_failures: 0,
@@ -324,7 +371,35 @@ impl Machine {
             restarts: self.restarts,
             pid: None,
             memory_bytes: None,
+            wa_pinned: self.wa_pinned.clone(),
+            wa_note: self.wa_note.clone(),
+            passkey: self.passkey.clone(),
+            sync_percent: self.sync_percent,
         }
+    }
+
+    /// Records how the browser of `generation` loads WhatsApp Web: `pinned` is the version
+    /// served from the cache (shown as `wa_version` until the page reports its own), `note`
+    /// says why the launch differs from the fleet setting. Ignored for another generation.
+    pub fn set_launch_plan(
+        &mut self,
+        generation: u64,
+        pinned: Option<String>,
+        note: Option<String>,
+    ) {
+        if generation != self.generation {
+            return;
+        }
+        if pinned.is_some() {
+            self.wa_version = pinned.clone();
+        }
+        self.wa_pinned = pinned;
+        self.wa_note = note;
+    }
+
+    /// Whether the phone has linked and history sync is running (STARTING until `ready`).
+    pub fn syncing(&self) -> bool {
+        self.syncing_since.is_some()
     }
 
     /// The next moment a [`Input::Tick`] may change something.
@@ -333,11 +408,8 @@ impl Machine {
         if let Some(at) = self.relaunch_at {
             deadlines.push(at.mono);
         }
-        if self.status == Status::Starting
-            && self.browser_up
-            && let Some(l) = self.launched
-        {
-            deadlines.push(l.mono + self.timing.start_timeout);
+        if let Some(at) = self.start_deadline() {
+            deadlines.push(at);
         }
         if self.status == Status::Working
             && let Some(since) = self.disconnected_since
@@ -419,7 +491,58 @@ impl Machine {
                 {
                     self.disconnected_since.get_or_insert(now.mono);
                 }
+                if matches!(self.status, Status::ScanQrCode | Status::PasskeyRequired)
+                    && matches!(state.as_str(), "CONNECTED" | "PAIRING")
+                {
+                    // The phone linked: history sync runs until `ready`. Not bounded by the
+                    // QR window any more, by `start_timeout` from now instead.
+                    self.syncing_since = Some(now.mono);
+                    self.clear_pairing();
+                    self.set_status(Status::Starting, now);
+                }
                 self.wa_state = Some(state);
+            }
+            EngineEvent::Version { version } => self.wa_version = Some(version),
+            EngineEvent::Loading { percent } => {
+                if self.status != Status::Working {
+                    self.sync_percent = Some(percent);
+                }
+            }
+            EngineEvent::Passkey { state } => {
+                if matches!(
+                    self.status,
+                    Status::Starting | Status::ScanQrCode | Status::PasskeyRequired
+                ) {
+                    self.qr = None;
+                    self.pairing_code = None;
+                    self.syncing_since = None;
+                    self.passkey = Some(state);
+                    self.passkey_since.get_or_insert(now.mono);
+                    self.consecutive_failures = 0;
+                    // The QR window covers the passkey step too (an abandoned one must end).
+                    self.qr_since.get_or_insert(now.mono);
+                    self.set_status(Status::PasskeyRequired, now);
+                }
+            }
+            EngineEvent::Unsupported { missing, version } => {
+                if version.is_some() {
+                    self.wa_version = version;
+                }
+                let names = if missing.is_empty() {
+                    "unknown modules".to_string()
+                } else {
+                    missing.join(", ")
+                };
+                let v = self.wa_version.as_deref().unwrap_or("of unknown version");
+                let reason = format!("{UNSUPPORTED_ERROR}: missing {names} (WhatsApp Web {v})");
+                self.fail_now(reason, now, actions);
+            }
+            EngineEvent::DeprecatedVersion => {
+                let v = self.wa_version.as_deref().unwrap_or("(unknown version)");
+                let reason = format!(
+                    "{DEPRECATED_ERROR}: WhatsApp Web {v} is no longer accepted; pin a newer version or use latest"
+                );
+                self.fail_now(reason, now, actions);
             }
             EngineEvent::Qr { value } => {
                 let lifetime = if self.qrs_this_launch == 0 {
@@ -428,6 +551,10 @@ impl Machine {
                     self.timing.qr_next_lifetime
                 };
                 self.qrs_this_launch += 1;
+                // A new QR: the link (or the passkey step) did not complete.
+                self.syncing_since = None;
+                self.passkey = None;
+                self.passkey_since = None;
                 self.qr = Some(QrInfo {
                     value,
                     received_unix_ms: now.unix_ms,
@@ -440,7 +567,7 @@ impl Machine {
             EngineEvent::PairingCode { code } => {
                 self.pairing_code = Some(code);
                 self.consecutive_failures = 0;
-                if self.status == Status::Starting {
+                if self.status == Status::Starting && self.syncing_since.is_none() {
                     self.set_status(Status::ScanQrCode, now);
                 }
             }
@@ -453,6 +580,8 @@ impl Machine {
                 }
                 self.consecutive_failures = 0;
                 self.disconnected_since = None;
+                self.syncing_since = None;
+                self.sync_percent = None;
                 self.clear_pairing();
                 self.set_status(Status::Working, now);
             }
@@ -486,12 +615,30 @@ impl Machine {
         }
     }
 
-    /// When the QR time limit runs out, while in SCAN_QR_CODE.
+    /// When the QR time limit runs out, while in SCAN_QR_CODE or PASSKEY_REQUIRED (a passkey
+    /// step gets at least [`PASSKEY_GRACE`]).
     fn qr_deadline(&self) -> Option<Instant> {
-        match (self.status, self.qr_since, self.timing.qr_timeout) {
-            (Status::ScanQrCode, Some(since), Some(limit)) => Some(since + limit),
+        let (Some(since), Some(limit)) = (self.qr_since, self.timing.qr_timeout) else {
+            return None;
+        };
+        match self.status {
+            Status::ScanQrCode => Some(since + limit),
+            Status::PasskeyRequired => {
+                let grace = self.passkey_since.map(|p| p + PASSKEY_GRACE);
+                Some((since + limit).max(grace.unwrap_or(since)))
+            }
             _ => None,
         }
+    }
+
+    /// When STARTING runs out: `start_timeout` after the launch, or after the link while
+    /// history sync runs.
+    fn start_deadline(&self) -> Option<Instant> {
+        if self.status != Status::Starting || !self.browser_up {
+            return None;
+        }
+        let from = self.syncing_since.or(self.launched.map(|l| l.mono))?;
+        Some(from + self.timing.start_timeout)
     }
 
     fn on_tick(&mut self, now: Now, actions: &mut Vec<Action>) {
@@ -505,13 +652,14 @@ impl Machine {
             }
             return;
         }
-        if self.status == Status::Starting
-            && self.browser_up
-            && let Some(l) = self.launched
-            && now.mono >= l.mono + self.timing.start_timeout
-        {
+        if self.start_deadline().is_some_and(|at| now.mono >= at) {
             let secs = self.timing.start_timeout.as_secs();
-            self.fail(format!("stuck in STARTING for {secs} s"), now, actions);
+            let reason = if self.syncing_since.is_some() {
+                format!("history sync did not finish within {secs} s of the link")
+            } else {
+                format!("stuck in STARTING for {secs} s")
+            };
+            self.fail(reason, now, actions);
             return;
         }
         if self.status == Status::Working
@@ -547,6 +695,11 @@ impl Machine {
         self.launched = Some(now);
         self.qrs_this_launch = 0;
         self.qr_since = None;
+        self.syncing_since = None;
+        self.passkey_since = None;
+        self.sync_percent = None;
+        self.wa_pinned = None;
+        self.wa_note = None;
         self.disconnected_since = None;
         self.wa_state = None;
         self.clear_pairing();
@@ -567,6 +720,7 @@ impl Machine {
     fn fail(&mut self, reason: String, now: Now, actions: &mut Vec<Action>) {
         self.consecutive_failures += 1;
         self.last_error = Some(reason);
+        self.syncing_since = None;
         self.close(actions);
         self.clear_pairing();
         if self.consecutive_failures >= self.timing.max_failures {
@@ -583,9 +737,24 @@ impl Machine {
         }
     }
 
+    /// FAILED at once, without relaunches: WhatsApp Web itself is incompatible, so a relaunch
+    /// of the same version cannot help. The desired state stays running; a start or restart
+    /// tries again (after a version change, say).
+    fn fail_now(&mut self, reason: String, now: Now, actions: &mut Vec<Action>) {
+        self.consecutive_failures += 1;
+        self.last_error = Some(reason);
+        self.relaunch_at = None;
+        self.syncing_since = None;
+        self.close(actions);
+        self.clear_pairing();
+        self.set_status(Status::Failed, now);
+    }
+
     fn clear_pairing(&mut self) {
         self.qr = None;
         self.pairing_code = None;
+        self.passkey = None;
+        self.passkey_since = None;
     }
 
     fn set_status(&mut self, status: Status, now: Now) {
@@ -607,492 +776,4 @@ pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t0() -> Now {
-        Now {
-            mono: Instant::now(),
-            unix_ms: 1_700_000_000_000,
-        }
-    }
-
-    fn timing() -> Timing {
-        Timing {
-            start_timeout: Duration::from_secs(30),
-            disconnect_timeout: Duration::from_secs(20),
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(8),
-            max_failures: 3,
-            ..Timing::default()
-        }
-    }
-
-    fn ev(m: &Machine, event: EngineEvent) -> Input {
-        Input::Event {
-            generation: m.generation(),
-            event,
-        }
-    }
-
-    fn qr(m: &Machine, value: &str) -> Input {
-        ev(
-            m,
-            EngineEvent::Qr {
-                value: value.into(),
-            },
-        )
-    }
-
-    fn with_qr_limit(limit: Duration, now: Now) -> Machine {
-        Machine::new(
-            Timing {
-                qr_timeout: Some(limit),
-                ..timing()
-            },
-            now,
-        )
-    }
-
-    #[test]
-    fn an_unscanned_qr_stops_the_session_after_the_time_limit() {
-        let (now, limit) = (t0(), Duration::from_secs(100));
-        let mut m = with_qr_limit(limit, now);
-        m.handle(Input::Start, now);
-        let shown = now.plus(Duration::from_secs(5));
-        m.handle(qr(&m, "2@a"), shown);
-        assert_eq!(m.next_deadline(), Some(shown.mono + limit));
-        // Rotations do not extend the window.
-        m.handle(qr(&m, "2@b"), shown.plus(Duration::from_secs(60)));
-        assert_eq!(m.next_deadline(), Some(shown.mono + limit));
-        assert!(
-            m.handle(Input::Tick, shown.plus(limit - Duration::from_millis(1)))
-                .is_empty()
-        );
-        assert_eq!(m.status(), Status::ScanQrCode);
-        assert_eq!(
-            m.handle(Input::Tick, shown.plus(limit)),
-            vec![Action::Close]
-        );
-        let snap = m.snapshot();
-        assert_eq!(snap.status, Status::Stopped);
-        assert!(snap.qr.is_none());
-        assert!(
-            snap.last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(QR_TIMEOUT_ERROR)),
-            "{snap:?}"
-        );
-        assert!(!m.browser_up());
-        // Stopped for good: no relaunch is scheduled, nothing is due.
-        assert_eq!(m.next_deadline(), None);
-        assert!(m.handle(Input::Tick, shown.plus(limit * 10)).is_empty());
-        // A start opens a new window.
-        let again = shown.plus(limit * 10);
-        assert_eq!(
-            m.handle(Input::Start, again),
-            vec![Action::Launch { generation: 2 }]
-        );
-        m.handle(qr(&m, "2@c"), again);
-        assert_eq!(m.next_deadline(), Some(again.mono + limit));
-    }
-
-    #[test]
-    fn linking_in_time_or_no_limit_keeps_the_session() {
-        let (now, limit) = (t0(), Duration::from_secs(100));
-        let mut m = with_qr_limit(limit, now);
-        m.handle(Input::Start, now);
-        m.handle(qr(&m, "2@a"), now);
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Ready {
-                    me: Some("4915550001@c.us".into()),
-                    wa_version: None,
-                },
-            ),
-            now.plus(Duration::from_secs(99)),
-        );
-        assert!(m.handle(Input::Tick, now.plus(limit * 2)).is_empty());
-        assert_eq!(m.status(), Status::Working);
-
-        let mut forever = Machine::new(
-            Timing {
-                qr_timeout: None,
-                ..timing()
-            },
-            now,
-        );
-        forever.handle(Input::Start, now);
-        forever.handle(qr(&forever, "2@a"), now);
-        assert_eq!(forever.next_deadline(), None);
-        assert!(
-            forever
-                .handle(Input::Tick, now.plus(Duration::from_secs(86_400)))
-                .is_empty()
-        );
-        assert_eq!(forever.status(), Status::ScanQrCode);
-    }
-
-    #[test]
-    fn start_qr_ready_stop() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        assert_eq!(m.status(), Status::Stopped);
-        assert_eq!(
-            m.handle(Input::Start, now),
-            vec![Action::Launch { generation: 1 }]
-        );
-        assert_eq!(m.status(), Status::Starting);
-        // Start again is idempotent.
-        assert!(m.handle(Input::Start, now).is_empty());
-
-        let qr = "2@r,a,b,c,WEB".to_string();
-        let at = now.plus(Duration::from_secs(3));
-        m.handle(ev(&m, EngineEvent::Qr { value: qr.clone() }), at);
-        assert_eq!(m.status(), Status::ScanQrCode);
-        let snap = m.snapshot();
-        let info = snap.qr.unwrap();
-        assert_eq!(info.value, qr);
-        assert_eq!(info.expires_unix_ms, at.unix_ms + 60_000);
-        // Later QRs live 20 s.
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Qr {
-                    value: "2@s,a,b,c,WEB".into(),
-                },
-            ),
-            at,
-        );
-        assert_eq!(
-            m.snapshot().qr.unwrap().expires_unix_ms,
-            at.unix_ms + 20_000
-        );
-
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Ready {
-                    me: Some("4915550001@c.us".into()),
-                    wa_version: Some("2.3000.1".into()),
-                },
-            ),
-            at,
-        );
-        let snap = m.snapshot();
-        assert_eq!(snap.status, Status::Working);
-        assert_eq!(snap.me.as_deref(), Some("4915550001@c.us"));
-        assert_eq!(snap.wa_version.as_deref(), Some("2.3000.1"));
-        assert!(snap.qr.is_none());
-        assert_eq!(m.next_deadline(), None);
-
-        assert_eq!(m.handle(Input::Stop, at), vec![Action::Close]);
-        assert_eq!(m.status(), Status::Stopped);
-        // Stopped sessions have no deadlines and ignore late events of the old browser.
-        assert_eq!(m.next_deadline(), None);
-        m.handle(
-            Input::Event {
-                generation: 1,
-                event: EngineEvent::Crashed { reason: "x".into() },
-            },
-            at,
-        );
-        assert_eq!(m.status(), Status::Stopped);
-        assert!(
-            m.handle(Input::Tick, at.plus(Duration::from_secs(3600)))
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn stuck_starting_backs_off_then_fails() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        m.handle(Input::Start, now);
-        assert_eq!(m.next_deadline(), Some(now.mono + Duration::from_secs(30)));
-        // Not yet.
-        assert!(
-            m.handle(Input::Tick, now.plus(Duration::from_secs(29)))
-                .is_empty()
-        );
-
-        // Failure 1: close, relaunch after 1 s.
-        let t1 = now.plus(Duration::from_secs(30));
-        assert_eq!(m.handle(Input::Tick, t1), vec![Action::Close]);
-        assert_eq!(m.status(), Status::Starting);
-        let snap = m.snapshot();
-        assert!(snap.last_error.unwrap().contains("stuck in STARTING"));
-        assert_eq!(snap.consecutive_failures, 1);
-        assert_eq!(snap.next_attempt_unix_ms, Some(t1.unix_ms + 1_000));
-        assert_eq!(m.next_deadline(), Some(t1.mono + Duration::from_secs(1)));
-        assert_eq!(
-            m.handle(Input::Tick, t1.plus(Duration::from_secs(1))),
-            vec![Action::Launch { generation: 2 }]
-        );
-        assert_eq!(m.restarts(), 1);
-
-        // Failure 2 (a launch error): relaunch after 2 s.
-        let t2 = t1.plus(Duration::from_secs(5));
-        assert!(
-            m.handle(
-                Input::LaunchFailed {
-                    generation: 2,
-                    error: "no chromium".into()
-                },
-                t2
-            )
-            .is_empty()
-        );
-        assert_eq!(m.next_deadline(), Some(t2.mono + Duration::from_secs(2)));
-        assert_eq!(
-            m.handle(Input::Tick, t2.plus(Duration::from_secs(2))),
-            vec![Action::Launch { generation: 3 }]
-        );
-
-        // Failure 3 (crash): FAILED, no more launches.
-        let t3 = t2.plus(Duration::from_secs(10));
-        assert_eq!(
-            m.handle(
-                ev(
-                    &m,
-                    EngineEvent::Crashed {
-                        reason: "chromium exited".into()
-                    }
-                ),
-                t3
-            ),
-            vec![Action::Close]
-        );
-        assert_eq!(m.status(), Status::Failed);
-        assert!(m.snapshot().last_error.unwrap().contains("chromium exited"));
-        assert_eq!(m.next_deadline(), None);
-        assert!(
-            m.handle(Input::Tick, t3.plus(Duration::from_secs(999)))
-                .is_empty()
-        );
-
-        // A start command re-arms it.
-        assert_eq!(
-            m.handle(Input::Start, t3),
-            vec![Action::Launch { generation: 4 }]
-        );
-        assert_eq!(m.snapshot().consecutive_failures, 0);
-    }
-
-    #[test]
-    fn qr_resets_failures_and_stale_generations_are_ignored() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        m.handle(Input::Start, now);
-        m.handle(ev(&m, EngineEvent::Crashed { reason: "a".into() }), now);
-        m.handle(Input::Tick, now.plus(Duration::from_secs(1)));
-        assert_eq!(m.generation(), 2);
-        // A late event of generation 1 does nothing.
-        m.handle(
-            Input::Event {
-                generation: 1,
-                event: EngineEvent::Ready {
-                    me: None,
-                    wa_version: None,
-                },
-            },
-            now,
-        );
-        assert_eq!(m.status(), Status::Starting);
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Qr {
-                    value: "q,a,b,c,d".into(),
-                },
-            ),
-            now,
-        );
-        assert_eq!(m.snapshot().consecutive_failures, 0);
-    }
-
-    #[test]
-    fn disconnected_beyond_deadline_restarts() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        m.handle(Input::Start, now);
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Ready {
-                    me: Some("1@c.us".into()),
-                    wa_version: None,
-                },
-            ),
-            now,
-        );
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::State {
-                    state: "TIMEOUT".into(),
-                },
-            ),
-            now,
-        );
-        assert_eq!(m.next_deadline(), Some(now.mono + Duration::from_secs(20)));
-        // Reconnecting in time clears the deadline.
-        let t1 = now.plus(Duration::from_secs(10));
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::State {
-                    state: "CONNECTED".into(),
-                },
-            ),
-            t1,
-        );
-        assert_eq!(m.next_deadline(), None);
-        // Away again, this time for too long.
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::State {
-                    state: "OPENING".into(),
-                },
-            ),
-            t1,
-        );
-        let t2 = t1.plus(Duration::from_secs(20));
-        assert_eq!(m.handle(Input::Tick, t2), vec![Action::Close]);
-        assert!(m.snapshot().last_error.unwrap().contains("OPENING"));
-        assert_eq!(
-            m.handle(Input::Tick, t2.plus(Duration::from_secs(1))),
-            vec![Action::Launch { generation: 2 }]
-        );
-    }
-
-    #[test]
-    fn logout_command_and_logout_from_phone() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        m.handle(Input::Start, now);
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Ready {
-                    me: Some("1@c.us".into()),
-                    wa_version: None,
-                },
-            ),
-            now,
-        );
-        // From the phone: the profile goes, a fresh browser shows a new QR.
-        assert_eq!(
-            m.handle(
-                ev(
-                    &m,
-                    EngineEvent::LoggedOut {
-                        reason: "logout".into()
-                    }
-                ),
-                now
-            ),
-            vec![
-                Action::Close,
-                Action::DeleteProfile,
-                Action::Launch { generation: 2 }
-            ]
-        );
-        assert_eq!(m.status(), Status::Starting);
-        assert_eq!(m.snapshot().me, None);
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Ready {
-                    me: Some("1@c.us".into()),
-                    wa_version: None,
-                },
-            ),
-            now,
-        );
-        // Our command: unlink, close, delete; stays stopped.
-        assert_eq!(
-            m.handle(Input::Logout, now),
-            vec![Action::LogoutBrowser, Action::Close, Action::DeleteProfile]
-        );
-        assert_eq!(m.status(), Status::Stopped);
-        // Logout of a stopped session only deletes the profile.
-        assert_eq!(m.handle(Input::Logout, now), vec![Action::DeleteProfile]);
-    }
-
-    #[test]
-    fn restart_relaunches_and_counts() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        m.handle(Input::Start, now);
-        assert_eq!(
-            m.handle(Input::Restart, now),
-            vec![Action::Close, Action::Launch { generation: 2 }]
-        );
-        assert_eq!(m.restarts(), 1);
-        // Restart of a stopped session just launches.
-        m.handle(Input::Stop, now);
-        assert_eq!(
-            m.handle(Input::Restart, now),
-            vec![Action::Launch { generation: 3 }]
-        );
-    }
-
-    #[test]
-    fn terminal_states_and_missing_modules_are_failures() {
-        let now = t0();
-        let mut m = Machine::new(timing(), now);
-        m.handle(Input::Start, now);
-        assert_eq!(
-            m.handle(
-                ev(
-                    &m,
-                    EngineEvent::AdapterError {
-                        place: "modules".into(),
-                        message: "gone".into()
-                    }
-                ),
-                now
-            ),
-            vec![Action::Close]
-        );
-        m.handle(Input::Tick, now.plus(Duration::from_secs(1)));
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::Disconnected {
-                    reason: "CONFLICT".into(),
-                },
-            ),
-            now,
-        );
-        assert_eq!(m.snapshot().consecutive_failures, 2);
-        // Other adapter errors are only recorded.
-        m.handle(Input::Tick, now.plus(Duration::from_secs(10)));
-        m.handle(
-            ev(
-                &m,
-                EngineEvent::AdapterError {
-                    place: "qr".into(),
-                    message: "x".into(),
-                },
-            ),
-            now,
-        );
-        assert_eq!(m.status(), Status::Starting);
-        assert!(m.browser_up());
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let b = Duration::from_secs(2);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(b, max, 1), Duration::from_secs(2));
-        assert_eq!(backoff(b, max, 2), Duration::from_secs(4));
-        assert_eq!(backoff(b, max, 5), Duration::from_secs(32));
-        assert_eq!(backoff(b, max, 6), max);
-        assert_eq!(backoff(b, max, u32::MAX), max);
-    }
-}
+mod tests;
