@@ -18,6 +18,7 @@
 //! * [`sendq`]: the per-session send queue: pacing, backpressure, dispatch to the engine.
 //! * [`ctl`]: operator commands over Consul: `wafleet shards …`, `route`, `token`.
 //! * [`backup`]: consistent profile backups and restores.
+//! * [`migrate`]: importing whatsapp-web.js sessions, profile export and import as tar.
 //! * [`dev`]: `wafleet dev`, the one-machine fleet supervisor.
 //! * [`auth`]: admin and workspace tokens.
 //! * [`api`]: the JSON error body and rejection handling shared by router and worker.
@@ -35,6 +36,7 @@ pub mod ctl;
 pub mod dev;
 pub mod engine;
 pub mod ids;
+pub mod migrate;
 pub mod router;
 pub mod sendq;
 pub mod shard;

@@ -43,6 +43,10 @@ enum Command {
     Backup(wafleet::backup::cli::Args),
     /// Restore a session profile from a backup.
     Restore(wafleet::backup::cli::RestoreArgs),
+    /// Import sessions: whatsapp-web.js LocalAuth profiles, or a tar made by `export`.
+    Import(wafleet::migrate::cli::ImportArgs),
+    /// Export one session's profile as a tar.
+    Export(wafleet::migrate::cli::ExportArgs),
 }
 
 #[tokio::main]
@@ -72,6 +76,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Sim(a) => sim::cli::run(a).await?,
         Command::Backup(a) => backup::cli::run(a).await?,
         Command::Restore(a) => backup::cli::restore(a).await?,
+        Command::Import(a) => migrate::cli::import(a).await?,
+        Command::Export(a) => migrate::cli::export(a).await?,
     }
     Ok(())
 }

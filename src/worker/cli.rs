@@ -48,6 +48,9 @@ pub struct Args {
     /// ownership and routing).
     #[arg(long, default_value = "engine", value_parser = ["engine", "placeholder"])]
     pub session_host: String,
+    /// Largest profile upload (`PUT …/sessions/{s}/profile`, a tar), bytes.
+    #[arg(long, env = "WAFLEET_PROFILE_MAX_BYTES", default_value_t = crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES)]
+    pub profile_max_bytes: u64,
 }
 
 /// Splits `host:port` (IPv6 in brackets) into its parts.
@@ -108,6 +111,7 @@ pub fn config(
         host: None,
         session_host,
         print_ready_line: true,
+        profile_max_bytes: args.profile_max_bytes,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod http;
 pub mod messaging;
 pub mod ownership;
 pub mod placeholder;
+pub mod profile_routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +105,8 @@ pub struct WorkerConfig {
     pub session_host: HostKind,
     /// Print the readiness JSON line on stdout the first time the worker is ready.
     pub print_ready_line: bool,
+    /// Largest profile upload accepted (`--profile-max-bytes`).
+    pub profile_max_bytes: u64,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -196,6 +199,7 @@ pub async fn run(
     let api = http::Api {
         shared: shared.clone(),
         authority: Arc::new(config.authority.clone()),
+        profile_max_bytes: config.profile_max_bytes,
     };
     let server_stop = CancellationToken::new();
     let server = tracker.spawn(
