@@ -21,6 +21,7 @@
 //! * [`ctl`]: operator commands over Consul: `wafleet shards …`, `wa-web …`, `route`, `token`.
 //! * [`backup`]: consistent profile backups and restores.
 //! * [`volume`]: the shared-volume sentinel (`wafleet volume init|check`).
+//! * [`migrate`]: importing whatsapp-web.js sessions, profile export and import as tar.
 //! * [`dev`]: `wafleet dev`, the one-machine fleet supervisor.
 //! * [`auth`]: admin and workspace tokens.
 //! * [`api`]: the JSON error body and rejection handling shared by router and worker.
@@ -38,6 +39,7 @@ pub mod ctl;
 pub mod dev;
 pub mod engine;
 pub mod ids;
+pub mod migrate;
 pub mod router;
 pub mod sendq;
 pub mod shard;

@@ -47,6 +47,10 @@ enum Command {
     Restore(wafleet::backup::cli::RestoreArgs),
     /// Mark or check the shared data volume (`.wafleet-volume` sentinel).
     Volume(wafleet::volume::Args),
+    /// Import sessions: whatsapp-web.js LocalAuth profiles, or a tar made by `export`.
+    Import(wafleet::migrate::cli::ImportArgs),
+    /// Export one session's profile as a tar.
+    Export(wafleet::migrate::cli::ExportArgs),
 }
 
 #[tokio::main]
@@ -78,6 +82,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Backup(a) => backup::cli::run(a).await?,
         Command::Restore(a) => backup::cli::restore(a).await?,
         Command::Volume(a) => volume::run(a).await?,
+        Command::Import(a) => migrate::cli::import(a).await?,
+        Command::Export(a) => migrate::cli::export(a).await?,
     }
     Ok(())
 }

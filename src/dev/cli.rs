@@ -497,6 +497,9 @@ pub async fn run_with(
             "  curl -s -X POST -H 'Authorization: Bearer {admin}' -H 'Content-Type: application/json' \\"
         );
         eprintln!("       -d '{{\"session\":\"default\"}}' {base}/v1/workspaces/demo/sessions");
+        for line in link_hint(&base, state.sim.as_deref()) {
+            eprintln!("{line}");
+        }
         eprintln!("Ctrl-C stops everything.");
         let line = serde_json::json!({
             "ready": true,
@@ -546,5 +549,45 @@ async fn stop_all(tiers: &BTreeMap<&str, (CancellationToken, TaskTracker)>) {
         tracker.close();
         tracker.wait().await;
         tracing::info!(tier = name, "stopped");
+    }
+}
+
+/// The banner lines that tell a newcomer how to link the session the first curl created: with
+/// the simulator its `/phone` page plays the phone (it lists the QR and a "Scan" button), and
+/// the dashboard at `<router>/ui/` shows the session and its QR. Against a real WhatsApp Web
+/// (`--wa-url`) the QR is scanned with the phone's WhatsApp app.
+pub fn link_hint(base: &str, sim: Option<&str>) -> Vec<String> {
+    let mut out = vec![format!(
+        "Then link it: the dashboard {base}/ui/ shows the session and its QR (or GET {base}/v1/workspaces/demo/sessions/default/qr),"
+    )];
+    match sim {
+        Some(sim) => out.push(format!(
+            "  and the simulator plays the phone: open http://{sim}/phone and press \"Scan\" next to the QR."
+        )),
+        None => out.push(
+            "  and scan it with WhatsApp on your phone (Settings > Linked devices > Link a device).".into(),
+        ),
+    }
+    out
+}
+
+#[cfg(test)]
+mod banner_tests {
+    use super::link_hint;
+
+    #[test]
+    fn the_banner_says_where_to_scan_the_first_qr() {
+        let lines = link_hint("http://127.0.0.1:8080", Some("127.0.0.1:7070")).join("\n");
+        assert!(lines.contains("http://127.0.0.1:8080/ui/"), "{lines}");
+        assert!(lines.contains("http://127.0.0.1:7070/phone"), "{lines}");
+        assert!(
+            lines.contains("/v1/workspaces/demo/sessions/default/qr"),
+            "{lines}"
+        );
+        let real = link_hint("http://r", None).join("\n");
+        assert!(
+            real.contains("Linked devices") && !real.contains("/phone"),
+            "{real}"
+        );
     }
 }

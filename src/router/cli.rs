@@ -35,6 +35,10 @@ pub struct Args {
     /// when Consul cannot be reached; Consul's answers always replace it.
     #[arg(long)]
     pub table_file: Option<std::path::PathBuf>,
+    /// Body cap of profile uploads (`PUT …/sessions/{s}/profile`), bytes; keep it at least the
+    /// workers' `--profile-max-bytes`.
+    #[arg(long, env = "WAFLEET_PROFILE_MAX_BYTES", default_value_t = crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES)]
+    pub profile_max_bytes: u64,
 }
 
 /// Runs the router until SIGINT or SIGTERM.
@@ -73,6 +77,7 @@ pub async fn serve(
         dns_cache_ttl: Duration::from_millis(args.dns_cache_ttl_ms.max(10)),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_secs.max(1)),
         table_file: args.table_file.clone(),
+        max_profile_body_bytes: args.profile_max_bytes,
         ..RouterConfig::default()
     };
     // The one readiness line on stdout (COMMON.md); /readyz tells when a table is loaded.

@@ -41,6 +41,8 @@ pub struct RouterConfig {
     pub max_body_bytes: u64,
     /// Body cap of `…/messages` (media).
     pub max_media_body_bytes: u64,
+    /// Body cap of `PUT …/profile` (a session's profile as a tar; always streamed).
+    pub max_profile_body_bytes: u64,
     /// Bodies up to this size with a known length are buffered, so they can be replayed after
     /// a 421; larger ones are streamed.
     pub replay_max_bytes: u64,
@@ -56,6 +58,7 @@ impl Default for RouterConfig {
             upstream_timeout: Duration::from_secs(30),
             max_body_bytes: MAX_BODY_BYTES,
             max_media_body_bytes: MAX_MEDIA_BODY_BYTES,
+            max_profile_body_bytes: crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES,
             replay_max_bytes: 64 * 1024,
             table_file: None,
         }

@@ -95,6 +95,9 @@ struct Shared {
     seen: AtomicU64,
     cap: u64,
     too_large: AtomicBool,
+    /// Turns true once the client's body has been read to its end: the upstream timeout
+    /// counts from then, so a long upload (a profile) is not cut by it.
+    finished: tokio::sync::watch::Sender<bool>,
 }
 
 /// A streamed body whose source can be handed to a second attempt if the first never read it.
@@ -121,6 +124,10 @@ impl Stream for SharedBody {
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
+            Poll::Ready(None) => {
+                sh.finished.send_replace(true);
+                Poll::Ready(None)
+            }
             other => other,
         }
     }
@@ -141,6 +148,14 @@ impl Body {
                 Some(reqwest::Body::wrap_stream(SharedBody(sh.clone())))
             }
             Body::Streamed(_) => None,
+        }
+    }
+
+    /// For a streamed body: a receiver that turns true when the client's body has ended.
+    fn finished(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match self {
+            Body::Buffered(_) => None,
+            Body::Streamed(sh) => Some(sh.finished.subscribe()),
         }
     }
 
@@ -246,6 +261,8 @@ pub async fn forward(
     } = req;
     let cap = if path.ends_with("/messages") {
         state.config.max_media_body_bytes
+    } else if method == Method::PUT && path.ends_with("/profile") {
+        state.config.max_profile_body_bytes
     } else {
         state.config.max_body_bytes
     };
@@ -277,6 +294,7 @@ pub async fn forward(
             seen: AtomicU64::new(0),
             cap,
             too_large: AtomicBool::new(false),
+            finished: tokio::sync::watch::channel(false).0,
         })),
     };
 
@@ -312,12 +330,25 @@ pub async fn forward(
             .headers(headers.clone());
         let attempt_body = body.for_attempt();
         let timeout = state.config.upstream_timeout;
+        let finished = body.finished();
         async move {
             let Some(b) = attempt_body else {
                 return Attempt::BodyConsumed;
             };
-            match tokio::time::timeout(timeout, rb.body(b).send()).await {
-                Err(_) => Attempt::Timeout,
+            // A streamed body may take longer to send than the timeout: the wait for the
+            // answer starts when the body has been sent.
+            let deadline = async {
+                if let Some(mut rx) = finished {
+                    let _ = rx.wait_for(|done| *done).await;
+                }
+                tokio::time::sleep(timeout).await;
+            };
+            let answer = tokio::select! {
+                r = rb.body(b).send() => Ok(r),
+                () = deadline => Err(()),
+            };
+            match answer {
+                Err(()) => Attempt::Timeout,
                 Ok(Ok(resp)) => Attempt::Answer(resp),
                 Ok(Err(e)) if e.is_connect() => Attempt::ConnectFailed(addr),
                 Ok(Err(e)) if e.is_timeout() => Attempt::Timeout,

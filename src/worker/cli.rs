@@ -52,6 +52,9 @@ pub struct Args {
     /// sentinel itself is always required.
     #[arg(long, env = "WAFLEET_VOLUME_ID")]
     pub expect_volume_id: Option<String>,
+    /// Largest profile upload (`PUT …/sessions/{s}/profile`, a tar), bytes.
+    #[arg(long, env = "WAFLEET_PROFILE_MAX_BYTES", default_value_t = crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES)]
+    pub profile_max_bytes: u64,
 }
 
 /// Splits `host:port` (IPv6 in brackets) into its parts.
@@ -113,6 +116,7 @@ pub fn config(
         session_host,
         print_ready_line: true,
         expect_volume_id: args.expect_volume_id.clone().filter(|v| !v.is_empty()),
+        profile_max_bytes: args.profile_max_bytes,
     })
 }
 

@@ -499,6 +499,72 @@ impl EngineHost {
             e.forward.cancel();
         }
     }
+
+    /// The lease of a workspace running here (proof of its lock), for profile work outside a
+    /// session's own supervisor (an import removes stale `Singleton*` files with it).
+    pub fn lease(&self, ws: &WorkspaceId) -> Option<WorkspaceLease> {
+        self.lock().get(ws).map(|r| r.lease.clone())
+    }
+
+    /// Registers and starts a session whose directory (`session.json` and `profile/`) an
+    /// import has just put in place: like `create_session` without writing the config.
+    pub async fn adopt_session(
+        &self,
+        ws: &WorkspaceId,
+        config: SessionConfig,
+    ) -> Result<SessionInfo, HostError> {
+        let lease = {
+            let map = self.lock();
+            let r = map
+                .get(ws)
+                .ok_or_else(|| HostError::NotRunning(ws.clone()))?;
+            if r.sessions.contains_key(&config.session) {
+                return Err(HostError::Exists(config.session.clone()));
+            }
+            r.lease.clone()
+        };
+        self.register(ws, &lease, config).await
+    }
+
+    /// Spawns a persisted session's supervisor, adds it to its running workspace, announces it
+    /// and starts it if its desired state is running.
+    async fn register(
+        &self,
+        ws: &WorkspaceId,
+        lease: &WorkspaceLease,
+        config: SessionConfig,
+    ) -> Result<SessionInfo, HostError> {
+        let entry = self.spawn_entry(ws, lease, config.clone());
+        let handle = entry.handle.clone();
+        // Insert, or give the entry back with the reason it could not be inserted.
+        let refused = {
+            let mut map = self.lock();
+            match map.get_mut(ws) {
+                // The workspace stopped meanwhile; the session is on disk and starts with it.
+                None => Some((entry, HostError::NotRunning(ws.clone()))),
+                Some(r) if r.sessions.contains_key(&config.session) => {
+                    Some((entry, HostError::Exists(config.session.clone())))
+                }
+                Some(r) => {
+                    r.sessions.insert(config.session.clone(), entry);
+                    None
+                }
+            }
+        };
+        if let Some((entry, error)) = refused {
+            Self::shutdown_entries(vec![entry], false).await;
+            return Err(error);
+        }
+        self.emit(HostEvent::Created {
+            workspace: ws.clone(),
+            session: config.session.clone(),
+            config: config.clone(),
+        });
+        if config.desired == DesiredState::Running {
+            handle.start().await.map_err(command_error)?;
+        }
+        self.current_info(ws, &config.session)
+    }
 }
 
 impl SessionHost for EngineHost {
@@ -642,36 +708,7 @@ impl SessionHost for EngineHost {
                 return Err(HostError::Exists(config.session.clone()));
             }
             self.persist(ws, &config)?;
-            let entry = self.spawn_entry(ws, &lease, config.clone());
-            let handle = entry.handle.clone();
-            // Insert, or give the entry back with the reason it could not be inserted.
-            let refused = {
-                let mut map = self.lock();
-                match map.get_mut(ws) {
-                    // The workspace stopped meanwhile; the session is on disk and starts with it.
-                    None => Some((entry, HostError::NotRunning(ws.clone()))),
-                    Some(r) if r.sessions.contains_key(&config.session) => {
-                        Some((entry, HostError::Exists(config.session.clone())))
-                    }
-                    Some(r) => {
-                        r.sessions.insert(config.session.clone(), entry);
-                        None
-                    }
-                }
-            };
-            if let Some((entry, error)) = refused {
-                Self::shutdown_entries(vec![entry], false).await;
-                return Err(error);
-            }
-            self.emit(HostEvent::Created {
-                workspace: ws.clone(),
-                session: config.session.clone(),
-                config: config.clone(),
-            });
-            if config.desired == DesiredState::Running {
-                handle.start().await.map_err(command_error)?;
-            }
-            self.current_info(ws, &config.session)
+            self.register(ws, &lease, config).await
         }
         .boxed()
     }

@@ -40,6 +40,8 @@ pub struct Api {
     pub shared: Arc<Shared>,
     /// Token checks.
     pub authority: Arc<Authority>,
+    /// Largest profile upload accepted (`PUT …/sessions/{s}/profile`).
+    pub profile_max_bytes: u64,
 }
 
 impl Api {
@@ -179,6 +181,8 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .or(pairing)
         .unify()
         .or(super::messaging::routes::routes(api.clone()))
+        .unify()
+        .or(super::profile_routes::routes(api.clone()))
         .unify()
         .recover(recover)
         .unify()
@@ -380,6 +384,28 @@ async fn get_session(
     }
 }
 
+/// Takes the workspace (lock, start) if it is not running here yet and waits for it, up to
+/// [`CREATE_WAIT_SECS`]; 503 `workspace_unavailable` when the lock is held elsewhere.
+pub(crate) async fn take_workspace(api: &Api, ws: &WorkspaceId) -> Result<(), ApiError> {
+    api.shared.ensure(ws);
+    let mut rx = api.shared.status.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(CREATE_WAIT_SECS);
+    loop {
+        if rx.borrow_and_update().workspaces.get(ws) == Some(&Phase::Running) {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(unavailable(
+                    "workspace_unavailable",
+                    &format!("workspace {ws} could not be taken yet (lock held elsewhere); retry"),
+                ));
+            }
+        }
+    }
+}
+
 pub(crate) async fn create_session(
     ws: String,
     api: Api,
@@ -419,24 +445,9 @@ pub(crate) async fn create_session(
             format!("pacing: {why}"),
         )));
     }
-    // Take the workspace (lock, start) if it is not running yet, and wait for it.
-    api.shared.ensure(&ws);
-    let mut rx = api.shared.status.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(CREATE_WAIT_SECS);
-    loop {
-        if rx.borrow_and_update().workspaces.get(&ws) == Some(&Phase::Running) {
-            break;
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => {}
-            _ => {
-                return Err(warp::reject::custom(unavailable(
-                    "workspace_unavailable",
-                    &format!("workspace {ws} could not be taken yet (lock held elsewhere); retry"),
-                )));
-            }
-        }
-    }
+    take_workspace(&api, &ws)
+        .await
+        .map_err(warp::reject::custom)?;
     let config = SessionConfig {
         session,
         webhook: body.webhook,
@@ -488,7 +499,7 @@ pub fn parse_phone(raw: &str) -> Result<String, ApiError> {
 }
 
 /// Gate, session id and "the workspace runs here" in one: what every per-session route needs.
-fn running_session(
+pub(crate) fn running_session(
     api: &Api,
     ws: &str,
     s: &str,

@@ -27,6 +27,7 @@ pub mod http;
 pub mod messaging;
 pub mod ownership;
 pub mod placeholder;
+pub mod profile_routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub struct WorkerConfig {
     pub print_ready_line: bool,
     /// Volume id the data directory's sentinel must carry (`--expect-volume-id`).
     pub expect_volume_id: Option<String>,
+    /// Largest profile upload accepted (`--profile-max-bytes`).
+    pub profile_max_bytes: u64,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -207,6 +210,7 @@ pub async fn run(
     let api = http::Api {
         shared: shared.clone(),
         authority: Arc::new(config.authority.clone()),
+        profile_max_bytes: config.profile_max_bytes,
     };
     let server_stop = CancellationToken::new();
     let server = tracker.spawn(

@@ -268,6 +268,7 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
         authority: Arc::new(
             Authority::new(Some("admin".into()), vec!["0123456789abcdef0123".into()]).unwrap(),
         ),
+        profile_max_bytes: crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES,
     };
     let shutdown = CancellationToken::new();
     let api_authority = api.authority.clone();

@@ -57,6 +57,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "both",
     ),
     ("GET", "/v1/workspaces/{ws}/sessions/{s}/events", "both"),
+    ("PUT", "/v1/workspaces/{ws}/sessions/{s}/profile", "both"),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/profile", "both"),
     ("GET", "/v1/workspaces/{ws}/webhooks/dead", "both"),
     (
         "POST",
