@@ -155,14 +155,17 @@ async function main() {
     const raw = await until('the QR on the page decoding to the current raw QR', async () => {
       const img = page.locator('img[data-testid="qr"]');
       await img.waitFor({ timeout: 10_000 });
+      // The pixels of the image on the page (the CSP forbids fetching its blob: URL, rightly).
       const b64 = await img.evaluate(async (el) => {
-        const buf = new Uint8Array(await (await fetch(el.src)).arrayBuffer());
-        let s = '';
-        for (const b of buf) s += String.fromCharCode(b);
-        return btoa(s);
+        await el.decode();
+        const c = document.createElement('canvas');
+        c.width = el.naturalWidth;
+        c.height = el.naturalHeight;
+        c.getContext('2d').drawImage(el, 0, 0);
+        return c.toDataURL('image/png').split(',')[1];
       });
       writeFileSync(qrFile, Buffer.from(b64, 'base64'));
-      const decoded = execFileSync('zbarimg', ['--raw', '-q', qrFile], { encoding: 'utf8' }).trim();
+      const decoded = execFileSync('zbarimg', ['--raw', '-q', qrFile], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
       const current = await api('GET', '/v1/workspaces/acme/sessions/main/qr?format=raw');
       return current.status === 200 && decoded === current.text.trim() ? decoded : null;
     });
@@ -206,10 +209,18 @@ async function main() {
     await page.getByRole('button', { name: 'Plan the change' }).click();
     await page.locator('[data-testid="plan"]').waitFor();
     assert.match(await page.locator('[data-testid="plan"] h2').textContent(), new RegExp(`${mapBefore.version} → ${mapBefore.version + 1}`));
-    await page.screenshot({ path: join(shots, 'shard-map.png'), fullPage: true });
     assert.equal((await api('GET', '/v1/shards')).json.map.version, mapBefore.version, 'a plan writes nothing');
     await page.getByRole('button', { name: 'Discard' }).click();
     await page.getByRole('button', { name: 'Reset' }).click();
+    // A pin that moves a workspace with sessions: the plan names it (then discarded).
+    const acmeShard = (await api('GET', '/v1/route/acme')).json.shard;
+    await page.getByLabel('Workspace', { exact: true }).fill('acme');
+    await page.getByLabel('Shard', { exact: true }).selectOption(String(1 - acmeShard));
+    await page.getByRole('button', { name: 'Plan the pin' }).click();
+    await page.locator('[data-testid="plan"] tbody tr').first().waitFor();
+    assert.equal(await page.locator('[data-testid="plan"] tbody th').first().textContent(), 'acme');
+    await page.screenshot({ path: join(shots, 'shard-map.png'), fullPage: true });
+    await page.getByRole('button', { name: 'Discard' }).click();
     await page.getByLabel('Workspace', { exact: true }).fill('tenant-pinned');
     await page.getByLabel('Shard', { exact: true }).selectOption('1');
     await page.getByRole('button', { name: 'Plan the pin' }).click();
