@@ -178,6 +178,7 @@ fn main() {
                 SrvResolver::new(agent.dns_addr()).expect("resolver"),
             )),
             authority: Authority::new(Some(ADMIN.into()), vec![]).expect("authority"),
+            shard_admin: None,
         };
         tokio::spawn(wafleet::router::run(
             listener,

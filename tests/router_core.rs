@@ -276,6 +276,7 @@ async fn start_router(
         maps,
         resolver,
         authority: authority.clone(),
+        shard_admin: None,
     };
     tokio::spawn(wafleet::router::run(listener, config, deps, cancel.clone()));
     router
@@ -913,6 +914,7 @@ async fn not_ready_until_a_map_loads() {
         maps,
         resolver: Arc::new(MemResolver::default()),
         authority: Authority::new(Some(ADMIN.into()), vec![]).unwrap(),
+        shard_admin: None,
     };
     let server = tokio::spawn(wafleet::router::run(listener, fast(), deps, cancel.clone()));
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

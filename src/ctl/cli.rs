@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::auth::Authority;
 use crate::consul::{Client, ConsulError, PutOptions, QueryOptions, SrvResolver};
 use crate::ids::WorkspaceId;
-use crate::shard::{Edit, MapError, Move, ShardMap, plan};
+use crate::shard::{Edit, MapError, Move, ShardMap};
 
 /// Errors of the operator commands.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,8 @@ pub fn parse_weight(s: &str) -> Result<Edit, CtlError> {
     Ok(Edit::Weight(k, w))
 }
 
-fn map_key(prefix: &str) -> String {
+/// The shard map's key under `prefix`.
+pub(crate) fn map_key(prefix: &str) -> String {
     format!("{}/shardmap", prefix.trim_end_matches('/'))
 }
 
@@ -330,26 +331,16 @@ async fn change(
     write: bool,
 ) -> Result<(), CtlError> {
     let http = consul()?;
-    let key = map_key(&common.kv_prefix);
-    let (old, modify_index) = read_map(&http, &common.kv_prefix)
-        .await?
-        .ok_or_else(|| CtlError::NoMap(key.clone()))?;
-    let new = old.edited(edits)?;
-    let mut workspaces = visible_workspaces(&http, &common.kv_prefix, file).await?;
-    if let Some(ws) = extra
-        && !workspaces.contains(ws)
-    {
-        workspaces.push(ws.clone());
-    }
-    let moves = plan(&old, &new, &workspaces);
+    let extra: Vec<WorkspaceId> = extra.into_iter().cloned().collect();
+    let change = super::change::prepare(&http, &common.kv_prefix, edits, file, &extra).await?;
     if write {
-        write_map(&http, &common.kv_prefix, &old, modify_index, &new).await?;
+        change.commit(&http, &common.kv_prefix).await?;
     }
-    let report = change_report(&old, &new, &moves, workspaces.len(), write);
+    let report = change.report(write);
     if common.json {
         println!("{report}");
     } else {
-        print_change(&report, &old, &new, &moves);
+        print_change(&report, &change.old, &change.new, &change.moves);
     }
     Ok(())
 }

@@ -71,6 +71,10 @@ pub async fn serve(
     );
     let resolver = Arc::new(DnsSrvResolver(dns));
     let local = listener.local_addr()?;
+    let shard_admin = Some(super::shards_api::ShardAdmin {
+        consul: client.clone(),
+        kv_prefix: args.kv_prefix.clone(),
+    });
     let registering = tracker.clone();
     tracker.spawn(register(client, local, registering, shutdown.clone()));
     let config = RouterConfig {
@@ -89,6 +93,7 @@ pub async fn serve(
             maps,
             resolver,
             authority,
+            shard_admin,
         },
         shutdown.clone(),
     )

@@ -9,15 +9,20 @@
 //! changes nothing while the last good table stays valid.
 //!
 //! The core depends only on the traits in [`source`]; the Consul adapters live in
-//! [`consul`], and [`cli`] wires them together.
+//! [`consul`], and [`cli`] wires them together. Besides proxying, the router serves the admin
+//! routes that need the whole fleet: the cross-workspace session list ([`fleet`]), shard-map
+//! changes ([`shards_api`]), and the embedded operator dashboard at `/ui/` ([`ui`]).
 
 pub mod cli;
 pub mod consul;
+pub mod fleet;
 pub mod proxy;
 pub mod server;
+pub mod shards_api;
 pub mod snapshot;
 pub mod source;
 pub mod table;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +78,8 @@ pub struct RouterDeps {
     pub resolver: Arc<dyn Resolver>,
     /// Token checks (`Authorization` is checked here, then forwarded unchanged).
     pub authority: Authority,
+    /// Consul access for the shard-map admin routes ([`shards_api`]); `None`: they answer 501.
+    pub shard_admin: Option<shards_api::ShardAdmin>,
 }
 
 /// Errors that stop a router.
@@ -99,6 +106,7 @@ pub struct State {
     pub(crate) endpoints: table::Endpoints,
     pub(crate) client: reqwest::Client,
     pub(crate) authority: Authority,
+    pub(crate) shard_admin: Option<shards_api::ShardAdmin>,
 }
 
 /// Serves the router on `listener` until `shutdown` is cancelled, then drains connections.
@@ -144,6 +152,7 @@ pub async fn run(
         maps,
         client,
         authority: deps.authority,
+        shard_admin: deps.shard_admin,
         config,
     });
     tracker.spawn(refresh_loop(state.clone(), shutdown.clone()));

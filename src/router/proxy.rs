@@ -165,7 +165,7 @@ impl Body {
 }
 
 /// Collects at most `cap` bytes.
-async fn collect(mut stream: BodyStream, cap: u64) -> Result<Bytes, ApiError> {
+pub(crate) async fn collect(mut stream: BodyStream, cap: u64) -> Result<Bytes, ApiError> {
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;

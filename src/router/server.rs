@@ -1,6 +1,7 @@
 //! The router's HTTP surface: one warp filter that classifies the path ([`super::table`]),
-//! answers health, readiness, metrics and the admin routes itself, and hands workspace
-//! routes to [`super::proxy`] after the token check. Every error is the JSON body of
+//! answers health, readiness, metrics, the dashboard ([`super::ui`]) and the admin routes
+//! itself ([`super::fleet`], [`super::shards_api`]), and hands workspace routes to
+//! [`super::proxy`] after the token check. Every error is the JSON body of
 //! [`crate::api`].
 
 use std::convert::Infallible;
@@ -117,11 +118,7 @@ fn only_get(method: &Method) -> Result<(), ApiError> {
     if method == Method::GET || method == Method::HEAD {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route",
-        ))
+        Err(method_not_allowed())
     }
 }
 
@@ -189,7 +186,18 @@ async fn dispatch(
             (None, Ok(r))
         }
         Route::NotFound => (None, Err(ApiError::not_found("no such route"))),
+        Route::Shards if req.method == Method::PUT => (None, admin_apply(state, req).await),
         Route::Shards => (None, admin_shards(state, &req.method, &req.headers).await),
+        Route::ShardsPlan => (None, admin_plan(state, req).await),
+        Route::Pin(ws) => (None, admin_pin(state, req, ws).await),
+        Route::Sessions => (
+            None,
+            admin_sessions(state, &req.method, &req.headers, req.query.as_deref()).await,
+        ),
+        Route::Ui => (
+            None,
+            super::ui::serve(&req.method, &req.path, req.query.as_deref(), &req.headers),
+        ),
         Route::RouteOf(ws) => (
             None,
             admin_route(state, &req.method, &req.headers, ws).await,
@@ -272,4 +280,80 @@ async fn admin_shards(
         StatusCode::OK,
         &json!({"version": map.version, "map": &*map, "shards": shards}),
     ))
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Reads a small JSON request body (admin routes), refusing one over the body cap.
+async fn small_body(state: &State, req: Incoming) -> Result<Bytes, ApiError> {
+    proxy::collect(req.body, state.config.max_body_bytes).await
+}
+
+fn ok_json(body: &serde_json::Value) -> warp::reply::Response {
+    json_reply(StatusCode::OK, body)
+}
+
+/// `PUT /v1/shards`: applies a change planned against a version (CAS; 409 when stale).
+async fn admin_apply(state: &State, req: Incoming) -> Result<warp::reply::Response, ApiError> {
+    authorize(state, &req.headers, None)?;
+    let body = small_body(state, req).await?;
+    super::shards_api::apply(state.shard_admin.as_ref(), &body)
+        .await
+        .map(|v| ok_json(&v))
+}
+
+/// `POST /v1/shards/plan`: the movement plan of a change; writes nothing.
+async fn admin_plan(state: &State, req: Incoming) -> Result<warp::reply::Response, ApiError> {
+    if req.method != Method::POST {
+        return Err(method_not_allowed());
+    }
+    authorize(state, &req.headers, None)?;
+    let body = small_body(state, req).await?;
+    super::shards_api::plan(state.shard_admin.as_ref(), &body)
+        .await
+        .map(|v| ok_json(&v))
+}
+
+/// `PUT`/`DELETE /v1/shards/pins/{ws}`.
+async fn admin_pin(
+    state: &State,
+    req: Incoming,
+    ws: Result<WorkspaceId, crate::ids::IdError>,
+) -> Result<warp::reply::Response, ApiError> {
+    let method = req.method.clone();
+    if method != Method::PUT && method != Method::DELETE {
+        return Err(method_not_allowed());
+    }
+    authorize(state, &req.headers, None)?;
+    let ws = ws?;
+    let admin = state.shard_admin.as_ref();
+    let v = if method == Method::PUT {
+        let body = small_body(state, req).await?;
+        super::shards_api::pin(admin, ws, &body).await?
+    } else {
+        super::shards_api::unpin(admin, ws).await?
+    };
+    Ok(ok_json(&v))
+}
+
+/// `GET /v1/sessions`: every shard's sessions, merged (partial when a shard is down).
+// Takes the parts, not `&Incoming`: its body stream is not `Sync`, so a reference to it would
+// make this future not `Send`.
+async fn admin_sessions(
+    state: &State,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<warp::reply::Response, ApiError> {
+    only_get(method)?;
+    authorize(state, headers, None)?;
+    let map = state.maps.borrow().clone().ok_or_else(not_ready)?;
+    let body = super::fleet::list(state, &map, headers, query).await?;
+    Ok(ok_json(&body))
 }

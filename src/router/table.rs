@@ -26,8 +26,16 @@ pub enum Route {
     Readyz,
     /// `GET /metrics`.
     Metrics,
-    /// `GET /v1/shards` (admin).
+    /// `GET /v1/shards` (admin), `PUT /v1/shards` (admin: apply a change).
     Shards,
+    /// `POST /v1/shards/plan` (admin).
+    ShardsPlan,
+    /// `PUT`/`DELETE /v1/shards/pins/{ws}` (admin).
+    Pin(Result<WorkspaceId, IdError>),
+    /// `GET /v1/sessions` (admin): every session of the fleet.
+    Sessions,
+    /// `/ui` and `/ui/…`: the embedded dashboard.
+    Ui,
     /// `GET /v1/route/{ws}` (admin).
     RouteOf(Result<WorkspaceId, IdError>),
     /// `/v1/workspaces/{ws}[/…]`: proxied to the owner.
@@ -43,7 +51,15 @@ pub fn parse_route(path: &str) -> Route {
         "/readyz" => return Route::Readyz,
         "/metrics" => return Route::Metrics,
         "/v1/shards" => return Route::Shards,
+        "/v1/shards/plan" => return Route::ShardsPlan,
+        "/v1/sessions" => return Route::Sessions,
         _ => {}
+    }
+    if super::ui::is_ui_path(path) {
+        return Route::Ui;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/shards/pins/") {
+        return Route::Pin(WorkspaceId::new(rest));
     }
     if let Some(rest) = path.strip_prefix("/v1/workspaces/") {
         let ws = rest.split('/').next().unwrap_or_default();
@@ -233,6 +249,18 @@ mod tests {
         assert_eq!(parse_route("/readyz"), Route::Readyz);
         assert_eq!(parse_route("/metrics"), Route::Metrics);
         assert_eq!(parse_route("/v1/shards"), Route::Shards);
+        assert_eq!(parse_route("/v1/shards/plan"), Route::ShardsPlan);
+        assert_eq!(parse_route("/v1/sessions"), Route::Sessions);
+        assert_eq!(parse_route("/ui/app.js"), Route::Ui);
+        assert_eq!(parse_route("/ui"), Route::Ui);
+        assert_eq!(
+            parse_route("/v1/shards/pins/acme"),
+            Route::Pin(Ok(ws("acme")))
+        );
+        assert!(matches!(
+            parse_route("/v1/shards/pins/a/b"),
+            Route::Pin(Err(_))
+        ));
         assert_eq!(
             parse_route("/v1/route/acme"),
             Route::RouteOf(Ok(ws("acme")))
@@ -267,6 +295,7 @@ mod tests {
             "/v2/shards",
             "/healthz/x",
             "/v1/shards/0",
+            "/uix",
         ] {
             assert_eq!(parse_route(nf), Route::NotFound, "{nf}");
         }

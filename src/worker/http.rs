@@ -184,6 +184,8 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .unify()
         .or(super::profile_routes::routes(api.clone()))
         .unify()
+        .or(super::fleet_api::routes(api.clone()))
+        .unify()
         .recover(recover)
         .unify()
         .map(move |mut resp: warp::reply::Response| {
@@ -216,7 +218,7 @@ pub(crate) fn unavailable(code: &str, message: &str) -> ApiError {
     )
 }
 
-fn auth_error(e: AuthError) -> ApiError {
+pub(crate) fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
         AuthError::Unauthorized => {

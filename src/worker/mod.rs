@@ -22,6 +22,7 @@ pub mod consul;
 pub mod coordinator;
 pub mod driver;
 pub mod engine_host;
+pub mod fleet_api;
 pub mod host;
 pub mod http;
 pub mod messaging;
