@@ -125,6 +125,7 @@ impl Env {
             dns_cache_ttl_ms: dns_ttl_ms,
             upstream_timeout_secs: timeout_secs,
             table_file: None,
+            profile_max_bytes: wafleet::migrate::profile::DEFAULT_MAX_PROFILE_BYTES,
         };
         let authority = Authority::new(Some(ADMIN.into()), vec![SECRET.into()]).unwrap();
         let c = cancel.clone();

@@ -443,6 +443,44 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(r.bytes().await.unwrap().len(), 64 * 65536);
 }
 
+/// A profile upload (`PUT …/profile`) may be far above the 1 MiB cap and take longer to send
+/// than the upstream timeout: the timeout counts from the end of the body, so it is not cut.
+#[tokio::test]
+async fn slow_large_profile_uploads_pass_the_cap_and_are_not_timed_out() {
+    let f = fleet(1, fast()).await;
+    // 8 chunks of 512 KiB, one every 150 ms: 4 MiB over ~1.2 s, past the 500 ms timeout.
+    let paced = |n: u64| {
+        futures::stream::unfold(0u64, move |i| async move {
+            if i == n {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Some((
+                Ok::<_, Infallible>(Bytes::from(vec![1u8; 512 * 1024])),
+                i + 1,
+            ))
+        })
+    };
+    let r = f
+        .admin(f.http.put(f.url("/v1/workspaces/acme/sessions/s1/profile")))
+        .body(reqwest::Body::wrap_stream(paced(8)))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["body_len"], 8 * 512 * 1024);
+    assert_eq!(body["method"], "PUT");
+    // The same body on an ordinary route is over its cap.
+    let r = f
+        .admin(f.http.put(f.url("/v1/workspaces/acme/sessions/s1/other")))
+        .body(reqwest::Body::wrap_stream(paced(4)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}
+
 #[tokio::test]
 async fn a_shard_without_instances_answers_503_alone() {
     let f = fleet(3, fast()).await;
