@@ -333,6 +333,12 @@ impl Coordinator for ConsulTerm {
             == Some(crate::consul::session::FenceReason::DeadlineExceeded)
     }
 
+    fn resume_window(&self) -> Duration {
+        // The fence came 2/3 TTL after the last renewal and Consul drops a session at most
+        // 2 × TTL after it: 2 × TTL from the fence covers the session's whole possible life.
+        self.settings.session_ttl * 2
+    }
+
     fn abandon(&self) {
         self.cancel.cancel();
     }

@@ -70,6 +70,14 @@ pub trait Coordinator: Send + Sync + 'static {
         false
     }
 
+    /// How long after the fencing resuming is worth trying: past it the store has surely
+    /// invalidated the session (Consul: at most 2 × TTL after the last renewal), so a store
+    /// that still does not answer about it is treated as having lost it and a new session is
+    /// opened — a worker must not wait forever on a session that is gone.
+    fn resume_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Gives the term up after fencing: stops its keepers without releasing anything (the
     /// locks end with the session).
     fn abandon(&self);

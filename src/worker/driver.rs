@@ -244,7 +244,7 @@ pub async fn run_terms(
 ) -> bool {
     let mut first_ready = config.on_first_ready.clone();
     let mut term = 0u64;
-    let mut resume: Option<String> = None;
+    let mut resume: Option<(String, tokio::time::Instant)> = None;
     loop {
         if shutdown.is_cancelled() {
             return true;
@@ -259,7 +259,7 @@ pub async fn run_terms(
         // expire. Every browser was stopped at the fencing, and a session that Consul still
         // renews still holds its locks, so nobody else can run them meanwhile.
         let coord = match resume.take() {
-            Some(old) => match resume_term(&*connector, &old, &shutdown).await {
+            Some((old, until)) => match resume_term(&*connector, &old, until, &shutdown).await {
                 Resumed::Yes(c) => Ok(c),
                 Resumed::Gone => continue,
                 Resumed::Shutdown => return true,
@@ -302,7 +302,7 @@ pub async fn run_terms(
             TermEnd::Fenced => {
                 if coord.resumable() {
                     tracing::warn!(term, session = %session, "term fenced by its deadline; trying to resume its session once Consul answers");
-                    resume = Some(session);
+                    resume = Some((session, tokio::time::Instant::now() + coord.resume_window()));
                 } else {
                     tracing::warn!(term, "term fenced; opening a new one");
                 }
@@ -325,17 +325,27 @@ enum Resumed {
     Shutdown,
 }
 
-/// Retries [`Connector::resume`] until Consul says whether the session still exists. While
-/// Consul does not answer there is nothing better to do: a new session needs Consul too.
+/// Retries [`Connector::resume`] until Consul says whether the session still exists, or until
+/// `until` (past it the session is surely gone; a store that still cannot say — e.g. only this
+/// session's requests are cut off — is then given up on for a new session).
 async fn resume_term(
     connector: &dyn Connector,
     session: &str,
+    until: tokio::time::Instant,
     shutdown: &CancellationToken,
 ) -> Resumed {
     let mut logged = false;
     loop {
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                session,
+                "the fenced session cannot have outlived its TTL; opening a new one"
+            );
+            return Resumed::Gone;
+        }
         let r = tokio::select! {
             r = connector.resume(session) => r,
+            _ = tokio::time::sleep_until(until) => continue,
             _ = shutdown.cancelled() => return Resumed::Shutdown,
         };
         match r {
