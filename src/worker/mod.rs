@@ -12,7 +12,8 @@
 //! * [`host`]: the [`host::SessionHost`] trait the engine implements; [`placeholder`] is the
 //!   stand-in implementation.
 //! * [`driver`]: the async shell: terms, actions, published status.
-//! * [`http`]: the warp routes.
+//! * [`http`]: the warp routes; [`fleet_api`]: `GET /v1/sessions`, every session this worker
+//!   hosts (the router's fleet-wide list fans out to it).
 //! * [`cli`]: `wafleet worker` flags.
 //!
 //! See `docs/worker.md` for the ownership and fencing timeline.

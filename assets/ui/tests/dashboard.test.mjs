@@ -254,7 +254,7 @@ async function main() {
 
     assert.deepEqual(cspViolations, [], 'no CSP violation');
     assert.deepEqual(pageErrors, [], 'no script error');
-    log(`all checks passed; screenshots in ${shots}`);
+    log(`all checks passed${process.env.WAFLEET_UI_SCREENSHOTS ? `; screenshots in ${shots}` : ''}`);
   } finally {
     await browser?.close().catch(() => {});
     fleet.child.kill('SIGTERM');
@@ -263,12 +263,16 @@ async function main() {
       const t = setTimeout(() => { fleet.child.kill('SIGKILL'); r(); }, 60_000);
       fleet.child.on('exit', () => { clearTimeout(t); r(); });
     });
+    // Profiles are large; the logs stay for a failed run.
     if (!process.env.WAFLEET_UI_KEEP) rmSync(join(work, 'data'), { recursive: true, force: true });
   }
 }
 
 main().then(
-  () => process.exit(0),
+  () => {
+    if (!process.env.WAFLEET_UI_KEEP) rmSync(work, { recursive: true, force: true });
+    process.exit(0);
+  },
   (e) => {
     console.error('[dashboard] FAILED:', e);
     console.error(`[dashboard] fleet log: ${join(work, 'dev.log')}`);
