@@ -956,3 +956,105 @@ async fn versioned_pages_pin_old_builds_and_retired_ones_are_deprecated() {
     cancel.cancel();
     sim.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn adv_rotation_missing_surface_and_sync_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cancel) = start(SimConfig {
+        sync_delay_ms: 1_500,
+        ..SimConfig::default()
+    })
+    .await;
+    let base = format!("http://{}", sim.addr());
+    let (s, b) = post(
+        &base,
+        "/sim/faults",
+        json!({"missing_modules": ["bad name"]}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_fault")));
+    let (s, b) = post(
+        &base,
+        "/sim/faults",
+        json!({"missing_modules": ["WAWebPrepRawMedia"], "missing_members": ["WAWebCmd.Cmd.refreshQR"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["missing_modules"], json!(["WAWebPrepRawMedia"]));
+
+    let chrome = Chrome::launch(&dir.path().join("profile")).await;
+    let page = chrome.open(&format!("{base}/")).await;
+    wait_js(&page, &state_is("UNPAIRED")).await;
+    // The build lacks what the faults removed, and says so the way WhatsApp Web does.
+    let err: String = eval(
+        &page,
+        "(() => { try { window.require('WAWebPrepRawMedia'); return 'present'; } catch (e) { return e.message; } })()",
+    )
+    .await;
+    assert_eq!(err, "Requiring unknown module \"WAWebPrepRawMedia\"");
+    assert!(
+        eval::<bool>(
+            &page,
+            "window.require('WAWebCmd').Cmd.refreshQR === undefined && typeof window.require('WAWebCmd').Cmd.on === 'function'"
+        )
+        .await
+    );
+
+    // A new batch rotates the ADV secret: the old QR is stale, a QR built again links.
+    let before: String = eval(&page, QR_JS).await;
+    let (s, b) = post(&base, "/sim/faults", json!({"rotate_adv": true})).await;
+    assert_eq!((s, b["rotated"].as_u64()), (200, Some(1)));
+    let after: String = wait_for("a new ADV secret in the page", || async {
+        let qr: String = eval(&page, QR_JS).await;
+        (qr.split(',').nth(3) != before.split(',').nth(3)).then_some(qr)
+    })
+    .await;
+    let stale = format!(
+        "{},{}",
+        after.split_once(',').unwrap().0,
+        before.split_once(',').unwrap().1
+    );
+    let (s, b) = post(
+        &base,
+        "/sim/link",
+        json!({"qr": stale, "phone": "4915550033"}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (409, Some("stale_adv_secret")),
+        "{b}"
+    );
+    let six = format!("{after},https://faq.whatsapp.com/r/ld");
+    assert!(eval::<bool>(&page, LISTEN_JS).await);
+    assert!(
+        eval::<bool>(
+            &page,
+            "(window.__sync = [], window.require('WAWebCmd').Cmd.on('offline_progress_update_from_bridge', () => window.__sync.push([window.require('WAWebOfflineHandler').OfflineMessageHandler.getOfflineDeliveryProgress(), window.require('WAWebSocketModel').Socket.hasSynced])), true)"
+        )
+        .await
+    );
+    let (s, b) = post(
+        &base,
+        "/sim/link",
+        json!({"qr": six, "phone": "4915550033"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    // Connected first, synced only after the offline delivery's progress events.
+    wait_js(&page, &state_is("CONNECTED")).await;
+    wait_js(
+        &page,
+        "window.require('WAWebSocketModel').Socket.hasSynced === true",
+    )
+    .await;
+    let progress: Vec<(u32, bool)> = eval(&page, "window.__sync").await;
+    assert!(progress.len() >= 2, "{progress:?}");
+    assert!(progress.iter().all(|(_, synced)| !synced), "{progress:?}");
+    assert_eq!(progress.last().unwrap().0, 100, "{progress:?}");
+    let (_, f) = post(&base, "/sim/faults", json!({"clear": true})).await;
+    assert_eq!(f, json!({"slow_load_ms": 0, "held_loads": 0}));
+    chrome.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}

@@ -731,8 +731,10 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
             "missing_members takes names like WAWebCmd.Cmd or WAWebCmd.Cmd.refreshQR",
         ),
     ] {
-        if let Some(list) = list {
-            if list.len() > MAX_MISSING_NAMES || !list.iter().all(|n| valid(n)) {
+        if let Some(list) = list
+            && (list.len() > MAX_MISSING_NAMES || !list.iter().all(|n| valid(n)))
+        {
+            {
                 return ApiError::bad_request(
                     "invalid_fault",
                     format!("{what} (at most {MAX_MISSING_NAMES})"),

@@ -1693,7 +1693,7 @@ mod tests {
         let qr = qr_of(&sim, c);
         sim.take_effects();
         let w = sim
-            .set_web_versions(Some("2.3000.2-sim"), &[old.clone()])
+            .set_web_versions(Some("2.3000.2-sim"), std::slice::from_ref(&old))
             .unwrap();
         assert_eq!(
             (w.live.as_str(), w.retired.clone()),
