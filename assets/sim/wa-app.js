@@ -8,7 +8,8 @@
  */
 (function () {
   'use strict';
-  var VERSION = '2.3000.1012345678-sim';
+  // The server stamps every bundle with its web version (docs/simulator.md, versioned pages).
+  var VERSION = '__SIM_WEB_VERSION__';
   var require = window.__simRequire;
   var internal = require('WAWebSimInternal');
   var Socket = require('WAWebSocketModel').Socket;
@@ -110,6 +111,7 @@
           t: 'hello',
           keys: { noise: k.noise, identity: k.identity, adv: k.adv, platform: require('WAWebCompanionRegClientUtils').DEVICE_PLATFORM },
           creds: creds && creds.device ? { device: creds.device, token: creds.token } : null,
+          version: VERSION,
         });
       });
     };
@@ -135,9 +137,39 @@
     var wid = WF.createWid(m.wid);
     Conn.set({ wid: wid, me: wid, pushname: m.pushname, platform: m.platform });
     setState('CONNECTED');
-    Socket.set({ stream: 'CONNECTED' });
-    if (!Socket.hasSynced) Socket.set({ hasSynced: true });
     flushUnsent();
+    if (Socket.hasSynced) {
+      Socket.set({ stream: 'CONNECTED' });
+      return;
+    }
+    offlineDelivery(Number(m.sync_ms) || 0);
+  }
+
+  // The offline delivery after connecting: progress events, then its end, then hasSynced.
+  // With no delay it all happens in the same task as CONNECTED.
+  var syncTimer = null;
+  function offlineDelivery(ms) {
+    var Offline = require('WAWebOfflineHandler').OfflineMessageHandler;
+    if (syncTimer) { clearTimeout(syncTimer); syncTimer = null; }
+    Socket.set({ stream: 'SYNCING' });
+    var steps = ms > 0 ? 4 : 1;
+    var step = 0;
+    function advance() {
+      syncTimer = null;
+      if (Socket.state !== 'CONNECTED') return;
+      step += 1;
+      Offline.setProgress(Math.round(100 * step / steps));
+      Cmd.trigger('offline_progress_update_from_bridge');
+      if (step < steps) {
+        syncTimer = setTimeout(advance, ms / steps);
+        return;
+      }
+      Cmd.isOfflineDeliveryEnd = true;
+      Cmd.trigger('offline_delivery_end_from_bridge');
+      Socket.set({ stream: 'CONNECTED', hasSynced: true });
+    }
+    if (ms > 0) syncTimer = setTimeout(advance, ms / steps);
+    else advance();
   }
 
   function flushUnsent() {
@@ -200,6 +232,9 @@
     switch (m.t) {
       case 'qr':
         backoff = 500;
+        // A new batch of refs comes with a new ADV secret, stored before the ref is shown so a
+        // QR built on change:ref carries the current one.
+        if (m.adv) internal.setAdvSecret(m.adv);
         Conn.set({ ref: m.ref });
         setState('UNPAIRED');
         break;
@@ -217,6 +252,12 @@
         break;
       case 'logged_out':
         loggedOut(m.reason);
+        break;
+      case 'deprecated':
+        // The server turns this build away: WhatsApp Web shows "update" and stays there.
+        stopped = true;
+        Socket.set({ stream: 'DISCONNECTED' });
+        setState('DEPRECATED_VERSION');
         break;
       case 'conflict':
         setState('CONFLICT');
@@ -295,7 +336,14 @@
   function boot() {
     var cfg = window.__simConfig || {};
     allocateBallast(cfg.ballast_mb | 0);
-    internal.keys = loadKeys();
+    internal.keys = loadKeys().then(function (k) { internal.keysNow = k; return k; });
+    internal.setAdvSecret = function (adv) {
+      var k = internal.keysNow;
+      if (!k || k.adv === adv) return;
+      k.adv = adv;
+      idbPut('keys', k).catch(function (e) { console.error('cannot store the ADV secret', e); });
+      require('WAWebUserPrefsMultiDevice').advSecretEventEmitter.trigger('change');
+    };
     window.require = require;
     window.Debug = { VERSION: VERSION };
     render();

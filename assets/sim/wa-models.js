@@ -91,7 +91,7 @@
     return Events;
   });
 
-  __d('WAWebSimModel', ['WAWebSimEvents'], function (require) {
+  __d('WAWebSimModel', ['WAWebSimEvents'], function (t, require) {
     var Events = require('WAWebSimEvents');
     var RESERVED = { attributes: 1, _events: 1, _collections: 1 };
 
@@ -236,7 +236,7 @@
     return { Wid: Wid, createWid: createWid, createUserWid: createUserWid, isWid: isWid };
   });
 
-  __d('WAWebMsgKey', ['WAWebWidFactory'], function (require) {
+  __d('WAWebMsgKey', ['WAWebWidFactory'], function (t, require) {
     var WF = require('WAWebWidFactory');
     var ID_RE = /^[A-Za-z0-9]{1,64}$/;
     function MsgKey(o) {
@@ -297,7 +297,7 @@
     return { SOCKET_STATE: STATE, SOCKET_STREAM: { DISCONNECTED: 'DISCONNECTED', CONNECTED: 'CONNECTED', RESUMING: 'RESUMING', SYNCING: 'SYNCING' } };
   });
 
-  __d('WAWebSocketModel', ['WAWebSimModel', 'WAWebSimInternal'], function (require) {
+  __d('WAWebSocketModel', ['WAWebSimModel', 'WAWebSimInternal'], function (t, require) {
     var M = require('WAWebSimModel');
     var internal = require('WAWebSimInternal');
     var Socket = new M.Model({ id: 'socket', state: 'UNLAUNCHED', stream: 'DISCONNECTED', hasSynced: false });
@@ -312,7 +312,7 @@
     return { Socket: Socket, SocketModel: Socket };
   });
 
-  __d('WAWebConnModel', ['WAWebSimModel'], function (require) {
+  __d('WAWebConnModel', ['WAWebSimModel'], function (t, require) {
     var M = require('WAWebSimModel');
     var Conn = new M.Model({ id: 'conn', ref: null, wid: null, me: null, platform: null, pushname: null, battery: 100, plugged: true });
     Conn.serialize = function () {
@@ -329,7 +329,7 @@
     return { Conn: Conn };
   });
 
-  __d('WAWebCmd', ['WAWebSimEvents', 'WAWebSimInternal'], function (require) {
+  __d('WAWebCmd', ['WAWebSimEvents', 'WAWebSimInternal'], function (t, require) {
     var Events = require('WAWebSimEvents');
     var internal = require('WAWebSimInternal');
     var Cmd = Object.assign({}, Events);
@@ -339,7 +339,7 @@
     return { Cmd: Cmd, CmdImpl: Cmd };
   });
 
-  __d('WAWebUserPrefsMeUser', ['WAWebConnModel'], function (require) {
+  __d('WAWebUserPrefsMeUser', ['WAWebConnModel'], function (t, require) {
     var Conn = require('WAWebConnModel').Conn;
     return {
       getMaybeMePnUser: function () { return Conn.wid || null; },
@@ -350,7 +350,7 @@
   });
 
   // --- key material (the QR string's parts) -----------------------------------------------------
-  __d('WAWebUserPrefsInfoStore', ['WAWebSimInternal', 'WABase64'], function (require) {
+  __d('WAWebUserPrefsInfoStore', ['WAWebSimInternal', 'WABase64'], function (t, require) {
     var internal = require('WAWebSimInternal');
     var B = require('WABase64');
     return {
@@ -365,7 +365,7 @@
     };
   });
 
-  __d('WAWebSignalStoreApi', ['WAWebSimInternal', 'WABase64'], function (require) {
+  __d('WAWebSignalStoreApi', ['WAWebSimInternal', 'WABase64'], function (t, require) {
     var internal = require('WAWebSimInternal');
     var B = require('WABase64');
     return {
@@ -383,7 +383,7 @@
     };
   });
 
-  __d('WAWebAdvSignatureApi', ['WAWebSimInternal'], function (require) {
+  __d('WAWebAdvSignatureApi', ['WAWebSimInternal'], function (t, require) {
     var internal = require('WAWebSimInternal');
     return {
       getADVSecretKey: function () {
@@ -400,11 +400,25 @@
   });
 
   __d('WAWebOfflineHandler', [], function () {
-    return { OfflineMessageHandler: { getOfflineDeliveryProgress: function () { return 100; } } };
+    var progress = 0;
+    return {
+      OfflineMessageHandler: {
+        getOfflineDeliveryProgress: function () { return progress; },
+        getOfflineMessageCount: function () { return 0; },
+        // The app's own setter (the simulator's stand-in for the offline handler's bookkeeping).
+        setProgress: function (p) { progress = p; },
+      },
+    };
+  });
+
+  __d('WAWebUserPrefsMultiDevice', ['WAWebSimEvents'], function (t, require) {
+    var Events = require('WAWebSimEvents');
+    // Fires `change` whenever the ADV secret is replaced (with every new batch of QR refs).
+    return { advSecretEventEmitter: Object.assign({}, Events) };
   });
 
   // --- pairing code -------------------------------------------------------------------------------
-  __d('WAWebAltDeviceLinkingApi', ['WAWebSimInternal', 'WAWebSocketModel'], function (require) {
+  __d('WAWebAltDeviceLinkingApi', ['WAWebSimInternal', 'WAWebSocketModel'], function (t, require) {
     var internal = require('WAWebSimInternal');
     var Socket = require('WAWebSocketModel').Socket;
     return {
@@ -437,7 +451,7 @@
   });
 
   // --- collections ------------------------------------------------------------------------------
-  __d('WAWebCollections', ['WAWebSimModel', 'WAWebWidFactory'], function (require) {
+  __d('WAWebCollections', ['WAWebSimModel', 'WAWebWidFactory'], function (t, require) {
     var M = require('WAWebSimModel');
     var WF = require('WAWebWidFactory');
 
@@ -489,7 +503,7 @@
     return { Msg: Msg, Chat: Chat, Contact: Contact, MsgModel: MsgModel, ChatModel: ChatModel, ContactModel: ContactModel };
   });
 
-  __d('WAWebFindChatAction', ['WAWebCollections'], function (require) {
+  __d('WAWebFindChatAction', ['WAWebCollections'], function (t, require) {
     var C = require('WAWebCollections');
     return {
       findOrCreateLatestChat: function (wid) {
@@ -504,7 +518,7 @@
   });
 
   // --- sending ----------------------------------------------------------------------------------
-  __d('WAWebSendMsgChatAction', ['WAWebSimInternal', 'WAWebCollections', 'WAWebMsgKey', 'WAWebWidFactory', 'WAWebConnModel'], function (require) {
+  __d('WAWebSendMsgChatAction', ['WAWebSimInternal', 'WAWebCollections', 'WAWebMsgKey', 'WAWebWidFactory', 'WAWebConnModel'], function (t, require) {
     var internal = require('WAWebSimInternal');
     var C = require('WAWebCollections');
     var MsgKey = require('WAWebMsgKey');

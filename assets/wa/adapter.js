@@ -81,13 +81,15 @@
   // === session state ===
 
   let version = null;
-  let qrKeys = null; // the four fixed parts after the ref, loaded once per document
+  let qrSeq = 0; // orders QR builds: only the newest one is reported
   let qrListener = null;
   let pairingMode = false;
   let readySent = false;
   let messagesAttached = false;
   let codeTimer = null;
 
+  // Every part is read again for every QR: WhatsApp rotates the ADV secret with each new batch
+  // of refs, so a cached secret makes every QR after a refresh unscannable.
   async function loadQrKeys() {
     const reg = await req('WAWebSignalStoreApi').waSignalStore.getRegistrationInfo();
     const noise = await req('WAWebUserPrefsInfoStore').waNoiseInfo.get();
@@ -97,28 +99,47 @@
     return [b64(noise.staticKeyPair.pubKey), b64(reg.identityKeyPair.pubKey), adv, platform];
   }
 
-  function reportQr(ref) {
-    if (ref === undefined || ref === null || !qrKeys) return;
-    report('qr', { value: [ref].concat(qrKeys).join(',') });
-  }
-
-  async function startQr() {
-    if (qrListener || pairingMode) return;
-    const Conn = req('WAWebConnModel').Conn;
-    qrListener = (_conn, ref) => reportQr(ref);
-    Conn.on('change:ref', qrListener);
+  let lastQr = null;
+  async function reportQr() {
+    const seq = ++qrSeq;
     try {
-      if (!qrKeys) qrKeys = await loadQrKeys();
-      reportQr(Conn.ref);
+      const ref = req('WAWebConnModel').Conn.ref;
+      if (ref === undefined || ref === null) return;
+      const keys = await loadQrKeys();
+      if (seq !== qrSeq || !qrListener) return; // a newer ref or secret arrived meanwhile
+      const value = [ref].concat(keys).join(',');
+      if (value === lastQr) return;
+      lastQr = value;
+      report('qr', { value: value });
     } catch (e) {
       report('error', { where: 'qr', message: errorText(e) });
     }
+  }
+
+  function advEmitter() {
+    try {
+      return req('WAWebUserPrefsMultiDevice').advSecretEventEmitter || null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function startQr() {
+    if (qrListener || pairingMode) return;
+    const Conn = req('WAWebConnModel').Conn;
+    qrListener = () => reportQr();
+    Conn.on('change:ref', qrListener);
+    const adv = advEmitter();
+    if (adv) adv.on('change', qrListener);
+    reportQr();
   }
 
   function stopQr() {
     if (!qrListener) return;
     try {
       req('WAWebConnModel').Conn.off('change:ref', qrListener);
+      const adv = advEmitter();
+      if (adv) adv.off('change', qrListener);
     } catch (e) {
       // ignore: the module is going away with the document
     }

@@ -32,6 +32,9 @@ pub struct Args {
     /// Time from ack 2 (device) to ack 3 (read), in ms.
     #[arg(long, default_value_t = super::DEFAULT_ACK_READ_MS)]
     pub ack_read_ms: u64,
+    /// How long a page's offline delivery (sync) takes after it connects, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub sync_delay_ms: u64,
     /// MiB of resident memory every page allocates at boot (approximates WhatsApp Web's
     /// footprint for memory benchmarks; 0 = none).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(super::MAX_PAGE_BALLAST_MB)))]
@@ -47,6 +50,7 @@ pub async fn run(args: Args) -> Result<(), SimError> {
         qr_max_rotations: args.qr_max_rotations,
         ack_device_ms: args.ack_device_ms,
         ack_read_ms: args.ack_read_ms,
+        sync_delay_ms: args.sync_delay_ms,
         state_file: args.state_file,
         page_ballast_mb: args.page_ballast_mb,
         ..SimConfig::default()

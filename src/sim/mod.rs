@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod server;
 pub mod state;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ pub struct SimConfig {
     pub ack_read_ms: u64,
     /// Resolution of the QR and ack timers.
     pub tick_ms: u64,
+    /// How long a page's offline delivery takes after it connects (progress events, then
+    /// `hasSynced`); the `sync_delay_ms` fault changes it at run time. 0 = at once.
+    pub sync_delay_ms: u64,
     /// Where linked devices are kept across restarts (JSON), if anywhere.
     pub state_file: Option<PathBuf>,
     /// Memory (MiB) every page allocates and keeps at boot, filled with random bytes so it is
@@ -70,6 +74,7 @@ impl Default for SimConfig {
             ack_device_ms: DEFAULT_ACK_DEVICE_MS,
             ack_read_ms: DEFAULT_ACK_READ_MS,
             tick_ms: DEFAULT_TICK_MS,
+            sync_delay_ms: 0,
             state_file: None,
             page_ballast_mb: 0,
         }
@@ -84,6 +89,7 @@ impl SimConfig {
             qr_max_rotations: self.qr_max_rotations,
             ack_device_ms: self.ack_device_ms,
             ack_read_ms: self.ack_read_ms,
+            sync_ms: self.sync_delay_ms,
         }
     }
 }

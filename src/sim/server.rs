@@ -26,6 +26,7 @@ use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::{Filter, Rejection, Reply};
 
 use super::state::{ClientMsg, ConnId, Effect, Persisted, PhoneError, Sim};
+use super::versions::VersionError;
 use super::{SimConfig, SimError};
 use crate::api::{ApiError, recover};
 
@@ -43,6 +44,11 @@ const PHONE_HTML: &str = include_str!("../../assets/sim/phone.html");
 const RUNTIME_JS: &str = include_str!("../../assets/sim/wa-runtime.js");
 const MODELS_JS: &str = include_str!("../../assets/sim/wa-models.js");
 const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
+/// Stands for the web version in the assets; replaced when they are served.
+const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
+/// Stand for the JSON lists of the `missing_modules` / `missing_members` faults in the runtime.
+const MISSING_MODULES_PLACEHOLDER: &str = "__SIM_MISSING_MODULES__";
+const MISSING_MEMBERS_PLACEHOLDER: &str = "__SIM_MISSING_MEMBERS__";
 
 /// A simulator started by [`spawn`].
 #[derive(Debug)]
@@ -138,6 +144,7 @@ async fn serve(
         page_config,
         conns: Mutex::new(HashMap::new()),
         slow_load_ms: Mutex::new(0),
+        missing: Mutex::new(MissingSurface::default()),
         held_loads: AtomicUsize::new(0),
         release_loads: Notify::new(),
         persist: persist_tx,
@@ -175,6 +182,13 @@ async fn serve(
 
 // === shared state ===
 
+/// Modules and members the served builds lack (faults).
+#[derive(Debug, Clone, Default)]
+struct MissingSurface {
+    modules: Vec<String>,
+    members: Vec<String>,
+}
+
 enum Outbound {
     Text(String),
     Close,
@@ -187,6 +201,8 @@ struct Shared {
     /// Senders to each connected page's websocket task; removed by that task when it ends.
     conns: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
     slow_load_ms: Mutex<u64>,
+    /// What the `missing_modules` / `missing_members` faults take out of the served builds.
+    missing: Mutex<MissingSurface>,
     /// Chunk requests the slow-load fault is holding right now (visible in `/sim/faults`).
     held_loads: AtomicUsize,
     /// Wakes every held chunk request when the fault is lowered or cleared.
@@ -299,14 +315,30 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
 
     let index = warp::path::end()
         .and(warp::get())
-        .map(|| asset(INDEX_HTML, "text/html; charset=utf-8"));
+        .and(with.clone())
+        .map(|shared: Arc<Shared>| {
+            let live = shared.with(|sim, _| sim.web_versions().live.clone());
+            asset(for_version(INDEX_HTML, &live), "text/html; charset=utf-8")
+        });
     let phone = warp::path!("phone")
         .and(warp::get())
         .map(|| asset(PHONE_HTML, "text/html; charset=utf-8"));
     let statics = warp::path!("static" / String)
         .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
         .and(with.clone())
         .and_then(static_chunk);
+    let web_version_get = warp::path!("sim" / "web-version")
+        .and(warp::get())
+        .and(with.clone())
+        .map(|shared: Arc<Shared>| {
+            warp::reply::json(&shared.with(|sim, _| sim.web_versions().clone())).into_response()
+        });
+    let web_version_post = warp::path!("sim" / "web-version")
+        .and(warp::post())
+        .and(json_body::<WebVersionReq>())
+        .and(with.clone())
+        .map(|req: WebVersionReq, shared: Arc<Shared>| web_version(req, &shared));
     let health = warp::path!("healthz").and(warp::get()).map(|| "ok");
     let ws =
         warp::path!("ws")
@@ -395,6 +427,43 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(devices)
         .or(faults_get)
         .or(faults_post)
+        .or(web_version_get)
+        .or(web_version_post)
+}
+
+/// The text of an asset as served for one web version: every bundle of a version carries that
+/// version (the page's `Debug.VERSION`, the URLs index.html references). `version` is
+/// validated (digits, dots, a lower-case tag), so it is safe in HTML, JS and URLs.
+fn for_version(template: &str, version: &str) -> String {
+    template.replace(VERSION_PLACEHOLDER, version)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebVersionReq {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    retire: Option<Vec<String>>,
+}
+
+fn web_version(req: WebVersionReq, shared: &Shared) -> warp::reply::Response {
+    let retire = req.retire.unwrap_or_default();
+    if req.version.is_none() && retire.is_empty() {
+        return ApiError::bad_request("invalid_body", "give version and/or retire").into_response();
+    }
+    match shared.with(|sim, _| sim.set_web_versions(req.version.as_deref(), &retire)) {
+        Ok(v) => warp::reply::json(&v).into_response(),
+        Err(e) => {
+            let (status, code) = match &e {
+                VersionError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_version"),
+                VersionError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_version"),
+                VersionError::Conflict(code, _) => (StatusCode::CONFLICT, *code),
+                VersionError::TooMany => (StatusCode::CONFLICT, "too_many_versions"),
+            };
+            ApiError::new(status, code, e.to_string()).into_response()
+        }
+    }
 }
 
 fn asset(body: impl Into<String>, content_type: &'static str) -> warp::reply::Response {
@@ -414,13 +483,35 @@ fn asset(body: impl Into<String>, content_type: &'static str) -> warp::reply::Re
 
 async fn static_chunk(
     name: String,
+    query: HashMap<String, String>,
     shared: Arc<Shared>,
 ) -> Result<warp::reply::Response, Rejection> {
+    // `?v=<version>` picks the bundles of that version (any version ever served); without it,
+    // the live one.
+    let version = shared.with(|sim, _| match query.get("v") {
+        Some(v) => sim.web_versions().is_known(v).then(|| v.clone()),
+        None => Some(sim.web_versions().live.clone()),
+    });
+    let Some(version) = version else {
+        return Err(warp::reject::not_found());
+    };
+    let runtime = || {
+        let missing = lock(&shared.missing).clone();
+        for_version(RUNTIME_JS, &version)
+            .replace(
+                MISSING_MODULES_PLACEHOLDER,
+                &serde_json::to_string(&missing.modules).unwrap_or_else(|_| "[]".into()),
+            )
+            .replace(
+                MISSING_MEMBERS_PLACEHOLDER,
+                &serde_json::to_string(&missing.members).unwrap_or_else(|_| "[]".into()),
+            )
+    };
     let body: String = match name.as_str() {
         "wa-config.js" => shared.page_config.clone(),
-        "wa-runtime.js" => RUNTIME_JS.to_owned(),
-        "wa-models.js" => MODELS_JS.to_owned(),
-        "wa-app.js" => APP_JS.to_owned(),
+        "wa-runtime.js" => runtime(),
+        "wa-models.js" => for_version(MODELS_JS, &version),
+        "wa-app.js" => for_version(APP_JS, &version),
         _ => return Err(warp::reject::not_found()),
     };
     // Registered before reading the setting, so a clear that lands in between still wakes us.
@@ -455,6 +546,7 @@ impl Drop for HeldLoad<'_> {
     }
 }
 
+/// The current fault settings; the optional ones appear only while set.
 fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     out.insert("slow_load_ms".into(), (*lock(&shared.slow_load_ms)).into());
@@ -462,7 +554,23 @@ fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_json::Value>
         "held_loads".into(),
         shared.held_loads.load(Ordering::SeqCst).into(),
     );
+    let missing = lock(&shared.missing).clone();
+    if !missing.modules.is_empty() {
+        out.insert("missing_modules".into(), missing.modules.into());
+    }
+    if !missing.members.is_empty() {
+        out.insert("missing_members".into(), missing.members.into());
+    }
+    if let Some(ms) = shared.with(|sim, _| sim.sync_delay_override()) {
+        out.insert("sync_delay_ms".into(), ms.into());
+    }
     out
+}
+
+fn dedup(mut list: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    list.retain(|n| seen.insert(n.clone()));
+    list
 }
 
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
@@ -543,6 +651,42 @@ struct FaultsReq {
     mode: Option<String>,
     #[serde(default)]
     clear: Option<bool>,
+    #[serde(default)]
+    missing_modules: Option<Vec<String>>,
+    #[serde(default)]
+    missing_members: Option<Vec<String>>,
+    #[serde(default)]
+    sync_delay_ms: Option<u64>,
+    #[serde(default)]
+    rotate_adv: Option<bool>,
+}
+
+/// Most names a `missing_*` fault takes.
+pub const MAX_MISSING_NAMES: usize = 100;
+/// Upper bound of the sync-delay fault.
+pub const MAX_SYNC_DELAY_MS: u64 = 3_600_000;
+
+/// A module name as WhatsApp Web spells them: a letter, then letters, digits or `_`, ≤ 100.
+fn valid_module_name(s: &str) -> bool {
+    (1..=100).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphabetic()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `Module.member[.member…]`, members being JS identifiers, ≤ 200 characters.
+fn valid_member_path(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let module_ok = parts.next().is_some_and(valid_module_name);
+    let members: Vec<&str> = parts.collect();
+    s.len() <= 200
+        && module_ok
+        && !members.is_empty()
+        && members.iter().all(|m| {
+            !m.is_empty()
+                && !m.as_bytes()[0].is_ascii_digit()
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        })
 }
 
 fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
@@ -568,14 +712,50 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
     if req.mode.is_some() && req.crash.is_none() {
         return ApiError::bad_request("invalid_fault", "mode goes with crash").into_response();
     }
+    if req.sync_delay_ms.is_some_and(|ms| ms > MAX_SYNC_DELAY_MS) {
+        return ApiError::bad_request(
+            "invalid_fault",
+            format!("sync_delay_ms is at most {MAX_SYNC_DELAY_MS}"),
+        )
+        .into_response();
+    }
+    for (list, valid, what) in [
+        (
+            &req.missing_modules,
+            valid_module_name as fn(&str) -> bool,
+            "missing_modules takes module names like WAWebCmd",
+        ),
+        (
+            &req.missing_members,
+            valid_member_path as fn(&str) -> bool,
+            "missing_members takes names like WAWebCmd.Cmd or WAWebCmd.Cmd.refreshQR",
+        ),
+    ] {
+        if let Some(list) = list
+            && (list.len() > MAX_MISSING_NAMES || !list.iter().all(|n| valid(n)))
+        {
+            {
+                return ApiError::bad_request(
+                    "invalid_fault",
+                    format!("{what} (at most {MAX_MISSING_NAMES})"),
+                )
+                .into_response();
+            }
+        }
+    }
     if req.slow_load_ms.is_none()
         && req.drop_socket.is_none()
         && req.crash.is_none()
+        && req.missing_modules.is_none()
+        && req.missing_members.is_none()
+        && req.sync_delay_ms.is_none()
+        && req.rotate_adv != Some(true)
         && req.clear != Some(true)
     {
         return ApiError::bad_request(
             "invalid_fault",
-            "give slow_load_ms, drop_socket, crash or clear",
+            "give slow_load_ms, drop_socket, crash, missing_modules, missing_members, \
+             sync_delay_ms, rotate_adv or clear",
         )
         .into_response();
     }
@@ -587,8 +767,21 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
     }
     if req.clear == Some(true) {
         *lock(&shared.slow_load_ms) = 0;
-        shared.with(|sim, _| sim.clear_refusals());
+        *lock(&shared.missing) = MissingSurface::default();
+        shared.with(|sim, _| {
+            sim.clear_refusals();
+            sim.set_sync_delay_override(None);
+        });
         shared.release_loads.notify_waiters();
+    }
+    if let Some(list) = req.missing_modules {
+        lock(&shared.missing).modules = dedup(list);
+    }
+    if let Some(list) = req.missing_members {
+        lock(&shared.missing).members = dedup(list);
+    }
+    if let Some(ms) = req.sync_delay_ms {
+        shared.with(|sim, _| sim.set_sync_delay_override(Some(ms)));
     }
     if let Some(ms) = req.slow_load_ms {
         let mut current = lock(&shared.slow_load_ms);
@@ -600,6 +793,10 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
         }
     }
     let mut out = fault_settings(shared);
+    if req.rotate_adv == Some(true) {
+        let n = shared.with(|sim, now| sim.rotate_adv_secrets(now));
+        out.insert("rotated".into(), n.into());
+    }
     if let Some(phone) = &req.drop_socket {
         let refuse = req.refuse_ms.unwrap_or(0);
         match shared.with(|sim, now| sim.drop_socket(phone, refuse, now)) {

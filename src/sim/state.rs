@@ -16,6 +16,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::versions::{VersionError, WebVersions, valid_version};
+
 /// Identifies one websocket connection of a page.
 pub type ConnId = u64;
 
@@ -47,6 +49,8 @@ pub struct Timing {
     pub ack_device_ms: u64,
     /// From ack 2 (device) to ack 3 (read).
     pub ack_read_ms: u64,
+    /// How long a page's offline delivery (sync) takes after it connects, before `hasSynced`.
+    pub sync_ms: u64,
 }
 
 impl Default for Timing {
@@ -57,9 +61,16 @@ impl Default for Timing {
             qr_max_rotations: 5,
             ack_device_ms: 1_000,
             ack_read_ms: 2_000,
+            sync_ms: 0,
         }
     }
 }
+
+/// The optional sixth part of WhatsApp Web's QR string (shown when a server-side knob is on; a
+/// help link for phones that scan with their camera app).
+pub const QR_SIXTH_PART: &str = "https://faq.whatsapp.com/r/ld";
+/// How many rotated ADV secrets of a connection are remembered to tell "stale" from "wrong".
+const OLD_ADVS_KEPT: usize = 8;
 
 // === wire messages ===
 
@@ -129,6 +140,9 @@ pub enum ClientMsg {
         /// Stored credentials.
         #[serde(default)]
         creds: Option<Creds>,
+        /// The web version the page booted (`Debug.VERSION`); absent means the live one.
+        #[serde(default)]
+        version: Option<String>,
     },
     /// `Cmd.refreshQR()`.
     RefreshQr,
@@ -159,6 +173,10 @@ pub enum ServerMsg {
         /// The ref.
         #[serde(rename = "ref")]
         reference: String,
+        /// A new ADV secret (base64 of 32 bytes), with the first ref of each batch: WhatsApp
+        /// rotates the secret whenever a new batch of refs arrives.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        adv: Option<String>,
     },
     /// No scan after the last rotation: `UNPAIRED_IDLE`.
     Idle,
@@ -170,6 +188,8 @@ pub enum ServerMsg {
         pushname: String,
         /// The phone's platform.
         platform: String,
+        /// How long the offline delivery takes before the page is synced.
+        sync_ms: u64,
     },
     /// The phone linked this page: store these credentials.
     Paired {
@@ -183,6 +203,8 @@ pub enum ServerMsg {
         pushname: String,
         /// The phone's platform.
         platform: String,
+        /// How long the offline delivery takes before the page is synced.
+        sync_ms: u64,
     },
     /// The device is not (or no longer) linked.
     LoggedOut {
@@ -191,6 +213,11 @@ pub enum ServerMsg {
     },
     /// The same credentials are active in another browser.
     Conflict,
+    /// The page's web version is retired: `DEPRECATED_VERSION`, no linking, no reconnect.
+    Deprecated {
+        /// The retired version.
+        version: String,
+    },
     /// Answer to a pairing-code request.
     PairCode {
         /// The request.
@@ -308,6 +335,9 @@ pub struct DeviceView {
     /// When it was linked, ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub linked_at: Option<u64>,
+    /// The web version the page booted (`Debug.VERSION`), while online.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<String>,
 }
 
 /// Result of a successful link.
@@ -345,6 +375,8 @@ enum Phase {
     Idle,
     Connected,
     Conflict,
+    /// Booted a retired web version.
+    Deprecated,
 }
 
 #[derive(Debug, Clone)]
@@ -353,10 +385,14 @@ struct Conn {
     keys: Option<DeviceKeys>,
     reference: Option<String>,
     old_refs: VecDeque<String>,
+    /// ADV secrets this page showed before the current one.
+    old_advs: VecDeque<String>,
     rotations: u32,
     next_rotation_at: u64,
     pairing: Option<(String, String)>,
     device: Option<String>,
+    /// The web version the page booted.
+    version: Option<String>,
 }
 
 /// A linked device, as persisted.
@@ -383,6 +419,9 @@ pub struct Persisted {
     pub version: u32,
     /// Linked devices.
     pub devices: Vec<Device>,
+    /// Web versions (live, known, retired); absent in files written before versions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebVersions>,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +455,9 @@ pub struct Sim {
     refusals: BTreeMap<String, u64>,
     effects: Vec<Effect>,
     dirty: bool,
+    web: WebVersions,
+    /// The `sync_delay_ms` fault, overriding `timing.sync_ms` while set.
+    sync_override: Option<u64>,
 }
 
 // === impl Sim ===
@@ -434,6 +476,8 @@ impl Sim {
             refusals: BTreeMap::new(),
             effects: Vec::new(),
             dirty: false,
+            web: WebVersions::default(),
+            sync_override: None,
         }
     }
 
@@ -444,6 +488,9 @@ impl Sim {
                 self.devices.insert(d.device.clone(), d);
             }
         }
+        if let Some(web) = state.web {
+            self.web = WebVersions::restored(web);
+        }
     }
 
     /// The linked devices to persist.
@@ -451,6 +498,7 @@ impl Sim {
         Persisted {
             version: 1,
             devices: self.devices.values().cloned().collect(),
+            web: Some(self.web.clone()),
         }
     }
 
@@ -477,10 +525,12 @@ impl Sim {
                 keys: None,
                 reference: None,
                 old_refs: VecDeque::new(),
+                old_advs: VecDeque::new(),
                 rotations: 0,
                 next_rotation_at: u64::MAX,
                 pairing: None,
                 device: None,
+                version: None,
             },
         );
         id
@@ -497,7 +547,11 @@ impl Sim {
             return;
         }
         match msg {
-            ClientMsg::Hello { keys, creds } => self.hello(conn, keys, creds, now),
+            ClientMsg::Hello {
+                keys,
+                creds,
+                version,
+            } => self.hello(conn, keys, creds, version, now),
             ClientMsg::RefreshQr => self.refresh_qr(conn, now),
             ClientMsg::PairCodeRequest { req, phone } => self.pair_code_request(conn, req, phone),
             ClientMsg::Send { msg } => self.send(conn, msg, now),
@@ -512,14 +566,33 @@ impl Sim {
             .push(Effect::Send(conn, ServerMsg::Error { message }));
     }
 
-    fn hello(&mut self, conn: ConnId, keys: DeviceKeys, creds: Option<Creds>, now: u64) {
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        keys: DeviceKeys,
+        creds: Option<Creds>,
+        version: Option<String>,
+        now: u64,
+    ) {
         if let Err(message) = validate_keys(&keys) {
             self.protocol_error(conn, message);
             self.effects.push(Effect::Close(conn));
             return;
         }
+        if version.as_deref().is_some_and(|v| !valid_version(v)) {
+            self.protocol_error(conn, "version must look like 2.3000.1012345678-sim".into());
+            self.effects.push(Effect::Close(conn));
+            return;
+        }
+        let version = version.unwrap_or_else(|| self.web.live.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.keys = Some(keys);
+            c.version = Some(version.clone());
+        }
+        if self.web.is_retired(&version) {
+            // What WhatsApp's servers do with a too-old client: no QR, no login.
+            self.deprecate(conn);
+            return;
         }
         let Some(creds) = creds else {
             self.start_qr(conn, now);
@@ -585,6 +658,7 @@ impl Sim {
                 wid: wid_of(&d.phone),
                 pushname: d.pushname.clone(),
                 platform: PHONE_PLATFORM.into(),
+                sync_ms: self.sync_ms(),
             },
         ));
         self.after_connect(conn, d);
@@ -618,19 +692,62 @@ impl Sim {
         }
     }
 
+    /// A new batch of refs, with a new ADV secret (what WhatsApp's `pair-device` does).
     fn start_qr(&mut self, conn: ConnId, now: u64) {
         let reference = self.new_ref();
+        let adv = base64::engine::general_purpose::STANDARD.encode(self.rng.random::<[u8; 32]>());
         let first = self.timing.qr_first_ms;
         if let Some(c) = self.conns.get_mut(&conn) {
             if let Some(old) = c.reference.replace(reference.clone()) {
                 push_old_ref(&mut c.old_refs, old);
             }
+            if let Some(k) = c.keys.as_mut() {
+                let old = std::mem::replace(&mut k.adv, adv.clone());
+                c.old_advs.push_back(old);
+                while c.old_advs.len() > OLD_ADVS_KEPT {
+                    c.old_advs.pop_front();
+                }
+            }
             c.phase = Phase::Unpaired;
             c.rotations = 0;
             c.next_rotation_at = now.saturating_add(first);
         }
-        self.effects
-            .push(Effect::Send(conn, ServerMsg::Qr { reference }));
+        self.effects.push(Effect::Send(
+            conn,
+            ServerMsg::Qr {
+                reference,
+                adv: Some(adv),
+            },
+        ));
+    }
+
+    /// Fault: every page waiting to be linked gets a new batch of refs and a new ADV secret.
+    /// Returns how many.
+    pub fn rotate_adv_secrets(&mut self, now: u64) -> usize {
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Unpaired | Phase::Idle))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            self.start_qr(id, now);
+        }
+        ids.len()
+    }
+
+    /// The `sync_delay_ms` fault (None: back to the configured delay).
+    pub fn set_sync_delay_override(&mut self, ms: Option<u64>) {
+        self.sync_override = ms;
+    }
+
+    /// The `sync_delay_ms` fault, if set.
+    pub fn sync_delay_override(&self) -> Option<u64> {
+        self.sync_override
+    }
+
+    fn sync_ms(&self) -> u64 {
+        self.sync_override.unwrap_or(self.timing.sync_ms)
     }
 
     fn refresh_qr(&mut self, conn: ConnId, now: u64) {
@@ -820,8 +937,13 @@ impl Sim {
                     c.rotations += 1;
                     c.next_rotation_at = now.saturating_add(next);
                 }
-                self.effects
-                    .push(Effect::Send(id, ServerMsg::Qr { reference }));
+                self.effects.push(Effect::Send(
+                    id,
+                    ServerMsg::Qr {
+                        reference,
+                        adv: None,
+                    },
+                ));
             }
         }
 
@@ -864,11 +986,26 @@ impl Sim {
         now: u64,
     ) -> Result<Linked, PhoneError> {
         check_phone(phone)?;
+        let conn = self.check_qr(qr)?;
+        Ok(self.link(conn, phone, name, now))
+    }
+
+    /// Checks a QR string the way the phone does before linking (`/sim/link` with `dry_run`):
+    /// five parts, or six with WhatsApp's help link last; a ref some page shows now; that page's
+    /// key material, including its *current* ADV secret. Returns the page's connection.
+    pub fn check_qr(&self, qr: &str) -> Result<ConnId, PhoneError> {
         let parts: Vec<&str> = qr.trim().split(',').collect();
-        if parts.len() != 5 || parts.iter().any(|p| p.is_empty()) {
+        let shape_ok = match parts.len() {
+            5 => true,
+            6 => parts[5] == QR_SIXTH_PART,
+            _ => false,
+        };
+        if !shape_ok || parts.iter().any(|p| p.is_empty()) {
             return Err(PhoneError::Invalid(
                 "invalid_qr",
-                "a QR string has five non-empty comma-separated parts".into(),
+                format!(
+                    "a QR string has five non-empty comma-separated parts, or six with {QR_SIXTH_PART} last"
+                ),
             ));
         }
         let found = self
@@ -886,19 +1023,34 @@ impl Sim {
                 PhoneError::NotFound("unknown_qr", "no page shows this QR ref".into())
             });
         };
-        let keys_match = c.keys.as_ref().is_some_and(|k| {
-            k.noise == parts[1]
-                && k.identity == parts[2]
-                && k.adv == parts[3]
-                && k.platform == parts[4]
-        });
-        if !keys_match {
+        let Some(k) = c.keys.as_ref() else {
+            return Err(PhoneError::Invalid(
+                "invalid_qr",
+                "the page showing this ref sent no key material".into(),
+            ));
+        };
+        if !(k.noise == parts[1] && k.identity == parts[2] && k.platform == parts[4]) {
             return Err(PhoneError::Invalid(
                 "invalid_qr",
                 "the key material does not match the page showing this ref".into(),
             ));
         }
-        Ok(self.link(conn, phone, name, now))
+        if k.adv != parts[3] {
+            return Err(if c.old_advs.iter().any(|a| a == parts[3]) {
+                PhoneError::Conflict(
+                    "stale_adv_secret",
+                    "the QR carries an ADV secret that was rotated since: build the QR again \
+                     from the current getADVSecretKey()"
+                        .into(),
+                )
+            } else {
+                PhoneError::Invalid(
+                    "invalid_qr",
+                    "the ADV secret does not match the page showing this ref".into(),
+                )
+            });
+        }
+        Ok(conn)
     }
 
     /// `/sim/pair`: the phone typed a pairing code.
@@ -975,6 +1127,7 @@ impl Sim {
                 wid: wid_of(phone),
                 pushname,
                 platform: PHONE_PLATFORM.into(),
+                sync_ms: self.sync_ms(),
             },
         ));
         self.after_connect(conn, &d);
@@ -1128,6 +1281,52 @@ impl Sim {
         Ok(conns.len())
     }
 
+    /// The web versions (`GET /sim/web-version`).
+    pub fn web_versions(&self) -> &WebVersions {
+        &self.web
+    }
+
+    /// `POST /sim/web-version`: a new live version and/or retirements. Pages running a version
+    /// that is now retired are turned away at once (linked or not).
+    pub fn set_web_versions(
+        &mut self,
+        live: Option<&str>,
+        retire: &[String],
+    ) -> Result<WebVersions, VersionError> {
+        if self.web.apply(live, retire)? {
+            self.dirty = true;
+            let hit: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.phase != Phase::Deprecated
+                        && c.version.as_deref().is_some_and(|v| self.web.is_retired(v))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in hit {
+                self.deprecate(id);
+            }
+        }
+        Ok(self.web.clone())
+    }
+
+    fn deprecate(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::Deprecated;
+        c.next_rotation_at = u64::MAX;
+        c.pairing = None;
+        if let Some(old) = c.reference.take() {
+            push_old_ref(&mut c.old_refs, old);
+        }
+        let version = c.version.clone().unwrap_or_default();
+        self.effects
+            .push(Effect::Send(conn, ServerMsg::Deprecated { version }));
+        self.effects.push(Effect::Close(conn));
+    }
+
     /// Removes every refusal.
     pub fn clear_refusals(&mut self) {
         self.refusals.clear();
@@ -1144,6 +1343,7 @@ impl Sim {
                 Phase::Idle => "UNPAIRED_IDLE",
                 Phase::Connected => "CONNECTED",
                 Phase::Conflict => "CONFLICT",
+                Phase::Deprecated => "DEPRECATED_VERSION",
             };
             let showing = matches!(c.phase, Phase::Unpaired | Phase::Idle);
             let qr = match (&c.reference, &c.keys) {
@@ -1166,6 +1366,7 @@ impl Sim {
                     None
                 },
                 linked_at: linked.map(|d| d.linked_at),
+                version: c.version.clone(),
             });
         }
         for d in self.devices.values() {
@@ -1184,6 +1385,7 @@ impl Sim {
                     qr: None,
                     pairing_code: None,
                     linked_at: Some(d.linked_at),
+                    version: None,
                 });
             }
         }
@@ -1402,6 +1604,7 @@ mod tests {
             qr_max_rotations: 2,
             ack_device_ms: 100,
             ack_read_ms: 200,
+            sync_ms: 0,
         }
     }
 
@@ -1425,6 +1628,7 @@ mod tests {
             ClientMsg::Hello {
                 keys: keys(seed),
                 creds: None,
+                version: None,
             },
             now,
         );
@@ -1482,6 +1686,88 @@ mod tests {
     }
 
     #[test]
+    fn retired_versions_are_turned_away_linked_or_not() {
+        let mut sim = Sim::new(timing(), 21);
+        let old = sim.web_versions().live.clone();
+        let c = fresh(&mut sim, 3, 0);
+        let qr = qr_of(&sim, c);
+        sim.take_effects();
+        let w = sim
+            .set_web_versions(Some("2.3000.2-sim"), std::slice::from_ref(&old))
+            .unwrap();
+        assert_eq!(
+            (w.live.as_str(), w.retired.clone()),
+            ("2.3000.2-sim", vec![old.clone()])
+        );
+        assert!(sim.take_dirty());
+        // The page showing a QR on the old build is told so and closed; its QR is dead.
+        assert_eq!(
+            sim.take_effects(),
+            vec![
+                Effect::Send(
+                    c,
+                    ServerMsg::Deprecated {
+                        version: old.clone()
+                    }
+                ),
+                Effect::Close(c)
+            ]
+        );
+        assert_eq!(sim.devices()[0].state, "DEPRECATED_VERSION");
+        assert!(sim.link_qr(&qr, "4915550001", None, 1).is_err());
+        // A page booted from a cached old index.html later: no QR either.
+        let c2 = sim.connect();
+        sim.handle(
+            c2,
+            ClientMsg::Hello {
+                keys: keys(4),
+                creds: None,
+                version: Some(old.clone()),
+            },
+            2,
+        );
+        assert!(matches!(
+            sim.take_effects()[..],
+            [
+                Effect::Send(_, ServerMsg::Deprecated { .. }),
+                Effect::Close(_)
+            ]
+        ));
+        // The live build still links, and the versions survive a restart.
+        let c3 = sim.connect();
+        sim.handle(
+            c3,
+            ClientMsg::Hello {
+                keys: keys(5),
+                creds: None,
+                version: Some("2.3000.2-sim".into()),
+            },
+            3,
+        );
+        let qr3 = qr_of(&sim, c3);
+        assert!(sim.link_qr(&qr3, "4915550001", None, 4).is_ok());
+        let mut again = Sim::new(timing(), 22);
+        again.restore(sim.snapshot());
+        assert_eq!(again.web_versions(), sim.web_versions());
+        // A malformed version is a protocol error.
+        let c4 = sim.connect();
+        sim.take_effects();
+        sim.handle(
+            c4,
+            ClientMsg::Hello {
+                keys: keys(6),
+                creds: None,
+                version: Some("<script>".into()),
+            },
+            5,
+        );
+        assert!(matches!(
+            sim.take_effects()[..],
+            [Effect::Send(_, ServerMsg::Error { .. }), Effect::Close(_)]
+        ));
+    }
+
+    #[test]
     fn link_checks_every_part_and_tells_expired_from_unknown() {
         let mut sim = Sim::new(timing(), 2);
         let c = fresh(&mut sim, 7, 0);
@@ -1534,6 +1820,7 @@ mod tests {
             ClientMsg::Hello {
                 keys: keys(1),
                 creds: Some(creds.clone()),
+                version: None,
             },
             10,
         );
@@ -1544,7 +1831,8 @@ mod tests {
                 ServerMsg::Connected {
                     wid: "4915550001@c.us".into(),
                     pushname: "Ann".into(),
-                    platform: PHONE_PLATFORM.into()
+                    platform: PHONE_PLATFORM.into(),
+                    sync_ms: 0,
                 }
             )]
         );
@@ -1557,6 +1845,7 @@ mod tests {
             ClientMsg::Hello {
                 keys: keys(1),
                 creds: Some(bad),
+                version: None,
             },
             11,
         );
@@ -1594,6 +1883,7 @@ mod tests {
             ClientMsg::Hello {
                 keys: keys(1),
                 creds: Some(creds),
+                version: None,
             },
             2,
         );
@@ -1758,6 +2048,7 @@ mod tests {
             ClientMsg::Hello {
                 keys: keys(1),
                 creds: Some(creds),
+                version: None,
             },
             4,
         );
@@ -1783,6 +2074,7 @@ mod tests {
                 ClientMsg::Hello {
                     keys: keys(1),
                     creds: Some(creds.clone()),
+                    version: None,
                 },
                 now,
             );
@@ -1906,7 +2198,11 @@ mod tests {
                 ..OutMsg::default()
             });
         let msg = prop_oneof![
-            (keys, creds).prop_map(|(keys, creds)| ClientMsg::Hello { keys, creds }),
+            (keys, creds).prop_map(|(keys, creds)| ClientMsg::Hello {
+                keys,
+                creds,
+                version: None
+            }),
             Just(ClientMsg::RefreshQr),
             (any::<u64>(), phone())
                 .prop_map(|(req, phone)| ClientMsg::PairCodeRequest { req, phone }),
@@ -1940,6 +2236,7 @@ mod tests {
             ClientMsg::Hello {
                 keys: k,
                 creds: None,
+                version: None,
             },
             0,
         );
