@@ -36,6 +36,9 @@ pub enum Route {
     NotFound,
 }
 
+/// The prefix of the proxied routes (`/v1/workspaces/{ws}[/…]`).
+pub const WORKSPACE_PREFIX: &str = "/v1/workspaces/";
+
 /// Classifies a request path (without the query string).
 pub fn parse_route(path: &str) -> Route {
     match path {
@@ -45,7 +48,7 @@ pub fn parse_route(path: &str) -> Route {
         "/v1/shards" => return Route::Shards,
         _ => {}
     }
-    if let Some(rest) = path.strip_prefix("/v1/workspaces/") {
+    if let Some(rest) = path.strip_prefix(WORKSPACE_PREFIX) {
         let ws = rest.split('/').next().unwrap_or_default();
         return Route::Workspace(WorkspaceId::new(ws));
     }
