@@ -133,6 +133,10 @@ pub fn merge(map: &ShardMap, answers: Vec<(u32, ShardAnswer)>, filter: &Filter) 
     })
 }
 
+/// The largest answer read from one shard's `GET /v1/sessions` (a shard hosts at most a few
+/// thousand sessions of a few hundred bytes each).
+const MAX_SHARD_ANSWER_BYTES: usize = 16 << 20;
+
 /// Asks one shard for its sessions.
 async fn ask(state: &State, shard: u32, auth: Option<&header::HeaderValue>) -> ShardAnswer {
     let addrs = match state.endpoints.get(shard).await {
@@ -145,11 +149,15 @@ async fn ask(state: &State, shard: u32, auth: Option<&header::HeaderValue>) -> S
             format!("shard {shard} has no healthy instance"),
         );
     };
-    let mut rb = state.client.get(format!("http://{addr}/v1/sessions"));
-    if let Some(a) = auth {
-        rb = rb.header(header::AUTHORIZATION, a.clone());
+    let mut req = http::Request::new(super::proxy::UpBody::Full(None));
+    match format!("http://{addr}/v1/sessions").parse::<http::Uri>() {
+        Ok(u) => *req.uri_mut() = u,
+        Err(e) => return ShardAnswer::Failed("upstream_unreachable", format!("{addr}: {e}")),
     }
-    let resp = match tokio::time::timeout(FANOUT_TIMEOUT, rb.send()).await {
+    if let Some(a) = auth {
+        req.headers_mut().insert(header::AUTHORIZATION, a.clone());
+    }
+    let resp = match tokio::time::timeout(FANOUT_TIMEOUT, state.client.request(req)).await {
         Err(_) => return ShardAnswer::Failed("upstream_timeout", format!("{addr} timed out")),
         Ok(Err(e)) => {
             if e.is_connect() {
@@ -161,7 +169,16 @@ async fn ask(state: &State, shard: u32, auth: Option<&header::HeaderValue>) -> S
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
-    let body = tokio::time::timeout(FANOUT_TIMEOUT, resp.json::<Value>()).await;
+    let body = tokio::time::timeout(FANOUT_TIMEOUT, async {
+        use http_body_util::BodyExt as _;
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_SHARD_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string())
+    })
+    .await;
     match body {
         Ok(Ok(v)) if status.is_success() => match v["sessions"].as_array() {
             Some(list) => ShardAnswer::Ok(list.clone()),

@@ -24,7 +24,8 @@ pub mod source;
 pub mod table;
 pub mod ui;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use source::{
@@ -104,9 +105,64 @@ pub struct State {
     pub(crate) config: RouterConfig,
     pub(crate) maps: MapFeed,
     pub(crate) endpoints: table::Endpoints,
-    pub(crate) client: reqwest::Client,
+    pub(crate) client: proxy::Upstream,
     pub(crate) authority: Authority,
     pub(crate) shard_admin: Option<shards_api::ShardAdmin>,
+    pub(crate) metrics: RequestMetrics,
+}
+
+/// The request path's metric handles, cached per label set: the `metrics` macros with labels
+/// allocate the label strings, build and hash the key and look it up in the registry on every
+/// call, which was a visible share of a proxied request's cost. The label sets are few (shards
+/// of the map × statuses seen), so the caches stay small.
+#[derive(Default)]
+pub(crate) struct RequestMetrics {
+    requests: RwLock<HashMap<(u32, u16), metrics::Counter>>,
+    durations: RwLock<HashMap<u32, metrics::Histogram>>,
+}
+
+impl RequestMetrics {
+    /// Counts one proxied request of `shard` answered with `status` after `elapsed`.
+    pub(crate) fn record(&self, shard: u32, status: http::StatusCode, elapsed: Duration) {
+        let status = status.as_u16();
+        with_cached(
+            &self.requests,
+            (shard, status),
+            || {
+                metrics::counter!("wafleet_router_requests_total",
+                    "shard" => shard.to_string(), "status" => status.to_string())
+            },
+            |c| c.increment(1),
+        );
+        with_cached(
+            &self.durations,
+            shard,
+            || {
+                metrics::histogram!("wafleet_router_request_duration_seconds",
+                    "shard" => shard.to_string())
+            },
+            |h| h.record(elapsed.as_secs_f64()),
+        );
+    }
+}
+
+/// Applies `f` to the handle for `key`, registering it on first use. The handle is used under
+/// the read lock rather than cloned out: no reference count to bump per request.
+fn with_cached<K: std::hash::Hash + Eq, H>(
+    cache: &RwLock<HashMap<K, H>>,
+    key: K,
+    register: impl FnOnce() -> H,
+    f: impl FnOnce(&H),
+) {
+    if let Some(h) = cache
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return f(h);
+    }
+    let mut w = cache.write().unwrap_or_else(PoisonError::into_inner);
+    f(w.entry(key).or_insert_with(register));
 }
 
 /// Serves the router on `listener` until `shutdown` is cancelled, then drains connections.
@@ -118,16 +174,7 @@ pub async fn run(
 ) -> Result<(), RouterError> {
     // Install the process-wide recorder before the first metric is recorded.
     let _ = crate::telemetry::prometheus();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .http1_only()
-        .build()
-        .map_err(|e| RouterError::Client(e.to_string()))?;
+    let client = proxy::upstream_client();
     let tracker = TaskTracker::new();
     let endpoints = table::Endpoints::new(deps.resolver);
     let mut maps = deps.maps;
@@ -154,6 +201,7 @@ pub async fn run(
         authority: deps.authority,
         shard_admin: deps.shard_admin,
         config,
+        metrics: RequestMetrics::default(),
     });
     tracker.spawn(refresh_loop(state.clone(), shutdown.clone()));
     if let Some(path) = state.config.table_file.clone() {
@@ -161,14 +209,65 @@ pub async fn run(
     }
     let local = listener.local_addr()?;
     tracing::info!(%local, "router listening");
-    warp::serve(server::routes(state))
-        .incoming(listener)
-        .graceful(shutdown.clone().cancelled_owned())
-        .run()
-        .await;
+    serve(listener, state, shutdown).await;
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Accepts connections until `shutdown`, then lets the open ones finish (graceful). Each
+/// connection is served by hyper directly (HTTP/1.1, or h2c with prior knowledge, as warp's
+/// server does): requests under `/v1/workspaces/` go straight to [`server::handle`], every
+/// other route through the warp filter of [`server::routes`]. The proxied path skips warp's
+/// filter machinery (route bookkeeping, a body re-wrap, a header-map clone, the extraction
+/// combinators), which is per-request work nginx does not do either.
+async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let others =
+        hyper_util::service::TowerToHyperService::new(warp::service(server::routes(state.clone())));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning on accept.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        // Answers are small and written whole; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let others = others.clone();
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let state = state.clone();
+            let others = others.clone();
+            async move {
+                if req.uri().path().starts_with(table::WORKSPACE_PREFIX) {
+                    let req = proxy::Incoming::from_hyper(req, remote);
+                    Ok(server::handle(&state, req).await)
+                } else {
+                    hyper::service::Service::call(&others, req).await
+                }
+            }
+        });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// A feed that starts with `seed` (read from the table file) and then passes on every map the

@@ -135,7 +135,8 @@ fn not_ready() -> ApiError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
-async fn handle(state: &State, req: Incoming) -> warp::reply::Response {
+/// Answers one request (the router's accept loop calls this directly for workspace routes).
+pub(super) async fn handle(state: &State, req: Incoming) -> warp::reply::Response {
     let rid = proxy::request_id(&req.headers);
     let started = Instant::now();
     let (shard, result) = dispatch(state, req, &rid).await;
@@ -144,12 +145,7 @@ async fn handle(state: &State, req: Incoming) -> warp::reply::Response {
         .entry("x-request-id")
         .or_insert_with(|| rid.clone());
     if let Some(k) = shard {
-        let k = k.to_string();
-        metrics::counter!("wafleet_router_requests_total",
-            "shard" => k.clone(), "status" => resp.status().as_u16().to_string())
-        .increment(1);
-        metrics::histogram!("wafleet_router_request_duration_seconds", "shard" => k)
-            .record(started.elapsed().as_secs_f64());
+        state.metrics.record(k, resp.status(), started.elapsed());
     }
     resp
 }

@@ -44,6 +44,9 @@ pub enum Route {
     NotFound,
 }
 
+/// The prefix of the proxied routes (`/v1/workspaces/{ws}[/…]`).
+pub const WORKSPACE_PREFIX: &str = "/v1/workspaces/";
+
 /// Classifies a request path (without the query string).
 pub fn parse_route(path: &str) -> Route {
     match path {
@@ -61,7 +64,7 @@ pub fn parse_route(path: &str) -> Route {
     if let Some(rest) = path.strip_prefix("/v1/shards/pins/") {
         return Route::Pin(WorkspaceId::new(rest));
     }
-    if let Some(rest) = path.strip_prefix("/v1/workspaces/") {
+    if let Some(rest) = path.strip_prefix(WORKSPACE_PREFIX) {
         let ws = rest.split('/').next().unwrap_or_default();
         return Route::Workspace(WorkspaceId::new(ws));
     }
