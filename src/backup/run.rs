@@ -18,12 +18,11 @@ use super::manifest::{
 use super::profile::{self, Holder, Snapshot};
 use super::{BackupError, EXCLUDED_DIRS, EXCLUDED_FILES};
 use crate::ids::{SessionId, WorkspaceId};
+// The session configuration file copied beside the profile.
+use crate::worker::layout::SESSION_FILE;
 
 /// Prefix of every completed backup directory (`wafleet-backup-20261128T200000Z`).
 pub const BACKUP_PREFIX: &str = "wafleet-backup-";
-
-/// The session configuration file copied beside the profile.
-const SESSION_FILE: &str = "session.json";
 
 /// A hook called with the session directory between the copy and the verification pass.
 pub type BetweenPasses = Arc<dyn Fn(&Path) + Send + Sync>;

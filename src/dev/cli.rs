@@ -108,7 +108,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 fn write_state(path: &Path, state: &DevState) {
     let r = serde_json::to_vec_pretty(state)
         .map_err(std::io::Error::other)
-        .and_then(|b| crate::worker::placeholder::write_atomic(path, &b));
+        .and_then(|b| crate::worker::layout::write_atomic(path, &b));
     if let Err(e) = r {
         tracing::warn!(path = %path.display(), error = %e, "cannot write state.json");
     }

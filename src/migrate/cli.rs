@@ -305,7 +305,7 @@ async fn target_facts(dest: &Dest, ws: &WorkspaceId, s: &SessionId) -> Target {
             if std::fs::symlink_metadata(&dir).is_err() {
                 return Target::Absent;
             }
-            let metadata = std::fs::read(dir.join(crate::worker::placeholder::SESSION_FILE))
+            let metadata = std::fs::read(dir.join(crate::worker::layout::SESSION_FILE))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .map(|v| v["metadata"].clone())
@@ -498,7 +498,7 @@ async fn run_row(
                 client_id: row.client_id.clone(),
                 files,
                 bytes,
-                at_ms: crate::worker::placeholder::now_ms(),
+                at_ms: crate::worker::layout::now_ms(),
             };
             let (outcome, status, message) = send(dest, ws, s, &source, &record).await;
             report.result = outcome;

@@ -17,7 +17,7 @@ use super::profile::{self, UnpackLimits, Unpacked};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::worker::engine_host::PROFILE_DIR;
 use crate::worker::host::SessionConfig;
-use crate::worker::placeholder::{SESSION_FILE, workspace_dir};
+use crate::worker::layout::{SESSION_FILE, workspace_dir};
 
 /// Prefix of staging directories inside a workspace directory.
 pub const STAGING_PREFIX: &str = ".import-";

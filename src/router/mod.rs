@@ -314,7 +314,7 @@ async fn save_loop(state: Arc<State>, path: std::path::PathBuf, shutdown: Cancel
                 instances,
             };
             if written.as_ref() != Some(&table) {
-                match snapshot::save(&path, &table, crate::worker::placeholder::now_ms()) {
+                match snapshot::save(&path, &table, crate::worker::layout::now_ms()) {
                     Ok(()) => {
                         failing = false;
                         written = Some(table);

@@ -106,7 +106,7 @@ pub fn save(path: &Path, table: &Table, now_ms: u64) -> Result<(), SnapshotError
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    crate::worker::placeholder::write_atomic(path, &bytes).map_err(io)
+    crate::worker::layout::write_atomic(path, &bytes).map_err(io)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use super::host::{
     DesiredState, HostError, SessionAction, SessionConfig, SessionHost, SessionInfo, SessionQr,
     SessionStatus, StopMode, WorkspaceLease,
 };
-use super::placeholder::{SESSION_FILE, read_session_configs, workspace_dir, write_atomic};
+use super::layout::{SESSION_FILE, read_session_configs, workspace_dir, write_atomic};
 use crate::engine::supervisor::SessionEvent;
 use crate::engine::{
     Engine, EngineConfig, EngineEvent, LaunchLimiter, SessionCommandError, SessionHandle,

@@ -20,8 +20,8 @@ use super::host::{
     DEFAULT_SESSION, DesiredState, HostError, SessionAction, SessionConfig, SessionInfo,
     WebhookConfig,
 };
+use super::layout::now_ms;
 use super::ownership::Phase;
-use super::placeholder::now_ms;
 use crate::api::{ApiError, MAX_BODY_BYTES, recover};
 use crate::auth::{AuthError, Authority};
 use crate::ids::{SessionId, WorkspaceId};

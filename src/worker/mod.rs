@@ -1,6 +1,7 @@
 //! The worker (`wafleet worker`): shard ownership, the session host seam and the worker HTTP
-//! API. It is not the WhatsApp engine: sessions run behind [`host::SessionHost`], for now the
-//! [`placeholder::PlaceholderHost`].
+//! API. It is not the WhatsApp engine: sessions run behind [`host::SessionHost`], implemented
+//! by [`engine_host::EngineHost`] (Chromium, production) and [`placeholder::PlaceholderHost`]
+//! (no browser: ownership, fleet and scale tests).
 //!
 //! # Layout
 //!
@@ -9,8 +10,8 @@
 //! * [`coordinator`]: the [`coordinator::Coordinator`] trait (one session term: shard lock,
 //!   workspace locks, registration, fencing signal), in our vocabulary.
 //! * [`consul`]: the Consul adapter of that trait and the shard map watch.
-//! * [`host`]: the [`host::SessionHost`] trait the engine implements; [`placeholder`] is the
-//!   stand-in implementation.
+//! * [`host`]: the [`host::SessionHost`] trait; [`engine_host`] runs each session in Chromium,
+//!   [`placeholder`] runs none; [`layout`]: the session directories on the shared volume.
 //! * [`driver`]: the async shell: terms, actions, published status.
 //! * [`http`]: the warp routes; [`fleet_api`]: `GET /v1/sessions`, every session this worker
 //!   hosts (the router's fleet-wide list fans out to it).
@@ -26,6 +27,7 @@ pub mod engine_host;
 pub mod fleet_api;
 pub mod host;
 pub mod http;
+pub mod layout;
 pub mod messaging;
 pub mod ownership;
 pub mod placeholder;

@@ -1,9 +1,9 @@
-//! PLACEHOLDER session host: records sessions in memory and on disk, runs no browser.
-//!
-//! It exists so that ownership, locks, handoff, fencing and the API can be built and tested
-//! before the WhatsApp engine lands; the engine replaces it with a Chromium-backed
-//! [`SessionHost`]. What it does for real: reads and writes `session.json`
-//! (`<data>/workspaces/<ws>/<s>/session.json`, written atomically), and keeps an owner marker
+//! The browser-less session host (`--session-host placeholder`): records sessions in memory
+//! and on disk and runs no browser. It is the host of the ownership, fleet and control-plane
+//! scale tests (thousands of workspaces on one machine), where a Chromium per session would
+//! measure the browser, not the fleet; production runs the engine host
+//! ([`super::engine_host`]). What it does for real: reads and writes `session.json` through
+//! the shared session layout ([`super::layout`]), and keeps an owner marker
 //! `<data>/workspaces/<ws>/.owner` (`{"pid","shard"}`) while a workspace runs, which lets it
 //! detect two live processes running one workspace — the condition Chromium's `SingletonLock`
 //! detects for the engine. A marker left by a dead process is stale and is replaced (safe: the
@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -24,12 +23,11 @@ use super::host::{
     DesiredState, HostError, SessionConfig, SessionHost, SessionInfo, SessionStatus, StopMode,
     WorkspaceLease,
 };
+use super::layout::{SESSION_FILE, now_ms, read_session_configs, workspace_dir, write_atomic};
 use crate::ids::{SessionId, WorkspaceId};
 
 /// The marker file name inside a workspace directory.
 pub const OWNER_MARKER: &str = ".owner";
-/// The config file name inside a session directory.
-pub const SESSION_FILE: &str = "session.json";
 
 #[derive(Debug, Clone)]
 struct Running {
@@ -53,59 +51,6 @@ pub struct PlaceholderHost {
     /// across an await.
     running: Mutex<HashMap<WorkspaceId, BTreeMap<SessionId, Running>>>,
     overlaps: AtomicU64,
-}
-
-/// Current time in Unix milliseconds (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `<data>/workspaces/<ws>`.
-pub fn workspace_dir(data: &Path, ws: &WorkspaceId) -> PathBuf {
-    data.join("workspaces").join(ws.as_str())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Reads every `session.json` of a workspace; directories that are not valid session ids are
-/// skipped (nothing else reaches a path).
-pub fn read_session_configs(dir: &Path) -> Result<Vec<SessionConfig>, HostError> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if SessionId::new(&name).is_err() || !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let path = entry.path().join(SESSION_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let config: SessionConfig =
-            serde_json::from_slice(&bytes).map_err(|source| HostError::Corrupt {
-                path: path.display().to_string(),
-                source,
-            })?;
-        out.push(config);
-    }
-    Ok(out)
 }
 
 fn pid_alive(pid: u32) -> bool {

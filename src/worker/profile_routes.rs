@@ -23,7 +23,7 @@ use warp::{Filter, Reply};
 
 use super::host::{DesiredState, SessionConfig, SessionStatus};
 use super::http::{Api, gate, host_error, running_session, take_workspace, unavailable};
-use super::placeholder::now_ms;
+use super::layout::now_ms;
 use crate::api::ApiError;
 use crate::engine::Status;
 use crate::ids::SessionId;

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::host::SessionConfig;
-use super::placeholder::{SESSION_FILE, workspace_dir};
+use super::layout::session_file;
 use crate::engine::{EngineEvent, SessionCommandError, SessionHandle};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::sendq::{
@@ -138,7 +138,7 @@ fn load_hooks(
     s: &SessionId,
     policy: &UrlPolicy,
 ) -> Option<SessionHooks> {
-    let path = workspace_dir(data, ws).join(s.as_str()).join(SESSION_FILE);
+    let path = session_file(data, ws, s);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -708,13 +708,9 @@ mod tests {
             headers: BTreeMap::new(),
         });
         cfg.metadata.insert("tenant".into(), json!("t-42"));
-        let session_dir = workspace_dir(dir.path(), &ws).join("default");
-        std::fs::create_dir_all(&session_dir).unwrap();
-        std::fs::write(
-            session_dir.join(SESSION_FILE),
-            serde_json::to_vec(&cfg).unwrap(),
-        )
-        .unwrap();
+        let file = session_file(dir.path(), &ws, &s);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, serde_json::to_vec(&cfg).unwrap()).unwrap();
 
         let m = Messaging::from_lookup(0, dir.path().to_path_buf(), |_| None).unwrap();
         m.open().await.unwrap();
