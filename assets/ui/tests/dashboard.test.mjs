@@ -8,7 +8,9 @@
 // Checks: sign-in with the admin token; every session of the fleet listed with its status; a
 // session in SCAN_QR_CODE shows a QR that decodes to the session's current raw QR; linking it
 // through the simulator turns the page to WORKING without a reload; a restart from the page
-// restarts the session (API: restarts grows, WORKING again); a pin planned and applied from the
+// restarts the session (API: restarts grows, WORKING again); a test message sent from the page
+// reaches the simulator's phone; a dead letter (a webhook receiver answering 410) is listed
+// and replayed from the page (the receiver gets that event again); a pin planned and applied from the
 // shard-map page (keyboard confirmation) lands in the map; a workspace token sees only its
 // workspace; screenshots of every page, one at phone width.
 import assert from 'node:assert/strict';
@@ -17,6 +19,7 @@ import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 
 const BIN = resolve(process.env.WAFLEET_BIN ?? 'target/debug/wafleet');
@@ -193,6 +196,18 @@ async function main() {
       Number(await page.locator('[data-testid="session-restarts"]').textContent()) > before.restarts);
     log('restart ok');
 
+    // A test message from the page reaches the phone it was sent to.
+    const testText = `dashboard test ${Date.now()}`;
+    await page.getByLabel('To (phone number)').fill('4915550002');
+    await page.getByLabel('Text', { exact: true }).fill(testText);
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    await until('the test message at the simulator', async () => {
+      const r = await fetch(`${SIM}/sim/messages?phone=4915550001`);
+      const sent = await r.json();
+      return Array.isArray(sent) && sent.some((m) => m.text === testText);
+    });
+    log('test message ok');
+
     // Stop asks first; Escape cancels and nothing happens.
     await page.getByRole('button', { name: 'Stop' }).click();
     const dialog = page.getByRole('dialog');
@@ -251,6 +266,33 @@ async function main() {
     assert.ok(width <= 390, `no horizontal scrolling at 390 px (page is ${width} px wide)`);
     await p2.screenshot({ path: join(shots, 'sessions-phone.png'), fullPage: true });
     log('workspace token ok');
+
+    // Dead letters: a session whose webhook receiver answers 410 Gone (final at once) has
+    // its events dead-lettered; Replay on the page sends the same event again.
+    const hits = [];
+    const receiver = createServer((req, res) => {
+      hits.push(req.headers['webhook-id']);
+      req.resume();
+      req.on('end', () => { res.statusCode = 410; res.end(); });
+    });
+    await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      const hook = `http://127.0.0.1:${receiver.address().port}/hook`;
+      const c = await api('POST', '/v1/workspaces/globex/sessions', { session: 'hooked', webhook: { url: hook } });
+      assert.equal(c.status, 201, c.text);
+      const dead = await until('a dead letter', async () => {
+        const d = await api('GET', '/v1/workspaces/globex/webhooks/dead?session=hooked&limit=50');
+        return d.status === 200 && d.json.dead_letters?.length ? d.json.dead_letters[0] : null;
+      });
+      await page.goto(`${R}/ui/#/sessions/globex/hooked`);
+      await page.getByRole('heading', { name: 'globex / hooked' }).waitFor();
+      const seenBefore = hits.filter((h) => h === dead.id).length;
+      await page.getByRole('button', { name: `Replay ${dead.id}` }).click();
+      await until('the replayed event at the receiver', async () => hits.filter((h) => h === dead.id).length > seenBefore);
+      log('dead letter replay ok');
+    } finally {
+      receiver.close();
+    }
 
     assert.deepEqual(cspViolations, [], 'no CSP violation');
     assert.deepEqual(pageErrors, [], 'no script error');
