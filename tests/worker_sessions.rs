@@ -566,6 +566,27 @@ async fn wa_web_show(env: &Env) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// Waits until the worker has seen the current WhatsApp Web setting (its watch logs each one
+/// it loads): the setting applies at the next session start *after* the worker has it, and a
+/// restart sent right after `wafleet wa-web …` could otherwise race the blocking query.
+async fn setting_seen(env: &Env, log: &std::path::Path) {
+    let n = wa_web_show(env).await["setting"]["version"]
+        .as_u64()
+        .expect("a stored setting");
+    let needle = format!("WaWebSetting {{ version: {n},");
+    wait_for(
+        &format!("the worker to load setting {n}"),
+        DEADLINE,
+        || async {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains(&needle)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Restarts the session and waits until it is WORKING again on `version`.
 async fn restart_on(router: &support::Router, version: &str) -> Answer {
     let before = session(router).await.unwrap().body["restarts"]
@@ -636,6 +657,7 @@ async fn wa_web_versions_are_cached_pinned_rolled_back_and_overridden_per_shard(
     let (ok, out, err) = wafleet(&env, &["wa-web", "pin", &v1]).await;
     assert!(ok, "{out}{err}");
     assert_eq!(wa_web_show(&env).await["setting"]["default"], v1.as_str());
+    setting_seen(&env, &w0.proc.log).await;
     restart_on(&router, &v1).await;
     let log = std::fs::read_to_string(&w0.proc.log).unwrap_or_default();
     assert!(
@@ -647,6 +669,7 @@ async fn wa_web_versions_are_cached_pinned_rolled_back_and_overridden_per_shard(
     // Latest: live again.
     let (ok, out, err) = wafleet(&env, &["wa-web", "latest"]).await;
     assert!(ok, "{out}{err}");
+    setting_seen(&env, &w0.proc.log).await;
     restart_on(&router, live).await;
     if have_v2 {
         wait_for("V2 cached and last-good", DEADLINE, || async {
@@ -661,6 +684,7 @@ async fn wa_web_versions_are_cached_pinned_rolled_back_and_overridden_per_shard(
     assert!(ok, "{out}{err}");
     let shown = wa_web_show(&env).await;
     assert_eq!(shown["setting"]["default"], v1.as_str(), "{shown}");
+    setting_seen(&env, &w0.proc.log).await;
     restart_on(&router, &v1).await;
 
     // A per-shard override changes only that shard: shard 0 (ours) stays on V1.
@@ -669,6 +693,7 @@ async fn wa_web_versions_are_cached_pinned_rolled_back_and_overridden_per_shard(
     let shown = wa_web_show(&env).await;
     assert_eq!(shown["shards"]["0"], v1.as_str(), "{shown}");
     assert_eq!(shown["shards"]["1"], "latest", "{shown}");
+    setting_seen(&env, &w0.proc.log).await;
     restart_on(&router, &v1).await;
 
     // Bad input is refused and nothing is written.
