@@ -308,6 +308,19 @@ impl EngineHost {
         &self.tracker
     }
 
+    /// The lease of running workspace `ws` for a session `s` it does not run yet:
+    /// `NotRunning` when the workspace is not running here, `Exists` when the session is.
+    fn lease_for_new(&self, ws: &WorkspaceId, s: &SessionId) -> Result<WorkspaceLease, HostError> {
+        let map = self.lock();
+        let r = map
+            .get(ws)
+            .ok_or_else(|| HostError::NotRunning(ws.clone()))?;
+        if r.sessions.contains_key(s) {
+            return Err(HostError::Exists(s.clone()));
+        }
+        Ok(r.lease.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, Running>> {
         // Poisoning means a panic mid-update of plain data; the map is still usable.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
@@ -513,16 +526,7 @@ impl EngineHost {
         ws: &WorkspaceId,
         config: SessionConfig,
     ) -> Result<SessionInfo, HostError> {
-        let lease = {
-            let map = self.lock();
-            let r = map
-                .get(ws)
-                .ok_or_else(|| HostError::NotRunning(ws.clone()))?;
-            if r.sessions.contains_key(&config.session) {
-                return Err(HostError::Exists(config.session.clone()));
-            }
-            r.lease.clone()
-        };
+        let lease = self.lease_for_new(ws, &config.session)?;
         self.register(ws, &lease, config).await
     }
 
@@ -693,16 +697,7 @@ impl SessionHost for EngineHost {
         config: SessionConfig,
     ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
         async move {
-            let lease = {
-                let map = self.lock();
-                let r = map
-                    .get(ws)
-                    .ok_or_else(|| HostError::NotRunning(ws.clone()))?;
-                if r.sessions.contains_key(&config.session) {
-                    return Err(HostError::Exists(config.session.clone()));
-                }
-                r.lease.clone()
-            };
+            let lease = self.lease_for_new(ws, &config.session)?;
             let path = self.session_dir(ws, &config.session).join(SESSION_FILE);
             if path.exists() {
                 return Err(HostError::Exists(config.session.clone()));
