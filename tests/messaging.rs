@@ -19,43 +19,13 @@ use futures::StreamExt as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::hooks::{self, Inbox, receiver};
 use support::{ADMIN_TOKEN, Fleet, Proc, free_port, http, put_map, wait_for};
-use warp::Filter;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PHONE: &str = "4915550001";
 const WS: &str = "msg-ws";
 const LONG: Duration = Duration::from_secs(90);
-
-/// What the receiver got: headers and raw body of each delivery, and whether it refused it.
-#[derive(Default)]
-struct Inbox {
-    got: Vec<(http::HeaderMap, Bytes, u16)>,
-    /// Bodies containing this text are refused with 410 (a receiver that retired the event).
-    refuse: Option<String>,
-}
-
-fn receiver(inbox: Arc<Mutex<Inbox>>) -> std::net::SocketAddr {
-    let route = warp::post()
-        .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
-        .map(move |headers: http::HeaderMap, body: Bytes| {
-            let mut ib = inbox.lock().unwrap();
-            let refuse = ib
-                .refuse
-                .as_ref()
-                .is_some_and(|r| String::from_utf8_lossy(&body).contains(r.as_str()));
-            let code = if refuse { 410 } else { 200 };
-            ib.got.push((headers, body, code));
-            warp::reply::with_status("", http::StatusCode::from_u16(code).unwrap())
-        });
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let addr = std_listener.local_addr().unwrap();
-    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    addr
-}
 
 /// Both signatures of a delivery, checked independently of the product code.
 fn verify(headers: &http::HeaderMap, body: &[u8]) {
@@ -100,14 +70,7 @@ async fn event(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> (Value, http::HeaderMap, Bytes) {
-    wait_for(what, LONG, || {
-        let found = inbox.lock().unwrap().got.iter().find_map(|(h, b, _)| {
-            let v: Value = serde_json::from_slice(b).ok()?;
-            pred(&v).then(|| (v, h.clone(), b.clone()))
-        });
-        async move { found }
-    })
-    .await
+    hooks::event(inbox, what, LONG, pred).await
 }
 
 async fn req(
@@ -130,13 +93,7 @@ async fn req(
 }
 
 fn worker_args(fleet: &Fleet, port: u16, sim: std::net::SocketAddr) -> Vec<String> {
-    let mut args = fleet.worker_args(0, &format!("127.0.0.1:{port}"));
-    // The real engine, not the placeholder host.
-    if let Some(i) = args.iter().position(|a| a == "--session-host") {
-        args.drain(i..i + 2);
-    }
-    args.extend(["--wa-url".into(), format!("http://{sim}/")]);
-    args
+    fleet.engine_worker_args(port, sim)
 }
 
 fn worker_env(fleet: &Fleet) -> Vec<(String, String)> {

@@ -1,17 +1,19 @@
 // wafleet page adapter: the one file that knows WhatsApp Web's internals.
 //
 // Injected by the engine into every new document (Page.addScriptToEvaluateOnNewDocument) of a
-// session's page. It waits for WhatsApp Web's own module system (`window.require` +
-// `window.Debug.VERSION`), then talks to WhatsApp Web only through its modules, the way
-// whatsapp-web.js does (shared/reference/whatsapp-web.md §1), and reports every fact to the engine
-// through the CDP binding `__wafleet` (Runtime.addBinding): one JSON string per call, `{"t": kind,
-// ...}`. The engine calls back into the page through `window.__wafleetAdapter.<command>(...)`,
-// whose promises resolve to `{ok: true, ...}` or `{ok: false, error}` (never a rejection).
+// session's page. It waits for WhatsApp Web's own module system (`window.require`), checks that
+// every module and member it needs exists (the boot probe), then talks to WhatsApp Web only
+// through those modules and reports every fact to the engine through the CDP binding `__wafleet`
+// (Runtime.addBinding): one JSON string per call, `{"t": kind, ...}`. The engine calls back into
+// the page through `window.__wafleetAdapter.<command>(...)`, whose promises resolve to
+// `{ok: true, ...}` or `{ok: false, error}` (never a rejection).
 //
-// When WhatsApp Web renames a module, this file is what changes; the Rust side only knows the
-// report kinds below and the command names.
+// Every (module, member) below is listed, with where it was read in WhatsApp Web's own sources,
+// in docs/wa-surface.md. When WhatsApp Web renames one, the probe reports it (`unsupported`) and
+// the session fails loudly instead of misbehaving; this file is what changes then.
 //
-// Reports: version, state, qr, code, ready, message, ack, logout, loading, error.
+// Reports: version, state, qr, code, ready, message, ack, logout, loading, passkey, unsupported,
+// error.
 (function () {
   'use strict';
 
@@ -41,41 +43,119 @@
     return String(e.message || e.name || e);
   }
 
+  // A logout ends with WhatsApp Web navigating to `?post_logout=1[&logout_reason=…]`, and its
+  // next boot strips those parameters from the URL (WAWebHandlePreviousLogout). This script runs
+  // at document start, before any of WhatsApp Web's code, so it reads them here or never.
+  (function postLogout() {
+    const params = new URLSearchParams(location.search);
+    if (params.get('post_logout') !== '1') return;
+    const why = params.get('logout_reason');
+    report('logout', { reason: why ? 'post_logout:' + why.slice(0, 32) : 'post_logout' });
+  })();
+
   // === module access ===
 
   const req = (name) => window.require(name);
 
-  function moduleSystemReady() {
+  // `path` is `Module` or `Module.member.member…`; WhatsApp Web's single-class modules (e.g.
+  // WAWebMsgKey) are the export itself. Never cached: a lazily loaded module that is missing now
+  // may be defined a moment later.
+  function lookup(path) {
+    const parts = path.split('.');
+    let value;
     try {
-      return (
-        typeof window.require === 'function' &&
-        !!window.Debug &&
-        !!window.Debug.VERSION &&
-        !!req('WAWebSocketModel').Socket &&
-        !!req('WAWebConnModel').Conn
-      );
+      value = req(parts[0]);
     } catch (e) {
-      return false;
+      return undefined;
     }
+    for (let i = 1; i < parts.length; i++) {
+      if (value === undefined || value === null) return undefined;
+      try {
+        value = value[parts[i]];
+      } catch (e) {
+        return undefined;
+      }
+    }
+    return value;
   }
 
-  function widString(w) {
-    if (w === undefined || w === null) return null;
-    if (typeof w === 'string') return w;
-    if (w._serialized) return String(w._serialized);
-    if (w.user && w.server) return w.user + '@' + w.server;
-    return String(w);
+  // What the adapter needs, by capability. Each capability lists alternatives (newest build
+  // first); an alternative is a list of paths that must all exist. A capability is missing when no
+  // alternative is complete, and is reported by the first alternative's missing names.
+  const SURFACE = {
+    socket: [['WAWebSocketModel.Socket', 'WAWebSocketModel.Socket.on', 'WAWebSocketModel.Socket.logout']],
+    conn: [['WAWebConnModel.Conn', 'WAWebConnModel.Conn.on']],
+    cmd: [['WAWebCmd.Cmd', 'WAWebCmd.Cmd.on']],
+    version: [['WAWebBuildConstants.VERSION_STR'], ['Debug.VERSION']],
+    refreshQr: [['WAWebBackendEventBus.BackendEventBus.triggerRefreshQR'], ['WAWebCmd.Cmd.refreshQR']],
+    qrKeys: [
+      [
+        'WAWebSignalStoreApi.waSignalStore.getRegistrationInfo',
+        'WAWebUserPrefsInfoStore.waNoiseInfo.get',
+        'WABase64.encodeB64',
+        'WAWebAdvSignatureApi.getADVSecretKey',
+        'WAWebCompanionRegClientUtils.DEVICE_PLATFORM',
+      ],
+    ],
+    me: [['WAWebUserPrefsMeUser.getMaybeMePnUser', 'WAWebUserPrefsMeUser.getMaybeMeLidUser']],
+    collections: [['WAWebCollections.Msg', 'WAWebCollections.Chat']],
+    send: [
+      [
+        'WAWebFindChatAction.findOrCreateLatestChat',
+        'WAWebSendMsgChatAction.addAndSendMsgToChat',
+        'WAWebMsgKey.newId',
+        'WAWebWidFactory.createWid',
+      ],
+    ],
+    pairingCode: [
+      [
+        'WAWebAltDeviceLinkingApi.setPairingType',
+        'WAWebAltDeviceLinkingApi.initializeAltDeviceLinking',
+        'WAWebAltDeviceLinkingApi.startAltLinkingFlow',
+      ],
+    ],
+  };
+
+  // The media pipeline lives in a bundle WhatsApp Web loads lazily: it is probed once the
+  // session is ready, with its own deadline.
+  const LAZY_SURFACE = {
+    media: [
+      [
+        'WAWebMediaOpaqueData.createFromData',
+        'WAWebPrepRawMedia.prepRawMedia',
+        'WAWebMediaStorage.getOrCreateMediaObject',
+        'WAWebMmsMediaTypes.msgToMediaType',
+        'WAWebMediaMmsV4Upload.uploadMedia',
+      ],
+    ],
+  };
+
+  function globalOrModule(path) {
+    // `Debug.VERSION` is a global, not a module.
+    if (path.startsWith('Debug.')) {
+      return window.Debug ? window.Debug[path.slice('Debug.'.length)] : undefined;
+    }
+    return lookup(path);
   }
 
-  function toJid(to) {
-    const s = String(to || '').trim();
-    if (s.includes('@')) return s;
-    return s.replace(/[^0-9]/g, '') + '@c.us';
+  function missingOf(surface) {
+    const missing = [];
+    for (const name of Object.keys(surface)) {
+      const alternatives = surface[name];
+      const complete = alternatives.some((alt) =>
+        alt.every((p) => globalOrModule(p) !== undefined && globalOrModule(p) !== null)
+      );
+      if (complete) continue;
+      for (const p of alternatives[0]) {
+        if (globalOrModule(p) === undefined || globalOrModule(p) === null) missing.push(p);
+      }
+    }
+    return missing;
   }
 
-  function meWid() {
-    const me = req('WAWebUserPrefsMeUser');
-    return me.getMaybeMePnUser() || me.getMaybeMeLidUser();
+  function webVersion() {
+    const v = globalOrModule('WAWebBuildConstants.VERSION_STR') || globalOrModule('Debug.VERSION');
+    return v ? String(v) : null;
   }
 
   // === session state ===
@@ -87,6 +167,13 @@
   let readySent = false;
   let messagesAttached = false;
   let codeTimer = null;
+  let failed = false;
+
+  function unsupported(missing) {
+    if (failed) return;
+    failed = true;
+    report('unsupported', { missing: missing.slice(0, 32), version: webVersion() });
+  }
 
   // Every part is read again for every QR: WhatsApp rotates the ADV secret with each new batch
   // of refs, so a cached secret makes every QR after a refresh unscannable.
@@ -96,7 +183,7 @@
     const b64 = req('WABase64').encodeB64;
     const adv = await req('WAWebAdvSignatureApi').getADVSecretKey();
     const platform = req('WAWebCompanionRegClientUtils').DEVICE_PLATFORM;
-    return [b64(noise.staticKeyPair.pubKey), b64(reg.identityKeyPair.pubKey), adv, platform];
+    return [b64(noise.staticKeyPair.pubKey), b64(reg.identityKeyPair.pubKey), adv, String(platform)];
   }
 
   let lastQr = null;
@@ -117,11 +204,7 @@
   }
 
   function advEmitter() {
-    try {
-      return req('WAWebUserPrefsMultiDevice').advSecretEventEmitter || null;
-    } catch (e) {
-      return null;
-    }
+    return lookup('WAWebUserPrefsMultiDevice.advSecretEventEmitter') || null;
   }
 
   function startQr() {
@@ -129,8 +212,9 @@
     const Conn = req('WAWebConnModel').Conn;
     qrListener = () => reportQr();
     Conn.on('change:ref', qrListener);
+    // WhatsApp Web's own QR component rebuilds the code on a new ref and on a new ADV secret.
     const adv = advEmitter();
-    if (adv) adv.on('change', qrListener);
+    if (adv && typeof adv.on === 'function') adv.on('change', qrListener);
     reportQr();
   }
 
@@ -139,11 +223,19 @@
     try {
       req('WAWebConnModel').Conn.off('change:ref', qrListener);
       const adv = advEmitter();
-      if (adv) adv.off('change', qrListener);
+      if (adv && typeof adv.off === 'function') adv.off('change', qrListener);
     } catch (e) {
       // ignore: the module is going away with the document
     }
     qrListener = null;
+  }
+
+  // Current builds refresh through the backend event bus (the handler of WhatsApp Web's own
+  // "click to reload QR" button); builds before mid-2025 had `Cmd.refreshQR()`.
+  function refreshQr() {
+    const bus = lookup('WAWebBackendEventBus.BackendEventBus');
+    if (bus && typeof bus.triggerRefreshQR === 'function') return bus.triggerRefreshQR();
+    return req('WAWebCmd').Cmd.refreshQR();
   }
 
   function onState(state) {
@@ -152,13 +244,21 @@
       startQr();
     }
     if (state === 'UNPAIRED_IDLE' && !pairingMode) {
-      // WhatsApp stops rotating refs after a while; ask for new ones as whatsapp-web.js does.
+      // WhatsApp stops rotating refs after a batch; ask for new ones as its own button does.
       try {
-        req('WAWebCmd').Cmd.refreshQR();
+        refreshQr();
       } catch (e) {
         report('error', { where: 'refreshQR', message: errorText(e) });
       }
     }
+  }
+
+  function widString(w) {
+    if (w === undefined || w === null) return null;
+    if (typeof w === 'string') return w;
+    if (w._serialized) return String(w._serialized);
+    if (w.user && w.server) return w.user + '@' + w.server;
+    return String(w);
   }
 
   function serializeMsg(msg) {
@@ -167,6 +267,7 @@
       id: widString(id._serialized || id),
       from: widString(msg.from),
       to: widString(msg.to),
+      author: widString(msg.author),
       from_me: !!id.fromMe,
       body: msg.body === undefined || msg.body === null ? null : String(msg.body),
       type: msg.type ? String(msg.type) : 'chat',
@@ -178,6 +279,18 @@
     };
   }
 
+  // Ids already reported, so that a message is reported once even when WhatsApp Web both changes
+  // a ciphertext placeholder's type and adds a fresh model with the same id. Bounded.
+  const reported = new Set();
+  const REPORTED_MAX = 4096;
+  function reportMessageOnce(msg) {
+    const m = serializeMsg(msg);
+    if (m.id === null || reported.has(m.id)) return;
+    reported.add(m.id);
+    if (reported.size > REPORTED_MAX) reported.delete(reported.values().next().value);
+    report('message', m);
+  }
+
   function attachMessages() {
     if (messagesAttached) return;
     messagesAttached = true;
@@ -185,16 +298,24 @@
     Msg.on('add', (msg) => {
       if (!msg || !msg.isNewMsg) return;
       if (msg.type === 'ciphertext') {
-        // Not decrypted yet: WhatsApp Web changes the type once it is.
-        msg.once('change:type', (m) => report('message', serializeMsg(m)));
+        // Not decrypted yet. WhatsApp Web either changes this model's type, or removes it and
+        // adds a fresh model with the same id (caught by this same `add` handler).
+        msg.once('change:type', (m) => {
+          if (m.type !== 'ciphertext') reportMessageOnce(m);
+        });
         return;
       }
-      report('message', serializeMsg(msg));
+      reportMessageOnce(msg);
     });
     Msg.on('change:ack', (msg, ack) => {
       const id = msg && msg.id ? widString(msg.id._serialized || msg.id) : null;
       if (id !== null) report('ack', { id: id, ack: Number(ack) });
     });
+  }
+
+  function meWid() {
+    const me = req('WAWebUserPrefsMeUser');
+    return me.getMaybeMePnUser() || me.getMaybeMeLidUser();
   }
 
   function onSynced() {
@@ -214,27 +335,99 @@
     try {
       me = widString(meWid());
     } catch (e) {
-      me = widString(req('WAWebConnModel').Conn.wid);
+      me = null;
     }
     report('ready', { me: me, version: version });
+    probeLazy();
+  }
+
+  // Lazily loaded modules: "not yet" until a deadline after the session is ready, then missing.
+  const LAZY_STEP_MS = 250;
+  const LAZY_LIMIT_MS = 30000;
+  let lazyReady = null;
+  function probeLazy() {
+    if (lazyReady) return lazyReady;
+    lazyReady = new Promise((resolve) => {
+      const started = Date.now();
+      const tick = () => {
+        const missing = missingOf(LAZY_SURFACE);
+        if (missing.length === 0) return resolve(true);
+        if (Date.now() - started > LAZY_LIMIT_MS) {
+          unsupported(missing);
+          return resolve(false);
+        }
+        setTimeout(tick, LAZY_STEP_MS);
+      };
+      tick();
+    });
+    return lazyReady;
+  }
+
+  // A module function wrapped so that the adapter sees every call WhatsApp Web's own code makes
+  // through the module object (its compiled code looks members up at call time).
+  function wrap(path, before) {
+    const dot = path.lastIndexOf('.');
+    const owner = lookup(path.slice(0, dot));
+    const member = path.slice(dot + 1);
+    if (!owner || typeof owner[member] !== 'function' || owner[member].__wafleet) return false;
+    const original = owner[member];
+    const wrapped = function () {
+      try {
+        before.apply(null, arguments);
+      } catch (e) {
+        // observing must never break WhatsApp Web
+      }
+      return original.apply(this, arguments);
+    };
+    wrapped.__wafleet = true;
+    try {
+      owner[member] = wrapped;
+      return true;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  // Passkeys: linking through a passkey ("Shortcake") and the post-login integrity checkpoint
+  // both need the phone's user; a headless session can only say so. Both are absent in older
+  // builds, so they are observed where they exist, not required.
+  function watchPasskeys() {
+    wrap('WAWebBackendApi.frontendFireAndForget', (name) => {
+      if (name === 'passkeyPrologueRequest') report('passkey', { state: 'required' });
+      if (name === 'shortcakeVerificationCodeReady') report('passkey', { state: 'confirmation' });
+    });
+    wrap('WAWebIntegrityPasskeyCheckpointUtils.openPasskeyCheckpoint', () =>
+      report('passkey', { state: 'required' })
+    );
+  }
+
+  function reportLogout(reason) {
+    report('logout', { reason: reason });
   }
 
   function attach() {
-    version = String(window.Debug.VERSION);
+    version = webVersion();
     report('version', { version: version });
     const Socket = req('WAWebSocketModel').Socket;
     const Cmd = req('WAWebCmd').Cmd;
-
-    if (/[?&]post_logout=1/.test(location.search)) {
-      report('logout', { reason: 'post_logout' });
-    }
 
     Socket.on('change:state', (_socket, state) => onState(state));
     Socket.on('change:hasSynced', () => {
       if (Socket.hasSynced === true) onSynced();
     });
-    Cmd.on('logout', () => report('logout', { reason: 'logout' }));
-    Cmd.on('logout_from_bridge', () => report('logout', { reason: 'logout_from_bridge' }));
+    // Current builds: the bridge events (and the backend bus's own logout); `logout` is the
+    // pre-2025 name, harmless where it no longer fires.
+    Cmd.on('starting_logout_from_bridge', () => reportLogout('starting_logout_from_bridge'));
+    Cmd.on('logout_from_bridge', () => reportLogout('logout_from_bridge'));
+    Cmd.on('logout', () => reportLogout('logout'));
+    const bus = lookup('WAWebBackendEventBus.BackendEventBus');
+    if (bus && typeof bus.onLogout === 'function') {
+      try {
+        bus.onLogout(() => reportLogout('backend_logout'));
+      } catch (e) {
+        // the Cmd events above cover it
+      }
+    }
     Cmd.on('offline_progress_update_from_bridge', () => {
       try {
         const p = req('WAWebOfflineHandler').OfflineMessageHandler.getOfflineDeliveryProgress();
@@ -243,33 +436,45 @@
         // progress is cosmetic
       }
     });
+    watchPasskeys();
 
     onState(Socket.state);
     // hasSynced may already be true: Backbone fires no change event for a value that is set.
     if (Socket.hasSynced === true) onSynced();
   }
 
-  // === waiting for the module system ===
+  // === the boot probe ===
   //
-  // WhatsApp Web defines `window.require` and `Debug.VERSION` once its last chunk has booted,
-  // after `load`. There is no event for that, so the page checks on a short in-page timer
-  // (nothing crosses CDP until it is there) and gives up after a deadline, which the engine
-  // reports as an error so that the supervisor's STARTING watchdog takes over.
+  // WhatsApp Web defines `window.require` early and its modules as its bundles run; there is no
+  // event for "booted". The page checks on a short in-page timer (nothing crosses CDP meanwhile).
+  // Once the build announces its version, a module still missing after a grace period is missing
+  // for good: the session fails with the names instead of hanging until a QR timeout. Without any
+  // version, the longer deadline decides.
 
   const WAIT_STEP_MS = 100;
+  const GRACE_MS = 8000;
   const WAIT_LIMIT_MS = 180000;
-  let waited = 0;
+  const started = Date.now();
+  let versionSeenAt = null;
   function waitForModules() {
-    if (moduleSystemReady()) {
-      try {
-        attach();
-      } catch (e) {
-        report('error', { where: 'attach', message: errorText(e) });
+    if (failed) return;
+    if (typeof window.require === 'function') {
+      const missing = missingOf(SURFACE);
+      if (missing.length === 0) {
+        try {
+          attach();
+        } catch (e) {
+          report('error', { where: 'attach', message: errorText(e) });
+        }
+        return;
       }
-      return;
-    }
-    waited += WAIT_STEP_MS;
-    if (waited > WAIT_LIMIT_MS) {
+      if (versionSeenAt === null && webVersion() !== null) versionSeenAt = Date.now();
+      const now = Date.now();
+      if ((versionSeenAt !== null && now - versionSeenAt > GRACE_MS) || now - started > WAIT_LIMIT_MS) {
+        unsupported(missing);
+        return;
+      }
+    } else if (Date.now() - started > WAIT_LIMIT_MS) {
       report('error', { where: 'modules', message: 'WhatsApp Web modules did not appear' });
       return;
     }
@@ -286,6 +491,16 @@
     }
   }
 
+  function loaded() {
+    return typeof window.require === 'function' && missingOf(SURFACE).length === 0;
+  }
+
+  function toJid(to) {
+    const s = String(to || '').trim();
+    if (s.includes('@')) return s;
+    return s.replace(/[^0-9]/g, '') + '@c.us';
+  }
+
   async function getChat(to) {
     const wid = req('WAWebWidFactory').createWid(toJid(to));
     let chat = req('WAWebCollections').Chat.get(wid);
@@ -297,18 +512,34 @@
     return chat;
   }
 
+  // Who sends, as WhatsApp addresses it: the account's LID in `@lid` chats and in groups that
+  // address by LID, its phone number otherwise. Group messages carry the sender as participant.
+  function addressing(chat) {
+    const me = req('WAWebUserPrefsMeUser');
+    const pn = me.getMaybeMePnUser();
+    const lid = me.getMaybeMeLidUser();
+    const server = chat.id && chat.id.server;
+    const group = server === 'g.us';
+    const meta = group ? chat.groupMetadata : null;
+    const byLid = server === 'lid' || !!(meta && meta.isLidAddressingMode);
+    const from = byLid ? lid : pn;
+    if (!from) throw new Error(byLid ? 'this account has no LID yet' : 'not logged in');
+    return { from: from, participant: group ? from : undefined };
+  }
+
   async function send(to, fields) {
-    if (!moduleSystemReady()) throw new Error('WhatsApp Web is not loaded');
-    const me = meWid();
-    if (!me) throw new Error('not logged in');
+    if (!loaded()) throw new Error('WhatsApp Web is not loaded');
     const chat = await getChat(to);
+    const who = addressing(chat);
     const MsgKey = req('WAWebMsgKey');
-    const key = new MsgKey({ from: me, to: chat.id, id: await MsgKey.newId(), selfDir: 'out' });
+    const keyFields = { from: who.from, to: chat.id, id: await MsgKey.newId(), selfDir: 'out' };
+    if (who.participant) keyFields.participant = who.participant;
+    const key = new MsgKey(keyFields);
     const msg = Object.assign(
       {
         id: key,
         ack: 0,
-        from: me,
+        from: who.from,
         to: chat.id,
         local: true,
         self: 'out',
@@ -316,7 +547,8 @@
         isNewMsg: true,
         type: 'chat',
       },
-      fields
+      who.participant ? { participant: who.participant, author: who.participant } : {},
+      typeof fields === 'function' ? await fields(chat) : fields
     );
     const result = req('WAWebSendMsgChatAction').addAndSendMsgToChat(chat, msg);
     // WhatsApp Web returns [msgPromise, sendResultPromise]; the message is ours once added.
@@ -335,98 +567,76 @@
     return 'document';
   }
 
-  function hasModule(name) {
-    try {
-      req(name);
-      return true;
-    } catch (e) {
-      return false;
-    }
+  // A media entry's value, whether WhatsApp Web exposes it as a getter method (its own
+  // WAWebMediaUpdateMsg calls `getMediaKey()` …) or as an attribute.
+  function entryValue(entry, attr, method) {
+    if (method && typeof entry[method] === 'function') return entry[method]();
+    return entry[attr];
   }
 
-  const UPLOAD_MODULES = [
-    'WAWebMediaOpaqueData',
-    'WAWebPrepRawMedia',
-    'WAWebMediaStorage',
-    'WAWebMmsMediaTypes',
-    'WAWebMediaMmsV4Upload',
-  ];
-
-  // WhatsApp Web's own media pipeline, as whatsapp-web.js's processMediaData: prepare the file,
-  // encrypt and upload it, and return the message fields that reference the upload.
-  async function uploadMedia(media, type) {
+  // WhatsApp Web's own media pipeline: prepare the file, encrypt and upload it, and return the
+  // message fields that reference the upload. There is no other way: media that did not go
+  // through the upload is not media WhatsApp can deliver.
+  async function uploadMedia(media) {
+    if (!(await probeLazy())) throw new Error('unsupported_wa_web: media upload modules are missing');
+    const type = mediaType(media.mimetype, media.type);
     const raw = atob(String(media.data));
     const bytes = new Uint8Array(raw.length);
     for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
     const mimetype = String(media.mimetype);
-    const file = new File([new Blob([bytes], { type: mimetype })], media.filename ? String(media.filename) : 'file', {
-      type: mimetype,
-      lastModified: Date.now(),
-    });
+    const name = media.filename ? String(media.filename) : 'file';
+    const file = new File([new Blob([bytes], { type: mimetype })], name, { type: mimetype, lastModified: Date.now() });
     const OpaqueData = req('WAWebMediaOpaqueData');
-    const opaque = await OpaqueData.createFromData(file, file.type);
-    const prep = req('WAWebPrepRawMedia').prepRawMedia(opaque, { asDocument: type === 'document' });
+    const opaque = await OpaqueData.createFromData(file, mimetype);
+    const prep = req('WAWebPrepRawMedia').prepRawMedia(opaque, {
+      asDocument: type === 'document',
+      isPtt: type === 'ptt',
+      asSticker: type === 'sticker',
+      isAudio: type === 'audio',
+    });
     const mediaData = await prep.waitForPrep();
     const mediaObject = req('WAWebMediaStorage').getOrCreateMediaObject(mediaData.filehash);
-    const mediaType = req('WAWebMmsMediaTypes').msgToMediaType({ type: mediaData.type, isGif: mediaData.isGif });
     if (type === 'document') mediaData.type = 'document';
-    if (!(mediaData.mediaBlob instanceof OpaqueData)) {
-      mediaData.mediaBlob = await OpaqueData.createFromData(mediaData.mediaBlob, mediaData.mediaBlob.type);
+    const mmsType = req('WAWebMmsMediaTypes').msgToMediaType({ type: mediaData.type, isGif: mediaData.isGif });
+    if (mediaData.mediaBlob && typeof mediaData.mediaBlob.url === 'function') {
+      mediaData.renderableUrl = mediaData.mediaBlob.url();
     }
-    mediaData.renderableUrl = mediaData.mediaBlob.url();
+    // Model attributes live in backing fields behind accessors: only toJSON() carries them.
     mediaObject.consolidate(mediaData.toJSON());
-    mediaData.mediaBlob.autorelease();
     const uploaded = await req('WAWebMediaMmsV4Upload').uploadMedia({
       mimetype: mediaData.mimetype,
       mediaObject: mediaObject,
-      mediaType: mediaType,
+      mediaType: mmsType,
     });
-    const entry = uploaded && uploaded.mediaEntry;
-    if (!entry) throw new Error('upload failed: media entry was not created');
-    mediaData.set({
-      clientUrl: entry.mmsUrl,
-      deprecatedMms3Url: entry.deprecatedMms3Url,
-      directPath: entry.directPath,
-      mediaKey: entry.mediaKey,
-      mediaKeyTimestamp: entry.mediaKeyTimestamp,
+    // Failures resolve, with a kind and no entry.
+    const entry = uploaded && uploaded.kind === 'success' ? uploaded.mediaEntry : null;
+    if (!entry) throw new Error('media upload failed: ' + String((uploaded && uploaded.kind) || 'no result'));
+    return Object.assign({}, mediaData.toJSON(), {
+      type: mediaData.type,
+      mimetype: mediaData.mimetype || mimetype,
+      deprecatedMms3Url: entryValue(entry, 'deprecatedMms3Url'),
+      directPath: entryValue(entry, 'directPath'),
+      mediaKey: entryValue(entry, 'mediaKey', 'getMediaKey'),
+      mediaKeyTimestamp: entryValue(entry, 'mediaKeyTimestamp', 'getMediaKeyTimestamp'),
       filehash: mediaObject.filehash,
-      encFilehash: entry.encFilehash,
-      uploadhash: entry.uploadHash,
+      encFilehash: entryValue(entry, 'encFilehash', 'getEncfilehash'),
       size: mediaObject.size,
       streamingSidecar: entry.sidecar,
       firstFrameSidecar: entry.firstFrameSidecar,
-    });
-    return Object.assign({}, mediaData, {
-      body: mediaData.preview,
       caption: media.caption ? String(media.caption) : undefined,
       filename: media.filename ? String(media.filename) : undefined,
     });
-  }
-
-  async function mediaFields(media) {
-    const type = mediaType(media.mimetype, media.type);
-    if (UPLOAD_MODULES.every(hasModule)) return uploadMedia(media, type);
-    // Without the upload modules (the simulator), the bytes travel inline with the message.
-    return {
-      type: type,
-      mimetype: String(media.mimetype),
-      filename: media.filename ? String(media.filename) : undefined,
-      caption: media.caption ? String(media.caption) : undefined,
-      body: media.caption ? String(media.caption) : undefined,
-      data: String(media.data),
-      size: typeof media.size === 'number' ? media.size : undefined,
-    };
   }
 
   window.__wafleetAdapter = Object.freeze({
     sendText: (to, text) => guard(() => send(to, { body: String(text), type: 'chat' })),
 
     // media: {data: base64, mimetype, filename?, caption?, type?}
-    sendMedia: (to, media) => guard(async () => send(to, await mediaFields(media))),
+    sendMedia: (to, media) => guard(async () => send(to, await uploadMedia(media))),
 
     requestPairingCode: (phone, intervalMs) =>
       guard(async () => {
-        if (!moduleSystemReady()) throw new Error('WhatsApp Web is not loaded');
+        if (!loaded()) throw new Error('WhatsApp Web is not loaded');
         const digits = String(phone).replace(/[^0-9]/g, '');
         const Alt = req('WAWebAltDeviceLinkingApi');
         pairingMode = true;
@@ -458,14 +668,14 @@
 
     logout: () =>
       guard(async () => {
-        if (!moduleSystemReady()) throw new Error('WhatsApp Web is not loaded');
+        if (!loaded()) throw new Error('WhatsApp Web is not loaded');
         await req('WAWebSocketModel').Socket.logout();
         return {};
       }),
 
     status: () =>
       guard(async () => {
-        if (!moduleSystemReady()) return { loaded: false };
+        if (!loaded()) return { loaded: false, missing: typeof window.require === 'function' ? missingOf(SURFACE) : [] };
         const Socket = req('WAWebSocketModel').Socket;
         return { loaded: true, state: String(Socket.state), synced: Socket.hasSynced === true, version: version };
       }),

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod hooks;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -379,6 +381,17 @@ impl Fleet {
         ]
         .map(String::from)
         .to_vec()
+    }
+
+    /// Arguments of a worker for shard 0 on `127.0.0.1:<port>` running the real engine (Chromium
+    /// per session) against the simulator at `sim`.
+    pub fn engine_worker_args(&self, port: u16, sim: SocketAddr) -> Vec<String> {
+        let mut args = self.worker_args(0, &format!("127.0.0.1:{port}"));
+        if let Some(i) = args.iter().position(|a| a == "--session-host") {
+            args.drain(i..i + 2);
+        }
+        args.extend(["--wa-url".into(), format!("http://{sim}/")]);
+        args
     }
 
     /// Starts a worker on a fresh port and waits until it is ready.

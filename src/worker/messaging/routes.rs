@@ -187,13 +187,23 @@ async fn require_session(api: &Api, ws: &WorkspaceId, s: &SessionId) -> Result<(
 }
 
 /// Validates a recipient: a phone number of 5 to 32 digits (optionally `+`, spaces or dashes),
-/// or a WhatsApp id `<digits>@c.us` / `@g.us`; answers the id the engine takes.
+/// or a WhatsApp id: `<digits>@c.us`, a LID `<digits>@lid`, or a group `<digits>[-<digits>]@g.us`;
+/// answers the id the engine takes.
 pub fn normalize_recipient(to: &str) -> Option<String> {
     let to = to.trim();
     if let Some((user, server)) = to.split_once('@') {
-        let ok_user =
-            (5..=64).contains(&user.len()) && user.bytes().all(|b| b.is_ascii_digit() || b == b'-');
-        return (ok_user && matches!(server, "c.us" | "g.us")).then(|| to.to_owned());
+        let digits = |dash: bool| {
+            (5..=64).contains(&user.len())
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (dash && b == b'-'))
+        };
+        let ok = match server {
+            "c.us" | "lid" => digits(false),
+            "g.us" => digits(true),
+            _ => false,
+        };
+        return ok.then(|| to.to_owned());
     }
     let digits: String = to
         .trim_start_matches('+')
@@ -540,7 +550,12 @@ mod tests {
             normalize_recipient("4915550002@c.us").as_deref(),
             Some("4915550002@c.us")
         );
+        for id in ["123456789012345@lid", "4915550001-1700000000@g.us"] {
+            assert_eq!(normalize_recipient(id).as_deref(), Some(id));
+        }
         for bad in [
+            "4915-550002@c.us",
+            "1234-5678901@lid",
             "",
             "123",
             "abc12345",
