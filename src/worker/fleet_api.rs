@@ -11,8 +11,8 @@ use serde::Serialize;
 use warp::{Filter, Reply};
 
 use super::host::SessionInfo;
-use super::http::{Api, auth_error, unavailable};
 use super::ownership::Phase;
+use super::request::{Api, auth_error, unavailable};
 use crate::ids::WorkspaceId;
 
 /// One workspace whose sessions could not be listed.

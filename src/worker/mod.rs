@@ -13,8 +13,11 @@
 //! * [`host`]: the [`host::SessionHost`] trait; [`engine_host`] runs each session in Chromium,
 //!   [`placeholder`] runs none; [`layout`]: the session directories on the shared volume.
 //! * [`driver`]: the async shell: terms, actions, published status.
-//! * [`http`]: the warp routes; [`fleet_api`]: `GET /v1/sessions`, every session this worker
-//!   hosts (the router's fleet-wide list fans out to it).
+//! * [`http`]: the composition root of the warp routes (health, readiness, metrics, state);
+//!   the resources each have a module over the shared request layer [`request`]:
+//!   [`session_routes`], [`messaging`] (messages, webhooks, events), [`profile_routes`] (profile
+//!   import/export) and [`fleet_api`] (`GET /v1/sessions`, every session this worker hosts; the
+//!   router's fleet-wide list fans out to it).
 //! * [`cli`]: `wafleet worker` flags.
 //!
 //! See `docs/worker.md` for the ownership and fencing timeline.
@@ -32,6 +35,8 @@ pub mod messaging;
 pub mod ownership;
 pub mod placeholder;
 pub mod profile_routes;
+pub mod request;
+pub mod session_routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -211,7 +216,7 @@ pub async fn run(
     }
     let _ = shared.messaging.set(messaging.clone());
 
-    let api = http::Api {
+    let api = request::Api {
         shared: shared.clone(),
         authority: Arc::new(config.authority.clone()),
         profile_max_bytes: config.profile_max_bytes,

@@ -22,8 +22,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use warp::{Filter, Reply};
 
 use super::host::{DesiredState, SessionConfig, SessionStatus};
-use super::http::{Api, gate, host_error, running_session, take_workspace, unavailable};
 use super::layout::now_ms;
+use super::request::{Api, gate, host_error, running_session, take_workspace, unavailable};
 use crate::api::ApiError;
 use crate::engine::Status;
 use crate::ids::SessionId;

@@ -24,7 +24,7 @@ use crate::sendq::SendRequest;
 use crate::store::{
     IDEMPOTENCY_TTL, IdempotencyKey, MessageKind, request_hash, validate_idempotency_key,
 };
-use crate::worker::http::{Api, gate, host_error, unavailable};
+use crate::worker::request::{Api, gate, host_error, unavailable};
 
 /// Every route of the worker and the router: `(method, path template, who serves it)`, where
 /// "who" is `"worker"`, `"router"` or `"both"` (workspace routes are served by the worker and
@@ -470,7 +470,7 @@ pub async fn create_session(
             .map_err(|e| reject(ApiError::bad_request(e.code(), e.to_string())))?;
     }
     let Some(k) = idem else {
-        return crate::worker::http::create_session(ws, api, auth, body).await;
+        return crate::worker::session_routes::create_session(ws, api, auth, body).await;
     };
     if !validate_idempotency_key(&k) {
         return Err(reject(ApiError::bad_request(
@@ -494,7 +494,7 @@ pub async fn create_session(
         Ok(None) => {}
         Err(e) => return Err(reject(e.to_api_error())),
     }
-    let resp = crate::worker::http::create_session(ws, api.clone(), auth, body).await?;
+    let resp = crate::worker::session_routes::create_session(ws, api.clone(), auth, body).await?;
     if resp.status() == StatusCode::CREATED {
         let session = probe
             .session

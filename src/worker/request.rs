@@ -1,0 +1,249 @@
+//! The worker's shared request layer: what every route module starts with. The handler state
+//! ([`Api`]), the gate (id, token, fencing, readiness, shard ownership), the mapping of session
+//! host errors to the documented JSON errors, and the "workspace runs here" checks.
+//!
+//! Kept apart from the route modules so that they depend on it and not on each other (or on
+//! the composition root, [`super::http`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+
+use super::driver::Shared;
+use super::host::HostError;
+use super::ownership::Phase;
+use crate::api::ApiError;
+use crate::auth::{AuthError, Authority};
+use crate::ids::{SessionId, WorkspaceId};
+
+/// `Retry-After` sent with 503 answers, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
+/// How long a create waits for the workspace lock before answering 503.
+pub const CREATE_WAIT_SECS: u64 = 10;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct Api {
+    /// Shared worker state.
+    pub shared: Arc<Shared>,
+    /// Token checks.
+    pub authority: Arc<Authority>,
+    /// Largest profile upload accepted (`PUT …/sessions/{s}/profile`).
+    pub profile_max_bytes: u64,
+}
+
+impl Api {
+    /// The Chromium-backed host, when this worker runs one (`None` with the placeholder).
+    pub fn engine(&self) -> Option<Arc<super::engine_host::EngineHost>> {
+        self.shared.host.engine_host()
+    }
+}
+
+/// A 503 with `Retry-After`: the caller should retry (not ready, fenced, handing over).
+pub(crate) fn unavailable(code: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_header(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(RETRY_AFTER_SECS),
+    )
+}
+
+/// 401/403 for a token the authority refused.
+pub(crate) fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+        AuthError::Unauthorized => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        }
+        AuthError::Config(m) => ApiError::internal(m),
+    }
+}
+
+/// The checks every workspace route starts with; returns the validated workspace.
+pub(crate) fn gate(api: &Api, ws: &str, auth: Option<&str>) -> Result<WorkspaceId, ApiError> {
+    let ws = WorkspaceId::new(ws)?;
+    api.authority
+        .authorize(auth, Some(&ws))
+        .map_err(auth_error)?;
+    let shard = api.shared.shard;
+    {
+        let status = api.shared.status.borrow();
+        if status.fenced {
+            return Err(
+                unavailable("fenced", "this worker lost its Consul session").with_shard(shard)
+            );
+        }
+        if !status.ready {
+            return Err(unavailable("not_ready", "this worker is not serving").with_shard(shard));
+        }
+    }
+    let map = api
+        .shared
+        .current_map()
+        .ok_or_else(|| unavailable("not_ready", "no shard map yet").with_shard(shard))?;
+    match map.owner(&ws) {
+        Some(owner) if owner == shard => Ok(ws),
+        Some(owner) => Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_owner",
+            format!("workspace {ws} belongs to shard {owner}"),
+        )
+        .with_shard(owner)),
+        None => Err(unavailable(
+            "no_owner",
+            "the shard map gives this workspace to no shard",
+        )),
+    }
+}
+
+/// The workspace's phase on this worker, if it has one.
+pub(crate) fn phase(api: &Api, ws: &WorkspaceId) -> Option<Phase> {
+    api.shared.status.borrow().workspaces.get(ws).copied()
+}
+
+fn exists_on_disk(api: &Api, ws: &WorkspaceId) -> bool {
+    api.shared
+        .data
+        .join("workspaces")
+        .join(ws.as_str())
+        .is_dir()
+}
+
+/// The documented JSON error for a session host error.
+pub(crate) fn host_error(ws: &WorkspaceId, e: HostError) -> ApiError {
+    match e {
+        HostError::Exists(s) => ApiError::new(
+            StatusCode::CONFLICT,
+            "session_exists",
+            format!("session {s} already exists"),
+        ),
+        HostError::NotFound(s) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no session {s} in workspace {ws}"),
+        ),
+        HostError::WrongStatus { code, message } => {
+            let status = if code == "invalid" {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::CONFLICT
+            };
+            ApiError::new(status, code, message)
+        }
+        HostError::Unsupported(what) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            format!("{what} is not supported by this worker's session host"),
+        ),
+        HostError::NotRunning(_) => unavailable(
+            "workspace_unavailable",
+            &format!("workspace {ws} is being handed over; retry"),
+        ),
+        other => {
+            tracing::error!(workspace = %ws, error = %other, "session host");
+            ApiError::internal("session host error")
+        }
+    }
+}
+
+/// For a workspace that is not running here: 503 while it is being taken (and make sure the
+/// runner knows it), `None` when it does not exist at all.
+pub(crate) fn not_running(api: &Api, ws: &WorkspaceId) -> Option<ApiError> {
+    if api.shared.is_known(ws) || exists_on_disk(api, ws) {
+        api.shared.ensure(ws);
+        Some(unavailable(
+            "workspace_unavailable",
+            &format!("workspace {ws} is starting or being handed over; retry"),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Takes the workspace (lock, start) if it is not running here yet and waits for it, up to
+/// [`CREATE_WAIT_SECS`]; 503 `workspace_unavailable` when the lock is held elsewhere.
+pub(crate) async fn take_workspace(api: &Api, ws: &WorkspaceId) -> Result<(), ApiError> {
+    api.shared.ensure(ws);
+    let mut rx = api.shared.status.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(CREATE_WAIT_SECS);
+    loop {
+        if rx.borrow_and_update().workspaces.get(ws) == Some(&Phase::Running) {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(unavailable(
+                    "workspace_unavailable",
+                    &format!("workspace {ws} could not be taken yet (lock held elsewhere); retry"),
+                ));
+            }
+        }
+    }
+}
+
+/// Validates a phone number: digits only (a leading `+`, spaces and dashes are dropped), 5 to
+/// 20 of them. Answers the digits.
+pub fn parse_phone(raw: &str) -> Result<String, ApiError> {
+    let trimmed = raw.trim().trim_start_matches('+');
+    let mut digits = String::with_capacity(trimmed.len());
+    for c in trimmed.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' => {}
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_phone",
+                    "phone must be digits (international format, no letters)",
+                ));
+            }
+        }
+    }
+    if !(5..=20).contains(&digits.len()) {
+        return Err(ApiError::bad_request(
+            "invalid_phone",
+            "phone must have 5 to 20 digits",
+        ));
+    }
+    Ok(digits)
+}
+
+/// Gate, session id and "the workspace runs here" in one: what every per-session route needs.
+pub(crate) fn running_session(
+    api: &Api,
+    ws: &str,
+    s: &str,
+    auth: Option<&str>,
+) -> Result<(WorkspaceId, SessionId), ApiError> {
+    let ws = gate(api, ws, auth)?;
+    let s = SessionId::new(s)?;
+    if phase(api, &ws) != Some(Phase::Running) {
+        return Err(not_running(api, &ws).unwrap_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                format!("no session {s} in workspace {ws}"),
+            )
+        }));
+    }
+    Ok((ws, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_digits_only() {
+        assert_eq!(parse_phone("+49 1555-0001").unwrap(), "4915550001");
+        for bad in [
+            "",
+            "1234",
+            "49a15550001",
+            "1".repeat(21).as_str(),
+            "../1234567",
+        ] {
+            assert!(parse_phone(bad).is_err(), "{bad}");
+        }
+    }
+}
