@@ -290,6 +290,40 @@ async fn media_lid_groups_and_ciphertext_go_as_whatsapp_web_does() {
         })
         .await;
     }
+    // A group message names its author; a LID sender comes with its phone number.
+    post(
+        &rig.sim("/sim/inbound"),
+        json!({"to": PHONE, "from": PEER2, "group": gid, "author": PEER2, "text": "in the group"}),
+    )
+    .await;
+    let (g, _, _) = event(&rig.inbox, "group inbound", LONG, |v| {
+        v["event"] == "message" && v["payload"]["text"] == "in the group"
+    })
+    .await;
+    assert_eq!(g["payload"]["chat"], gid.as_str(), "{g}");
+    let author = g["payload"]["author"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        author.starts_with(PEER2)
+            || g["payload"]["author_pn"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(PEER2)),
+        "group author: {g}"
+    );
+    post(
+        &rig.sim("/sim/inbound"),
+        json!({"to": PHONE, "from": PEER2, "lid": true, "text": "from a lid"}),
+    )
+    .await;
+    let (l, _, _) = event(&rig.inbox, "LID inbound", LONG, |v| {
+        v["event"] == "message" && v["payload"]["text"] == "from a lid"
+    })
+    .await;
+    assert_eq!(l["payload"]["from"], lid.as_str(), "{l}");
+    assert_eq!(l["payload"]["from_pn"], format!("{PEER2}@c.us"), "{l}");
+
     // A later plain message: once it is delivered, any duplicate of the earlier two would be too.
     post(
         &rig.sim("/sim/inbound"),

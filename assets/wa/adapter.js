@@ -261,21 +261,73 @@
     return String(w);
   }
 
+  // The phone number behind a LID, where WhatsApp Web has learned it (WAWebApiContact).
+  function phoneOf(wid) {
+    if (!wid || wid.server !== 'lid') return null;
+    try {
+      return widString(req('WAWebApiContact').getPhoneNumber(wid));
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // The serialized key of the message this one quotes: WhatsApp Web keeps its parts apart
+  // (`quotedStanzaID`, `quotedRemoteJid`, `quotedParticipant`).
+  function quotedKey(msg, chat) {
+    const id = msg.quotedStanzaID;
+    if (!id) return null;
+    const remote = widString(msg.quotedRemoteJid) || chat;
+    const participant = widString(msg.quotedParticipant);
+    let me = null;
+    try {
+      me = [widString(req('WAWebUserPrefsMeUser').getMaybeMePnUser()), widString(req('WAWebUserPrefsMeUser').getMaybeMeLidUser())];
+    } catch (e) {
+      me = [];
+    }
+    const fromMe = participant !== null && me.includes(participant);
+    const group = typeof remote === 'string' && remote.endsWith('@g.us');
+    return String(fromMe) + '_' + remote + '_' + id + (group && participant ? '_' + participant : '');
+  }
+
+  function pushName(msg) {
+    if (msg.notifyName) return String(msg.notifyName);
+    try {
+      const sender = msg.author || msg.from;
+      const contact = sender ? req('WAWebCollections').Contact.get(sender) : null;
+      return contact && contact.pushname ? String(contact.pushname) : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  const text = (v) => (v === undefined || v === null ? null : String(v));
+
   function serializeMsg(msg) {
     const id = msg.id || {};
+    const chat = widString(id.remote) || widString(id.fromMe ? msg.to : msg.from);
+    const mentions = Array.isArray(msg.mentionedJidList) ? msg.mentionedJidList.map(widString) : [];
     return {
       id: widString(id._serialized || id),
+      chat: chat,
       from: widString(msg.from),
+      from_pn: phoneOf(msg.from),
       to: widString(msg.to),
       author: widString(msg.author),
+      author_pn: phoneOf(msg.author),
+      push_name: pushName(msg),
       from_me: !!id.fromMe,
-      body: msg.body === undefined || msg.body === null ? null : String(msg.body),
+      body: text(msg.body),
+      caption: text(msg.caption),
       type: msg.type ? String(msg.type) : 'chat',
       timestamp: typeof msg.t === 'number' ? msg.t : null,
       ack: typeof msg.ack === 'number' ? msg.ack : null,
+      quoted_wa_id: quotedKey(msg, chat),
+      mentions: mentions.filter((m) => m !== null).slice(0, 256),
+      forwarded: !!msg.isForwarded,
       mimetype: msg.mimetype || null,
       filename: msg.filename || null,
-      caption: msg.caption || null,
+      size: typeof msg.size === 'number' ? msg.size : null,
+      filehash: typeof msg.filehash === 'string' ? msg.filehash : null,
     };
   }
 

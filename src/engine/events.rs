@@ -28,28 +28,53 @@ pub const MAX_MISSING_NAME_LEN: usize = 128;
 /// Longest WhatsApp Web version string kept from a report.
 pub const MAX_VERSION_LEN: usize = 64;
 
+/// At most this many mentioned ids are kept from a message report.
+pub const MAX_MENTIONS: usize = 256;
+
 /// A message seen by the session (inbound, or created by this device).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundMessage {
     /// Serialized message key, e.g. `false_4915550002@c.us_3EB0…`.
     pub id: String,
-    /// Sender Wid, e.g. `4915550002@c.us`.
+    /// The chat the message belongs to (the key's remote: a person, a LID or a group).
+    pub chat: Option<String>,
+    /// Sender Wid, e.g. `4915550002@c.us` (in a group: the group).
     pub from: Option<String>,
+    /// The sender's phone-number Wid when `from` is a LID and WhatsApp Web knows the mapping.
+    pub from_pn: Option<String>,
     /// Recipient Wid.
     pub to: Option<String>,
-    /// Whether this device sent it.
+    /// The sender within a group.
+    pub author: Option<String>,
+    /// The author's phone-number Wid when `author` is a LID and the mapping is known.
+    pub author_pn: Option<String>,
+    /// The sender's profile name as WhatsApp delivered it.
+    pub push_name: Option<String>,
+    /// Whether this device (or the phone) sent it.
     pub from_me: bool,
-    /// Text, or the caption of media.
+    /// Text (for text messages; WhatsApp keeps a media caption here too).
     pub body: Option<String>,
-    /// WhatsApp message type (`chat`, `image`, …).
+    /// Caption of media.
+    pub caption: Option<String>,
+    /// WhatsApp message type (`chat`, `image`, `ptt`, …).
     #[serde(rename = "type")]
     pub kind: String,
     /// Seconds since the epoch, as WhatsApp stamps it.
     pub timestamp: Option<i64>,
+    /// Serialized key of the message this one replies to.
+    pub quoted_wa_id: Option<String>,
+    /// Mentioned Wids (at most [`MAX_MENTIONS`]).
+    pub mentions: Vec<String>,
+    /// Whether WhatsApp shows it as forwarded.
+    pub forwarded: bool,
     /// Media mimetype, if any.
     pub mimetype: Option<String>,
     /// Media filename, if any.
     pub filename: Option<String>,
+    /// Media size in bytes, if any.
+    pub size: Option<u64>,
+    /// SHA-256 of the media's plaintext (hex), from WhatsApp's `filehash`.
+    pub sha256: Option<String>,
 }
 
 /// An event of one browser session.
@@ -104,8 +129,8 @@ pub enum EngineEvent {
         /// WhatsApp Web's `Debug.VERSION`.
         wa_version: Option<String>,
     },
-    /// A new message (inbound or our own).
-    Message(InboundMessage),
+    /// A new message (inbound or our own; boxed: it is much larger than the other events).
+    Message(Box<InboundMessage>),
     /// A message's ack advanced (`-1` error, `0` pending, `1` server, `2` device, `3` read,
     /// `4` played).
     Ack {
@@ -159,19 +184,7 @@ enum Report {
         me: Option<String>,
         version: Option<String>,
     },
-    Message {
-        id: String,
-        from: Option<String>,
-        to: Option<String>,
-        #[serde(default)]
-        from_me: bool,
-        body: Option<String>,
-        #[serde(rename = "type")]
-        kind: Option<String>,
-        timestamp: Option<f64>,
-        mimetype: Option<String>,
-        filename: Option<String>,
-    },
+    Message(Box<MessageReport>),
     Ack {
         id: String,
         ack: f64,
@@ -195,6 +208,36 @@ enum Report {
         place: Option<String>,
         message: Option<String>,
     },
+}
+
+/// The fields of a `message` report (boxed in [`Report`]: much larger than the others).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct MessageReport {
+    id: String,
+    chat: Option<String>,
+    from: Option<String>,
+    from_pn: Option<String>,
+    to: Option<String>,
+    author: Option<String>,
+    author_pn: Option<String>,
+    push_name: Option<String>,
+    #[serde(default)]
+    from_me: bool,
+    body: Option<String>,
+    caption: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    timestamp: Option<f64>,
+    quoted_wa_id: Option<String>,
+    #[serde(default)]
+    mentions: Vec<serde_json::Value>,
+    #[serde(default)]
+    forwarded: bool,
+    mimetype: Option<String>,
+    filename: Option<String>,
+    size: Option<f64>,
+    /// WhatsApp's `filehash`: base64 of the plaintext's SHA-256.
+    filehash: Option<String>,
 }
 
 /// Why a payload was dropped.
@@ -272,28 +315,60 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
             me,
             wa_version: version,
         }],
-        Report::Message {
-            id,
-            from,
-            to,
-            from_me,
-            body,
-            kind,
-            timestamp,
-            mimetype,
-            filename,
-        } => vec![EngineEvent::Message(InboundMessage {
-            id,
-            from,
-            to,
-            from_me,
-            body,
-            kind: kind.unwrap_or_else(|| "chat".to_string()),
-            // WhatsApp timestamps are whole seconds; the cast saturates on nonsense.
-            timestamp: timestamp.filter(|t| t.is_finite()).map(|t| t as i64),
-            mimetype,
-            filename,
-        })],
+        Report::Message(m) => {
+            let MessageReport {
+                id,
+                chat,
+                from,
+                from_pn,
+                to,
+                author,
+                author_pn,
+                push_name,
+                from_me,
+                body,
+                caption,
+                kind,
+                timestamp,
+                quoted_wa_id,
+                mentions,
+                forwarded,
+                mimetype,
+                filename,
+                size,
+                filehash,
+            } = *m;
+            vec![EngineEvent::Message(Box::new(InboundMessage {
+                id,
+                chat,
+                from,
+                from_pn,
+                to,
+                author,
+                author_pn,
+                push_name,
+                from_me,
+                body,
+                caption,
+                kind: kind.unwrap_or_else(|| "chat".to_string()),
+                // WhatsApp timestamps are whole seconds; the cast saturates on nonsense.
+                timestamp: timestamp.filter(|t| t.is_finite()).map(|t| t as i64),
+                quoted_wa_id,
+                mentions: mentions
+                    .iter()
+                    .filter_map(|m| m.as_str())
+                    .take(MAX_MENTIONS)
+                    .map(str::to_owned)
+                    .collect(),
+                forwarded,
+                mimetype,
+                filename,
+                size: size
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(|n| n as u64),
+                sha256: filehash.as_deref().and_then(sha256_hex),
+            }))]
+        }
         Report::Ack { id, ack } => {
             if !ack.is_finite() || !(-1.0..=4.0).contains(&ack) {
                 return Err(ReportError::Malformed(format!("ack {ack} out of range")));
@@ -311,6 +386,15 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
             message: message.unwrap_or_default(),
         }],
     })
+}
+
+/// WhatsApp's `filehash` (base64 of a SHA-256) as hex; `None` unless it decodes to 32 bytes.
+fn sha256_hex(filehash: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(filehash.trim())
+        .ok()?;
+    (bytes.len() == 32).then(|| hex::encode(bytes))
 }
 
 /// `version` if it is a version string safe to show, log and use in a file name:
@@ -362,6 +446,51 @@ pub fn split_missing(name: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_report_keeps_every_field_and_checks_the_untrusted_ones() {
+        // base64 of 32 bytes 0x01..=0x20.
+        let hash: Vec<u8> = (1..=32).collect();
+        let b64 = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&hash)
+        };
+        let payload = serde_json::json!({
+            "t": "message", "id": "false_123-456@g.us_3EB0AA_4915550002@c.us",
+            "chat": "123-456@g.us", "from": "123-456@g.us", "author": "77001@lid",
+            "author_pn": "4915550002@c.us", "push_name": "Ana", "from_me": false,
+            "body": null, "caption": "look", "type": "image", "timestamp": 1700000000.0,
+            "quoted_wa_id": "true_123-456@g.us_3EB0BB", "mentions": ["4915550003@c.us", 7],
+            "forwarded": true, "mimetype": "image/png", "filename": null, "size": 1234.0,
+            "filehash": b64,
+        });
+        let events = parse_report(&payload.to_string()).unwrap();
+        let [EngineEvent::Message(m)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(m.chat.as_deref(), Some("123-456@g.us"));
+        assert_eq!(m.author.as_deref(), Some("77001@lid"));
+        assert_eq!(m.author_pn.as_deref(), Some("4915550002@c.us"));
+        assert_eq!(m.push_name.as_deref(), Some("Ana"));
+        assert_eq!(m.caption.as_deref(), Some("look"));
+        assert_eq!(m.quoted_wa_id.as_deref(), Some("true_123-456@g.us_3EB0BB"));
+        assert_eq!(
+            m.mentions,
+            vec!["4915550003@c.us".to_string()],
+            "non-strings dropped"
+        );
+        assert!(m.forwarded);
+        assert_eq!(m.size, Some(1234));
+        assert_eq!(m.sha256.as_deref(), Some(hex::encode(&hash).as_str()));
+        // A filehash that is not a SHA-256 is dropped, not passed on.
+        let bad =
+            parse_report(r#"{"t":"message","id":"x","filehash":"bm90IGEgaGFzaA=="}"#).unwrap();
+        let [EngineEvent::Message(m)] = bad.as_slice() else {
+            panic!("{bad:?}")
+        };
+        assert_eq!(m.sha256, None);
+        assert_eq!(m.kind, "chat");
+    }
 
     #[test]
     fn parses_the_new_reports() {

@@ -109,6 +109,9 @@ pub async fn for_each_bounded<T, F, Fut>(
 }
 
 /// What a session tells its subscribers.
+// Status is the larger variant and both are common; a status is cloned to every subscriber
+// either way, so boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
     /// The status changed (or a new QR arrived).

@@ -118,9 +118,13 @@ impl EventFilter {
         })
     }
 
-    /// Whether `event` passes.
+    /// Whether `event` passes. An opt-in event ([`events::OPT_IN`]) passes only a filter that
+    /// names it.
     pub fn matches(&self, event: &str) -> bool {
-        self.0.as_ref().is_none_or(|s| s.contains(event))
+        match &self.0 {
+            None => !events::OPT_IN.contains(&event),
+            Some(s) => s.contains(event),
+        }
     }
 }
 
@@ -507,6 +511,13 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(c.events.matches("message.ack") && !c.events.matches("session.qr"));
+        // Opt-in events pass only a filter that names them.
+        assert!(!EventFilter::all().matches("message.any"));
+        assert!(
+            EventFilter::only(["message.any"])
+                .unwrap()
+                .matches("message.any")
+        );
         assert!(c.secret.is_some());
         assert!(
             WebhookConfig::default_from_lookup(

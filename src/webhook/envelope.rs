@@ -17,17 +17,23 @@ pub mod events {
     pub const SESSION_QR: &str = "session.qr";
     /// An inbound message.
     pub const MESSAGE: &str = "message";
+    /// Every message of the session, also those sent by this account (from the phone, another
+    /// device or the API). Opt-in: delivered only to a webhook that lists it.
+    pub const MESSAGE_ANY: &str = "message.any";
     /// A sent message was acknowledged by the server, the device, or read.
     pub const MESSAGE_ACK: &str = "message.ack";
     /// A queued message was handed to WhatsApp.
     pub const MESSAGE_SENT: &str = "message.sent";
     /// A queued message could not be sent.
     pub const MESSAGE_FAILED: &str = "message.failed";
+    /// Events a webhook gets only when it names them (not with "all").
+    pub const OPT_IN: [&str; 1] = [MESSAGE_ANY];
     /// Every event name, in documentation order.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         SESSION_STATUS,
         SESSION_QR,
         MESSAGE,
+        MESSAGE_ANY,
         MESSAGE_ACK,
         MESSAGE_SENT,
         MESSAGE_FAILED,

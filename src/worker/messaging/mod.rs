@@ -12,6 +12,7 @@
 //! runs without the shard lock anyway).
 
 pub mod media;
+pub mod payload;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 
 use super::host::SessionConfig;
 use super::layout::session_file;
-use crate::engine::{EngineEvent, SessionCommandError, SessionHandle};
+use crate::engine::{EngineEvent, InboundMessage, SessionCommandError, SessionHandle};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::sendq::{
     MessageSender, OutgoingMessage, PacingConfig, SendError, SendQueue, WaMessageId,
@@ -417,7 +418,8 @@ impl Messaging {
         }
     }
 
-    /// An engine event: QR → `session.qr`, inbound message → `message`, ack → the send queue.
+    /// An engine event: QR → `session.qr`, a message → `message` / `message.any`, ack → the send
+    /// queue.
     pub async fn on_engine(&self, ws: &WorkspaceId, s: &SessionId, event: &EngineEvent) {
         let Some(a) = self.active() else { return };
         let r = match event {
@@ -432,21 +434,7 @@ impl Messaging {
                 )
                 .await
                 .map(drop),
-            EngineEvent::Message(m) if !m.from_me => a
-                .emitter
-                .emit(
-                    ws,
-                    s,
-                    events::MESSAGE,
-                    json!({
-                        "id": m.id, "from": m.from, "to": m.to, "text": m.body,
-                        "type": m.kind, "timestamp": m.timestamp,
-                        "mimetype": m.mimetype, "filename": m.filename,
-                    }),
-                    now_ms(),
-                )
-                .await
-                .map(drop),
+            EngineEvent::Message(m) => self.on_message(&a, ws, s, m).await,
             EngineEvent::Ack { id, ack } => {
                 a.sendq.on_ack(ws, s, id, i64::from(*ack)).await.map(drop)
             }
@@ -455,6 +443,36 @@ impl Messaging {
         if let Err(e) = r {
             warn!(workspace = %ws, session = %s, error = %e, "recording an engine event");
         }
+    }
+}
+
+impl Messaging {
+    /// A message the session saw: `message` for one that arrived (not sent by this account),
+    /// `message.any` for every message, including those sent from the phone, but only when the
+    /// session's webhook lists it (it doubles the events of a busy session).
+    async fn on_message(
+        &self,
+        a: &Active,
+        ws: &WorkspaceId,
+        s: &SessionId,
+        m: &InboundMessage,
+    ) -> Result<(), StoreError> {
+        let payload = payload::message_payload(m);
+        if !m.from_me {
+            a.emitter
+                .emit(ws, s, events::MESSAGE, payload.clone(), now_ms())
+                .await?;
+        }
+        let wants_any = self
+            .registry
+            .target(ws, s)
+            .is_some_and(|t| t.events.matches(events::MESSAGE_ANY));
+        if wants_any {
+            a.emitter
+                .emit(ws, s, events::MESSAGE_ANY, payload, now_ms())
+                .await?;
+        }
+        Ok(())
     }
 }
 
