@@ -188,7 +188,18 @@ async fn control_api_answers_bad_input_with_json_errors() {
         .await
         .unwrap();
     assert_eq!(js.status().as_u16(), 200);
-    assert!(js.text().await.unwrap().contains("WAWebSendMsgChatAction"));
+    assert!(js.text().await.unwrap().contains("WAWebBaseModel"));
+    let chat = client()
+        .get(format!("{base}/static/wa-chat.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        chat.text()
+            .await
+            .unwrap()
+            .contains("WAWebSendMsgChatAction")
+    );
     let cfg = client()
         .get(format!("{base}/static/wa-config.js"))
         .send()
@@ -355,7 +366,8 @@ const LISTEN_JS: &str = r#"(() => {
   window.__ev = [];
   W('WAWebSocketModel').Socket.on('change:state', (_s, st) => window.__ev.push(['state', st]));
   W('WAWebConnModel').Conn.on('change:ref', (_c, ref) => window.__ev.push(['ref', ref]));
-  W('WAWebCmd').Cmd.on('logout', () => window.__ev.push(['logout']));
+  W('WAWebCmd').Cmd.on('starting_logout_from_bridge', () => window.__ev.push(['starting_logout']));
+  W('WAWebCmd').Cmd.on('logout_from_bridge', () => window.__ev.push(['logout']));
   const Msg = W('WAWebCollections').Msg;
   Msg.on('add', (m) => window.__ev.push(['add', m.id._serialized, m.id.fromMe, m.body || null, m.isNewMsg]));
   Msg.on('change:ack', (m, ack) => window.__ev.push(['ack', m.id._serialized, ack]));
@@ -378,6 +390,47 @@ fn send_js(to: &str, extra: &str) -> String {
   const r = await sent;
   return {{id: id._serialized, result: r.messageSendResult}};
 }})()"#
+    )
+}
+
+/// Sends bytes through WhatsApp's media pipeline (the lazy modules) with WhatsApp's own
+/// `MediaPrep.sendToChat`.
+fn pipeline_js(
+    to: &str,
+    mimetype: &str,
+    filename: &str,
+    bytes: &[u8],
+    prep_opts: &str,
+    caption: &str,
+) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!(
+        r#"(async () => {{
+  await window.requireDeferred('WAWebPrepRawMedia').load();
+  const W = window.require;
+  const bin = atob('{b64}');
+  const u8 = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) u8[i] = bin.charCodeAt(i);
+  const file = new File([u8], '{filename}', {{type: '{mimetype}'}});
+  const chat = await W('WAWebCollections').Chat.find(W('WAWebWidFactory').createWid('{to}'));
+  const opaque = await W('WAWebMediaOpaqueData').createFromData(file, '{mimetype}');
+  const prep = W('WAWebPrepRawMedia').prepRawMedia(opaque, {prep_opts});
+  try {{
+    const r = await prep.sendToChat({{chat, options: {{caption: '{caption}'}}}});
+    return {{id: r.msg ? r.msg.id._serialized : null, result: r.messageSendResult}};
+  }} catch (e) {{ return {{id: null, result: 'threw: ' + e.message}}; }}
+}})()"#
+    )
+}
+
+/// True once a logout reloaded the page with `?post_logout=1&logout_reason=<reason>` and the
+/// new document stripped the markers again and shows a fresh QR.
+fn after_logout_js(reason: &str) -> String {
+    format!(
+        "(() => {{ const nav = performance.getEntriesByType('navigation')[0]; \
+         return !!nav && nav.name.includes('post_logout=1&logout_reason={reason}') && \
+         location.search === '' && {} && !!window.require('WAWebConnModel').Conn.ref; }})()",
+        state_is("UNPAIRED")
     )
 }
 
@@ -430,14 +483,18 @@ async fn page_links_by_qr_sends_receives_and_restores_without_a_qr() {
     let (s, b) = post(&base, "/sim/link", json!({"qr": qr, "phone": phone})).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["wid"].as_str(), Some("4915550001@c.us"));
+    let lid = b["lid"].as_str().unwrap().to_owned();
     wait_js(&page, &state_is("CONNECTED")).await;
+    // Me comes from WAWebUserPrefsMeUser; Conn.wid stays unset as in multi-device builds.
     assert_eq!(
-        eval::<String>(
+        eval::<Vec<Value>>(
             &page,
-            "window.require('WAWebConnModel').Conn.wid._serialized"
+            "(() => { const M = window.require('WAWebUserPrefsMeUser'); \
+             return [M.getMaybeMePnUser()._serialized, M.getMaybeMeLidUser()._serialized, \
+             window.require('WAWebConnModel').Conn.wid === undefined]; })()"
         )
         .await,
-        "4915550001@c.us"
+        vec![json!("4915550001@c.us"), json!(lid), json!(true)]
     );
     assert!(eval::<bool>(&page, "window.require('WAWebSocketModel').Socket.hasSynced").await);
     let states: Vec<Value> = eval(&page, "window.__ev.filter(e => e[0] === 'state')").await;
@@ -462,17 +519,19 @@ async fn page_links_by_qr_sends_receives_and_restores_without_a_qr() {
         "{text_id}"
     );
     let pdf = b"%PDF-1.4 wafleet test document";
-    let pdf_b64 = base64::engine::general_purpose::STANDARD.encode(pdf);
     let media: Value = eval(
         &page,
-        &send_js(
+        &pipeline_js(
             "4915550009@c.us",
-            &format!(
-                "{{type: 'document', mimetype: 'application/pdf', filename: 'a.pdf', caption: 'the doc', data: '{pdf_b64}'}}"
-            ),
+            "application/pdf",
+            "a.pdf",
+            pdf,
+            "{asDocument: true}",
+            "the doc",
         ),
     )
     .await;
+    assert_eq!(media["result"], json!("OK"), "{media}");
     let media_id = media["id"].as_str().unwrap().to_owned();
     let list = wait_for("both messages read", || async {
         let list = messages(&base, phone).await;
@@ -489,6 +548,18 @@ async fn page_links_by_qr_sends_receives_and_restores_without_a_qr() {
         list[1]["media"],
         json!({"mimetype": "application/pdf", "filename": "a.pdf", "size": pdf.len(),
                "sha256": hex::encode(Sha256::digest(pdf))})
+    );
+    assert_eq!(
+        (
+            &list[1]["uploaded"],
+            &list[1]["sha256"],
+            &list[1]["addressing"]
+        ),
+        (
+            &json!(true),
+            &json!(hex::encode(Sha256::digest(pdf))),
+            &json!("pn")
+        )
     );
     let acks_js =
         format!("window.__ev.filter(e => e[0] === 'ack' && e[1] === '{text_id}').map(e => e[2])");
@@ -522,13 +593,13 @@ async fn page_links_by_qr_sends_receives_and_restores_without_a_qr() {
         .await
     );
 
-    // 5. A dropped socket: TIMEOUT, then back to CONNECTED on its own.
+    // 5. A dropped socket: OPENING (WhatsApp has no TIMEOUT), then CONNECTED on its own.
     let (s, b) = post(&base, "/sim/faults", json!({"drop_socket": phone})).await;
     assert_eq!((s, b["dropped"].as_u64()), (200, Some(1)));
     wait_js(
         &page,
         "(() => { const s = window.__ev.filter(e => e[0] === 'state').map(e => e[1]); \
-         const i = s.lastIndexOf('TIMEOUT'); return i > 0 && s.slice(i).includes('CONNECTED') && \
+         const i = s.lastIndexOf('OPENING'); return i > 0 && s.slice(i).includes('CONNECTED') && \
          window.require('WAWebSocketModel').Socket.state === 'CONNECTED'; })()",
     )
     .await;
@@ -539,7 +610,7 @@ async fn page_links_by_qr_sends_receives_and_restores_without_a_qr() {
     let page = chrome.open(&format!("{base}/")).await;
     wait_js(&page, &state_is("CONNECTED")).await;
     assert!(
-        eval::<bool>(&page, "window.require('WAWebConnModel').Conn.ref === null").await,
+        eval::<bool>(&page, "window.require('WAWebConnModel').Conn.ref == null").await,
         "a restored profile never receives a QR ref"
     );
     chrome.close().await;
@@ -563,17 +634,11 @@ async fn page_links_by_qr_sends_receives_and_restores_without_a_qr() {
     wait_js(&page, &state_is("CONNECTED")).await;
     assert!(eval::<bool>(&page, LISTEN_JS).await);
 
-    // 8. The phone unlinks the device: logout event, credentials wiped, a fresh QR after reload.
+    // 8. The phone unlinks the device: credentials wiped, a reload with the logout markers,
+    // which the new document strips again (WAWebHandlePreviousLogout), and a fresh QR.
     let (s, b) = post(&base, "/sim/unlink", json!({"phone": phone})).await;
     assert_eq!((s, b["unlinked"].as_u64()), (200, Some(1)));
-    wait_js(
-        &page,
-        &format!(
-            "location.search.includes('post_logout=1') && {} && !!window.require('WAWebConnModel').Conn.ref",
-            state_is("UNPAIRED")
-        ),
-    )
-    .await;
+    wait_js(&page, &after_logout_js("unlinked")).await;
     let new_qr: String = eval(&page, QR_JS).await;
     assert_ne!(
         new_qr.split(',').nth(1),
@@ -593,7 +658,7 @@ async fn qr_rotates_goes_idle_refreshes_and_pairs_by_code() {
         qr_next_ms: 1_500,
         qr_max_rotations: 2,
         tick_ms: 50,
-        page_ballast_mb: 2,
+        page_ballast_mb: 24,
         ..SimConfig::default()
     })
     .await;
@@ -601,21 +666,32 @@ async fn qr_rotates_goes_idle_refreshes_and_pairs_by_code() {
     let chrome = Chrome::launch(&dir.path().join("profile")).await;
     let page = chrome.open(&format!("{base}/")).await;
     wait_js(&page, &state_is("UNPAIRED")).await;
-    assert!(
-        eval::<bool>(
-            &page,
-            "window.__simBallast.length === 2 && window.__simBallast[1].byteLength === 1048576"
-        )
+    // The ballast is JS heap (small objects and strings), not external array buffers: V8's
+    // own heap usage counts it.
+    assert!(eval::<bool>(&page, "window.__simBallast.length === 24 * 2650").await);
+    let heap = page
+        .execute(chromiumoxide::cdp::js_protocol::runtime::GetHeapUsageParams::default())
         .await
+        .unwrap();
+    assert!(
+        heap.result.used_size >= 20.0 * 1048576.0,
+        "JS heap used {} bytes with a 24 MiB ballast",
+        heap.result.used_size
     );
     let first_ref: String = eval(&page, "window.require('WAWebConnModel').Conn.ref").await;
 
-    // Rotations, then UNPAIRED_IDLE; the page answers with Cmd.refreshQR().
+    // Rotations, then UNPAIRED_IDLE; the page refreshes through the backend event bus.
     wait_js(&page, &state_is("UNPAIRED_IDLE")).await;
     let idle_ref: String = eval(&page, "window.require('WAWebConnModel').Conn.ref").await;
     assert_ne!(first_ref, idle_ref, "the ref rotated before going idle");
     assert!(eval::<bool>(&page, LISTEN_JS).await);
-    assert!(eval::<bool>(&page, "(window.require('WAWebCmd').Cmd.refreshQR(), true)").await);
+    assert!(
+        eval::<bool>(
+            &page,
+            "(window.require('WAWebBackendEventBus').BackendEventBus.triggerRefreshQR(), true)"
+        )
+        .await
+    );
     wait_js(
         &page,
         &format!(
@@ -669,21 +745,15 @@ async fn qr_rotates_goes_idle_refreshes_and_pairs_by_code() {
     .await;
     assert!(refused);
 
-    // The device logs itself out: Cmd 'logout', the phone forgets it, a fresh QR after reload.
+    // The device logs itself out: starting_logout_from_bridge first, the phone forgets it, a
+    // reload to ?post_logout=1&logout_reason=user_initiated, stripped again after boot.
     let logged_out: bool = eval(
         &page,
-        "window.require('WAWebSocketModel').Socket.logout().then(() => window.__ev.some(e => e[0] === 'logout'))",
+        "window.require('WAWebSocketModel').Socket.logout().then(() => window.__ev.some(e => e[0] === 'starting_logout'))",
     )
     .await;
     assert!(logged_out);
-    wait_js(
-        &page,
-        &format!(
-            "location.search.includes('post_logout=1') && {} && !!window.require('WAWebConnModel').Conn.ref",
-            state_is("UNPAIRED")
-        ),
-    )
-    .await;
+    wait_js(&page, &after_logout_js("user_initiated")).await;
     let (_, devices) = get(&base, "/sim/devices").await;
     assert!(!devices.to_string().contains("4915550077"), "{devices}");
     chrome.close().await;
@@ -976,7 +1046,7 @@ async fn adv_rotation_missing_surface_and_sync_delay() {
     let (s, b) = post(
         &base,
         "/sim/faults",
-        json!({"missing_modules": ["WAWebPrepRawMedia"], "missing_members": ["WAWebCmd.Cmd.refreshQR"]}),
+        json!({"missing_modules": ["WAWebPrepRawMedia"], "missing_members": ["WAWebBackendEventBus.BackendEventBus.triggerRefreshQR", "WAWebMediaMmsV4Upload.uploadMedia"]}),
     )
     .await;
     assert_eq!(s, 200, "{b}");
@@ -995,7 +1065,8 @@ async fn adv_rotation_missing_surface_and_sync_delay() {
     assert!(
         eval::<bool>(
             &page,
-            "window.require('WAWebCmd').Cmd.refreshQR === undefined && typeof window.require('WAWebCmd').Cmd.on === 'function'"
+            "(() => { const B = window.require('WAWebBackendEventBus').BackendEventBus; \
+             return B.triggerRefreshQR === undefined && typeof B.onRefreshQR === 'function'; })()"
         )
         .await
     );
@@ -1052,8 +1123,726 @@ async fn adv_rotation_missing_surface_and_sync_delay() {
     assert!(progress.len() >= 2, "{progress:?}");
     assert!(progress.iter().all(|(_, synced)| !synced), "{progress:?}");
     assert_eq!(progress.last().unwrap().0, 100, "{progress:?}");
+    // The faults hold for the lazily loaded media bundle too: its other modules arrive, the
+    // removed module and member do not.
+    wait_js(
+        &page,
+        "(() => { try { return !!window.require('WAWebMediaMmsV4Upload'); } catch (e) { return false; } })()",
+    )
+    .await;
+    let lazy: Vec<Value> = eval(
+        &page,
+        "(() => { const W = window.require; let prep; \
+         try { W('WAWebPrepRawMedia'); prep = 'present'; } catch (e) { prep = e.message; } \
+         return [prep, W('WAWebMediaMmsV4Upload').uploadMedia === undefined, \
+         typeof W('WAWebMediaOpaqueData').createFromData]; })()",
+    )
+    .await;
+    assert_eq!(
+        lazy,
+        vec![
+            json!("Requiring unknown module \"WAWebPrepRawMedia\""),
+            json!(true),
+            json!("function")
+        ]
+    );
     let (_, f) = post(&base, "/sim/faults", json!({"clear": true})).await;
     assert_eq!(f, json!({"slow_load_ms": 0, "held_loads": 0}));
+    chrome.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}
+
+/// Links a fresh page to `phone`; returns the page once CONNECTED and synced.
+async fn linked_page(chrome: &Chrome, base: &str, phone: &str) -> Page {
+    let page = chrome.open(&format!("{base}/")).await;
+    wait_js(&page, &state_is("UNPAIRED")).await;
+    let qr: String = eval(&page, QR_JS).await;
+    let (s, b) = post(base, "/sim/link", json!({"qr": qr, "phone": phone})).await;
+    assert_eq!(s, 200, "{b}");
+    wait_js(
+        &page,
+        &format!(
+            "{} && window.require('WAWebSocketModel').Socket.hasSynced",
+            state_is("CONNECTED")
+        ),
+    )
+    .await;
+    page
+}
+
+/// Whether `require(name)` works, as a JS expression.
+fn defined(name: &str) -> String {
+    format!(
+        "(() => {{ try {{ window.require('{name}'); return true; }} catch (e) {{ return false; }} }})()"
+    )
+}
+
+#[tokio::test]
+async fn models_collections_lazy_modules_and_current_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cancel) = start(SimConfig {
+        qr_first_ms: 1_200,
+        qr_next_ms: 400,
+        tick_ms: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    let base = format!("http://{}", sim.addr());
+    let chrome = Chrome::launch(&dir.path().join("profile")).await;
+    let page = chrome.open(&format!("{base}/")).await;
+    wait_js(&page, &state_is("UNPAIRED")).await;
+
+    // Current names present, July-2025 names absent.
+    let names: Vec<Value> = eval(
+        &page,
+        r#"(() => { const W = window.require;
+          const Cmd = W('WAWebCmd').Cmd, Bus = W('WAWebBackendEventBus').BackendEventBus;
+          return [Cmd.refreshQR === undefined, typeof Cmd.isOfflineDeliveryEnd,
+            ['triggerRefreshQR','onRefreshQR','triggerLogout','onLogout'].every(n => typeof Bus[n] === 'function'),
+            Bus.socketState, typeof W('WAWebUserPrefsMultiDevice').advSecretEventEmitter.on,
+            W('WAWebBuildConstants').VERSION_STR === window.Debug.VERSION, W('WAWebBuildConstants').VERSION_BASE,
+            W('WAWebUserPrefsMeUser').getMeUser === undefined, typeof W('WAWebUserPrefsMeUser').getMeUserOrThrow,
+            W('WAWebWidFactory').createUserWid === undefined,
+            ['createWid','createUserWidOrThrow','createUserLidOrThrow','asUserWidOrThrow','asChatWid'].every(n => typeof W('WAWebWidFactory')[n] === 'function'),
+            W('WAWebCompanionRegClientUtils').DEVICE_PLATFORM,
+            (() => { try { new (W('WAWebMsgKey'))({fromMe: true, remote: '1@c.us', id: 'A'}); return 'built'; } catch (e) { return e.message; } })()];
+        })()"#,
+    )
+    .await;
+    assert_eq!(
+        names,
+        vec![
+            json!(true),
+            json!("boolean"),
+            json!(true),
+            json!("UNPAIRED"),
+            json!("function"),
+            json!(true),
+            json!("2.3000.1012345678"),
+            json!(true),
+            json!("function"),
+            json!(true),
+            json!(true),
+            json!("1"),
+            json!("MsgKey error: me is undefined"),
+        ]
+    );
+
+    // Models: attributes behind prototype accessors over __x_ fields; toJSON = props only.
+    let models: Vec<Value> = eval(
+        &page,
+        r#"(() => { const W = window.require; const Conn = W('WAWebConnModel').Conn, Socket = W('WAWebSocketModel').Socket;
+          const copy = Object.assign({}, Conn);
+          return [Object.prototype.hasOwnProperty.call(Conn, 'ref'), typeof Conn.__x_ref,
+            Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Conn), 'ref').get !== undefined,
+            copy.ref === undefined && copy.__x_ref === Conn.ref,
+            Object.keys(Conn).every(k => k.startsWith('__x_')),
+            JSON.stringify(Socket.serialize()), Socket.toJSON().state === undefined,
+            Conn.toJSON().ref === Conn.ref, Conn.serialize().refExpiry === undefined];
+        })()"#,
+    )
+    .await;
+    assert_eq!(
+        models,
+        vec![
+            json!(false),
+            json!("string"),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!("{}"),
+            json!(true),
+            json!(true),
+            json!(true)
+        ]
+    );
+
+    // The lazy media bundle is not there before CONNECTED; a deferred handle waits for it.
+    assert!(!eval::<bool>(&page, &defined("WAWebMediaMmsV4Upload")).await);
+    assert!(
+        eval::<bool>(
+            &page,
+            "(window.__lazy = null, window.requireDeferred('WAWebMediaMmsV4Upload').load().then(m => { window.__lazy = typeof m.uploadMedia; }), true)"
+        )
+        .await
+    );
+
+    // A batch is six refs with one new ADV secret, then UNPAIRED_IDLE; a refresh starts a new
+    // batch with a new secret.
+    assert!(
+        eval::<bool>(
+            &page,
+            r#"(() => { const W = window.require; window.__refs = [W('WAWebConnModel').Conn.ref]; window.__advs = 0;
+          W('WAWebConnModel').Conn.on('change:ref', (c, r, old) => window.__refs.push(r));
+          W('WAWebUserPrefsMultiDevice').advSecretEventEmitter.on('change', () => window.__advs++);
+          return true; })()"#
+        )
+        .await
+    );
+    wait_js(&page, &state_is("UNPAIRED_IDLE")).await;
+    let (refs, advs): (Vec<String>, u32) = eval(&page, "[window.__refs, window.__advs]").await;
+    assert_eq!(refs.len(), 6, "{refs:?}");
+    assert_eq!(advs, 0, "one secret per batch");
+    let before: String = eval(&page, QR_JS).await;
+    assert!(
+        eval::<bool>(
+            &page,
+            "(window.require('WAWebBackendEventBus').BackendEventBus.triggerRefreshQR(), true)"
+        )
+        .await
+    );
+    wait_js(
+        &page,
+        &format!("{} && window.__advs === 1", state_is("UNPAIRED")),
+    )
+    .await;
+    let after: String = eval(&page, QR_JS).await;
+    assert_ne!(before.split(',').nth(3), after.split(',').nth(3));
+    assert_eq!(
+        eval::<String>(
+            &page,
+            "document.querySelector('[data-testid=link-device-qr-code]')?.dataset.ref || ''"
+        )
+        .await
+        .split(',')
+        .nth(3),
+        after.split(',').nth(3),
+        "the rendered QR carries the current secret"
+    );
+
+    // Link: the lazy bundle arrives, collections work.
+    let (s, _) = post(
+        &base,
+        "/sim/link",
+        json!({"qr": after, "phone": "4915550061"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    wait_js(&page, "window.__lazy === 'function'").await;
+    assert!(eval::<bool>(&page, &defined("WAWebMediaMmsV4Upload")).await);
+    let (s, b) = post(
+        &base,
+        "/sim/inbound",
+        json!({"to": "4915550061", "from": "4915550062", "text": "one"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let id = b["id"].as_str().unwrap().to_owned();
+    wait_js(
+        &page,
+        &format!("!!window.require('WAWebCollections').Msg.get('{id}')"),
+    )
+    .await;
+    let coll: Vec<Value> = eval(
+        &page,
+        &format!(
+            r#"(() => {{ const C = window.require('WAWebCollections'); const m = C.Msg.get('{id}');
+          const seen = [];
+          C.Msg.on('change:ack', (msg, v, old) => seen.push([msg === m, v, old]));
+          C.Msg.on('remove', (msg) => seen.push(['remove', msg === m]));
+          m.set('ack', 2);
+          C.Msg.remove(m);
+          const back = C.Msg.add(m);
+          return [Array.isArray(C.Msg._models), C.Msg.getModelsArray().includes(m), C.Msg.toArray().length === C.Msg.length,
+            C.Msg.serialize().some(x => x.body === 'one'), m.toJSON().isNewMsg === undefined, m.toJSON().body,
+            JSON.stringify(seen), back === m, C.Chat.get('4915550062@c.us').id._serialized];
+        }})()"#
+        ),
+    )
+    .await;
+    assert_eq!(
+        coll,
+        vec![
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!("one"),
+            json!("[[true,2,1],[\"remove\",true]]"),
+            json!(true),
+            json!("4915550062@c.us")
+        ]
+    );
+
+    // A July-2025 build: the old names, and no backend bus.
+    let (s, _) = post(&base, "/sim/faults", json!({"legacy_build": true})).await;
+    assert_eq!(s, 200);
+    // (Same profile, so this tab reconnects as the linked device; only the names matter here.)
+    let legacy = chrome.open(&format!("{base}/")).await;
+    wait_js(&legacy, "!!(window.require && window.Debug)").await;
+    let old: Vec<Value> = eval(
+        &legacy,
+        r#"(() => { const W = window.require;
+          let bus; try { W('WAWebBackendEventBus'); bus = 'present'; } catch (e) { bus = 'absent'; }
+          return [typeof W('WAWebCmd').Cmd.refreshQR, typeof W('WAWebCmd').Cmd.logout, bus,
+            typeof W('WAWebWidFactory').createUserWid, typeof W('WAWebUserPrefsMeUser').getMeUser]; })()"#,
+    )
+    .await;
+    assert_eq!(
+        old,
+        vec![
+            json!("function"),
+            json!("function"),
+            json!("absent"),
+            json!("function"),
+            json!("function")
+        ]
+    );
+    chrome.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn lid_groups_ciphertext_revoke_and_media_through_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cancel) = start(SimConfig {
+        tick_ms: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    let base = format!("http://{}", sim.addr());
+    let (me, peer, other) = ("4915550071", "4915550072", "4915550073");
+    let chrome = Chrome::launch(&dir.path().join("profile")).await;
+    let page = linked_page(&chrome, &base, me).await;
+    let (s, b) = get(&base, &format!("/sim/lid?phone={peer}")).await;
+    assert_eq!(s, 200);
+    let peer_lid = b["lid"].as_str().unwrap().to_owned();
+    assert_eq!(peer_lid.len(), 15);
+    let (s, b) = get(&base, "/sim/lid?phone=12").await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_phone")));
+
+    // An inbound LID message: an @lid chat, the mapping learned by the page.
+    let (s, b) = post(
+        &base,
+        "/sim/inbound",
+        json!({"to": me, "from": peer, "text": "via lid", "lid": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("false_{peer_lid}@lid_"))
+    );
+    wait_js(
+        &page,
+        &format!("!!window.require('WAWebCollections').Chat.get('{peer_lid}@lid')"),
+    )
+    .await;
+    let map: Vec<Value> = eval(
+        &page,
+        &format!(
+            "(() => {{ const A = window.require('WAWebApiContact'), F = window.require('WAWebWidFactory'); \
+             return [A.getCurrentLid(F.createWid('{peer}@c.us'))?._serialized, A.getPhoneNumber(F.createWid('{peer_lid}@lid'))?._serialized]; }})()"
+        ),
+    )
+    .await;
+    assert_eq!(
+        map,
+        vec![
+            json!(format!("{peer_lid}@lid")),
+            json!(format!("{peer}@c.us"))
+        ]
+    );
+
+    // Sending to the @lid chat: the PN `from` is refused (ack -1), the LID `from` accepted.
+    let lid_chat = format!("{peer_lid}@lid");
+    let refused: Value = eval(
+        &page,
+        &send_from_js(&lid_chat, "getMaybeMePnUser", "", "'pn from'"),
+    )
+    .await;
+    assert!(
+        refused["result"].as_str().unwrap().starts_with("rejected"),
+        "{refused}"
+    );
+    let ok: Value = eval(
+        &page,
+        &send_from_js(&lid_chat, "getMaybeMeLidUser", "", "'lid from'"),
+    )
+    .await;
+    assert_eq!(ok["result"], json!("OK"), "{ok}");
+    let list = messages(&base, me).await;
+    let by_id = |id: &Value| list.iter().find(|m| &m["id"] == id).cloned().unwrap();
+    let r = by_id(&refused["id"]);
+    assert!(r["refused"].as_str().unwrap().contains("LID"), "{r}");
+    let a = by_id(&ok["id"]);
+    assert_eq!(
+        (&a["to"], &a["addressing"], &a["ack"]),
+        (&json!(peer), &json!("lid"), &json!(1))
+    );
+
+    // A LID-addressed group: a send without participant is refused, with it accepted.
+    let (s, b) = post(
+        &base,
+        "/sim/groups",
+        json!({"subject": "Team", "participants": [me, peer, other], "lid_addressing": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let gid = b["id"].as_str().unwrap().to_owned();
+    wait_js(
+        &page,
+        &format!("window.require('WAWebCollections').Chat.get('{gid}')?.groupMetadata?.isLidAddressingMode === true"),
+    )
+    .await;
+    let no_part: Value = eval(
+        &page,
+        &send_from_js(&gid, "getMaybeMeLidUser", "", "'no participant'"),
+    )
+    .await;
+    assert!(
+        no_part["result"].as_str().unwrap().starts_with("rejected"),
+        "{no_part}"
+    );
+    let with_part: Value = eval(
+        &page,
+        &send_from_js(
+            &gid,
+            "getMaybeMeLidUser",
+            "participant: me,",
+            "'with participant'",
+        ),
+    )
+    .await;
+    assert_eq!(with_part["result"], json!("OK"), "{with_part}");
+    let list = messages(&base, me).await;
+    let g = list.iter().find(|m| m["id"] == with_part["id"]).unwrap();
+    let (_, me_lid) = get(&base, &format!("/sim/lid?phone={me}")).await;
+    assert_eq!(
+        g["participant"],
+        json!(format!("{}@lid", me_lid["lid"].as_str().unwrap()))
+    );
+    assert!(
+        list.iter().find(|m| m["id"] == no_part["id"]).unwrap()["refused"]
+            .as_str()
+            .unwrap()
+            .contains("participant")
+    );
+    let (s, b) = post(
+        &base,
+        "/sim/groups",
+        json!({"subject": "", "participants": [me]}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_subject")));
+
+    // Inbound in the group: author and key participant; ciphertext first, both paths.
+    assert!(
+        eval::<bool>(
+            &page,
+            r#"(() => { window.__ct = []; const Msg = window.require('WAWebCollections').Msg;
+          Msg.on('add', m => window.__ct.push(['add', m.id._serialized, m.type, m.author ? m.author._serialized : null]));
+          Msg.on('remove', m => window.__ct.push(['remove', m.id._serialized, m.type]));
+          Msg.on('change:type', (m, t) => window.__ct.push(['type', m.id._serialized, t, m.body])); return true; })()"#
+        )
+        .await
+    );
+    let (s, b) = post(
+        &base,
+        "/sim/inbound",
+        json!({"to": me, "group": gid, "author": other, "text": "changed", "ciphertext": {"after_ms": 300, "path": "change"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let changed = b["id"].as_str().unwrap().to_owned();
+    let (s, b) = post(
+        &base,
+        "/sim/inbound",
+        json!({"to": me, "from": peer, "text": "readded", "ciphertext": {"after_ms": 300, "path": "readd"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let readded = b["id"].as_str().unwrap().to_owned();
+    wait_js(
+        &page,
+        &format!("window.__ct.some(e => e[0] === 'type' && e[1] === '{changed}') && window.__ct.filter(e => e[1] === '{readded}').length === 3"),
+    )
+    .await;
+    let ev: Vec<Value> = eval(&page, "window.__ct").await;
+    let (_, other_lid) = get(&base, &format!("/sim/lid?phone={other}")).await;
+    let author = format!("{}@lid", other_lid["lid"].as_str().unwrap());
+    assert!(changed.ends_with(&format!("_{author}")), "{changed}");
+    let of = |id: &str| {
+        ev.iter()
+            .filter(|e| e[1] == json!(id))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(&changed),
+        vec![
+            json!(["add", changed, "ciphertext", author]),
+            json!(["type", changed, "chat", "changed"])
+        ]
+    );
+    assert_eq!(
+        of(&readded),
+        vec![
+            json!(["add", readded, "ciphertext", null]),
+            json!(["remove", readded, "ciphertext"]),
+            json!(["add", readded, "chat", null])
+        ]
+    );
+    let (s, b) = post(
+        &base,
+        "/sim/inbound",
+        json!({"to": me, "from": peer, "text": "x", "ciphertext": {"after_ms": 1, "path": "other"}}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_ciphertext")));
+
+    // Revoke: the original model is replaced by a `revoked` one.
+    let (s, b) = post(
+        &base,
+        "/sim/inbound",
+        json!({"to": me, "from": peer, "text": "oops"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let oops = b["id"].as_str().unwrap().to_owned();
+    wait_js(
+        &page,
+        &format!("!!window.require('WAWebCollections').Msg.get('{oops}')"),
+    )
+    .await;
+    let (s, b) = post(
+        &base,
+        "/sim/revoke",
+        json!({"from": other, "to": me, "wa_id": oops}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (404, Some("unknown_message")));
+    let (s, _) = post(
+        &base,
+        "/sim/revoke",
+        json!({"from": peer, "to": me, "wa_id": oops}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    wait_js(
+        &page,
+        &format!("window.require('WAWebCollections').Msg.get('{oops}')?.type === 'revoked'"),
+    )
+    .await;
+    let rv: Vec<Value> = eval(
+        &page,
+        &format!(
+            "(() => {{ const m = window.require('WAWebCollections').Msg.get('{oops}'); \
+             return [m.subtype, m.protocolMessageKey._serialized, m.body === undefined, \
+             window.__ct.some(e => e[0] === 'remove' && e[1] === '{oops}')]; }})()"
+        ),
+    )
+    .await;
+    assert_eq!(
+        rv,
+        vec![json!("sender"), json!(oops), json!(true), json!(true)]
+    );
+
+    // Media through the pipeline is recorded as uploaded with the server's sha256.
+    let png = b"\x89PNG\r\n\x1a\n wafleet pretend image bytes, long enough for two AES blocks";
+    let sent: Value = eval(
+        &page,
+        &pipeline_js(
+            &format!("{peer}@c.us"),
+            "image/png",
+            "p.png",
+            png,
+            "{}",
+            "a picture",
+        ),
+    )
+    .await;
+    assert_eq!(sent["result"], json!("OK"), "{sent}");
+    // Inline data is refused and recorded as refused.
+    let inline: Value = eval(
+        &page,
+        &send_from_js(
+            &format!("{peer}@c.us"),
+            "getMaybeMePnUser",
+            "type: 'image', mimetype: 'image/png', caption: 'inline',",
+            "'data:image/png;base64,iVBORw0KGgo='",
+        ),
+    )
+    .await;
+    assert!(
+        inline["result"].as_str().unwrap().starts_with("rejected"),
+        "{inline}"
+    );
+    assert_eq!(inline["ack"], json!(-1), "{inline}");
+    let list = messages(&base, me).await;
+    let img = list.iter().find(|m| m["id"] == sent["id"]).unwrap();
+    assert_eq!(
+        (
+            &img["uploaded"],
+            &img["sha256"],
+            &img["media"]["mimetype"],
+            &img["text"]
+        ),
+        (
+            &json!(true),
+            &json!(hex::encode(Sha256::digest(png))),
+            &json!("image/png"),
+            &json!("a picture")
+        )
+    );
+    let bad = list
+        .iter()
+        .find(|m| {
+            m["text"].is_null() && m["refused"].as_str().is_some_and(|r| r.contains("inline"))
+        })
+        .cloned();
+    assert!(bad.is_some(), "{list:?}");
+
+    // The upload_fail fault: uploadMedia resolves {kind: "error"}, nothing is sent.
+    let (s, _) = post(&base, "/sim/faults", json!({"upload_fail": true})).await;
+    assert_eq!(s, 200);
+    let failed: Value = eval(
+        &page,
+        &pipeline_js(
+            &format!("{peer}@c.us"),
+            "image/png",
+            "p.png",
+            png,
+            "{}",
+            "fails",
+        ),
+    )
+    .await;
+    assert_eq!(failed["result"], json!("ERROR_UPLOAD"), "{failed}");
+    chrome.close().await;
+    cancel.cancel();
+    sim.wait().await.unwrap();
+}
+
+/// Sends a message to `chat` with `from` = `WAWebUserPrefsMeUser.<me_fn>()`; `extra` (fields
+/// that override the text defaults) may use `me`. A refused send resolves `rejected: …`.
+fn send_from_js(chat: &str, me_fn: &str, extra: &str, body: &str) -> String {
+    format!(
+        r#"(async () => {{
+  const W = window.require;
+  const chat = W('WAWebCollections').Chat.get('{chat}') || await W('WAWebCollections').Chat.find(W('WAWebWidFactory').createWid('{chat}'));
+  const MsgKey = W('WAWebMsgKey');
+  const me = W('WAWebUserPrefsMeUser').{me_fn}();
+  const msg = {{ from: me, to: chat.id, body: {body}, type: 'chat', ack: 0, local: true, self: 'out', isNewMsg: true, t: Math.floor(Date.now() / 1000), {extra} }};
+  msg.id = new MsgKey({{from: me, to: chat.id, id: await MsgKey.newId(), selfDir: 'out', participant: msg.participant}});
+  const [added, sent] = W('WAWebSendMsgChatAction').addAndSendMsgToChat(chat, msg);
+  const m = await added;
+  try {{ const r = await sent; return {{id: msg.id._serialized, result: r.messageSendResult, ack: m.ack}}; }}
+  catch (e) {{ return {{id: msg.id._serialized, result: 'rejected: ' + e.message, ack: m.ack}}; }}
+}})()"#
+    )
+}
+
+#[tokio::test]
+async fn passkey_linking_and_the_integrity_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cancel) = start(SimConfig::default()).await;
+    let base = format!("http://{}", sim.addr());
+    let phone = "4915550081";
+    let (s, b) = post(&base, "/sim/faults", json!({"passkey": "maybe"})).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_fault")));
+    let (s, b) = post(&base, "/sim/faults", json!({"passkey": "linking"})).await;
+    assert_eq!((s, b["passkey"].as_str()), (200, Some("linking")));
+    let chrome = Chrome::launch(&dir.path().join("profile")).await;
+    let page = chrome.open(&format!("{base}/")).await;
+    wait_js(&page, &state_is("UNPAIRED")).await;
+    // Watch the frontend bridge the way an adapter would: by wrapping the module function.
+    assert!(
+        eval::<bool>(
+            &page,
+            r#"(() => { const api = window.require('WAWebBackendApi'); const orig = api.frontendFireAndForget;
+          window.__fe = []; api.frontendFireAndForget = function (name, payload) {
+            window.__fe.push([name, payload || null, window.require('WAWebShortcakeLinkingApi').getShortcakeLinkingStage()]);
+            return orig.apply(this, arguments); }; return true; })()"#
+        )
+        .await
+    );
+    let qr: String = eval(&page, QR_JS).await;
+    let (s, b) = post(&base, "/sim/link", json!({"qr": qr, "phone": phone})).await;
+    assert_eq!((s, b["passkey"].as_str()), (202, Some("pending")), "{b}");
+    wait_js(
+        &page,
+        "window.__fe.some(e => e[0] === 'shortcakeVerificationCodeReady')",
+    )
+    .await;
+    let fe: Vec<Value> = eval(&page, "window.__fe").await;
+    let names: Vec<&str> = fe.iter().map(|e| e[0].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "passkeyPrologueRequest",
+            "shortcakePrologueSent",
+            "shortcakeVerificationCodeReady"
+        ]
+    );
+    assert_eq!(fe[0][2], json!("Initialized"));
+    let code = fe[2][1]["verificationCode"].as_str().unwrap();
+    assert_eq!(code.len(), 6);
+    assert_eq!(
+        eval::<String>(
+            &page,
+            "window.require('WAWebShortcakeLinkingApi').getShortcakeLinkingStage()"
+        )
+        .await,
+        "WaitingForVerificationCodeConfirmation"
+    );
+    assert_eq!(
+        eval::<String>(&page, STATE).await,
+        "UNPAIRED",
+        "no link yet"
+    );
+    let (s, b) = post(
+        &base,
+        "/sim/passkey",
+        json!({"phone": phone, "action": "later"}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_action")));
+    let (s, b) = post(
+        &base,
+        "/sim/passkey",
+        json!({"phone": phone, "action": "complete"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    wait_js(&page, &state_is("CONNECTED")).await;
+
+    // The integrity checkpoint after CONNECTED: a blocking modal until the passkey is used.
+    let (s, _) = post(&base, "/sim/faults", json!({"passkey": "checkpoint"})).await;
+    assert_eq!(s, 200);
+    let _ = page.reload().await;
+    wait_js(
+        &page,
+        &format!(
+            "{} && !!document.querySelector('[data-testid=passkey-checkpoint][role=dialog]')",
+            state_is("CONNECTED")
+        ),
+    )
+    .await;
+    let (s, b) = post(
+        &base,
+        "/sim/passkey",
+        json!({"phone": phone, "action": "complete"}),
+    )
+    .await;
+    assert_eq!((s, b["checkpoints_passed"].as_u64()), (200, Some(1)), "{b}");
+    wait_js(
+        &page,
+        "!document.querySelector('[data-testid=passkey-checkpoint]')",
+    )
+    .await;
+    let (s, b) = post(
+        &base,
+        "/sim/passkey",
+        json!({"phone": phone, "action": "complete"}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (404, Some("no_passkey")));
     chrome.close().await;
     cancel.cancel();
     sim.wait().await.unwrap();

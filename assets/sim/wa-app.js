@@ -1,24 +1,28 @@
 /*
- * wafleet simulator, chunk 3 of 3: the app.
+ * wafleet simulator, last chunk: the app.
  *
  * Keeps the profile's key material and credentials in IndexedDB (database `wawc`, store
- * `user`), talks to the simulator server over a websocket (/ws), drives the models of
- * wa-models.js from what the server says, and publishes window.require and window.Debug once
- * booted. See docs/simulator.md for the states and messages.
+ * `user`), talks to the simulator server over a websocket (/ws), drives the models from what
+ * the server says, bootloads the media bundle once CONNECTED, and publishes window.require,
+ * window.requireDeferred and (late, as WhatsApp does) window.Debug once booted. It always calls
+ * other modules through their module objects at call time, so a wrapper an adapter installs on
+ * a module function sees every call. See docs/simulator.md for the states and messages.
  */
 (function () {
   'use strict';
   // The server stamps every bundle with its web version (docs/simulator.md, versioned pages).
   var VERSION = '__SIM_WEB_VERSION__';
   var require = window.__simRequire;
+  var LEGACY = require('WAWebSimBuild').legacy;
   var internal = require('WAWebSimInternal');
   var Socket = require('WAWebSocketModel').Socket;
   var Conn = require('WAWebConnModel').Conn;
-  var Cmd = require('WAWebCmd').Cmd;
   var C = require('WAWebCollections');
   var WF = require('WAWebWidFactory');
-  var MsgKey = require('WAWebMsgKey');
   var B = require('WABase64');
+  function Cmd() { return require('WAWebCmd').Cmd; }
+  function Bus() { return require('WAWebBackendEventBus').BackendEventBus; }
+  function frontend(name, payload) { require('WAWebBackendApi').frontendFireAndForget(name, payload); }
 
   // --- IndexedDB -------------------------------------------------------------------------------
   var dbPromise = null;
@@ -75,8 +79,12 @@
   }
 
   // --- state ----------------------------------------------------------------------------------
+  // Current builds feed Socket.state from the backend bus; July-2025 builds set it directly.
   function setState(s) {
-    if (Socket.state !== s) Socket.set({ state: s });
+    if (Socket.state !== s) {
+      if (LEGACY) Socket.set('state', s);
+      else Bus().triggerSetSocketState(s);
+    }
     render();
   }
 
@@ -95,6 +103,7 @@
     },
     isOpen: function () { return !!(ws && open); },
   };
+  internal.onReconnect = function () { if (ws) { try { ws.close(); } catch (e) { /* closing */ } } };
 
   function connect() {
     if (stopped) return;
@@ -104,7 +113,7 @@
     ws = sock;
     sock.onopen = function () {
       open = true;
-      Promise.all([internal.keys, idbGet('creds').catch(function () { return null; })]).then(function (r) {
+      Promise.all([internal.keys, internal.creds]).then(function (r) {
         var k = r[0], creds = r[1];
         if (ws !== sock) return;
         internal.transport.send({
@@ -124,48 +133,67 @@
       if (ws !== sock) return;
       open = false;
       ws = null;
-      Socket.set({ stream: 'DISCONNECTED' });
+      Socket.set('stream', 'DISCONNECTED');
       if (stopped) return;
-      if (Socket.state === 'CONNECTED') setState('TIMEOUT');
+      // WhatsApp's enum has no TIMEOUT: a dropped socket goes back to OPENING (stream
+      // DISCONNECTED) while it reconnects.
       setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 5000);
     };
   }
 
+  function learn(pn, lid) {
+    if (pn && lid) require('WAWebApiContact').__simLearn(pn, lid);
+  }
+
   function connectedAs(m) {
     backoff = 500;
-    var wid = WF.createWid(m.wid);
-    Conn.set({ wid: wid, me: wid, pushname: m.pushname, platform: m.platform });
+    internal.mePn = WF.createWid(m.wid);
+    internal.meLid = m.lid ? WF.createWid(m.lid) : null;
+    learn(m.wid, m.lid);
+    // Conn.wid stays unset: multi-device builds do not populate it (docs/wa-surface.md §2).
+    Conn.set({ pushname: m.pushname, platform: m.platform, connected: true, ref: undefined, refTTL: undefined });
+    (m.groups || []).forEach(group);
     setState('CONNECTED');
     flushUnsent();
+    bootloadMedia();
+    if (m.checkpoint) require('WAWebIntegrityPasskeyCheckpointUtils').openPasskeyCheckpoint(m.checkpoint);
     if (Socket.hasSynced) {
-      Socket.set({ stream: 'CONNECTED' });
+      Socket.set('stream', 'CONNECTED');
       return;
     }
     offlineDelivery(Number(m.sync_ms) || 0);
+  }
+
+  // WhatsApp Web bootloads its media bundle on demand once the socket is up.
+  function bootloadMedia() {
+    require('Bootloader').loadModules(['WAWebMediaPipeline']).catch(function (e) {
+      console.error('cannot load the media bundle', e);
+    });
   }
 
   // The offline delivery after connecting: progress events, then its end, then hasSynced.
   // With no delay it all happens in the same task as CONNECTED.
   var syncTimer = null;
   function offlineDelivery(ms) {
-    var Offline = require('WAWebOfflineHandler').OfflineMessageHandler;
     if (syncTimer) { clearTimeout(syncTimer); syncTimer = null; }
-    Socket.set({ stream: 'SYNCING' });
+    Socket.set('stream', 'SYNCING');
     var steps = ms > 0 ? 4 : 1;
     var step = 0;
     function advance() {
       syncTimer = null;
       if (Socket.state !== 'CONNECTED') return;
       step += 1;
-      Offline.setProgress(Math.round(100 * step / steps));
-      Cmd.trigger('offline_progress_update_from_bridge');
+      require('WAWebOfflineHandler').__simSetProgress(Math.round(100 * step / steps));
+      Cmd().onOfflineProgressUpdateFromBridge();
+      if (LEGACY) Cmd().trigger('offline_progress_update');
       if (step < steps) {
         syncTimer = setTimeout(advance, ms / steps);
         return;
       }
-      Cmd.isOfflineDeliveryEnd = true;
-      Cmd.trigger('offline_delivery_end_from_bridge');
+      if (LEGACY) Cmd().onOfflineDeliveryEndFromBridge();
+      else Bus().triggerOfflineDeliveryEnd();
+      if (!LEGACY) Bus().triggerCriticalSyncDone();
       Socket.set({ stream: 'CONNECTED', hasSynced: true });
     }
     if (ms > 0) syncTimer = setTimeout(advance, ms / steps);
@@ -176,8 +204,15 @@
     internal.unsent.forEach(function (u) { internal.transport.send({ t: 'send', msg: u.wire }); });
   }
 
+  // Logout as WhatsApp performs it (docs/wa-surface.md §7): starting_logout, clear storage,
+  // navigate to ?post_logout=1&logout_reason=<code>, then the logout event (which may be lost to
+  // the navigation). July-2025 builds: Cmd event `logout` and a plain ?post_logout=1.
+  var loggingOut = false;
   function loggedOut(reason) {
+    if (loggingOut) return Promise.resolve();
+    loggingOut = true;
     stopped = true;
+    if (!LEGACY) Bus().triggerStartingLogout();
     if (ws) { try { ws.close(); } catch (e) { /* already closing */ } }
     var wipe = Promise.all([idbDel('creds'), idbDel('keys')]).catch(function (e) {
       console.error('cannot wipe credentials', e);
@@ -185,35 +220,114 @@
     return wipe.then(function () {
       internal.unsent.forEach(function (u) { u.reject(new Error('logged out')); });
       internal.unsent.clear();
-      Conn.set({ wid: null, me: null, pushname: null });
+      internal.mePn = null;
+      internal.meLid = null;
+      Conn.set({ pushname: undefined, connected: false });
       Socket.set({ hasSynced: false, stream: 'DISCONNECTED' });
       setState('UNPAIRED');
-      Cmd.trigger('logout', reason);
       logoutWaiters.splice(0).forEach(function (f) { f(); });
-      // WhatsApp Web reloads itself after a logout; whatsapp-web.js watches for this URL.
-      setTimeout(function () { location.replace('/?post_logout=1'); }, 500);
+      if (LEGACY) {
+        Cmd().logout(reason);
+        location.href = '/?post_logout=1';
+      } else {
+        location.href = '/?post_logout=1&logout_reason=' + encodeURIComponent(reason || 'unknown');
+        Bus().triggerLogout();
+      }
     });
   }
 
-  internal.onLogout = function () {
+  internal.onLogout = function (reason) {
     if (stopped) return Promise.resolve();
     return new Promise(function (resolve) {
       logoutWaiters.push(resolve);
-      if (!internal.transport.send({ t: 'logout' })) loggedOut('logout');
+      if (!internal.transport.send({ t: 'logout', reason: reason })) loggedOut(reason);
     });
   };
 
+  // WAWebHandlePreviousLogout: the next load reads, then removes, the logout markers.
+  var LOGOUT_MARKERS = ['post_logout', 'logout_reason', 'logout_message_header', 'logout_message_subtext'];
+  function handlePreviousLogout() {
+    var q = new URLSearchParams(location.search);
+    if (!LOGOUT_MARKERS.some(function (k) { return q.has(k); })) return;
+    internal.previousLogout = { reason: q.get('logout_reason') };
+    LOGOUT_MARKERS.forEach(function (k) { q.delete(k); });
+    var rest = q.toString();
+    history.replaceState(history.state, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
+  }
+
+  function group(g) {
+    C.GroupMetadata.__simUpsert(g);
+    (g.mappings || []).forEach(function (x) { learn(x.pn, x.lid); });
+  }
+
+  function inboundAttrs(m, key, type) {
+    var chat = WF.createWid(m.chat);
+    return {
+      id: key, from: chat, to: WF.createWid(m.me), author: m.author ? WF.createWid(m.author) : undefined,
+      body: type === 'ciphertext' ? undefined : m.body, type: type, t: m.ts, ack: 1,
+      isNewMsg: true, self: 'in', local: false, notifyName: m.notify || '',
+    };
+  }
+
   function inbound(m) {
-    if (!Conn.wid) return;
-    var from = WF.createWid(m.from + '@c.us');
-    var key = new MsgKey({ fromMe: false, remote: from, id: m.id });
+    if (!internal.mePn) return;
+    if (m.mapping) learn(m.mapping.pn, m.mapping.lid);
+    var MsgKey = require('WAWebMsgKey');
+    var key = new MsgKey({ fromMe: false, remote: m.chat, id: m.id, participant: m.author });
     if (C.Msg.get(key)) return;
-    var chat = C.Chat._ensure(from).chat;
-    C.Msg.add({
-      id: key, from: from, to: Conn.wid, body: m.body, type: 'chat', t: m.ts, ack: 1,
-      isNewMsg: true, self: 'in', local: false, notifyName: '',
-    });
+    var chat;
+    try { chat = C.Chat.__simEnsure(m.chat).chat; } catch (e) { console.error('inbound for an unknown chat', m.chat, e); return; }
+    if (m.author) C.Contact.__simEnsure(WF.createWid(m.author));
+    var ct = m.ciphertext;
+    var msg = C.Msg.add(inboundAttrs(m, key, ct ? 'ciphertext' : 'chat'));
     chat.set({ unreadCount: (chat.unreadCount || 0) + 1, t: m.ts });
+    if (!ct) return;
+    // Decrypted later: the same model changes type, or the placeholder is deleted and a fresh
+    // model with the same id is added (both paths exist in WhatsApp).
+    setTimeout(function () {
+      if (C.Msg.get(key) !== msg) return;
+      if (ct.path === 'readd') {
+        C.Msg.remove(msg);
+        C.Msg.add(inboundAttrs(m, key, 'chat'));
+      } else {
+        msg.set({ body: m.body, type: 'chat' });
+      }
+    }, Math.max(0, Number(ct.after_ms) || 0));
+  }
+
+  // A revoke ("delete for everyone") replaces the original with a new `revoked` model.
+  function revoke(m) {
+    var orig = C.Msg.get(m.id);
+    if (!orig) return;
+    C.Msg.remove(orig);
+    C.Msg.add({
+      id: orig.id, from: orig.from, to: orig.to, author: orig.author, type: 'revoked', subtype: 'sender',
+      revokeSender: orig.author || orig.from, protocolMessageKey: orig.id, t: m.ts, ack: orig.ack,
+      self: orig.self, local: false, isNewMsg: false,
+    });
+  }
+
+  function passkey(m) {
+    var S = require('WAWebShortcakeLinkingApi');
+    switch (m.stage) {
+      case 'prologue':
+        S.initializeShortcakeLinking();
+        frontend('passkeyPrologueRequest', {});
+        S.markPrologueSent();
+        frontend('shortcakePrologueSent', {});
+        break;
+      case 'code':
+        S.handlePrimaryEphemeralIdentity(m.code);
+        frontend('shortcakeVerificationCodeReady', { verificationCode: m.code, skipHandoffUx: false });
+        break;
+      case 'cancelled':
+        S.cancelShortcakeLinking();
+        frontend('shortcakeError', { reason: 'server_error' });
+        break;
+      default:
+        break;
+    }
+    render();
   }
 
   function crash(mode) {
@@ -235,15 +349,19 @@
         // A new batch of refs comes with a new ADV secret, stored before the ref is shown so a
         // QR built on change:ref carries the current one.
         if (m.adv) internal.setAdvSecret(m.adv);
-        Conn.set({ ref: m.ref });
+        Conn.set({ ref: m.ref, refTTL: m.ttl_ms, connected: false });
         setState('UNPAIRED');
         break;
       case 'idle':
         setState('UNPAIRED_IDLE');
         break;
       case 'paired':
+        if (require('WAWebShortcakeLinkingApi').getShortcakeLinkingStage() !== 'NotStarted') {
+          require('WAWebShortcakeLinkingApi').confirmVerificationCode();
+        }
         setState('PAIRING');
-        idbPut('creds', { device: m.device, token: m.token, wid: m.wid, pushname: m.pushname, platform: m.platform })
+        internal.creds = Promise.resolve({ device: m.device, token: m.token, wid: m.wid, lid: m.lid });
+        idbPut('creds', { device: m.device, token: m.token, wid: m.wid, lid: m.lid, pushname: m.pushname, platform: m.platform })
           .catch(function (e) { console.error('cannot store credentials', e); })
           .then(function () { connectedAs(m); });
         break;
@@ -256,12 +374,12 @@
       case 'deprecated':
         // The server turns this build away: WhatsApp Web shows "update" and stays there.
         stopped = true;
-        Socket.set({ stream: 'DISCONNECTED' });
+        Socket.set('stream', 'DISCONNECTED');
         setState('DEPRECATED_VERSION');
         break;
       case 'conflict':
         setState('CONFLICT');
-        Socket.set({ stream: 'DISCONNECTED' });
+        Socket.set('stream', 'DISCONNECTED');
         break;
       case 'pair_code':
       case 'pair_code_error': {
@@ -274,20 +392,32 @@
       }
       case 'ack': {
         var msg = C.Msg.get(m.id);
-        if (msg && (msg.ack || 0) < m.ack) msg.set({ ack: m.ack });
+        if (msg && (msg.ack || 0) < m.ack) msg.set('ack', m.ack);
         var u = internal.unsent.get(m.id);
         if (u) { internal.unsent.delete(m.id); u.resolve({ messageSendResult: 'OK' }); }
         break;
       }
       case 'send_error': {
         var sent = C.Msg.get(m.id);
-        if (sent) sent.set({ ack: -1 });
+        if (sent) sent.set('ack', -1);
         var e = internal.unsent.get(m.id);
         if (e) { internal.unsent.delete(m.id); e.reject(new Error(m.message)); }
         break;
       }
       case 'msg':
         inbound(m);
+        break;
+      case 'revoke':
+        revoke(m);
+        break;
+      case 'group':
+        group(m.group);
+        break;
+      case 'passkey':
+        passkey(m);
+        break;
+      case 'checkpoint_done':
+        require('WAWebIntegrityPasskeyCheckpointUtils').__simClose();
         break;
       case 'crash':
         crash(m.mode);
@@ -301,34 +431,63 @@
   }
 
   // --- a minimal screen, for people looking at the page ------------------------------------------
+  // The QR string as WhatsApp's own QR component builds it (docs/wa-surface.md §8), rebuilt on
+  // Conn change:ref and on every ADV secret change.
+  var qrString = '';
+  function buildQr() {
+    if (Conn.connected || !Conn.ref) { qrString = ''; render(); return; }
+    var ref = Conn.ref;
+    Promise.all([
+      require('WAWebUserPrefsInfoStore').waNoiseInfo.get(),
+      require('WAWebSignalStoreApi').waSignalStore.getRegistrationInfo(),
+      require('WAWebAdvSignatureApi').getADVSecretKey(),
+    ]).then(function (r) {
+      if (Conn.ref !== ref) return;
+      qrString = [ref, B.encodeB64(r[0].staticKeyPair.pubKey), B.encodeB64(r[1].identityKeyPair.pubKey), r[2],
+        require('WAWebCompanionRegClientUtils').DEVICE_PLATFORM].join(',');
+      render();
+    }).catch(function (e) { console.error('cannot build the QR string', e); });
+  }
   function render() {
     var el = document.getElementById('app');
     if (!el) return;
     var s = Socket.state;
     var html = '<h1>WhatsApp Web (wafleet simulator ' + VERSION + ')</h1><p>State: <b id="state">' + s + '</b></p>';
-    if (s === 'UNPAIRED' || s === 'UNPAIRED_IDLE') {
-      html += '<div data-ref="' + (Conn.ref || '') + '"><code>' + (Conn.ref || '') + '</code></div>';
+    if ((s === 'UNPAIRED' || s === 'UNPAIRED_IDLE') && qrString) {
+      html += '<div data-testid="link-device-qr-code" data-ref="' + qrString + '"><code>' + qrString + '</code></div>';
       if (internal.pairingCode) html += '<p>Pairing code: <b>' + internal.pairingCode + '</b></p>';
       if (s === 'UNPAIRED_IDLE') html += '<button id="reload">Click to reload QR code</button>';
-    } else if (s === 'CONNECTED' && Conn.wid) {
-      html += '<p>Linked to ' + Conn.wid._serialized + '</p>';
     }
+    var code = require('WAWebShortcakeLinkingApi').getVerificationCode();
+    if (code) html += '<p>Passkey verification code: <b>' + code + '</b></p>';
     el.innerHTML = html;
     var btn = document.getElementById('reload');
-    if (btn) btn.onclick = function () { Cmd.refreshQR(); };
+    if (btn) {
+      btn.onclick = function () {
+        if (LEGACY) Cmd().refreshQR();
+        else Bus().triggerRefreshQR();
+      };
+    }
   }
-  Conn.on('change:ref', render);
 
   // --- boot ---------------------------------------------------------------------------------------
-  // Memory benchmarks compare sessions against WhatsApp Web's footprint; the simulator's own page
-  // is tiny, so it can carry resident ballast (random bytes, so no page is shared or zero).
+  // Memory benchmarks compare sessions against WhatsApp Web's footprint, and the simulator's own
+  // page is tiny. The ballast is a stand-in for WhatsApp Web's JS heap (not a model of what it
+  // holds): many small objects, each with its own flat string (built from char codes, so no
+  // cons-string or interned sharing), retained for the page's lifetime so every GC walks them.
+  // ~2650 entries of ~395 bytes each make one MiB of V8 heap (measured with heapUsed after gc()).
+  var BALLAST_ENTRIES_PER_MB = 2650;
+  var BALLAST_BODY_CHARS = 224;
   function allocateBallast(mb) {
     if (!(mb > 0)) return;
     var keep = [];
-    for (var i = 0; i < mb; i++) {
-      var a = new Uint8Array(1 << 20);
-      for (var off = 0; off < a.length; off += 65536) crypto.getRandomValues(a.subarray(off, off + 65536));
-      keep.push(a);
+    var bytes = new Uint8Array(BALLAST_BODY_CHARS);
+    var codes = new Array(BALLAST_BODY_CHARS);
+    var total = mb * BALLAST_ENTRIES_PER_MB;
+    for (var i = 0; i < total; i++) {
+      if ((i & 3) === 0) crypto.getRandomValues(bytes);
+      for (var j = 0; j < BALLAST_BODY_CHARS; j++) codes[j] = 97 + ((bytes[j] + i) & 15);
+      keep.push({ id: 'b' + i, body: String.fromCharCode.apply(null, codes), t: i * 1000, flags: [i & 1, i & 2] });
     }
     Object.defineProperty(window, '__simBallast', { value: keep });
   }
@@ -337,6 +496,14 @@
     var cfg = window.__simConfig || {};
     allocateBallast(cfg.ballast_mb | 0);
     internal.keys = loadKeys().then(function (k) { internal.keysNow = k; return k; });
+    // "Me" is persisted, so it is known before the socket opens.
+    internal.creds = idbGet('creds').catch(function () { return null; }).then(function (c) {
+      if (c && c.wid && !internal.mePn) {
+        internal.mePn = WF.createWid(c.wid);
+        internal.meLid = c.lid ? WF.createWid(c.lid) : null;
+      }
+      return c;
+    });
     internal.setAdvSecret = function (adv) {
       var k = internal.keysNow;
       if (!k || k.adv === adv) return;
@@ -344,10 +511,22 @@
       idbPut('keys', k).catch(function (e) { console.error('cannot store the ADV secret', e); });
       require('WAWebUserPrefsMultiDevice').advSecretEventEmitter.trigger('change');
     };
+    Conn.on('change:ref', buildQr);
+    require('WAWebUserPrefsMultiDevice').advSecretEventEmitter.on('change', buildQr);
+    if (!LEGACY) {
+      // WAWebLaunchSocket: a refresh asks the server for a new batch of refs.
+      Bus().onRefreshQR(function () { internal.transport.send({ t: 'refresh_qr' }); });
+    }
     window.require = require;
-    window.Debug = { VERSION: VERSION };
+    window.requireDeferred = window.__simRequireDeferred;
+    if (!LEGACY) Cmd().onInitialLoadReadyFromBridge();
     render();
     connect();
+    // Shortly after boot, as WhatsApp's WAWebHandlePreviousLogout does; and window.Debug late.
+    setTimeout(function () {
+      handlePreviousLogout();
+      window.Debug = { VERSION: VERSION };
+    }, 50);
   }
   if (document.readyState === 'complete') boot();
   else window.addEventListener('load', boot);

@@ -1,15 +1,17 @@
 /*
- * wafleet simulator, chunk 2 of 3: models, collections and the WAWeb* modules.
+ * wafleet simulator, chunk 2: the runtime's base modules, shaped as in WhatsApp Web's own sources
+ * (docs/wa-surface.md §1): the event emitter, Backbone-like models whose attributes live in
+ * `__x_<name>` backing fields behind prototype accessors, collections, Wids and MsgKeys.
  *
- * The names and shapes follow what whatsapp-web.js calls (docs/simulator.md §1). The models are
- * Backbone-like: attributes are also properties, changes fire `change:<attr>` with
- * (model, value) and bubble to the collections holding the model.
+ * A model's only own enumerable properties are its `__x_*` fields, so `Object.assign({}, model)`
+ * or a spread copies no attribute under its real name, exactly as with WhatsApp's models; use
+ * `toJSON()` / `serialize()` (props only: session and derived attributes are left out).
  */
 (function () {
   'use strict';
   var __d = window.__d;
 
-  // --- internal: shared between this chunk and the app chunk --------------------------------
+  // --- internal: shared between the bundles (not a WhatsApp module) ---------------------------
   __d('WAWebSimInternal', [], function () {
     return {
       // Set by the app: {send(obj) -> bool, isOpen() -> bool}.
@@ -22,35 +24,47 @@
       // Outbound messages not yet acked by the server, by serialized id.
       unsent: new Map(),
       pairingType: 'QR_CODE',
+      // "Me" (WAWebUserPrefsMeUser): Wids of the linked account, null until linked.
+      mePn: null,
+      meLid: null,
+      // PN <-> LID mapping the page has learned (WAWebApiContact), by serialized wid.
+      lidByPn: new Map(),
+      pnByLid: new Map(),
     };
   });
 
-  __d('WABase64', [], function () {
-    function encodeB64(buf) {
+  __d('WABase64', [], function (t, n, r, o, a, i, l) {
+    l.encodeB64 = function (buf) {
       var bytes = buf instanceof Uint8Array ? buf : new Uint8Array(buf);
       var s = '';
-      for (var i = 0; i < bytes.length; i += 0x8000) {
-        s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      for (var k = 0; k < bytes.length; k += 0x8000) {
+        s += String.fromCharCode.apply(null, bytes.subarray(k, k + 0x8000));
       }
       return btoa(s);
-    }
-    function decodeB64(s) {
+    };
+    l.decodeB64 = function (s) {
       var bin = atob(s);
       var out = new Uint8Array(bin.length);
-      for (var i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+      for (var k = 0; k < bin.length; k++) out[k] = bin.charCodeAt(k);
       return out.buffer;
-    }
-    return { encodeB64: encodeB64, decodeB64: decodeB64 };
+    };
   });
 
-  // --- events, models, collections -------------------------------------------------------------
-  __d('WAWebSimEvents', [], function () {
+  // --- events ----------------------------------------------------------------------------------
+  __d('WAWebEventEmitter', [], function () {
+    function store(obj) {
+      if (!Object.prototype.hasOwnProperty.call(obj, '_events')) {
+        // Not enumerable: a model's own enumerable keys are its __x_ fields only.
+        Object.defineProperty(obj, '_events', { value: Object.create(null), writable: true, configurable: true });
+      }
+      return obj._events;
+    }
     function add(obj, names, cb, ctx, once) {
       if (typeof cb !== 'function') return obj;
-      obj._events = obj._events || Object.create(null);
+      var ev = store(obj);
       String(names).split(/\s+/).forEach(function (n) {
         if (!n) return;
-        (obj._events[n] = obj._events[n] || []).push({ cb: cb, ctx: ctx, once: once });
+        (ev[n] = ev[n] || []).push({ cb: cb, ctx: ctx, once: once });
       });
       return obj;
     }
@@ -58,19 +72,18 @@
       on: function (names, cb, ctx) { return add(this, names, cb, ctx, false); },
       once: function (names, cb, ctx) { return add(this, names, cb, ctx, true); },
       off: function (names, cb) {
-        if (!this._events) return this;
-        var list = names ? String(names).split(/\s+/) : Object.keys(this._events);
-        var self = this;
+        var ev = store(this);
+        var list = names ? String(names).split(/\s+/) : Object.keys(ev);
         list.forEach(function (n) {
-          var hs = self._events[n];
+          var hs = ev[n];
           if (!hs) return;
-          self._events[n] = cb ? hs.filter(function (h) { return h.cb !== cb; }) : [];
+          ev[n] = cb ? hs.filter(function (h) { return h.cb !== cb; }) : [];
         });
         return this;
       },
       trigger: function (name) {
         var args = Array.prototype.slice.call(arguments, 1);
-        var hs = this._events && this._events[name];
+        var hs = store(this)[name];
         if (hs && hs.length) {
           var self = this;
           hs.slice().forEach(function (h) {
@@ -85,132 +98,201 @@
         }
         return this;
       },
+      listenTo: function (other, names, cb) { other.on(names, cb, this); return this; },
+      listenToOnce: function (other, names, cb) { other.once(names, cb, this); return this; },
+      stopListening: function (other, names, cb) { if (other) other.off(names, cb); return this; },
     };
-    Events.listenTo = function (other, names, cb) { other.on(names, cb, this); return this; };
-    Events.stopListening = function (other, names, cb) { if (other) other.off(names, cb); return this; };
-    return Events;
+    // `new EventEmitter()` and mixing the methods into an object both work.
+    function EventEmitter() {}
+    Object.assign(EventEmitter.prototype, Events);
+    return { EventEmitter: EventEmitter, Events: Events, default: EventEmitter };
   });
 
-  __d('WAWebSimModel', ['WAWebSimEvents'], function (t, require) {
-    var Events = require('WAWebSimEvents');
-    var RESERVED = { attributes: 1, _events: 1, _collections: 1 };
+  // --- models (WAWebBaseModel) -------------------------------------------------------------------
+  __d('WAWebBaseModel', ['WAWebEventEmitter'], function (t, require) {
+    var Events = require('WAWebEventEmitter').Events;
+    function prop(def) { return { kind: 'prop', def: def }; }
+    function session(def) { return { kind: 'session', def: def }; }
+    function derived(fn, deps) { return { kind: 'derived', fn: fn, deps: deps || [] }; }
 
-    function Model(attrs) {
-      Object.defineProperty(this, 'attributes', { value: {}, writable: true });
-      Object.defineProperty(this, '_collections', { value: [], writable: true });
-      this.set(attrs || {}, { silent: true });
-    }
-    Object.assign(Model.prototype, Events);
-    Model.prototype.get = function (k) { return this.attributes[k]; };
-    Model.prototype.set = function (obj, opts) {
+    function BaseModel() {}
+    Object.assign(BaseModel.prototype, Events);
+    BaseModel.prototype.get = function (k) {
+      return this.constructor.__attrs[k] ? this['__x_' + k] : undefined;
+    };
+    // set(key, value, opts) or set({key: value…}, opts). Attributes the model does not declare
+    // are ignored (the simulator's choice; the reference is silent on it). `silent` fires nothing.
+    BaseModel.prototype.set = function (a, b, c) {
+      var obj, opts;
+      if (typeof a === 'string') { obj = {}; obj[a] = b; opts = c; } else { obj = a || {}; opts = b; }
+      var spec = this.constructor.__attrs;
       var changed = [];
       for (var k in obj) {
-        if (!Object.prototype.hasOwnProperty.call(obj, k) || RESERVED[k]) continue;
-        // Methods (get, set, on, serialize…) keep their names; other attributes become properties.
-        if (!Object.prototype.hasOwnProperty.call(this, k) && !(k in this)) defineAttr(this, k);
-        if (this.attributes[k] !== obj[k]) {
-          this.attributes[k] = obj[k];
-          changed.push(k);
+        if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
+        var s = spec[k];
+        if (!s) continue;
+        if (s.kind === 'derived') throw new TypeError('Cannot set derived attribute ' + k);
+        var old = this['__x_' + k];
+        if (old !== obj[k]) {
+          this['__x_' + k] = obj[k];
+          changed.push([k, obj[k], old]);
         }
       }
-      if (!(opts && opts.silent)) {
-        var self = this;
-        changed.forEach(function (k) { self.trigger('change:' + k, self, self.attributes[k]); });
-        if (changed.length) this.trigger('change', this);
+      // Derived attributes depending on what changed are recomputed (cached in __x_ too).
+      var self = this;
+      this.constructor.__derived.forEach(function (d) {
+        if (!changed.some(function (c) { return d.deps.indexOf(c[0]) >= 0; })) return;
+        var old = self['__x_' + d.name];
+        var v = d.fn.call(self);
+        if (v !== old) { self['__x_' + d.name] = v; changed.push([d.name, v, old]); }
+      });
+      if (!(opts && opts.silent) && changed.length) {
+        changed.forEach(function (c) { self.trigger('change:' + c[0], self, c[1], c[2]); });
+        this.trigger('change', this);
       }
       return this;
     };
-    Model.prototype.trigger = function () {
+    BaseModel.prototype.unset = function (k, opts) { return this.set(k, undefined, opts); };
+    BaseModel.prototype.trigger = function () {
       Events.trigger.apply(this, arguments);
       var args = arguments;
-      // Bubble to collections, as Backbone does, so Msg.on('change:ack') sees every message.
-      this._collections.forEach(function (c) { Events.trigger.apply(c, args); });
+      // Bubble to the collections holding the model, so Msg.on('change:ack') sees every message.
+      (this.__simCollections || []).forEach(function (coll) { Events.trigger.apply(coll, args); });
       return this;
     };
-    Model.prototype.serialize = function () {
-      return JSON.parse(JSON.stringify(this.attributes));
+    // Props only (session and derived attributes are not serialized).
+    BaseModel.prototype.serialize = function () {
+      var out = {};
+      var spec = this.constructor.__attrs;
+      for (var k in spec) {
+        if (spec[k].kind !== 'prop') continue;
+        var v = this['__x_' + k];
+        if (v !== undefined) out[k] = v;
+      }
+      return out;
     };
-    Model.prototype.toJSON = function () { return this.serialize(); };
-    function defineAttr(model, k) {
-      Object.defineProperty(model, k, {
-        enumerable: true,
-        configurable: true,
-        get: function () { return this.attributes[k]; },
-        set: function (v) { var o = {}; o[k] = v; this.set(o); },
-      });
-    }
+    BaseModel.prototype.toJSON = function () { return this.serialize(); };
 
-    function idOf(x) {
+    // defineModel(name, {attr: prop(default) | session(default) | derived(fn, deps)}, methods?,
+    // Parent?) -> constructor. Each attribute is an accessor on the prototype over `__x_<attr>`.
+    function defineModel(name, spec, methods, Parent) {
+      Parent = Parent || BaseModel;
+      var attrs = Object.assign({}, Parent.__attrs || {}, spec);
+      function Model(values, opts) {
+        Object.defineProperty(this, '__simCollections', { value: [], writable: true });
+        for (var k in attrs) {
+          if (attrs[k].kind === 'derived') continue;
+          var def = attrs[k].def;
+          this['__x_' + k] = typeof def === 'function' ? def() : def;
+        }
+        var self = this;
+        Model.__derived.forEach(function (d) { self['__x_' + d.name] = d.fn.call(self); });
+        if (values) this.set(values, { silent: true });
+        if (this.initialize) this.initialize(values, opts);
+      }
+      Model.prototype = Object.create(Parent.prototype);
+      Model.prototype.constructor = Model;
+      Object.defineProperty(Model, 'name', { value: name });
+      Model.__attrs = attrs;
+      Model.__derived = Object.keys(attrs).filter(function (k) { return attrs[k].kind === 'derived'; })
+        .map(function (k) { return { name: k, fn: attrs[k].fn, deps: attrs[k].deps }; });
+      Object.keys(attrs).forEach(function (k) {
+        if (k in BaseModel.prototype) return; // get, set, on… keep their meaning
+        Object.defineProperty(Model.prototype, k, {
+          configurable: true,
+          get: function () { return this['__x_' + k]; },
+          set: function (v) { this.set(k, v); },
+        });
+      });
+      Object.assign(Model.prototype, methods || {});
+      return Model;
+    }
+    return { BaseModel: BaseModel, defineModel: defineModel, prop: prop, session: session, derived: derived };
+  });
+
+  // --- collections (WAWebCollection) -----------------------------------------------------------
+  __d('WAWebCollection', ['WAWebEventEmitter', 'WAWebBaseModel'], function (t, require) {
+    var Events = require('WAWebEventEmitter').Events;
+    var BaseModel = require('WAWebBaseModel').BaseModel;
+
+    // The index key of a model id: its string form (Wid and MsgKey stringify to _serialized).
+    function keyOf(x) {
       if (x == null) return null;
       if (typeof x === 'string') return x;
+      if (x instanceof BaseModel) return keyOf(x.id);
       if (typeof x._serialized === 'string') return x._serialized;
-      if (x.attributes && x.attributes.id != null) return idOf(x.attributes.id);
-      if (x.id != null && x.id !== x) return idOf(x.id);
       return String(x);
     }
 
-    function Collection(ModelClass) {
-      this.model = ModelClass || Model;
-      this.models = [];
-      this._byId = new Map();
+    function BaseCollection(ModelClass) {
+      this.model = ModelClass;
+      this._models = [];
+      this._index = Object.create(null);
     }
-    Object.assign(Collection.prototype, Events);
-    Object.defineProperty(Collection.prototype, 'length', {
-      get: function () { return this.models.length; },
-    });
-    Collection.prototype.get = function (x) { return this._byId.get(idOf(x)); };
-    Collection.prototype.add = function (items, opts) {
+    Object.assign(BaseCollection.prototype, Events);
+    Object.defineProperty(BaseCollection.prototype, 'length', { get: function () { return this._models.length; } });
+    BaseCollection.prototype.get = function (x) { var k = keyOf(x); return k == null ? undefined : this._index[k]; };
+    BaseCollection.prototype.add = function (items, opts) {
+      opts = opts || {};
       var single = !Array.isArray(items);
       var list = single ? [items] : items;
       var out = [];
       for (var i = 0; i < list.length; i++) {
         var item = list[i];
-        var m = item instanceof Model ? item : new this.model(item);
-        var id = idOf(m.get('id'));
-        var existing = id != null ? this._byId.get(id) : undefined;
+        var m = item instanceof BaseModel ? item : null;
+        var k = keyOf(m ? m.id : item && item.id);
+        var existing = k != null ? this._index[k] : undefined;
         if (existing) {
-          if (!(item instanceof Model)) existing.set(item);
+          if (opts.merge && !m) existing.set(item);
           out.push(existing);
           continue;
         }
-        this.models.push(m);
-        if (id != null) this._byId.set(id, m);
-        m._collections.push(this);
-        if (!(opts && opts.silent)) Events.trigger.call(this, 'add', m, this, opts || {});
+        if (!m) m = new this.model(item);
+        this._models.push(m);
+        if (k != null) this._index[k] = m;
+        m.__simCollections.push(this);
+        if (!opts.silent) Events.trigger.call(this, 'add', m, this, opts);
         out.push(m);
       }
       return single ? out[0] : out;
     };
-    Collection.prototype.remove = function (x) {
-      var m = x instanceof Model ? x : this.get(x);
-      if (!m) return undefined;
-      this.models = this.models.filter(function (o) { return o !== m; });
-      this._byId.delete(idOf(m.get('id')));
-      m._collections = m._collections.filter(function (c) { return c !== this; }, this);
-      Events.trigger.call(this, 'remove', m, this);
+    BaseCollection.prototype.remove = function (x, opts) {
+      var m = x instanceof BaseModel ? x : this.get(x);
+      if (!m || this._models.indexOf(m) < 0) return undefined;
+      this._models = this._models.filter(function (o) { return o !== m; });
+      delete this._index[keyOf(m.id)];
+      var self = this;
+      m.__simCollections = m.__simCollections.filter(function (c) { return c !== self; });
+      if (!(opts && opts.silent)) Events.trigger.call(this, 'remove', m, this, opts || {});
       return m;
     };
-    Collection.prototype.getModelsArray = function () { return this.models.slice(); };
-    Collection.prototype.toArray = Collection.prototype.getModelsArray;
-    Collection.prototype.forEach = function (f, c) { return this.models.slice().forEach(f, c); };
-    Collection.prototype.filter = function (f, c) { return this.models.filter(f, c); };
-    Collection.prototype.map = function (f, c) { return this.models.map(f, c); };
-    Collection.prototype.where = function (attrs) {
-      return this.models.filter(function (m) {
+    BaseCollection.prototype.reset = function () {
+      var self = this;
+      this._models.forEach(function (m) { m.__simCollections = m.__simCollections.filter(function (c) { return c !== self; }); });
+      this._models = [];
+      this._index = Object.create(null);
+      Events.trigger.call(this, 'reset', this);
+    };
+    BaseCollection.prototype.getModelsArray = function () { return this._models.slice(); };
+    BaseCollection.prototype.toArray = BaseCollection.prototype.getModelsArray;
+    BaseCollection.prototype.at = function (i) { return this._models[i]; };
+    BaseCollection.prototype.last = function () { return this._models[this._models.length - 1]; };
+    BaseCollection.prototype.forEach = function (f, c) { return this._models.slice().forEach(f, c); };
+    BaseCollection.prototype.filter = function (f, c) { return this._models.filter(f, c); };
+    BaseCollection.prototype.map = function (f, c) { return this._models.map(f, c); };
+    BaseCollection.prototype.where = function (attrs) {
+      return this._models.filter(function (m) {
         for (var k in attrs) if (m.get(k) !== attrs[k]) return false;
         return true;
       });
     };
-    Collection.prototype.serialize = function () {
-      return this.models.map(function (m) { return m.serialize(); });
-    };
-
-    return { Model: Model, Collection: Collection, idOf: idOf };
+    BaseCollection.prototype.serialize = function () { return this._models.map(function (m) { return m.serialize(); }); };
+    return { BaseCollection: BaseCollection, keyOf: keyOf };
   });
 
-  // --- ids -------------------------------------------------------------------------------------
-  __d('WAWebWidFactory', [], function () {
-    var RE = /^([0-9A-Za-z.:_-]{1,64})@(c\.us|g\.us|lid|s\.whatsapp\.net|broadcast|newsletter)$/;
+  // --- ids ---------------------------------------------------------------------------------------
+  __d('WAWebWid', [], function (t, n, r, o, a, module) {
+    var RE = /^([0-9A-Za-z.:_-]{1,64})@(c\.us|g\.us|lid|s\.whatsapp\.net|broadcast|newsletter|bot)$/;
     function Wid(s) {
       var m = RE.exec(String(s));
       if (!m) throw new Error('invalid wid: ' + s);
@@ -220,54 +302,94 @@
     }
     Wid.prototype.toString = function () { return this._serialized; };
     Wid.prototype.toJSON = function () { return this._serialized; };
-    Wid.prototype.equals = function (o) {
-      return o != null && (o._serialized || String(o)) === this._serialized;
-    };
+    Wid.prototype.equals = function (o) { return o != null && (o._serialized || String(o)) === this._serialized; };
     Wid.prototype.isUser = function () { return this.server === 'c.us' || this.server === 'lid'; };
-    Wid.prototype.isGroup = function () { return this.server === 'g.us'; };
     Wid.prototype.isLid = function () { return this.server === 'lid'; };
-    function createWid(s) {
-      if (s instanceof Wid) return s;
-      if (s && typeof s._serialized === 'string') return new Wid(s._serialized);
-      return new Wid(s);
-    }
-    function createUserWid(user, server) { return new Wid(String(user) + '@' + (server || 'c.us')); }
-    function isWid(x) { return x instanceof Wid; }
-    return { Wid: Wid, createWid: createWid, createUserWid: createUserWid, isWid: isWid };
+    Wid.prototype.isGroup = function () { return this.server === 'g.us'; };
+    Wid.prototype.isStatus = function () { return this._serialized === 'status@broadcast'; };
+    Wid.prototype.isBroadcast = function () { return this.server === 'broadcast'; };
+    Wid.prototype.isNewsletter = function () { return this.server === 'newsletter'; };
+    Wid.prototype.isBot = function () { return this.server === 'bot'; };
+    Wid.isWid = function (x) { return x instanceof Wid; };
+    module.exports = Wid;
   });
 
-  __d('WAWebMsgKey', ['WAWebWidFactory'], function (t, require) {
+  __d('WAWebWidFactory', ['WAWebWid', 'WAWebSimBuild'], function (t, require, r, o, a, i, l) {
+    var Wid = require('WAWebWid');
+    function createWid(s) { return s instanceof Wid ? s : new Wid(s && s._serialized ? s._serialized : s); }
+    function userOrThrow(user, server) {
+      var u = String(user);
+      if (!/^[0-9]{1,20}$/.test(u)) throw new Error('invalid user: ' + user);
+      return new Wid(u + '@' + server);
+    }
+    l.createWid = createWid;
+    l.isWidlike = function (x) { return x instanceof Wid || (x != null && typeof x === 'object' && typeof x.user === 'string' && typeof x.server === 'string'); };
+    l.createWidFromWidLike = function (x) { return x instanceof Wid ? x : new Wid(x.user + '@' + x.server); };
+    l.createUserWidOrThrow = function (user, server) { return userOrThrow(user, server || 'c.us'); };
+    l.createUserLidOrThrow = function (user) { return userOrThrow(user, 'lid'); };
+    l.asUserWidOrThrow = function (w) {
+      var wid = createWid(w);
+      if (!wid.isUser()) throw new Error('not a user wid: ' + wid);
+      return wid;
+    };
+    l.asChatWid = function (w) {
+      var wid = createWid(w);
+      return wid.isUser() || wid.isGroup() || wid.isBroadcast() || wid.isNewsletter() ? wid : null;
+    };
+    l.asGroupWidOrThrow = function (w) {
+      var wid = createWid(w);
+      if (!wid.isGroup()) throw new Error('not a group wid: ' + wid);
+      return wid;
+    };
+    // The July-2025 name (renamed to createUserWidOrThrow since; docs/wa-surface.md §4).
+    if (require('WAWebSimBuild').legacy) {
+      l.createUserWid = function (user, server) { return userOrThrow(user, server || 'c.us'); };
+    }
+  });
+
+  // "Me" as the current builds expose it (no getMeUser: that name is gone from the newest).
+  __d('WAWebUserPrefsMeUser', ['WAWebSimInternal', 'WAWebSimBuild'], function (t, require, r, o, a, i, l) {
+    var internal = require('WAWebSimInternal');
+    l.getMaybeMePnUser = function () { return internal.mePn; };
+    l.getMaybeMeLidUser = function () { return internal.meLid; };
+    l.getMeUserOrThrow = function () {
+      if (!internal.mePn) throw new Error('getMeUserOrThrow: me is undefined');
+      return internal.mePn;
+    };
+    l.getMeLidUserOrThrow = function () {
+      if (!internal.meLid) throw new Error('getMeLidUserOrThrow: me lid is undefined');
+      return internal.meLid;
+    };
+    l.isMeAccount = function (w) {
+      return !!w && ((internal.mePn && internal.mePn.equals(w)) || (internal.meLid && internal.meLid.equals(w)));
+    };
+    if (require('WAWebSimBuild').legacy) l.getMeUser = l.getMeUserOrThrow;
+  });
+
+  __d('WAWebMsgKey', ['WAWebWidFactory', 'WAWebUserPrefsMeUser'], function (t, require, r, o, a, module) {
     var WF = require('WAWebWidFactory');
-    var ID_RE = /^[A-Za-z0-9]{1,64}$/;
+    var Me = require('WAWebUserPrefsMeUser');
+    // new MsgKey({from, to, id, participant?, selfDir}) or ({fromMe, remote, id, participant?}).
     function MsgKey(o) {
-      if (!o || typeof o !== 'object') throw new Error('MsgKey: expected an object');
-      var fromMe, remote;
-      if ('fromMe' in o) {
-        fromMe = !!o.fromMe;
-        remote = o.remote;
-      } else if (o.selfDir === 'out' || o.selfDir === 'in') {
-        fromMe = o.selfDir === 'out';
-        remote = fromMe ? o.to : o.from;
+      if (!o || typeof o !== 'object') throw new Error('MsgKey: no options');
+      if (!Me.getMaybeMePnUser()) throw new Error('MsgKey error: me is undefined');
+      if (o.remote !== undefined) {
+        this.fromMe = !!o.fromMe;
+        this.remote = WF.createWid(o.remote);
       } else {
-        throw new Error('MsgKey: need fromMe/remote or from/to/selfDir');
+        if (o.selfDir !== 'in' && o.selfDir !== 'out') throw new Error('MsgKey: selfDir must be in or out');
+        this.fromMe = o.selfDir === 'out';
+        this.remote = WF.createWid(this.fromMe ? o.to : o.from);
       }
-      if (!ID_RE.test(String(o.id))) throw new Error('MsgKey: bad id ' + o.id);
-      this.fromMe = fromMe;
-      this.remote = WF.createWid(remote);
-      this.id = String(o.id);
+      if (typeof o.id !== 'string' || !/^[A-Za-z0-9]{1,64}$/.test(o.id)) throw new Error('MsgKey: bad id ' + o.id);
+      this.id = o.id;
       this.participant = o.participant ? WF.createWid(o.participant) : undefined;
-      this._serialized = String(fromMe) + '_' + this.remote._serialized + '_' + this.id +
+      this._serialized = String(this.fromMe) + '_' + this.remote._serialized + '_' + this.id +
         (this.participant ? '_' + this.participant._serialized : '');
     }
     MsgKey.prototype.toString = function () { return this._serialized; };
-    MsgKey.prototype.toJSON = function () {
-      var o = { fromMe: this.fromMe, remote: this.remote._serialized, id: this.id, _serialized: this._serialized };
-      if (this.participant) o.participant = this.participant._serialized;
-      return o;
-    };
-    MsgKey.prototype.equals = function (o) {
-      return o != null && (o._serialized || String(o)) === this._serialized;
-    };
+    MsgKey.prototype.equals = function (o) { return o != null && (o._serialized || String(o)) === this._serialized; };
+    MsgKey.prototype.clone = function () { return new MsgKey({ fromMe: this.fromMe, remote: this.remote, id: this.id, participant: this.participant }); };
     MsgKey.newId = function () {
       var b = new Uint8Array(8);
       crypto.getRandomValues(b);
@@ -283,325 +405,8 @@
       if (!m) throw new Error('MsgKey: cannot parse ' + s);
       return new MsgKey({ fromMe: m[1] === 'true', remote: m[2], id: m[3], participant: m[4] });
     };
-    MsgKey.from = MsgKey.fromString;
+    MsgKey.from = function (x) { return x instanceof MsgKey ? x : typeof x === 'string' ? MsgKey.fromString(x) : new MsgKey(x); };
     MsgKey.isMsgKey = function (x) { return x instanceof MsgKey; };
-    return MsgKey;
-  });
-
-  // --- connection state --------------------------------------------------------------------------
-  __d('WAWebSocketConstants', [], function () {
-    var STATE = {};
-    ['OPENING', 'PAIRING', 'UNPAIRED', 'UNPAIRED_IDLE', 'CONNECTED', 'TIMEOUT', 'CONFLICT',
-      'UNLAUNCHED', 'PROXYBLOCK', 'TOS_BLOCK', 'SMB_TOS_BLOCK', 'DEPRECATED_VERSION']
-      .forEach(function (s) { STATE[s] = s; });
-    return { SOCKET_STATE: STATE, SOCKET_STREAM: { DISCONNECTED: 'DISCONNECTED', CONNECTED: 'CONNECTED', RESUMING: 'RESUMING', SYNCING: 'SYNCING' } };
-  });
-
-  __d('WAWebSocketModel', ['WAWebSimModel', 'WAWebSimInternal'], function (t, require) {
-    var M = require('WAWebSimModel');
-    var internal = require('WAWebSimInternal');
-    var Socket = new M.Model({ id: 'socket', state: 'UNLAUNCHED', stream: 'DISCONNECTED', hasSynced: false });
-    Socket.logout = function () {
-      if (internal.onLogout) return internal.onLogout();
-      return Promise.resolve();
-    };
-    Socket.takeover = function () {
-      if (internal.transport) internal.transport.send({ t: 'takeover' });
-    };
-    Socket.poke = function () {};
-    return { Socket: Socket, SocketModel: Socket };
-  });
-
-  __d('WAWebConnModel', ['WAWebSimModel'], function (t, require) {
-    var M = require('WAWebSimModel');
-    var Conn = new M.Model({ id: 'conn', ref: null, wid: null, me: null, platform: null, pushname: null, battery: 100, plugged: true });
-    Conn.serialize = function () {
-      return {
-        ref: this.ref,
-        wid: this.wid ? this.wid._serialized : null,
-        me: this.me ? this.me._serialized : null,
-        platform: this.platform,
-        pushname: this.pushname,
-        battery: this.battery,
-        plugged: this.plugged,
-      };
-    };
-    return { Conn: Conn };
-  });
-
-  __d('WAWebCmd', ['WAWebSimEvents', 'WAWebSimInternal'], function (t, require) {
-    var Events = require('WAWebSimEvents');
-    var internal = require('WAWebSimInternal');
-    var Cmd = Object.assign({}, Events);
-    Cmd.refreshQR = function () {
-      if (internal.transport) internal.transport.send({ t: 'refresh_qr' });
-    };
-    return { Cmd: Cmd, CmdImpl: Cmd };
-  });
-
-  __d('WAWebUserPrefsMeUser', ['WAWebConnModel'], function (t, require) {
-    var Conn = require('WAWebConnModel').Conn;
-    return {
-      getMaybeMePnUser: function () { return Conn.wid || null; },
-      getMaybeMeLidUser: function () { return null; },
-      getMeUser: function () { return Conn.wid || null; },
-      getMaybeMeUser: function () { return Conn.wid || null; },
-    };
-  });
-
-  // --- key material (the QR string's parts) -----------------------------------------------------
-  __d('WAWebUserPrefsInfoStore', ['WAWebSimInternal', 'WABase64'], function (t, require) {
-    var internal = require('WAWebSimInternal');
-    var B = require('WABase64');
-    return {
-      waNoiseInfo: {
-        get: function () {
-          return Promise.resolve(internal.keys).then(function (k) {
-            if (!k) return null;
-            return { staticKeyPair: { pubKey: B.decodeB64(k.noise), privKey: B.decodeB64(k.noisePriv) } };
-          });
-        },
-      },
-    };
-  });
-
-  __d('WAWebSignalStoreApi', ['WAWebSimInternal', 'WABase64'], function (t, require) {
-    var internal = require('WAWebSimInternal');
-    var B = require('WABase64');
-    return {
-      waSignalStore: {
-        getRegistrationInfo: function () {
-          return Promise.resolve(internal.keys).then(function (k) {
-            if (!k) return null;
-            return {
-              registrationId: k.registrationId || 1,
-              identityKeyPair: { pubKey: B.decodeB64(k.identity), privKey: B.decodeB64(k.identityPriv) },
-            };
-          });
-        },
-      },
-    };
-  });
-
-  __d('WAWebAdvSignatureApi', ['WAWebSimInternal'], function (t, require) {
-    var internal = require('WAWebSimInternal');
-    return {
-      getADVSecretKey: function () {
-        return Promise.resolve(internal.keys).then(function (k) {
-          if (!k) throw new Error('secretKey is null or undefined');
-          return k.adv;
-        });
-      },
-    };
-  });
-
-  __d('WAWebCompanionRegClientUtils', [], function () {
-    return { DEVICE_PLATFORM: 'WEB' };
-  });
-
-  __d('WAWebOfflineHandler', [], function () {
-    var progress = 0;
-    return {
-      OfflineMessageHandler: {
-        getOfflineDeliveryProgress: function () { return progress; },
-        getOfflineMessageCount: function () { return 0; },
-        // The app's own setter (the simulator's stand-in for the offline handler's bookkeeping).
-        setProgress: function (p) { progress = p; },
-      },
-    };
-  });
-
-  __d('WAWebUserPrefsMultiDevice', ['WAWebSimEvents'], function (t, require) {
-    var Events = require('WAWebSimEvents');
-    // Fires `change` whenever the ADV secret is replaced (with every new batch of QR refs).
-    return { advSecretEventEmitter: Object.assign({}, Events) };
-  });
-
-  // --- pairing code -------------------------------------------------------------------------------
-  __d('WAWebAltDeviceLinkingApi', ['WAWebSimInternal', 'WAWebSocketModel'], function (t, require) {
-    var internal = require('WAWebSimInternal');
-    var Socket = require('WAWebSocketModel').Socket;
-    return {
-      setPairingType: function (t) {
-        if (t !== 'ALT_DEVICE_LINKING' && t !== 'QR_CODE') throw new Error('unknown pairing type ' + t);
-        internal.pairingType = t;
-      },
-      getPairingType: function () { return internal.pairingType; },
-      initializeAltDeviceLinking: function () { internal.pairingType = 'ALT_DEVICE_LINKING'; return Promise.resolve(); },
-      initializeQRLinking: function () { internal.pairingType = 'QR_CODE'; return Promise.resolve(); },
-      startAltLinkingFlow: function (phone, showNotification) {
-        void showNotification;
-        if (internal.pairingType !== 'ALT_DEVICE_LINKING') {
-          return Promise.reject(new Error('pairing type is not ALT_DEVICE_LINKING'));
-        }
-        if (Socket.state !== 'UNPAIRED' && Socket.state !== 'UNPAIRED_IDLE') {
-          return Promise.reject(new Error('cannot pair in state ' + Socket.state));
-        }
-        var digits = String(phone).replace(/\D/g, '');
-        if (!internal.transport || !internal.transport.isOpen()) {
-          return Promise.reject(new Error('socket is not connected'));
-        }
-        var req = internal.nextReq++;
-        return new Promise(function (resolve, reject) {
-          internal.pending.set(req, { resolve: resolve, reject: reject });
-          internal.transport.send({ t: 'pair_code_request', req: req, phone: digits });
-        });
-      },
-    };
-  });
-
-  // --- collections ------------------------------------------------------------------------------
-  __d('WAWebCollections', ['WAWebSimModel', 'WAWebWidFactory'], function (t, require) {
-    var M = require('WAWebSimModel');
-    var WF = require('WAWebWidFactory');
-
-    function MsgModel(attrs) { M.Model.call(this, attrs); }
-    MsgModel.prototype = Object.create(M.Model.prototype);
-    MsgModel.prototype.constructor = MsgModel;
-
-    function ChatModel(attrs) { M.Model.call(this, attrs); }
-    ChatModel.prototype = Object.create(M.Model.prototype);
-    ChatModel.prototype.constructor = ChatModel;
-
-    function ContactModel(attrs) { M.Model.call(this, attrs); }
-    ContactModel.prototype = Object.create(M.Model.prototype);
-    ContactModel.prototype.constructor = ContactModel;
-
-    var Msg = new M.Collection(MsgModel);
-    var Chat = new M.Collection(ChatModel);
-    var Contact = new M.Collection(ContactModel);
-
-    function ensureContact(wid) {
-      return Contact.get(wid) || Contact.add({ id: wid, name: undefined, pushname: undefined, isMyContact: false, isUser: wid.isUser(), isGroup: wid.isGroup() });
-    }
-    function ensureChat(wid) {
-      wid = WF.createWid(wid);
-      var chat = Chat.get(wid);
-      if (chat) return { chat: chat, created: false };
-      if (wid.isUser()) ensureContact(wid);
-      chat = Chat.add({ id: wid, unreadCount: 0, archive: false, isGroup: wid.isGroup(), t: Math.floor(Date.now() / 1000) });
-      return { chat: chat, created: true };
-    }
-    // Backbone's find(fn) for a function, WhatsApp's async lookup for a wid.
-    Chat.find = function (x) {
-      if (typeof x === 'function') return this.models.find(x);
-      try {
-        return Promise.resolve(ensureChat(x).chat);
-      } catch (e) {
-        return Promise.reject(e);
-      }
-    };
-    Contact.find = function (x) {
-      if (typeof x === 'function') return this.models.find(x);
-      try {
-        return Promise.resolve(ensureContact(WF.createWid(x)));
-      } catch (e) {
-        return Promise.reject(e);
-      }
-    };
-    Object.defineProperty(Chat, '_ensure', { value: ensureChat });
-    return { Msg: Msg, Chat: Chat, Contact: Contact, MsgModel: MsgModel, ChatModel: ChatModel, ContactModel: ContactModel };
-  });
-
-  __d('WAWebFindChatAction', ['WAWebCollections'], function (t, require) {
-    var C = require('WAWebCollections');
-    return {
-      findOrCreateLatestChat: function (wid) {
-        try {
-          return Promise.resolve(C.Chat._ensure(wid));
-        } catch (e) {
-          return Promise.reject(e);
-        }
-      },
-      findChat: function (wid) { return C.Chat.find(wid); },
-    };
-  });
-
-  // --- sending ----------------------------------------------------------------------------------
-  __d('WAWebSendMsgChatAction', ['WAWebSimInternal', 'WAWebCollections', 'WAWebMsgKey', 'WAWebWidFactory', 'WAWebConnModel'], function (t, require) {
-    var internal = require('WAWebSimInternal');
-    var C = require('WAWebCollections');
-    var MsgKey = require('WAWebMsgKey');
-    var WF = require('WAWebWidFactory');
-    var Conn = require('WAWebConnModel').Conn;
-    var MEDIA = { image: 1, video: 1, audio: 1, ptt: 1, document: 1, sticker: 1 };
-
-    function prepare(chat, data) {
-      if (!chat || !chat.id) throw new Error('addAndSendMsgToChat: no chat');
-      if (!data || typeof data !== 'object') throw new Error('addAndSendMsgToChat: no message');
-      if (!Conn.wid) throw new Error('addAndSendMsgToChat: not logged in');
-      var to = WF.createWid(data.to || chat.id);
-      var key = data.id instanceof MsgKey ? data.id
-        : (data.id && typeof data.id === 'object') ? new MsgKey(data.id)
-          : MsgKey.fromString(data.id);
-      if (!key.fromMe) throw new Error('addAndSendMsgToChat: id must be fromMe');
-      var type = data.type || 'chat';
-      if (type !== 'chat' && !MEDIA[type]) throw new Error('addAndSendMsgToChat: unsupported type ' + type);
-      var wire = { id: key._serialized, to: to._serialized, type: type };
-      var attrs = {};
-      for (var k in data) if (Object.prototype.hasOwnProperty.call(data, k) && k !== 'data') attrs[k] = data[k];
-      attrs.id = key;
-      attrs.to = to;
-      attrs.from = data.from ? WF.createWid(data.from) : Conn.wid;
-      attrs.ack = 0;
-      attrs.self = 'out';
-      attrs.local = true;
-      attrs.isNewMsg = true;
-      attrs.type = type;
-      attrs.t = data.t || Math.floor(Date.now() / 1000);
-      if (type === 'chat') {
-        if (typeof data.body !== 'string') throw new Error('addAndSendMsgToChat: body must be a string');
-        wire.body = data.body;
-      } else {
-        if (typeof data.mimetype !== 'string') throw new Error('addAndSendMsgToChat: media needs a mimetype');
-        wire.mimetype = data.mimetype;
-        if (data.filename != null) wire.filename = String(data.filename);
-        if (data.caption != null) wire.caption = String(data.caption);
-        else if (typeof data.body === 'string' && data.body.length < 65536) wire.caption = data.body;
-        if (typeof data.data === 'string') {
-          var b64 = data.data.indexOf(',') >= 0 ? data.data.slice(data.data.indexOf(',') + 1) : data.data;
-          wire.data = b64;
-          attrs.size = Math.floor(b64.replace(/=+$/, '').length * 3 / 4);
-        } else if (typeof data.size === 'number') {
-          wire.size = data.size;
-          if (typeof data.filehash === 'string') wire.filehash = data.filehash;
-        } else {
-          throw new Error('addAndSendMsgToChat: media needs data (base64) or size');
-        }
-        // The bytes live on the wire only, never in the model (WhatsApp keeps them in a blob store).
-        delete attrs.body;
-        if (wire.caption != null) attrs.caption = wire.caption;
-        attrs.isMedia = true;
-      }
-      return { key: key, wire: wire, attrs: attrs };
-    }
-
-    function addAndSendMsgToChat(chat, data) {
-      var msgPromise, sendPromise;
-      try {
-        var p = prepare(chat, data);
-        var existing = C.Msg.get(p.key);
-        var msg = existing || C.Msg.add(p.attrs);
-        msgPromise = Promise.resolve(msg);
-        sendPromise = new Promise(function (resolve, reject) {
-          internal.unsent.set(p.key._serialized, { wire: p.wire, resolve: resolve, reject: reject });
-        });
-        if (internal.transport && internal.transport.isOpen()) {
-          internal.transport.send({ t: 'send', msg: p.wire });
-        }
-        // Otherwise it goes out when the socket is back (see wa-app.js, flushUnsent).
-      } catch (e) {
-        msgPromise = Promise.reject(e);
-        sendPromise = Promise.reject(e);
-        msgPromise.catch(function () {});
-        sendPromise.catch(function () {});
-      }
-      var result = [msgPromise, sendPromise];
-      // WhatsApp Web returns the pair; older callers simply await the call.
-      result.then = function (a, b) { return sendPromise.then(a, b); };
-      result.catch = function (b) { return sendPromise.catch(b); };
-      return result;
-    }
-    return { addAndSendMsgToChat: addAndSendMsgToChat };
+    module.exports = MsgKey;
   });
 })();

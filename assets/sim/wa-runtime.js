@@ -10,12 +10,17 @@
  * loaded bundle once the socket is up). window.require is NOT published here: the app bundle
  * publishes it (with window.Debug) once the app has booted, the moment an adapter must wait for.
  *
- * The server stamps this bundle with the build's version and with the modules/members the
- * `missing_modules` / `missing_members` faults remove from this build (docs/simulator.md §3).
+ * The server stamps this bundle with the build's version, whether it is a July-2025 ("legacy")
+ * build, and with the modules/members the `missing_modules` / `missing_members` faults remove
+ * from this build (docs/simulator.md §3). The faults apply to every bundle, the lazy one too.
+ *
+ * `Bootloader.loadModules([component], cb)` fetches a lazily loaded bundle by adding its script:
+ * the app does that for the media pipeline once the socket is CONNECTED (WhatsApp Web bootloads
+ * its media/forward bundles on demand the same way).
  */
 (function () {
   'use strict';
-  var BUILD = { version: '__SIM_WEB_VERSION__', missingModules: __SIM_MISSING_MODULES__, missingMembers: __SIM_MISSING_MEMBERS__ };
+  var BUILD = { version: '__SIM_WEB_VERSION__', legacy: __SIM_LEGACY_BUILD__, missingModules: __SIM_MISSING_MODULES__, missingMembers: __SIM_MISSING_MEMBERS__ };
   var defs = Object.create(null);
   var cache = Object.create(null);
   var readyWaiters = Object.create(null);
@@ -101,9 +106,36 @@
     Object.defineProperty(l, 'modulesMap', { enumerable: true, get: function () { return Object.assign({}, defs); } });
   });
 
+  // The build's own facts, for the other bundles (not a WhatsApp module).
+  __d('WAWebSimBuild', [], function () { return { version: BUILD.version, legacy: !!BUILD.legacy }; });
+
+  // Lazy bundles by component name: the script that defines them.
+  var BUNDLES = { WAWebMediaPipeline: '/static/wa-media.js' };
+  var loading = Object.create(null);
+  __d('Bootloader', [], function (t, n, r, o, a, i, l) {
+    l.loadModules = function (components, cb) {
+      var all = components.map(function (c) {
+        var src = BUNDLES[c];
+        if (!src) return Promise.reject(new Error('Bootloader: unknown component ' + c));
+        if (!loading[c]) {
+          loading[c] = new Promise(function (resolve, reject) {
+            var el = document.createElement('script');
+            el.src = src + '?v=' + encodeURIComponent(BUILD.version);
+            el.onload = function () { resolve(); };
+            el.onerror = function () { delete loading[c]; reject(new Error('Bootloader: cannot load ' + c)); };
+            document.head.appendChild(el);
+          });
+        }
+        return loading[c];
+      });
+      return Promise.all(all).then(function () { if (cb) cb(); });
+    };
+  });
+
   requireModule.__deferred = requireDeferred;
   window.__d = __d;
   // Private handles for the app bundle; adapters use window.require once it exists.
   Object.defineProperty(window, '__simRequire', { value: requireModule });
+  Object.defineProperty(window, '__simRequireDeferred', { value: requireDeferred });
   Object.defineProperty(window, '__simBuild', { value: BUILD });
 })();

@@ -25,15 +25,19 @@ use tracing::Instrument;
 use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::{Filter, Rejection, Reply};
 
-use super::state::{ClientMsg, ConnId, Effect, Persisted, PhoneError, Sim};
+use super::state::{
+    ClientMsg, ConnId, Effect, Inbound, LinkOutcome, MAX_UPLOAD_BYTES, NewGroup, PasskeyFault,
+    Persisted, PhoneError, Sim,
+};
 use super::versions::VersionError;
 use super::{SimConfig, SimError};
 use crate::api::{ApiError, recover};
 
 /// Control API bodies are small; media never goes through it.
 pub const MAX_CONTROL_BODY_BYTES: u64 = 64 * 1024;
-/// Largest websocket message a page may send (16 MiB of media as base64, plus JSON).
-const MAX_WS_MESSAGE_BYTES: usize = 24 * 1024 * 1024;
+/// Largest websocket message a page may send: text messages and clipped fields only (media
+/// bytes go to `/mms/…`).
+const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Upper bound of the slow-load fault.
 pub const MAX_SLOW_LOAD_MS: u64 = 3_600_000;
 /// Upper bound of the reconnect refusal after a dropped socket.
@@ -43,12 +47,17 @@ const INDEX_HTML: &str = include_str!("../../assets/sim/index.html");
 const PHONE_HTML: &str = include_str!("../../assets/sim/phone.html");
 const RUNTIME_JS: &str = include_str!("../../assets/sim/wa-runtime.js");
 const MODELS_JS: &str = include_str!("../../assets/sim/wa-models.js");
+const MODULES_JS: &str = include_str!("../../assets/sim/wa-modules.js");
+const CHAT_JS: &str = include_str!("../../assets/sim/wa-chat.js");
+const MEDIA_JS: &str = include_str!("../../assets/sim/wa-media.js");
 const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
 /// Stands for the web version in the assets; replaced when they are served.
 const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
 /// Stand for the JSON lists of the `missing_modules` / `missing_members` faults in the runtime.
 const MISSING_MODULES_PLACEHOLDER: &str = "__SIM_MISSING_MODULES__";
 const MISSING_MEMBERS_PLACEHOLDER: &str = "__SIM_MISSING_MEMBERS__";
+/// Stands for whether the runtime is a July-2025 build (fault `legacy_build`).
+const LEGACY_PLACEHOLDER: &str = "__SIM_LEGACY_BUILD__";
 
 /// A simulator started by [`spawn`].
 #[derive(Debug)]
@@ -182,11 +191,12 @@ async fn serve(
 
 // === shared state ===
 
-/// Modules and members the served builds lack (faults).
+/// Modules and members the served builds lack, and whether they are July-2025 builds (faults).
 #[derive(Debug, Clone, Default)]
 struct MissingSurface {
     modules: Vec<String>,
     members: Vec<String>,
+    legacy: bool,
 }
 
 enum Outbound {
@@ -359,7 +369,7 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(json_body::<LinkReq>())
         .and(with.clone())
         .map(|req: LinkReq, shared: Arc<Shared>| {
-            reply(
+            link_reply(
                 shared.with(|sim, now| sim.link_qr(&req.qr, &req.phone, req.name.as_deref(), now)),
             )
         });
@@ -368,19 +378,79 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(json_body::<PairReq>())
         .and(with.clone())
         .map(|req: PairReq, shared: Arc<Shared>| {
-            reply(shared.with(|sim, now| sim.pair(&req.phone, &req.code, req.name.as_deref(), now)))
+            link_reply(
+                shared.with(|sim, now| sim.pair(&req.phone, &req.code, req.name.as_deref(), now)),
+            )
         });
     let inbound = warp::path!("sim" / "inbound")
         .and(warp::post())
-        .and(json_body::<InboundReq>())
+        .and(json_body::<Inbound>())
         .and(with.clone())
-        .map(|req: InboundReq, shared: Arc<Shared>| {
+        .map(|req: Inbound, shared: Arc<Shared>| {
             reply(
                 shared
-                    .with(|sim, now| sim.inbound(&req.to, &req.from, &req.text, now))
+                    .with(|sim, now| sim.inbound(&req, now))
                     .map(|id| serde_json::json!({ "id": id })),
             )
         });
+    let revoke = warp::path!("sim" / "revoke")
+        .and(warp::post())
+        .and(json_body::<RevokeReq>())
+        .and(with.clone())
+        .map(|req: RevokeReq, shared: Arc<Shared>| {
+            reply(
+                shared
+                    .with(|sim, now| sim.revoke(&req.from, &req.to, &req.wa_id, now))
+                    .map(|()| serde_json::json!({ "revoked": req.wa_id })),
+            )
+        });
+    let groups = warp::path!("sim" / "groups")
+        .and(warp::post())
+        .and(json_body::<NewGroup>())
+        .and(with.clone())
+        .map(|req: NewGroup, shared: Arc<Shared>| {
+            reply(
+                shared
+                    .with(|sim, now| sim.create_group(&req, now))
+                    .map(|id| serde_json::json!({ "id": id })),
+            )
+        });
+    let passkey = warp::path!("sim" / "passkey")
+        .and(warp::post())
+        .and(json_body::<PasskeyReq>())
+        .and(with.clone())
+        .map(|req: PasskeyReq, shared: Arc<Shared>| {
+            reply(shared.with(|sim, now| sim.passkey(&req.phone, &req.action, now)))
+        });
+    let lid = warp::path!("sim" / "lid")
+        .and(warp::get())
+        .and(warp::query::<PhoneQuery>())
+        .and(with.clone())
+        .map(|q: PhoneQuery, shared: Arc<Shared>| {
+            let phone = q.phone.unwrap_or_default();
+            reply(
+                shared
+                    .with(|sim, _| sim.lid(&phone))
+                    .map(|lid| serde_json::json!({ "phone": phone, "lid": lid })),
+            )
+        });
+    // The media server (WhatsApp's mmg host): encrypted uploads, capped at MAX_UPLOAD_BYTES.
+    let upload = warp::path!("mms" / String / String)
+        .and(warp::post())
+        .and(warp::body::content_length_limit(MAX_UPLOAD_BYTES as u64))
+        .and(warp::body::bytes())
+        .and(with.clone())
+        .map(
+            |kind: String, token: String, body: bytes::Bytes, shared: Arc<Shared>| {
+                reply(
+                    shared
+                        .with(|sim, _| sim.upload(&kind, &token, body.to_vec()))
+                        .map(|path| {
+                            serde_json::json!({ "url": format!("https://mmg.whatsapp.net{path}"), "direct_path": path })
+                        }),
+                )
+            },
+        );
     let messages = warp::path!("sim" / "messages")
         .and(warp::get())
         .and(warp::query::<PhoneQuery>())
@@ -422,6 +492,11 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(link)
         .or(pair)
         .or(inbound)
+        .or(revoke)
+        .or(groups)
+        .or(passkey)
+        .or(lid)
+        .or(upload)
         .or(messages)
         .or(unlink)
         .or(devices)
@@ -506,11 +581,18 @@ async fn static_chunk(
                 MISSING_MEMBERS_PLACEHOLDER,
                 &serde_json::to_string(&missing.members).unwrap_or_else(|_| "[]".into()),
             )
+            .replace(
+                LEGACY_PLACEHOLDER,
+                if missing.legacy { "true" } else { "false" },
+            )
     };
     let body: String = match name.as_str() {
         "wa-config.js" => shared.page_config.clone(),
         "wa-runtime.js" => runtime(),
         "wa-models.js" => for_version(MODELS_JS, &version),
+        "wa-modules.js" => for_version(MODULES_JS, &version),
+        "wa-chat.js" => for_version(CHAT_JS, &version),
+        "wa-media.js" => for_version(MEDIA_JS, &version),
         "wa-app.js" => for_version(APP_JS, &version),
         _ => return Err(warp::reject::not_found()),
     };
@@ -561,8 +643,28 @@ fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_json::Value>
     if !missing.members.is_empty() {
         out.insert("missing_members".into(), missing.members.into());
     }
-    if let Some(ms) = shared.with(|sim, _| sim.sync_delay_override()) {
+    if missing.legacy {
+        out.insert("legacy_build".into(), true.into());
+    }
+    let (sync, upload_fail, passkey) = shared.with(|sim, _| {
+        (
+            sim.sync_delay_override(),
+            sim.upload_fail(),
+            sim.passkey_fault(),
+        )
+    });
+    if let Some(ms) = sync {
         out.insert("sync_delay_ms".into(), ms.into());
+    }
+    if upload_fail {
+        out.insert("upload_fail".into(), true.into());
+    }
+    if let Some(p) = passkey {
+        let name = match p {
+            PasskeyFault::Linking => "linking",
+            PasskeyFault::Checkpoint => "checkpoint",
+        };
+        out.insert("passkey".into(), name.into());
     }
     out
 }
@@ -582,6 +684,16 @@ fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error 
                 warp::reject::custom(ApiError::bad_request("invalid_body", e.to_string()))
             })
         })
+}
+
+/// 200 with the link, or 202 `{"passkey": "pending", "phone"}` while passkey linking holds it.
+fn link_reply(r: Result<LinkOutcome, PhoneError>) -> warp::reply::Response {
+    match r {
+        Ok(o @ LinkOutcome::Passkey { .. }) => {
+            warp::reply::with_status(warp::reply::json(&o), StatusCode::ACCEPTED).into_response()
+        }
+        other => reply(other),
+    }
 }
 
 fn reply<T: serde::Serialize>(r: Result<T, PhoneError>) -> warp::reply::Response {
@@ -619,10 +731,17 @@ struct PairReq {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InboundReq {
-    to: String,
+struct RevokeReq {
     from: String,
-    text: String,
+    to: String,
+    wa_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasskeyReq {
+    phone: String,
+    action: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -659,6 +778,12 @@ struct FaultsReq {
     sync_delay_ms: Option<u64>,
     #[serde(default)]
     rotate_adv: Option<bool>,
+    #[serde(default)]
+    legacy_build: Option<bool>,
+    #[serde(default)]
+    upload_fail: Option<bool>,
+    #[serde(default)]
+    passkey: Option<String>,
 }
 
 /// Most names a `missing_*` fault takes.
@@ -743,8 +868,24 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
             }
         }
     }
+    let passkey = match req.passkey.as_deref() {
+        None => None,
+        Some("linking") => Some(Some(PasskeyFault::Linking)),
+        Some("checkpoint") => Some(Some(PasskeyFault::Checkpoint)),
+        Some("off") => Some(None),
+        Some(_) => {
+            return ApiError::bad_request(
+                "invalid_fault",
+                "passkey is \"linking\", \"checkpoint\" or \"off\"",
+            )
+            .into_response();
+        }
+    };
     if req.slow_load_ms.is_none()
         && req.drop_socket.is_none()
+        && req.legacy_build.is_none()
+        && req.upload_fail.is_none()
+        && passkey.is_none()
         && req.crash.is_none()
         && req.missing_modules.is_none()
         && req.missing_members.is_none()
@@ -755,7 +896,7 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
         return ApiError::bad_request(
             "invalid_fault",
             "give slow_load_ms, drop_socket, crash, missing_modules, missing_members, \
-             sync_delay_ms, rotate_adv or clear",
+             sync_delay_ms, rotate_adv, legacy_build, upload_fail, passkey or clear",
         )
         .into_response();
     }
@@ -771,6 +912,8 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
         shared.with(|sim, _| {
             sim.clear_refusals();
             sim.set_sync_delay_override(None);
+            sim.set_upload_fail(false);
+            sim.set_passkey_fault(None);
         });
         shared.release_loads.notify_waiters();
     }
@@ -782,6 +925,15 @@ fn faults(req: FaultsReq, shared: &Shared) -> warp::reply::Response {
     }
     if let Some(ms) = req.sync_delay_ms {
         shared.with(|sim, _| sim.set_sync_delay_override(Some(ms)));
+    }
+    if let Some(on) = req.legacy_build {
+        lock(&shared.missing).legacy = on;
+    }
+    if let Some(on) = req.upload_fail {
+        shared.with(|sim, _| sim.set_upload_fail(on));
+    }
+    if let Some(f) = passkey {
+        shared.with(|sim, _| sim.set_passkey_fault(f));
     }
     if let Some(ms) = req.slow_load_ms {
         let mut current = lock(&shared.slow_load_ms);

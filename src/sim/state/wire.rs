@@ -1,0 +1,515 @@
+//! Wire messages between the page and the simulated servers, and the views and errors of
+//! the control API.
+
+use serde::{Deserialize, Serialize};
+
+use super::ConnId;
+
+// === wire messages ===
+
+/// Key material a page generated for its profile (the QR string's parts 2 to 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKeys {
+    /// Base64 of the noise static public key (32 bytes).
+    pub noise: String,
+    /// Base64 of the identity public key (32 bytes).
+    pub identity: String,
+    /// Base64 of the ADV secret (32 bytes).
+    pub adv: String,
+    /// The platform (`WAWebCompanionRegClientUtils.DEVICE_PLATFORM`, `"1"` for Chrome).
+    pub platform: String,
+}
+
+/// Credentials a linked page stored in its IndexedDB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creds {
+    /// The device id the server gave at link time.
+    pub device: String,
+    /// The secret token given at link time.
+    pub token: String,
+}
+
+/// An outbound message as the page sends it (the fields of WhatsApp's message data it needs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutMsg {
+    /// Serialized key `true_<to>_<id>[_<participant>]`.
+    pub id: String,
+    /// Chat wid: `<digits>@c.us`, `<lid>@lid` or a group `…@g.us`.
+    pub to: String,
+    /// The sender as the message names it: me's PN or LID user.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Me as a group member (groups only).
+    #[serde(default)]
+    pub participant: Option<String>,
+    /// `chat` or a media type.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Text of a `chat` message (for media, only a clipped `data:` body reaches the server).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Caption of a media message.
+    #[serde(default)]
+    pub caption: Option<String>,
+    /// Media type.
+    #[serde(default)]
+    pub mimetype: Option<String>,
+    /// Media file name.
+    #[serde(default)]
+    pub filename: Option<String>,
+    /// Inline media (refused: media must go through the upload pipeline).
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Plaintext size.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Base64 SHA-256 of the plaintext.
+    #[serde(default)]
+    pub filehash: Option<String>,
+    /// Base64 SHA-256 of the encrypted upload.
+    #[serde(default)]
+    pub enc_filehash: Option<String>,
+    /// Base64 of the 32-byte media key.
+    #[serde(default)]
+    pub media_key: Option<String>,
+    /// When the media key was made, seconds.
+    #[serde(default)]
+    pub media_key_timestamp: Option<u64>,
+    /// The upload's direct path.
+    #[serde(default)]
+    pub direct_path: Option<String>,
+    /// The upload's URL.
+    #[serde(default)]
+    pub deprecated_mms3_url: Option<String>,
+}
+
+/// A PN↔LID mapping a page learns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// `<digits>@c.us`.
+    pub pn: String,
+    /// `<lid>@lid`.
+    pub lid: String,
+}
+
+/// A group as a page is told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupView {
+    /// `<digits>-<digits>@g.us`.
+    pub id: String,
+    /// Subject.
+    pub subject: String,
+    /// Member wids, PN or LID by the addressing mode.
+    pub participants: Vec<String>,
+    /// `groupMetadata.isLidAddressingMode`.
+    pub lid_addressing: bool,
+    /// Creation, seconds.
+    pub creation: u64,
+    /// PN↔LID of every member.
+    pub mappings: Vec<Mapping>,
+}
+
+/// How an inbound message reaches the page undecrypted first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ciphertext {
+    /// After how long it becomes its real type, ms.
+    pub after_ms: u64,
+    /// `change` (the same model's `change:type`) or `readd` (placeholder removed, a fresh
+    /// model with the same id added).
+    pub path: String,
+}
+
+/// What a page sends over the websocket.
+// Parsed one at a time and consumed at once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message: the profile's keys and, when linked, its credentials.
+    Hello {
+        /// Key material.
+        keys: DeviceKeys,
+        /// Stored credentials.
+        #[serde(default)]
+        creds: Option<Creds>,
+        /// The web version the page booted (`Debug.VERSION`); absent means the live one.
+        #[serde(default)]
+        version: Option<String>,
+    },
+    /// `Cmd.refreshQR()`.
+    RefreshQr,
+    /// `startAltLinkingFlow(phone)`.
+    PairCodeRequest {
+        /// Correlates the answer.
+        req: u64,
+        /// The phone the code is for.
+        phone: String,
+    },
+    /// `addAndSendMsgToChat`.
+    Send {
+        /// The message.
+        msg: OutMsg,
+    },
+    /// `Socket.logout(reason)`.
+    Logout {
+        /// WhatsApp's logout reason code.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// `Socket.takeover()`.
+    Takeover,
+}
+
+/// What the server sends to a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// A new QR ref to show.
+    Qr {
+        /// The ref.
+        #[serde(rename = "ref")]
+        reference: String,
+        /// A new ADV secret (base64 of 32 bytes), with the first ref of each batch: WhatsApp
+        /// rotates the secret whenever a new batch of refs arrives.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        adv: Option<String>,
+        /// Lifetime of the ref (`Conn.refTTL`).
+        ttl_ms: u64,
+    },
+    /// No scan after the last rotation: `UNPAIRED_IDLE`.
+    Idle,
+    /// Stored credentials accepted.
+    Connected {
+        /// `<phone>@c.us`.
+        wid: String,
+        /// The phone's push name.
+        pushname: String,
+        /// The phone's platform.
+        platform: String,
+        /// How long the offline delivery takes before the page is synced.
+        sync_ms: u64,
+        /// `<lid>@lid` of the phone.
+        lid: String,
+        /// The groups the phone is in.
+        groups: Vec<GroupView>,
+        /// Fault `passkey: checkpoint`: the integrity challenge the page must open.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<String>,
+    },
+    /// The phone linked this page: store these credentials.
+    Paired {
+        /// Device id.
+        device: String,
+        /// Secret token.
+        token: String,
+        /// `<phone>@c.us`.
+        wid: String,
+        /// Push name.
+        pushname: String,
+        /// The phone's platform.
+        platform: String,
+        /// How long the offline delivery takes before the page is synced.
+        sync_ms: u64,
+        /// `<lid>@lid` of the phone.
+        lid: String,
+        /// The groups the phone is in.
+        groups: Vec<GroupView>,
+        /// Fault `passkey: checkpoint`: the integrity challenge the page must open.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<String>,
+    },
+    /// The device is not (or no longer) linked.
+    LoggedOut {
+        /// `unlinked`, `logout` or `unknown_device`.
+        reason: String,
+    },
+    /// The same credentials are active in another browser.
+    Conflict,
+    /// The page's web version is retired: `DEPRECATED_VERSION`, no linking, no reconnect.
+    Deprecated {
+        /// The retired version.
+        version: String,
+    },
+    /// Answer to a pairing-code request.
+    PairCode {
+        /// The request.
+        req: u64,
+        /// Eight characters, no dash.
+        code: String,
+    },
+    /// A pairing-code request was refused.
+    PairCodeError {
+        /// The request.
+        req: u64,
+        /// Why.
+        message: String,
+    },
+    /// An outbound message was refused.
+    SendError {
+        /// Serialized id.
+        id: String,
+        /// Why.
+        message: String,
+    },
+    /// The ack of an outbound message moved.
+    Ack {
+        /// Serialized id.
+        id: String,
+        /// 1 server, 2 device, 3 read.
+        ack: u8,
+    },
+    /// An inbound message.
+    Msg {
+        /// The key id.
+        id: String,
+        /// The chat: `<digits>@c.us`, `<lid>@lid` or the group.
+        chat: String,
+        /// Me as the message addresses me (PN or LID user).
+        me: String,
+        /// The sender in a group (PN or LID by the group's mode); also the key's participant.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        /// Text.
+        body: String,
+        /// Seconds since the epoch.
+        ts: u64,
+        /// The sender's PN↔LID mapping, when the page may learn it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mapping: Option<Mapping>,
+        /// Delivered as `ciphertext` first.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ciphertext: Option<Ciphertext>,
+    },
+    /// An earlier inbound message was revoked by its sender.
+    Revoke {
+        /// Serialized key of the original.
+        id: String,
+        /// Seconds since the epoch.
+        ts: u64,
+    },
+    /// A group the phone is in (created or changed).
+    Group {
+        /// The group.
+        group: GroupView,
+    },
+    /// Passkey linking moved: `prologue`, `code` (with the verification code), `cancelled`.
+    Passkey {
+        /// The stage.
+        stage: String,
+        /// The verification code, with `code`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+    /// The integrity checkpoint was passed on the phone: the modal closes.
+    CheckpointDone,
+    /// Fault: wreck the renderer.
+    Crash {
+        /// `hang` or `oom`.
+        mode: String,
+    },
+    /// A protocol error (bad message).
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Work for the websocket layer.
+// Drained right after each core call; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send this to that connection.
+    Send(ConnId, ServerMsg),
+    /// Close that connection.
+    Close(ConnId),
+}
+
+// === views and errors ===
+
+/// Media recorded for a sent message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    /// Media type.
+    pub mimetype: String,
+    /// File name, if any.
+    pub filename: Option<String>,
+    /// Size in bytes, if known.
+    pub size: Option<u64>,
+    /// Hex SHA-256, if known.
+    pub sha256: Option<String>,
+}
+
+/// A message a linked device sent, as `/sim/messages` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentView {
+    /// Serialized id.
+    pub id: String,
+    /// Recipient digits (the phone behind a LID too), or the whole wid for groups.
+    pub to: String,
+    /// Text or caption.
+    pub text: Option<String>,
+    /// Media, for media messages.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub media: Option<MediaInfo>,
+    /// Media only: it came through the upload pipeline (always true for an accepted media
+    /// message).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub uploaded: Option<bool>,
+    /// Media only: hex SHA-256 of the plaintext, computed by the server from the upload.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
+    /// Me as a group member, for group messages.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub participant: Option<String>,
+    /// `pn` or `lid`: how the message addressed me and the chat.
+    pub addressing: String,
+    /// Current ack (0 for a refused message, which never advances).
+    pub ack: u8,
+    /// Why the server refused it; absent for accepted messages.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refused: Option<String>,
+    /// When the server received it, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// One row of `/sim/devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// Connection id before linking, device id after.
+    pub device: String,
+    /// The linked phone.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phone: Option<String>,
+    /// The page's state as the server sees it.
+    pub state: String,
+    /// Whether a page is connected.
+    pub online: bool,
+    /// The QR ref shown.
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+    pub reference: Option<String>,
+    /// The full five-part QR string shown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub qr: Option<String>,
+    /// The pairing code shown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pairing_code: Option<String>,
+    /// When it was linked, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub linked_at: Option<u64>,
+    /// The web version the page booted (`Debug.VERSION`), while online.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<String>,
+}
+
+/// Result of a successful link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Linked {
+    /// Device id.
+    pub device: String,
+    /// Phone digits.
+    pub phone: String,
+    /// `<phone>@c.us`.
+    pub wid: String,
+    /// `<lid>@lid`.
+    pub lid: String,
+}
+
+/// Result of a QR scan or code entry when the passkey fault holds the link back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LinkOutcome {
+    /// Linked.
+    Linked(Linked),
+    /// Waiting for `POST /sim/passkey`.
+    Passkey {
+        /// `"pending"`.
+        passkey: &'static str,
+        /// Phone digits.
+        phone: String,
+    },
+}
+
+/// Why a phone action failed; each maps to one HTTP status in the control API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// Malformed input (400).
+    #[error("{1}")]
+    Invalid(&'static str, String),
+    /// Nothing matches (404).
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    /// Matches something that is no longer usable (409).
+    #[error("{1}")]
+    Conflict(&'static str, String),
+}
+
+impl LinkOutcome {
+    /// The link, unless passkey linking holds it.
+    pub fn linked(self) -> Option<Linked> {
+        match self {
+            LinkOutcome::Linked(l) => Some(l),
+            LinkOutcome::Passkey { .. } => None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /sim/inbound`: a contact writes to a linked phone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// The linked phone.
+    pub to: String,
+    /// The sender's digits (1:1 chats; in a group, `author`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Text.
+    pub text: String,
+    /// The sender is addressed by its LID (the chat is `<lid>@lid`).
+    #[serde(default)]
+    pub lid: bool,
+    /// Whether the page learns the sender's PN↔LID mapping (default true).
+    #[serde(default = "yes")]
+    pub lid_mapping: bool,
+    /// A group the phone is in.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The sender in a group (digits).
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Delivered as `ciphertext` first.
+    #[serde(default)]
+    pub ciphertext: Option<Ciphertext>,
+}
+
+impl Inbound {
+    /// A plain 1:1 text from `from` to `to`.
+    pub fn text(to: &str, from: &str, text: &str) -> Self {
+        Inbound {
+            to: to.into(),
+            from: Some(from.into()),
+            text: text.into(),
+            lid_mapping: true,
+            ..Inbound::default()
+        }
+    }
+}
+
+/// `POST /sim/groups`: a group the given phones are in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    /// Subject.
+    pub subject: String,
+    /// Member phones (at least one linked).
+    pub participants: Vec<String>,
+    /// Members addressed by LID.
+    #[serde(default)]
+    pub lid_addressing: bool,
+}
