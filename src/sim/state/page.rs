@@ -332,6 +332,7 @@ impl Sim {
             view: SentView {
                 id,
                 to,
+                kind: msg.kind.chars().take(32).collect(),
                 text: None,
                 media: None,
                 uploaded: None,

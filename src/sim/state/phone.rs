@@ -254,9 +254,11 @@ impl Sim {
     }
 
     /// `GET /sim/lid?phone=`: the LID of a phone.
-    pub fn lid(&self, phone: &str) -> Result<String, PhoneError> {
+    pub fn lid(&mut self, phone: &str) -> Result<String, PhoneError> {
         check_phone(phone)?;
-        Ok(lid_of(phone))
+        // Asking for an account's LID is how a test names an account that exists in the
+        // simulated world: from now on `@lid` sends to it are accepted.
+        Ok(self.lids.learn(phone))
     }
 
     /// `POST /sim/groups`: creates a group; every linked member's pages get its chat.

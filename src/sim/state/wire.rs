@@ -349,6 +349,9 @@ pub struct SentView {
     pub id: String,
     /// Recipient digits (the phone behind a LID too), or the whole wid for groups.
     pub to: String,
+    /// WhatsApp's message type as sent (`chat`, `image`, `ptt`, …).
+    #[serde(rename = "type", default)]
+    pub kind: String,
     /// Text or caption.
     pub text: Option<String>,
     /// Media, for media messages.
