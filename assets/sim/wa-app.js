@@ -320,15 +320,23 @@
   Conn.on('change:ref', render);
 
   // --- boot ---------------------------------------------------------------------------------------
-  // Memory benchmarks compare sessions against WhatsApp Web's footprint; the simulator's own page
-  // is tiny, so it can carry resident ballast (random bytes, so no page is shared or zero).
+  // Memory benchmarks compare sessions against WhatsApp Web's footprint, and the simulator's own
+  // page is tiny. The ballast is a stand-in for WhatsApp Web's JS heap (not a model of what it
+  // holds): many small objects, each with its own flat string (built from char codes, so no
+  // cons-string or interned sharing), retained for the page's lifetime so every GC walks them.
+  // ~2650 entries of ~395 bytes each make one MiB of V8 heap (measured with heapUsed after gc()).
+  var BALLAST_ENTRIES_PER_MB = 2650;
+  var BALLAST_BODY_CHARS = 224;
   function allocateBallast(mb) {
     if (!(mb > 0)) return;
     var keep = [];
-    for (var i = 0; i < mb; i++) {
-      var a = new Uint8Array(1 << 20);
-      for (var off = 0; off < a.length; off += 65536) crypto.getRandomValues(a.subarray(off, off + 65536));
-      keep.push(a);
+    var bytes = new Uint8Array(BALLAST_BODY_CHARS);
+    var codes = new Array(BALLAST_BODY_CHARS);
+    var total = mb * BALLAST_ENTRIES_PER_MB;
+    for (var i = 0; i < total; i++) {
+      if ((i & 3) === 0) crypto.getRandomValues(bytes);
+      for (var j = 0; j < BALLAST_BODY_CHARS; j++) codes[j] = 97 + ((bytes[j] + i) & 15);
+      keep.push({ id: 'b' + i, body: String.fromCharCode.apply(null, codes), t: i * 1000, flags: [i & 1, i & 2] });
     }
     Object.defineProperty(window, '__simBallast', { value: keep });
   }

@@ -47,6 +47,10 @@ pub struct Args {
     /// the origin's IndexedDB, so a simulator on another port means a new QR for every session.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub sim_listen: String,
+    /// MiB of JS heap every simulated page allocates and keeps (`wafleet sim --page-ballast-mb`):
+    /// a stand-in for WhatsApp Web's own heap in memory benchmarks. 0 = none.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::sim::MAX_PAGE_BALLAST_MB)))]
+    pub page_ballast_mb: u32,
     /// Workers' Consul session TTL in seconds.
     #[arg(long, default_value_t = crate::worker::DEFAULT_SESSION_TTL_SECS)]
     pub session_ttl_secs: u64,
@@ -352,7 +356,10 @@ pub async fn run_with(
         let mut wa_url = args.wa_url.clone();
         if wa_url.is_none() {
             let (stop, tracker) = &tiers["2-sim"];
-            let sim_args = vec!["sim".into(), "--listen".into(), args.sim_listen.clone(), "--state-file".into(), devdir.join("sim-state.json").display().to_string()];
+            let mut sim_args = vec!["sim".into(), "--listen".into(), args.sim_listen.clone(), "--state-file".into(), devdir.join("sim-state.json").display().to_string()];
+            if args.page_ballast_mb > 0 {
+                sim_args.extend(["--page-ballast-mb".to_owned(), args.page_ballast_mb.to_string()]);
+            }
             supervise(exe.clone(), spec("sim", sim_args, &[("--listen", "http")], true, env.clone()), tx.clone(), stop.clone(), tracker);
             match wait_first("sim", &mut rx, &mut pending, Duration::from_secs(READY_TIMEOUT_SECS), &shutdown).await? {
                 Some(ready) => {

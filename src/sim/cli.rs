@@ -35,8 +35,8 @@ pub struct Args {
     /// How long a page's offline delivery (sync) takes after it connects, in ms.
     #[arg(long, default_value_t = 0)]
     pub sync_delay_ms: u64,
-    /// MiB of resident memory every page allocates at boot (approximates WhatsApp Web's
-    /// footprint for memory benchmarks; 0 = none).
+    /// MiB of JS heap every page allocates and keeps (small objects and strings: a stand-in
+    /// for WhatsApp Web's own heap in memory benchmarks; 0 = none).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(super::MAX_PAGE_BALLAST_MB)))]
     pub page_ballast_mb: u32,
 }

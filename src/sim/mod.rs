@@ -59,8 +59,9 @@ pub struct SimConfig {
     pub sync_delay_ms: u64,
     /// Where linked devices are kept across restarts (JSON), if anywhere.
     pub state_file: Option<PathBuf>,
-    /// Memory (MiB) every page allocates and keeps at boot, filled with random bytes so it is
-    /// resident: an approximation of WhatsApp Web's own footprint for memory benchmarks. 0 = none.
+    /// MiB of JS heap every page allocates at boot and keeps for its lifetime (many small
+    /// objects and strings): a stand-in for WhatsApp Web's own heap in memory benchmarks, not a
+    /// model of it. 0 = none.
     pub page_ballast_mb: u32,
 }
 
