@@ -76,6 +76,9 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// The least time between two restarts of one session by its memory budget.
+pub const BUDGET_RESTART_SPACING: Duration = Duration::from_secs(600);
+
 /// A shared bound on sessions in their launch phase (restores after a worker restart).
 #[derive(Debug, Clone)]
 pub struct LaunchLimiter(Arc<Semaphore>);
@@ -302,6 +305,7 @@ pub fn spawn_session(
         events,
         published: None,
         memory_bytes: None,
+        budget_restarted: None,
         live_launch: false,
         cancel,
     };
@@ -325,6 +329,9 @@ struct Supervisor {
     events: broadcast::Sender<SessionEvent>,
     published: Option<Status>,
     memory_bytes: Option<u64>,
+    /// When the memory budget last restarted this session (restarts are spaced, so a budget
+    /// below what a fresh session needs cannot turn into a restart loop).
+    budget_restarted: Option<Instant>,
     /// Whether the current browser loaded WhatsApp Web live (not pinned).
     live_launch: bool,
     cancel: CancellationToken,
@@ -606,6 +613,19 @@ impl Supervisor {
                 bytes,
             );
             self.publish();
+            let budget = self.engine.config().memory_budget_mb;
+            if self.machine.status() == Status::Working
+                && super::memory::over_budget(bytes, budget)
+                && self
+                    .budget_restarted
+                    .is_none_or(|at| at.elapsed() >= BUDGET_RESTART_SPACING)
+            {
+                tracing::warn!(workspace = %self.spec.workspace, session = %self.spec.session,
+                    pss_mib = bytes >> 20, budget_mib = budget.unwrap_or_default(),
+                    "session over its memory budget: restarting it (profile kept, no QR)");
+                self.budget_restarted = Some(Instant::now());
+                self.apply(Input::Restart).await;
+            }
         }
     }
 
