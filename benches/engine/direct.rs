@@ -86,6 +86,8 @@ pub fn engine_args(extra: &[String], trim_helpers: bool) -> Vec<String> {
     let config = wafleet::engine::EngineConfig {
         extra_args: extra.to_vec(),
         trim_helpers,
+        // Levers name their V8 flags themselves.
+        js_flags: Vec::new(),
         ..wafleet::engine::EngineConfig::default()
     };
     let no_sandbox = wafleet::engine::config::resolve_no_sandbox(&config);
@@ -294,5 +296,9 @@ pub async fn purge(page: &Page) -> anyhow::Result<()> {
     ))
     .await?;
     page.execute(CollectGarbageParams::default()).await?;
-    Ok(())
+    // A purge that broke the session would be no lever at all.
+    wait_state(page, "CONNECTED after the purge", |s| {
+        s.starts_with("CONNECTED")
+    })
+    .await
 }

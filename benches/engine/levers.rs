@@ -1,6 +1,6 @@
 //! The density levers the bench measures (docs/density-research.md §6 ranks them): the engine's
 //! command line before the helper trimming plus one lever's flags, or the trimmed command line
-//! (today's default) plus a V8 flag, a purge, or several sessions per browser.
+//! plus a V8 flag, a purge, or several sessions per browser (on top of the engine's defaults).
 
 use super::direct::{Layout, engine_args};
 
@@ -19,6 +19,7 @@ pub const ALL: &[&str] = &[
     "v8-lite-mode",
     "v8-small-semi-space",
     "purge",
+    "v8-size-purge",
     "single-process",
     "contexts",
 ];
@@ -41,7 +42,7 @@ pub fn lever(name: &str) -> Lever {
     let trimmed = |flags: &[&str]| (flags.iter().map(|s| s.to_string()).collect(), true);
     let (layout, purge) = match name {
         "contexts" => (Layout::Contexts, false),
-        "purge" => (Layout::NewTarget, true),
+        "purge" | "v8-size-purge" => (Layout::NewTarget, true),
         _ => (Layout::NewTarget, false),
     };
     let (extra, trim): (Vec<String>, bool) = match name {
@@ -55,7 +56,9 @@ pub fn lever(name: &str) -> Lever {
         "audio-in-process" => alone("--disable-features=AudioServiceOutOfProcess"),
         // Chromium refuses --no-zygote with the sandbox on; the bench runs without it as root.
         "no-zygote" => alone("--no-zygote"),
-        "trimmed" | "purge" | "contexts" => trimmed(&[]),
+        "trimmed" | "purge" => trimmed(&[]),
+        // The engine's defaults (trimmed, --optimize-for-size; the periodic purge with "purge").
+        "v8-size-purge" | "contexts" => trimmed(&["--js-flags=--optimize-for-size"]),
         "trimmed-no-zygote" => trimmed(&["--no-zygote"]),
         "v8-optimize-for-size" => trimmed(&["--js-flags=--optimize-for-size"]),
         "v8-lite-mode" => trimmed(&["--js-flags=--lite-mode"]),

@@ -309,6 +309,16 @@ async fn page_run(settings: &Settings, ballast: u32, report: &mut Report) -> any
         if settings.part("fleet") {
             eprintln!("[{ballast} MiB ballast] wafleet worker through the router");
             let (rows, latency) = run.fleet(0).await?;
+            for (what, samples) in [("create→QR", &latency.qr), ("send→receipt", &latency.send)]
+            {
+                let p = |q| report::percentile_ms(samples, q).unwrap_or(f64::NAN);
+                eprintln!(
+                    "  {what}: p50 {:.0} ms, p99 {:.0} ms over {}",
+                    p(0.5),
+                    p(0.99),
+                    samples.len()
+                );
+            }
             report.memory.extend(rows);
             report.latency.push((ballast, latency));
         }

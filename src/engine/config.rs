@@ -11,6 +11,14 @@ use std::time::Duration;
 /// The real WhatsApp Web; tests and `wafleet dev` point at the simulator instead.
 pub const DEFAULT_WA_URL: &str = "https://web.whatsapp.com/";
 
+/// V8 flags every renderer gets unless configured otherwise: `--optimize-for-size` took 17 % off
+/// a heap-heavy page's PSS per session and nothing measurable off the plain one
+/// (docs/engine.md §9).
+pub const DEFAULT_JS_FLAGS: &[&str] = &["--optimize-for-size"];
+
+/// How often a `WORKING` session is purged by default ([`EngineConfig::purge_interval`]).
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(300);
+
 /// How the engine launches and talks to Chromium.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -44,8 +52,13 @@ pub struct EngineConfig {
     /// renderer for the (invisible) browser UI's WebUI, the GPU, network and audio services as
     /// browser threads. On by default; off restores Chromium's own process layout.
     pub trim_helpers: bool,
-    /// Further V8 flags (`--js-flags`), merged with the heap cap into one switch.
+    /// Further V8 flags (`--js-flags`), merged with the heap cap into one switch (default
+    /// [`DEFAULT_JS_FLAGS`]).
     pub js_flags: Vec<String>,
+    /// How often a `WORKING` session's browser is asked to free memory (a critical
+    /// memory-pressure notification and a full GC, [`crate::engine::BrowserSession::purge_memory`]);
+    /// `None` never. Checked at the supervisor's memory samples, so it is never more frequent.
+    pub purge_interval: Option<Duration>,
     /// A session whose browser tree grows past this PSS (MiB) while `WORKING` is restarted
     /// cleanly (its profile stays, so no QR); `None` never. Checked at every memory sample.
     pub memory_budget_mb: Option<u64>,
@@ -71,7 +84,8 @@ impl Default for EngineConfig {
             disk_cache_dir: None,
             no_sandbox: None,
             trim_helpers: true,
-            js_flags: Vec::new(),
+            js_flags: DEFAULT_JS_FLAGS.iter().map(|s| s.to_string()).collect(),
+            purge_interval: Some(DEFAULT_PURGE_INTERVAL),
             memory_budget_mb: None,
             extra_args: Vec::new(),
             pinned_index_html: None,
@@ -315,7 +329,9 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == needed), "{needed} missing");
         }
-        assert!(args.contains(&"--js-flags=--max-old-space-size=512".to_string()));
+        assert!(
+            args.contains(&"--js-flags=--max-old-space-size=512 --optimize-for-size".to_string())
+        );
         assert!(chromium_args(&config, true).contains(&"--no-sandbox".to_string()));
         let config = EngineConfig {
             extra_args: vec!["--disable-features=Foo".into(), "--bar".into()],
@@ -380,6 +396,7 @@ mod tests {
 
         let untrimmed = EngineConfig {
             trim_helpers: false,
+            js_flags: Vec::new(),
             ..EngineConfig::default()
         };
         let args = chromium_args(&untrimmed, true);

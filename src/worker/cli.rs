@@ -60,9 +60,18 @@ pub struct Args {
     /// process layout.
     #[arg(long, env = "WAFLEET_TRIM_CHROMIUM_HELPERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub trim_chromium_helpers: bool,
-    /// Further V8 flags for every session's renderer (`--js-flags`, space-separated).
-    #[arg(long, env = "WAFLEET_JS_FLAGS", default_value = "")]
+    /// V8 flags for every session's renderer (`--js-flags`, space-separated; "" for none).
+    #[arg(
+        long,
+        env = "WAFLEET_JS_FLAGS",
+        default_value = "--optimize-for-size",
+        allow_hyphen_values = true
+    )]
     pub js_flags: String,
+    /// Seconds between memory purges of a WORKING session's browser (memory-pressure
+    /// notification and a full GC); 0 = never.
+    #[arg(long, env = "WAFLEET_PURGE_INTERVAL_SECS", default_value_t = crate::engine::config::DEFAULT_PURGE_INTERVAL.as_secs())]
+    pub purge_interval_secs: u64,
     /// V8 old-generation heap cap per renderer in MiB; 0 = Chromium's default.
     #[arg(long, env = "WAFLEET_MAX_OLD_SPACE_MB", default_value_t = 0)]
     pub max_old_space_mb: u32,
@@ -122,6 +131,8 @@ pub fn config(
                 "--js-flags: {bad:?} is not a V8 flag (each starts with --)"
             )));
         }
+        engine.purge_interval =
+            (args.purge_interval_secs > 0).then(|| Duration::from_secs(args.purge_interval_secs));
         engine.max_old_space_mb = (args.max_old_space_mb > 0).then_some(args.max_old_space_mb);
         engine.memory_budget_mb =
             (args.session_memory_budget_mb > 0).then_some(args.session_memory_budget_mb);
