@@ -56,9 +56,9 @@ variable "wa_url" {
 }
 
 # Sizing (docs/deployment.md, Sizing): `scripts/bench engine` measured a worker session at
-# 274 MiB (287 MB) PSS with 25 sessions on the simulator page carrying 150 MiB of JS heap (a
+# 233 MiB (244 MB) PSS with 25 sessions on the simulator page carrying 150 MiB of JS heap (a
 # stand-in for a small WhatsApp account, not WhatsApp), 102 MiB on the plain page. Budget
-# session_memory_mb = 350 MB per session (the stand-in figure + ~20 % headroom) plus
+# session_memory_mb = 350 MB per session (the stand-in figure + ~40 % headroom) plus
 # worker_overhead_mb = 512 MB for the worker process and SQLite: 20 x 350 + 512 = 7,512 MB
 # reserved; memory_max lets the busy-account tail (0.5-1.5 GB) burst to 12 GB where memory
 # oversubscription is enabled. nomad/tools/check_assets.py checks memory_mb against this sum.
