@@ -11,8 +11,8 @@ use std::time::Duration;
 /// The real WhatsApp Web; tests and `wafleet dev` point at the simulator instead.
 pub const DEFAULT_WA_URL: &str = "https://web.whatsapp.com/";
 
-/// V8 flags every renderer gets unless configured otherwise: `--optimize-for-size` took 17 % off
-/// a heap-heavy page's PSS per session and nothing measurable off the plain one
+/// V8 flags every renderer gets unless configured otherwise: `--optimize-for-size` took 17–21 %
+/// off a heap-heavy page's PSS per session and nothing measurable off the plain one
 /// (docs/engine.md §9).
 pub const DEFAULT_JS_FLAGS: &[&str] = &["--optimize-for-size"];
 
