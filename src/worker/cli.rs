@@ -55,9 +55,9 @@ pub struct Args {
     /// Largest profile upload (`PUT …/sessions/{s}/profile`, a tar), bytes.
     #[arg(long, env = "WAFLEET_PROFILE_MAX_BYTES", default_value_t = crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES)]
     pub profile_max_bytes: u64,
-    /// Run Chromium's helper services (spare renderer, GPU, network, audio, zygotes) inside each
-    /// session's browser process (docs/engine.md "Density"); `false` restores Chromium's own
-    /// process layout.
+    /// Fewer Chromium processes per session: no spare or WebUI renderer, the GPU, network and
+    /// audio services inside the browser process (docs/engine.md §9); `false` restores
+    /// Chromium's own process layout.
     #[arg(long, env = "WAFLEET_TRIM_CHROMIUM_HELPERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub trim_chromium_helpers: bool,
     /// V8 flags for every session's renderer (`--js-flags`, space-separated; "" for none).
