@@ -54,22 +54,36 @@ variable "wa_url" {
   default     = "https://web.whatsapp.com/"
 }
 
-# Sizing (docs/deployment.md, Sizing): reference/performance.md §1 measured one Chromium per
-# session at ~300-340 MB PSS (1-10 browsers, heavy page) and real WhatsApp Web at 250-500 MB in
-# steady state with a multi-GB tail. Budget 400 MB per session plus 512 MB for the worker
-# process and SQLite: 20 x 400 + 512 = 8,512 MB reserved; memory_max lets the tail burst to
-# 12 GB where memory oversubscription is enabled. CPU: 0.03-0.3 core per idle session;
-# 20 x 0.15 core = 3 cores at ~2,000 MHz = 6,000 MHz.
+# Sizing (docs/deployment.md, Sizing): `scripts/bench engine` measured a worker session at
+# 233 MiB (244 MB) PSS with 25 sessions on the simulator page carrying 150 MiB of JS heap (a
+# stand-in for a small WhatsApp account, not WhatsApp), 102 MiB on the plain page. Budget
+# session_memory_mb = 350 MB per session (the stand-in figure + ~40 % headroom) plus
+# worker_overhead_mb = 512 MB for the worker process and SQLite: 20 x 350 + 512 = 7,512 MB
+# reserved; memory_max lets the busy-account tail (0.5-1.5 GB) burst to 12 GB where memory
+# oversubscription is enabled. nomad/tools/check_assets.py checks memory_mb against this sum.
+# CPU: 0.03-0.3 core per idle session; 20 x 0.15 core = 3 cores at ~2,000 MHz = 6,000 MHz.
 variable "sessions_per_shard" {
-  description = "Planned WhatsApp sessions per shard (documents memory_mb and cpu_mhz)."
+  description = "Planned WhatsApp sessions per shard (memory_mb and cpu_mhz follow from it)."
   type        = number
   default     = 20
 }
 
-variable "memory_mb" {
-  description = "Memory reserved per worker, MB: sessions_per_shard x 400 + 512."
+variable "session_memory_mb" {
+  description = "Memory budgeted per session, MB: measured PSS per session plus headroom."
   type        = number
-  default     = 8512
+  default     = 350
+}
+
+variable "worker_overhead_mb" {
+  description = "Memory of the worker process itself (and SQLite), MB."
+  type        = number
+  default     = 512
+}
+
+variable "memory_mb" {
+  description = "Memory reserved per worker, MB: sessions_per_shard x session_memory_mb + worker_overhead_mb."
+  type        = number
+  default     = 7512
 }
 
 variable "memory_max_mb" {

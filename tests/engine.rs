@@ -678,3 +678,71 @@ async fn watchdog_handles_a_stuck_start_and_a_long_disconnect() {
     .await;
     cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_restarts_a_working_session_cleanly_without_a_qr() {
+    let (sim, cancel) = start_sim(fast_acks()).await;
+    let mut config = engine_config(&sim);
+    // Every browser tree is far above 1 MiB: the first sample while WORKING is over budget.
+    config.memory_budget_mb = Some(1);
+    let engine = Engine::new(config);
+    let dir = tempfile::tempdir().unwrap();
+    let ws = WorkspaceId::new("ws1").unwrap();
+    let spec = SessionSpec {
+        workspace: ws.clone(),
+        session: SessionId::new("budget").unwrap(),
+        profile_dir: dir.path().join("profile"),
+        lock: Some(Arc::new(HeldLock(ws))),
+    };
+    let config = SupervisorConfig {
+        memory_interval: Some(Duration::from_secs(1)),
+        limiter: None,
+        ..SupervisorConfig::default()
+    };
+    let session_cancel = CancellationToken::new();
+    let handle = spawn_session(engine.clone(), spec, config, session_cancel.clone());
+    let mut events = handle.subscribe();
+    handle.start().await.unwrap();
+    let status = wait_status(&handle, "SCAN_QR_CODE", |s| s.status == Status::ScanQrCode).await;
+    let phone = "4915550077";
+    let (s, body) = post(
+        &sim,
+        "/sim/link",
+        json!({"qr": status.qr.unwrap().value, "phone": phone}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let first = wait_status(&handle, "WORKING", |s| s.status == Status::Working).await;
+    let first_pid = first.pid.unwrap();
+
+    // Over the budget: a clean restart (new browser, same profile), WORKING again, no QR.
+    let status = wait_status(&handle, "WORKING after the budget restart", |s| {
+        s.status == Status::Working && s.restarts >= 1 && s.pid.is_some_and(|p| p != first_pid)
+    })
+    .await;
+    assert_eq!(status.me.as_deref(), Some("4915550077@c.us"));
+    // Restarts are spaced: the new browser is sampled (and over budget too) without another.
+    let new_pid = status.pid;
+    let status = wait_status(&handle, "a PSS sample of the new browser", |s| {
+        s.memory_bytes.is_some() && s.pid == new_pid
+    })
+    .await;
+    assert_eq!(status.restarts, 1, "{status:?}");
+    let mut logged_in = false;
+    loop {
+        match events.try_recv() {
+            Ok(SessionEvent::Status(s)) => {
+                logged_in |= s.status == Status::Working;
+                assert!(
+                    !(logged_in && s.status == Status::ScanQrCode),
+                    "a QR after the login: {s:?}"
+                );
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(logged_in);
+    handle.shutdown().await;
+    cancel.cancel();
+}

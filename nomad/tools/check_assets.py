@@ -114,6 +114,24 @@ def resolve(v, variables):
     return v
 
 
+def worker_memory_budget(values, defaults):
+    """A worker's memory floor in MB: sessions_per_shard x session_memory_mb (measured PSS per
+    session plus headroom, docs/deployment.md Sizing) + worker_overhead_mb, each taken from
+    `values` (a vars file or the resolved job variables) or else from the job's defaults."""
+    def get(name):
+        v = values.get(name, defaults.get(name))
+        check(isinstance(v, int) or (isinstance(v, str) and v.isdigit()),
+              f"variable {name} must be a number to check the worker's memory (got {v!r})")
+        return int(v) if v is not None and str(v).isdigit() else 0
+    return get("sessions_per_shard") * get("session_memory_mb") + get("worker_overhead_mb")
+
+
+def defaults_of(docs):
+    """The worker job's variable defaults."""
+    return {name: b.get("default") for name, b in
+            declared_variables(docs["nomad/wafleet-worker.nomad.hcl"]).items()}
+
+
 def secs(duration):
     m = re.fullmatch(r"(\d+)(ms|s|m|h)", str(duration))
     if not m:
@@ -196,9 +214,10 @@ def check_variables(docs):
                 check(k in d, f"{rel}: must set {k}")
             check(int(d.get("routers", 2)) >= 2, f"{rel}: routers must be >= 2")
             if "memory_mb" in d and "sessions_per_shard" in d:
-                budget = int(d["sessions_per_shard"]) * 400 + 512
+                budget = worker_memory_budget(d, defaults_of(docs))
                 check(int(d["memory_mb"]) >= budget,
-                      f"{rel}: memory_mb {d['memory_mb']} < sessions_per_shard x 400 + 512 = {budget}")
+                      f"{rel}: memory_mb {d['memory_mb']} < sessions_per_shard x session_memory_mb"
+                      f" + worker_overhead_mb = {budget}")
                 check(int(d.get("memory_max_mb", d["memory_mb"])) >= int(d["memory_mb"]),
                       f"{rel}: memory_max_mb below memory_mb")
     check({"nomad/vars/staging.vars.hcl", "nomad/vars/production.vars.hcl"} <= set(envs),
@@ -293,8 +312,10 @@ def check_worker(doc, variables, host_volumes):
               f"{rel}: secrets must come from a nomadVar template")
         res = body(t, "resources")
         mem = resolve(res.get("memory"), variables)
-        check(isinstance(mem, int) and mem >= int(variables.get("sessions_per_shard", 0)) * 400 + 512,
-              f"{rel}: memory must cover sessions_per_shard x 400 MB + 512 MB")
+        budget = worker_memory_budget(variables, variables)
+        check(isinstance(mem, int) and mem >= budget,
+              f"{rel}: memory {mem} must cover sessions_per_shard x session_memory_mb"
+              f" + worker_overhead_mb = {budget} MB")
         env = body(t, "env")
         check(env.get("WAFLEET_CONSUL_DNS") and env.get("CONSUL_HTTP_ADDR"),
               f"{rel}: CONSUL_HTTP_ADDR and WAFLEET_CONSUL_DNS must point at the local agent")
@@ -595,6 +616,10 @@ MUTATIONS = [
     ("nomad/monitoring/grafana/wafleet-dashboard.json", "wafleet_send_latency_seconds_bucket", "wafleet_send_seconds_bucket"),
     ("consul/policies/wafleet-worker.hcl", 'service "wafleet-worker"', 'service_prefix ""'),
     ("nomad/wafleet-worker.nomad.hcl", "job \"wafleet-worker\" {", "job \"wafleet-worker\" {\n  x = \"unterminated\n"),
+    # Memory arithmetic: a per-session budget above what memory_mb reserves, in the job's
+    # default and in a vars file.
+    ("nomad/wafleet-worker.nomad.hcl", "default     = 350", "default     = 400"),
+    ("nomad/vars/production.vars.hcl", "memory_mb          = 7512", "memory_mb          = 7000"),
     # Placement (distinct_hosts): one shard more than hosts, and no spare host.
     ("nomad/vars/production.vars.hcl", "shards             = 8", "shards             = 9"),
     ("ansible/inventory/example/hosts.yml", "            worker-9: {ansible_host: 10.0.1.9}\n", ""),

@@ -6,12 +6,12 @@
 datacenters     = ["dc1"]
 wafleet_version = "0.1.0"
 
-# 8 shards x 20 sessions = 160 sessions. Per worker: 20 x 400 MB + 512 MB = 8,512 MB reserved,
+# 8 shards x 20 sessions = 160 sessions. Per worker: 20 x 350 MB + 512 MB = 7,512 MB reserved,
 # 12 GB hard limit for the busy-account tail; 20 x 0.15 core x 2,000 MHz = 6,000 MHz.
 # Hosts: one worker per host (distinct_hosts), so 8 worker hosts with >= 16 GB RAM and 4 cores.
 shards             = 8
 sessions_per_shard = 20
-memory_mb          = 8512
+memory_mb          = 7512
 memory_max_mb      = 12288
 cpu_mhz            = 6000
 

@@ -5,10 +5,10 @@
 datacenters     = ["staging-dc1"]
 wafleet_version = "0.1.0"
 
-# 2 shards x 10 sessions: 10 x 400 MB + 512 MB = 4,512 MB per worker.
+# 2 shards x 10 sessions: 10 x 350 MB + 512 MB = 4,012 MB per worker.
 shards             = 2
 sessions_per_shard = 10
-memory_mb          = 4512
+memory_mb          = 4012
 memory_max_mb      = 6144
 cpu_mhz            = 3000
 

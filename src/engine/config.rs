@@ -11,6 +11,14 @@ use std::time::Duration;
 /// The real WhatsApp Web; tests and `wafleet dev` point at the simulator instead.
 pub const DEFAULT_WA_URL: &str = "https://web.whatsapp.com/";
 
+/// V8 flags every renderer gets unless configured otherwise: `--optimize-for-size` took 17–21 %
+/// off a heap-heavy page's PSS per session and nothing measurable off the plain one
+/// (docs/engine.md §9).
+pub const DEFAULT_JS_FLAGS: &[&str] = &["--optimize-for-size"];
+
+/// How often a `WORKING` session is purged by default ([`EngineConfig::purge_interval`]).
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(300);
+
 /// How the engine launches and talks to Chromium.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -40,7 +48,22 @@ pub struct EngineConfig {
     /// `Some(true)`/`Some(false)` forces the sandbox choice; `None` disables the sandbox only
     /// when the process runs as root.
     pub no_sandbox: Option<bool>,
-    /// Further flags, appended last (`--disable-features=` lists are merged into the engine's).
+    /// Fewer helper processes per browser (docs/engine.md "Density"): no spare renderer, no
+    /// renderer for the (invisible) browser UI's WebUI, the GPU, network and audio services as
+    /// browser threads. On by default; off restores Chromium's own process layout.
+    pub trim_helpers: bool,
+    /// Further V8 flags (`--js-flags`), merged with the heap cap into one switch (default
+    /// [`DEFAULT_JS_FLAGS`]).
+    pub js_flags: Vec<String>,
+    /// How often a `WORKING` session's browser is asked to free memory (a critical
+    /// memory-pressure notification and a full GC, [`crate::engine::BrowserSession::purge_memory`]);
+    /// `None` never. Checked at the supervisor's memory samples, so it is never more frequent.
+    pub purge_interval: Option<Duration>,
+    /// A session whose browser tree grows past this PSS (MiB) while `WORKING` is restarted
+    /// cleanly (its profile stays, so no QR); `None` never. Checked at every memory sample.
+    pub memory_budget_mb: Option<u64>,
+    /// Further flags, appended last (`--disable-features=`, `--enable-features=` and
+    /// `--js-flags=` are merged into the engine's own).
     pub extra_args: Vec<String>,
     /// A cached WhatsApp Web `index.html` to serve instead of the live one, which pins the
     /// WhatsApp Web version (as whatsapp-web.js's `webVersionCache` does). `None` loads live.
@@ -60,6 +83,10 @@ impl Default for EngineConfig {
             max_old_space_mb: None,
             disk_cache_dir: None,
             no_sandbox: None,
+            trim_helpers: true,
+            js_flags: DEFAULT_JS_FLAGS.iter().map(|s| s.to_string()).collect(),
+            purge_interval: Some(DEFAULT_PURGE_INTERVAL),
+            memory_budget_mb: None,
             extra_args: Vec::new(),
             pinned_index_html: None,
         }
@@ -150,34 +177,71 @@ pub fn chromium_args_with(
         // Only as root: Chromium refuses to start its sandbox as root (see docs/engine.md).
         args.push("--no-sandbox".to_string());
     }
-    if let Some(mb) = config.max_old_space_mb {
-        args.push(format!("--js-flags=--max-old-space-size={mb}"));
-    }
     if let Some(dir) = &config.disk_cache_dir {
         args.push(format!("--disk-cache-dir={}", dir.display()));
     }
     if let Some(ua) = &launch.user_agent {
         args.push(format!("--user-agent={ua}"));
     }
-    // Chromium honours only one --disable-features switch: merge the caller's into ours.
+    // Chromium honours only one --disable-features, --enable-features and --js-flags switch
+    // (the last): merge the caller's lists into ours.
     let mut disabled: Vec<String> = DISABLED_FEATURES.iter().map(|s| s.to_string()).collect();
+    let mut enabled: Vec<String> = Vec::new();
+    let mut js: Vec<String> = Vec::new();
+    if let Some(mb) = config.max_old_space_mb {
+        js.push(format!("--max-old-space-size={mb}"));
+    }
+    js.extend(config.js_flags.iter().cloned());
+    if config.trim_helpers {
+        disabled.extend(TRIM_DISABLED_FEATURES.map(String::from));
+        enabled.extend(TRIM_ENABLED_FEATURES.map(String::from));
+        args.push("--in-process-gpu".to_string());
+    }
     if launch.pinned_local {
         disabled
             .extend(["LocalNetworkAccessChecks", "PrivateNetworkAccessChecks"].map(String::from));
     }
+    let list = |l: &str| {
+        l.split(',')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     for arg in &config.extra_args {
-        match arg.strip_prefix("--disable-features=") {
-            Some(list) => disabled.extend(
-                list.split(',')
-                    .filter(|f| !f.is_empty())
-                    .map(str::to_string),
-            ),
-            None => args.push(arg.clone()),
+        if let Some(l) = arg.strip_prefix("--disable-features=") {
+            disabled.extend(list(l));
+        } else if let Some(l) = arg.strip_prefix("--enable-features=") {
+            enabled.extend(list(l));
+        } else if let Some(flags) = arg.strip_prefix("--js-flags=") {
+            js.extend(flags.split_whitespace().map(str::to_string));
+        } else {
+            args.push(arg.clone());
         }
     }
     args.push(format!("--disable-features={}", disabled.join(",")));
+    if !enabled.is_empty() {
+        args.push(format!("--enable-features={}", enabled.join(",")));
+    }
+    if !js.is_empty() {
+        args.push(format!("--js-flags={}", js.join(" ")));
+    }
     args
 }
+
+/// Features [`EngineConfig::trim_helpers`] switches off: the warm spare renderer (a second
+/// renderer kept for a navigation that one WhatsApp page never makes), the audio service's own
+/// process, and the browser UI's WebUI pieces, which headless Chromium otherwise renders in a
+/// renderer of their own (`--top-chrome-webui`, ~45–75 MiB PSS; puppeteer disables them too).
+const TRIM_DISABLED_FEATURES: [&str; 5] = [
+    "SpareRendererForSitePerProcess",
+    "AudioServiceOutOfProcess",
+    "WebUIReloadButton",
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+];
+
+/// Features [`EngineConfig::trim_helpers`] switches on: the network service as a browser thread.
+const TRIM_ENABLED_FEATURES: [&str; 1] = ["NetworkServiceInProcess2"];
 
 /// Features switched off for density (fewer background services and helper work).
 const DISABLED_FEATURES: &[&str] = &[
@@ -265,7 +329,9 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == needed), "{needed} missing");
         }
-        assert!(args.contains(&"--js-flags=--max-old-space-size=512".to_string()));
+        assert!(
+            args.contains(&"--js-flags=--max-old-space-size=512 --optimize-for-size".to_string())
+        );
         assert!(chromium_args(&config, true).contains(&"--no-sandbox".to_string()));
         let config = EngineConfig {
             extra_args: vec!["--disable-features=Foo".into(), "--bar".into()],
@@ -294,6 +360,51 @@ mod tests {
             .collect();
         assert_eq!(features.len(), 1, "{args:?}");
         assert!(features[0].contains("LocalNetworkAccessChecks,PrivateNetworkAccessChecks"));
+    }
+
+    #[test]
+    fn trims_helpers_by_default_and_merges_every_list_switch() {
+        let config = EngineConfig {
+            max_old_space_mb: Some(512),
+            js_flags: vec!["--optimize-for-size".into()],
+            extra_args: vec![
+                "--enable-features=Foo".into(),
+                "--js-flags=--lite-mode".into(),
+            ],
+            ..EngineConfig::default()
+        };
+        let args = chromium_args(&config, true);
+        let only = |prefix: &str| {
+            let found: Vec<&String> = args.iter().filter(|a| a.starts_with(prefix)).collect();
+            assert_eq!(found.len(), 1, "{prefix} in {args:?}");
+            found[0].clone()
+        };
+        assert_eq!(
+            only("--enable-features="),
+            "--enable-features=NetworkServiceInProcess2,Foo"
+        );
+        assert_eq!(
+            only("--js-flags="),
+            "--js-flags=--max-old-space-size=512 --optimize-for-size --lite-mode"
+        );
+        let disabled = only("--disable-features=");
+        assert!(disabled.contains("SpareRendererForSitePerProcess,AudioServiceOutOfProcess"));
+        assert!(disabled.contains("WebUIReloadButton,WebUIOmniboxPopup,WebUIOmniboxAimPopup"));
+        assert!(args.contains(&"--in-process-gpu".to_string()));
+        // Measured a loser (renderers no longer share the zygote's pages): never added.
+        assert!(!args.contains(&"--no-zygote".to_string()));
+
+        let untrimmed = EngineConfig {
+            trim_helpers: false,
+            js_flags: Vec::new(),
+            ..EngineConfig::default()
+        };
+        let args = chromium_args(&untrimmed, true);
+        assert!(!args.iter().any(|a| a == "--in-process-gpu"
+            || a.contains("WebUI")
+            || a.starts_with("--enable-features=")
+            || a.starts_with("--js-flags=")
+            || a.contains("SpareRenderer")));
     }
 
     #[test]

@@ -669,6 +669,29 @@ impl BrowserSession {
         sent_id(&value)
     }
 
+    /// Frees what the browser can spare without touching the page's state: a critical
+    /// memory-pressure notification to every process, then a full GC of the page's heap
+    /// (the engine's periodic purge, docs/engine.md §9). Never
+    /// `Memory.forciblyPurgeJavaScriptMemory`, which destroys the page's JavaScript context.
+    pub async fn purge_memory(&self) -> Result<(), EngineError> {
+        use chromiumoxide::cdp::browser_protocol::memory::{
+            PressureLevel, SimulatePressureNotificationParams,
+        };
+        use chromiumoxide::cdp::js_protocol::heap_profiler::CollectGarbageParams;
+        let page = &self.inner.page;
+        let purge = async {
+            page.execute(SimulatePressureNotificationParams::new(
+                PressureLevel::Critical,
+            ))
+            .await?;
+            page.execute(CollectGarbageParams::default()).await?;
+            Ok::<_, EngineError>(())
+        };
+        tokio::time::timeout(self.inner.request_timeout, purge)
+            .await
+            .map_err(|_| EngineError::Timeout("memory purge"))?
+    }
+
     /// Asks WhatsApp Web for a pairing code for `phone` (digits, international format). The
     /// code is returned and also arrives as [`EngineEvent::PairingCode`], again every three
     /// minutes while unpaired.

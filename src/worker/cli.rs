@@ -55,6 +55,30 @@ pub struct Args {
     /// Largest profile upload (`PUT …/sessions/{s}/profile`, a tar), bytes.
     #[arg(long, env = "WAFLEET_PROFILE_MAX_BYTES", default_value_t = crate::migrate::profile::DEFAULT_MAX_PROFILE_BYTES)]
     pub profile_max_bytes: u64,
+    /// Fewer Chromium processes per session: no spare or WebUI renderer, the GPU, network and
+    /// audio services inside the browser process (docs/engine.md §9); `false` restores
+    /// Chromium's own process layout.
+    #[arg(long, env = "WAFLEET_TRIM_CHROMIUM_HELPERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trim_chromium_helpers: bool,
+    /// V8 flags for every session's renderer (`--js-flags`, space-separated; "" for none).
+    #[arg(
+        long,
+        env = "WAFLEET_JS_FLAGS",
+        default_value = "--optimize-for-size",
+        allow_hyphen_values = true
+    )]
+    pub js_flags: String,
+    /// Seconds between memory purges of a WORKING session's browser (memory-pressure
+    /// notification and a full GC); 0 = never.
+    #[arg(long, env = "WAFLEET_PURGE_INTERVAL_SECS", default_value_t = crate::engine::config::DEFAULT_PURGE_INTERVAL.as_secs())]
+    pub purge_interval_secs: u64,
+    /// V8 old-generation heap cap per renderer in MiB; 0 = Chromium's default.
+    #[arg(long, env = "WAFLEET_MAX_OLD_SPACE_MB", default_value_t = 0)]
+    pub max_old_space_mb: u32,
+    /// Restart a WORKING session cleanly (profile kept, no QR) once its browser's PSS grows
+    /// past this many MiB; 0 = never.
+    #[arg(long, env = "WAFLEET_SESSION_MEMORY_BUDGET_MB", default_value_t = 0)]
+    pub session_memory_budget_mb: u64,
 }
 
 /// Splits `host:port` (IPv6 in brackets) into its parts.
@@ -96,6 +120,22 @@ pub fn config(
             }
             engine = engine.with_wa_url(url.clone());
         }
+        engine.trim_helpers = args.trim_chromium_helpers;
+        engine.js_flags = args
+            .js_flags
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = engine.js_flags.iter().find(|f| !f.starts_with("--")) {
+            return Err(WorkerError::Config(format!(
+                "--js-flags: {bad:?} is not a V8 flag (each starts with --)"
+            )));
+        }
+        engine.purge_interval =
+            (args.purge_interval_secs > 0).then(|| Duration::from_secs(args.purge_interval_secs));
+        engine.max_old_space_mb = (args.max_old_space_mb > 0).then_some(args.max_old_space_mb);
+        engine.memory_budget_mb =
+            (args.session_memory_budget_mb > 0).then_some(args.session_memory_budget_mb);
         super::HostKind::Engine(Box::new(engine))
     };
     Ok(WorkerConfig {
