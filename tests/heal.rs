@@ -108,10 +108,49 @@ async fn lock_session(consul: &str, shard: u32) -> Option<String> {
     e.get("Session")?.as_str().map(str::to_owned)
 }
 
+/// On a failure: copies the fleet's logs out of the temp dir (which goes), and kills the
+/// children `wafleet dev` recorded (dropping the dev process SIGKILLs it alone).
+struct OnFailure {
+    data: PathBuf,
+}
+
+impl Drop for OnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let to = std::env::temp_dir().join("wafleet-heal-failed-logs");
+        let _ = std::fs::remove_dir_all(&to);
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.data.join("dev/logs"))
+            .arg(&to)
+            .status();
+        eprintln!("fleet logs kept in {}", to.display());
+        if let Some(state) = read_state(&self.data.join("dev/state.json")) {
+            let mut pids: Vec<u64> = state["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w["pid"].as_u64())
+                .collect();
+            if let Some(o) = state["pids"].as_object() {
+                pids.extend(o.values().filter_map(Value::as_u64));
+            }
+            for p in pids {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_takes_over_its_session_and_serves_its_shard_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    let _on_failure = OnFailure { data: data.clone() };
     // Production defaults: TTL 15 s, lock delay 15 s (the flags' defaults, given explicitly).
     let args: Vec<String> = [
         "dev",
@@ -215,8 +254,7 @@ async fn a_killed_worker_takes_over_its_session_and_serves_its_shard_again() {
             let url = url.clone();
             async move {
                 let a = call(reqwest::Method::GET, &url, None).await?;
-                let listed = a
-                    .body
+                let listed = a.body["sessions"]
                     .as_array()
                     .is_some_and(|s| s.iter().any(|x| x["session"] == "s"));
                 (a.status == 200 && listed).then_some(())
@@ -256,10 +294,24 @@ async fn a_killed_worker_takes_over_its_session_and_serves_its_shard_again() {
         "dev exit: {status:?}\n{}",
         dev.log_tail(30)
     );
-    let d = data.clone();
-    wait_for("every browser gone", Duration::from_secs(30), || {
-        let d = d.clone();
-        async move { browsers_by_profile(&d).is_empty().then_some(()) }
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = browsers_by_profile(&data);
+        if left.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let detail: Vec<String> = left
+                .values()
+                .flatten()
+                .map(|p| {
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    format!("{p}: {}", stat.chars().take(80).collect::<String>())
+                })
+                .collect();
+            panic!("browsers left after dev stopped: {left:?}\n{detail:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
