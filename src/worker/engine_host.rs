@@ -798,10 +798,18 @@ impl SessionHost for EngineHost {
                     session: config.session.clone(),
                     config: config.clone(),
                 });
-                if config.desired == DesiredState::Running
-                    && let Err(e) = handle.start().await
-                {
-                    tracing::warn!(workspace = %ws, session = %config.session, error = %e, "session start");
+                if config.desired == DesiredState::Running {
+                    // Not awaited: a start returns once the browser has launched, and the
+                    // launches are bounded by the engine's launch limiter already. Awaiting
+                    // here would hold the driver's restore slot for every launch, so after a
+                    // restart the workspaces without a browser (or whose sessions are
+                    // stopped) would queue behind every Chromium launch before answering.
+                    let ws = ws.clone();
+                    self.tracker.spawn(async move {
+                        if let Err(e) = handle.start().await {
+                            tracing::warn!(workspace = %ws, session = %config.session, error = %e, "session start");
+                        }
+                    });
                 }
             }
             Ok(())
