@@ -142,6 +142,13 @@ fn browsers(data: &Path) -> BTreeMap<String, Vec<(u32, u32)>> {
             .or_default()
             .push((pid, ppid));
     }
+    // A browser's child between fork and exec still shows the browser's command line: only
+    // the processes whose parent is not a browser of the same profile are browsers.
+    for list in out.values_mut() {
+        let pids: Vec<u32> = list.iter().map(|(p, _)| *p).collect();
+        list.retain(|(_, pp)| !pids.contains(pp));
+    }
+    out.retain(|_, l| !l.is_empty());
     out
 }
 

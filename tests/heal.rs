@@ -72,7 +72,24 @@ fn browsers_by_profile(data: &Path) -> BTreeMap<String, Vec<u32>> {
             }
         }
     }
+    // A browser's child between fork and exec still shows the browser's command line: only
+    // the processes whose parent is not a browser of the same profile are browsers.
+    for list in out.values_mut() {
+        let pids = list.clone();
+        list.retain(|p| parent_of(*p).is_none_or(|pp| !pids.contains(&pp)));
+    }
+    out.retain(|_, l| !l.is_empty());
     out
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Samples `/proc` until stopped; records every moment two browsers ran on one profile.

@@ -259,6 +259,8 @@ pub async fn run_terms(
     let mut term = 0u64;
     let mut resume: Option<(String, tokio::time::Instant)> = None;
     let mut takeover_checked = config.owner.is_none();
+    // Held for the life of the worker: proof that a live process serves this shard here.
+    let mut _process_lock: Option<std::fs::File> = None;
     loop {
         if shutdown.is_cancelled() {
             return true;
@@ -274,10 +276,12 @@ pub async fn run_terms(
         // needs no lock delay. Checked once, after the volume is known to be there.
         if !takeover_checked {
             takeover_checked = true;
-            if let Some(owner) = &config.owner
-                && let Some(session) = dead_predecessor_session(&shared).await
-            {
-                resume = Some((session, tokio::time::Instant::now() + owner.ttl * 2));
+            if let Some(owner) = &config.owner {
+                let (lock, session) = dead_predecessor_session(&shared).await;
+                _process_lock = lock;
+                if let Some(session) = session {
+                    resume = Some((session, tokio::time::Instant::now() + owner.ttl * 2));
+                }
             }
         }
         // After a fencing by deadline, the old session may still be valid in Consul (the agent
@@ -413,35 +417,51 @@ async fn resume_term(
     }
 }
 
-/// The session of this shard's previous owner when that owner ran on this host and boot and
-/// is dead (its pid is gone or belongs to another process): the session it may be taken over
-/// with. `None` when nothing can be proven (another host, a live process, no record).
-async fn dead_predecessor_session(shared: &Arc<Shared>) -> Option<String> {
+/// The shard's process lock (`owner::try_process_lock`, `None` when another live process on
+/// this host holds it) and, when this process holds it, the session of this shard's previous
+/// owner if that owner ran on this host and boot and is dead (its pid is gone or belongs to
+/// another process): the session it may be taken over with. No session when nothing can be
+/// proven (another host, a live process, no record).
+async fn dead_predecessor_session(shared: &Arc<Shared>) -> (Option<std::fs::File>, Option<String>) {
     use super::owner::{self, Liveness};
     let path = owner::shard_record_path(&shared.data, shared.shard);
+    let lock_path = owner::process_lock_path(&shared.data, shared.shard);
     let found = tokio::task::spawn_blocking(move || {
+        let Some(lock) = owner::try_process_lock(&lock_path)? else {
+            return Ok::<_, owner::OwnerError>((None, None));
+        };
         let me = owner::Identity::current()?;
         let record = owner::read::<owner::ShardRecord>(&path)?;
-        Ok::<_, owner::OwnerError>(record.map(|r| {
-            let verdict = owner::liveness(&r.owner, &me, owner::start_time_of);
-            (r, verdict)
-        }))
+        Ok((
+            Some(lock),
+            record.map(|r| {
+                let verdict = owner::liveness(&r.owner, &me, owner::start_time_of);
+                (r, verdict)
+            }),
+        ))
     })
     .await;
-    let (record, liveness) = match found {
-        Ok(Ok(Some(found))) => found,
-        Ok(Ok(None)) => return None,
+    let (lock, record, liveness) = match found {
+        Ok(Ok((None, _))) => {
+            tracing::warn!(
+                shard = shared.shard,
+                "another live process of this shard runs on this host (process lock held); no takeover"
+            );
+            return (None, None);
+        }
+        Ok(Ok((lock, None))) => return (lock, None),
+        Ok(Ok((lock, Some((r, l))))) => (lock, r, l),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot read the shard's owner record; no takeover");
-            return None;
+            return (None, None);
         }
         Err(e) => {
             tracing::warn!(error = %e, "owner record task failed; no takeover");
-            return None;
+            return (None, None);
         }
     };
     if record.shard != shared.shard || record.session.is_empty() {
-        return None;
+        return (lock, None);
     }
     match liveness {
         Liveness::Dead => {
@@ -451,11 +471,11 @@ async fn dead_predecessor_session(shared: &Arc<Shared>) -> Option<String> {
                 predecessor_pid = record.owner.pid,
                 "TAKEOVER: the previous owner on this host is dead; taking over its Consul session"
             );
-            Some(record.session)
+            (lock, Some(record.session))
         }
         other => {
             tracing::info!(shard = shared.shard, predecessor_pid = record.owner.pid, liveness = ?other, "previous owner not proven dead; opening a new session");
-            None
+            (lock, None)
         }
     }
 }

@@ -272,6 +272,39 @@ pub fn profile_record_path(session_dir: &Path) -> PathBuf {
     session_dir.join(OWNER_FILE)
 }
 
+/// `<data>/shards/<k>/process.lock`: held (an exclusive `flock`) by the live worker process of
+/// shard k on this host for its whole life, and released by the kernel when it dies.
+pub fn process_lock_path(data: &Path, shard: u32) -> PathBuf {
+    data.join("shards")
+        .join(shard.to_string())
+        .join("process.lock")
+}
+
+/// Takes the shard's process lock without waiting: `Ok(Some(file))` while this process holds
+/// it (keep the file open for the life of the process), `Ok(None)` when another live process
+/// holds it. Only the holder may take over a dead predecessor's session, so two processes
+/// started at once for one shard on one host can never both take it over.
+pub fn try_process_lock(path: &Path) -> Result<Option<std::fs::File>, OwnerError> {
+    let io = |source| OwnerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 /// Reads a record; `Ok(None)` when the file does not exist.
 pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, OwnerError> {
     match std::fs::read(path) {
@@ -453,6 +486,17 @@ mod tests {
             profile_verdict(Some(&mine), Some(&held), &me, 0, 0, gone),
             Verdict::Free
         );
+    }
+
+    #[test]
+    fn only_one_process_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = process_lock_path(dir.path(), 2);
+        let held = try_process_lock(&path).unwrap().expect("first holder");
+        // A second open file description (another process, as far as flock is concerned).
+        assert!(try_process_lock(&path).unwrap().is_none());
+        drop(held);
+        assert!(try_process_lock(&path).unwrap().is_some());
     }
 
     #[test]
