@@ -176,11 +176,15 @@ job "wafleet-worker" {
     }
 
     # Client side: restart a crashed worker in place a few times (its profiles and SQLite are on
-    # NFS, so any host would do, but the local restart is faster).
+    # NFS, so any host would do, but the local restart is faster: the restarted process proves
+    # its predecessor dead and takes over its Consul session, docs/operations.md "Healing").
+    # The delay is part of the heal budget (<= 20 s from the crash to every workspace served):
+    # Nomad's default 15 s (plus up to 25 % jitter) alone would break it.
+    # nomad/tools/check_assets.py keeps delay x 1.25 + the worker's own heal time within 20 s.
     restart {
       attempts = 3
       interval = "10m"
-      delay    = "15s"
+      delay    = "2s"
       mode     = "fail"
     }
 

@@ -51,6 +51,9 @@ enum Command {
     Import(wafleet::migrate::cli::ImportArgs),
     /// Export one session's profile as a tar.
     Export(wafleet::migrate::cli::ExportArgs),
+    /// Started by a worker: kills its browsers when it stops sending heartbeats (frozen).
+    #[command(hide = true)]
+    BrowserGuard(wafleet::worker::guard::Args),
 }
 
 #[tokio::main]
@@ -84,6 +87,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Volume(a) => volume::run(a).await?,
         Command::Import(a) => migrate::cli::import(a).await?,
         Command::Export(a) => migrate::cli::export(a).await?,
+        Command::BrowserGuard(a) => worker::guard::run(a).await?,
     }
     Ok(())
 }

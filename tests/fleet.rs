@@ -225,8 +225,8 @@ async fn kill_9_loses_only_that_shard_and_a_restart_brings_it_back() {
     workers.get_mut(&victim).expect("victim").proc.kill9().await;
 
     // Every other workspace answers 200 through the router, every time, from the kill until
-    // the victim is back. Its own workspaces answer 502 (connect refused, until its TTL check
-    // goes critical) and then 503 with Retry-After.
+    // the victim is back. Its own workspaces answer 503 with Retry-After: from the router's
+    // refused connection until its TTL check goes critical, then for the missing instance.
     let back = Arc::new(AtomicBool::new(false));
     let saw_503 = Arc::new(AtomicBool::new(false));
     let traffic = async {

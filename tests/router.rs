@@ -405,7 +405,7 @@ async fn a_421_is_retried_once_after_a_refresh() {
 }
 
 #[tokio::test]
-async fn dead_and_slow_workers_give_502_and_504() {
+async fn dead_and_slow_workers_give_503_and_504() {
     let env = Env::start(100, 1).await;
     let (a0, _) = backend(0, Arc::default(), env.cancel.clone()).await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -424,12 +424,14 @@ async fn dead_and_slow_workers_give_502_and_504() {
             .find(|w| map.owner(w) == Some(k))
             .unwrap()
     };
+    // Nobody listens on shard 1's address (a worker restarting in place, its health check not
+    // caught up yet): a refused connection is a 503 with Retry-After, not a 502.
     let r = env.get(&format!("/v1/workspaces/{}/sessions", on(1))).await;
-    assert_eq!(r.status(), 502);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "upstream_unreachable"
-    );
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "shard_unavailable", "{body}");
+    assert_eq!(body["shard"], 1, "{body}");
     let r = env
         .get(&format!("/v1/workspaces/{}/sessions/s/slow", on(0)))
         .await;

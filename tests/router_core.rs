@@ -774,7 +774,7 @@ async fn an_unresolved_421_becomes_a_retryable_503() {
 }
 
 #[tokio::test]
-async fn connect_failures_re_resolve_once_then_502() {
+async fn refused_connections_re_resolve_once_then_503() {
     let f = fleet(1, no_refresh()).await;
     let (addr, _, stop) = f.backends[0].clone();
     stop.cancel();
@@ -785,11 +785,13 @@ async fn connect_failures_re_resolve_once_then_502() {
             .then_some(())
     })
     .await;
-    // Still the dead address after re-resolution: 502, after exactly one resolution.
+    // Still the dead address after re-resolution (refused: nobody listens): 503 with
+    // Retry-After, after exactly one resolution.
     let calls = f.resolver.calls.load(Ordering::SeqCst);
-    let (status, _, body) = json(f.get("/v1/workspaces/acme/sessions").await).await;
-    assert_eq!(status, 502, "{body}");
-    assert_eq!(body["error"], "upstream_unreachable");
+    let (status, headers, body) = json(f.get("/v1/workspaces/acme/sessions").await).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"], "shard_unavailable");
     assert_eq!(body["shard"], 0);
     assert_eq!(f.resolver.calls.load(Ordering::SeqCst), calls + 1);
     // The shard comes back elsewhere: the re-resolution finds it and the retry succeeds.

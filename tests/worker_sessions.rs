@@ -370,15 +370,17 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
     assert_eq!(restored.shard, Some(0));
     assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");
 
-    // kill -9 of the worker: its orphaned Chromium is killed by the next owner under the lock,
-    // and the session comes back WORKING without a QR.
+    // kill -9 of the worker: its orphaned Chromium is killed — by the dead worker's browser
+    // guard as soon as its pipe closes, else by the next owner under the lock — and the
+    // session comes back WORKING without a QR.
     w0.proc.kill9().await;
     w0 = env.worker(0, port0).await;
     let restored = wait_status(&router, "WORKING", Some("SCAN_QR_CODE")).await;
     assert_eq!(restored.shard, Some(0));
     let log = std::fs::read_to_string(&w0.proc.log).unwrap_or_default();
     assert!(
-        log.contains("killing an orphaned browser"),
+        log.contains("killing an orphaned browser")
+            || log.contains("worker gone; killed the browsers it left"),
         "the orphan of the killed worker was found and killed"
     );
     assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");

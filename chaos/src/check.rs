@@ -66,6 +66,25 @@ pub fn unaffected_errors(
         .collect()
 }
 
+/// The outcomes without the requests that were in flight at `fault_ms` (sent before it,
+/// answered at or after it) on a workspace of the faulted shards (`faulted`): the fault hit
+/// those, so they belong to the faulted shard even though they were sent before the fault
+/// window opened. Requests on other workspaces stay, whenever they were sent.
+pub fn attribute_in_flight(
+    outcomes: &[Outcome],
+    fault_ms: u64,
+    faulted: &BTreeSet<String>,
+) -> Vec<Outcome> {
+    outcomes
+        .iter()
+        .filter(|o| {
+            let in_flight = o.t_ms < fault_ms && o.t_ms.saturating_add(o.latency_ms) >= fault_ms;
+            !(in_flight && faulted.contains(&o.ws))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Compares two rounds of worker snapshots (`first`, then the KV locks `locks` read after it,
 /// then `second` read after that) and reports:
 /// * a workspace that two different worker processes may run in *both* rounds;
@@ -480,6 +499,35 @@ mod tests {
             may_run: ws.iter().map(|s| (*s).to_owned()).collect(),
             overlaps: 0,
         }
+    }
+
+    #[test]
+    fn requests_in_flight_at_the_fault_go_to_the_faulted_shard_only() {
+        let mut a = outcome(90, "a", None); // on the faulted shard, answered after the fault
+        a.latency_ms = 20;
+        let mut b = outcome(95, "b", None); // unaffected workspace, in flight too
+        b.latency_ms = 20;
+        let mut c = outcome(50, "a", Some(500)); // faulted shard, done before the fault
+        c.latency_ms = 10;
+        let faulted: BTreeSet<String> = ["a".to_owned()].into();
+        let kept = attribute_in_flight(&[a, b, c], 100, &faulted);
+        let kept: Vec<(u64, &str)> = kept.iter().map(|o| (o.t_ms, o.ws.as_str())).collect();
+        assert_eq!(kept, [(95, "b"), (50, "a")]);
+        // The pre-fault window then sees only b's error (and c's): a is not blamed on others.
+        let v = unaffected_errors(
+            &attribute_in_flight(
+                &[outcome(90, "a", None), outcome(95, "b", None)].map(|mut o| {
+                    o.latency_ms = 20;
+                    o
+                }),
+                100,
+                &faulted,
+            ),
+            &BTreeSet::new(),
+            0,
+            99,
+        );
+        assert_eq!(v.iter().map(|v| v.t_ms).collect::<Vec<_>>(), [95]);
     }
 
     #[test]

@@ -474,12 +474,15 @@ where
     let mut inv = Vec::new();
     let mut unaffected = Vec::new();
     let mut checked = 0;
+    // A request sent just before the injection and answered after it was hit by the fault:
+    // on a workspace of the faulted shards it is the fault's, not an unaffected error.
+    let attributed = check::attribute_in_flight(&outcomes, injected_ms, &fault.affected);
     for (from, to, affected) in &fault.windows {
-        checked += outcomes
+        checked += attributed
             .iter()
             .filter(|o| o.t_ms >= *from && o.t_ms <= *to && !affected.contains(&o.ws))
             .count();
-        unaffected.extend(check::unaffected_errors(&outcomes, affected, *from, *to));
+        unaffected.extend(check::unaffected_errors(&attributed, affected, *from, *to));
     }
     let failed = unaffected.len();
     unaffected.truncate(20);

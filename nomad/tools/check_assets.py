@@ -52,6 +52,11 @@ CONTRACT = {
     "consul-dev": {"--http", "--dns", "--acl-token", "--node", "--datacenter"},
 }
 GLOBAL_FLAGS = {"--log-format"}
+# A crashed worker must serve again within this (issue 13 item 6) ...
+HEAL_BUDGET_SECS = 20
+# ... of which the restarted worker itself needs up to this (takeover, shard lock,
+# registration, health, restore; measured in docs/chaos.md "Heal time").
+WORKER_HEAL_SECS = 12
 # Nomad client default max_kill_timeout; a larger kill_timeout is silently capped.
 MAX_KILL_TIMEOUT_SECS = 30
 # Time the worker needs after its drain grace to release locks and exit.
@@ -275,6 +280,14 @@ def check_worker(doc, variables, host_volumes):
     (gname, g), = labelled(job, "group")
     check(g.get("count") == "${var.shards}", f"{rel}: group count must be var.shards")
     check(bodies(g, "restart") and bodies(g, "reschedule"), f"{rel}: restart and reschedule blocks")
+    # Heal budget (issue 13 item 6): a crashed worker restarted in place serves again within
+    # HEAL_BUDGET_SECS; Nomad waits restart.delay plus up to 25 % jitter before the restart.
+    for r in bodies(g, "restart"):
+        delay = secs(r.get("delay", "15s"))
+        check(delay is not None and delay * 1.25 + WORKER_HEAL_SECS <= HEAL_BUDGET_SECS,
+              f"{rel}: restart.delay {r.get('delay', '15s (default)')} x 1.25 + {WORKER_HEAL_SECS}s "
+              f"(worker takeover and restore) exceeds the {HEAL_BUDGET_SECS}s heal budget")
+        check(r.get("mode", "fail") in ("fail", "delay"), f"{rel}: restart.mode fail or delay")
     check(secs(g.get("shutdown_delay", "0s")) and secs(g["shutdown_delay"]) > 0,
           f"{rel}: shutdown_delay must be set")
     vols = dict(labelled(g, "volume"))
@@ -600,6 +613,7 @@ def ansible_host_volumes():
 # Each mutation breaks one property; --self-test proves the checker notices every one.
 MUTATIONS = [
     ("nomad/wafleet-worker.nomad.hcl", 'kill_timeout = "30s"', 'kill_timeout = "20s"'),
+    ("nomad/wafleet-worker.nomad.hcl", 'delay    = "2s"', 'delay    = "15s"'),
     ("nomad/wafleet-worker.nomad.hcl", 'kill_timeout = "30s"', 'kill_timeout = "60s"'),
     ("nomad/wafleet-worker.nomad.hcl", '"--shard", "${NOMAD_ALLOC_INDEX}"', '"--shard", "0"'),
     ("nomad/wafleet-worker.nomad.hcl", '"--data", "/data"', '"--data", "/srv"'),

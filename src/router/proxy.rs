@@ -326,10 +326,52 @@ impl Incoming {
 
 enum Attempt {
     Answer(http::Response<hyper::body::Incoming>),
-    ConnectFailed(SocketAddr),
+    /// The connection could not be made; `refused` when the host answered with a refusal
+    /// (nobody listens: the worker is restarting) rather than a timeout.
+    ConnectFailed {
+        addr: SocketAddr,
+        refused: bool,
+    },
     Timeout,
-    Failed(String),
+    /// No response; `reset` when the worker closed or reset the connection before any
+    /// response (it died mid-request), as opposed to a protocol error.
+    Failed {
+        error: String,
+        reset: bool,
+    },
     BodyConsumed,
+}
+
+/// Whether `e`'s chain shows a refused connection (`ECONNREFUSED`).
+fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    io_kind_in_chain(e).is_some_and(|k| k == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Whether `e`'s chain shows a connection closed or reset before a response.
+fn is_reset(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    io_kind_in_chain(e)
+        .is_some_and(|k| matches!(k, K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe))
+}
+
+fn io_kind_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = c.source();
+    }
+    None
 }
 
 /// Forwards a request for a workspace owned by `shard` (auth already checked).
@@ -428,7 +470,12 @@ pub async fn forward(
             *req.headers_mut() = headers;
             match uri {
                 Ok(u) => *req.uri_mut() = u,
-                Err(e) => return Attempt::Failed(e.to_string()),
+                Err(e) => {
+                    return Attempt::Failed {
+                        error: e.to_string(),
+                        reset: false,
+                    };
+                }
             }
             // A streamed body may take longer to send than the timeout: the wait for the
             // answer starts when the body has been sent.
@@ -445,8 +492,14 @@ pub async fn forward(
             match answer {
                 Err(()) => Attempt::Timeout,
                 Ok(Ok(resp)) => Attempt::Answer(resp),
-                Ok(Err(e)) if e.is_connect() => Attempt::ConnectFailed(addr),
-                Ok(Err(e)) => Attempt::Failed(super::consul::error_chain(&e)),
+                Ok(Err(e)) if e.is_connect() => Attempt::ConnectFailed {
+                    addr,
+                    refused: is_refused(&e),
+                },
+                Ok(Err(e)) => Attempt::Failed {
+                    error: super::consul::error_chain(&e),
+                    reset: is_reset(&e),
+                },
             }
         }
     };
@@ -482,8 +535,13 @@ pub async fn forward(
                 shard = retry_shard(shard, ours, named);
             }
             Attempt::Answer(resp) => return Ok(into_reply(resp, rid)),
-            Attempt::ConnectFailed(addr) => {
+            Attempt::ConnectFailed { addr, refused } => {
                 if !reconnect_retry {
+                    // Refused: nobody listens there (a worker restarting in place) and the
+                    // health check has not caught up yet; nothing was sent, so a retry is safe.
+                    if refused {
+                        return Err(refused_upstream(shard, addr));
+                    }
                     return Err(bad_gateway(shard, format!("cannot connect to {addr}")));
                 }
                 reconnect_retry = false;
@@ -505,12 +563,18 @@ pub async fn forward(
                 )
                 .with_shard(shard));
             }
-            Attempt::Failed(e) if body.too_large() => {
-                tracing::debug!(error = %e, "body passed the cap while streaming");
+            Attempt::Failed { error, .. } if body.too_large() => {
+                tracing::debug!(error = %error, "body passed the cap while streaming");
                 return Err(too_large());
             }
-            Attempt::Failed(e) => {
-                tracing::warn!(shard, %addr, error = %e, "upstream request failed");
+            Attempt::Failed { error, reset } => {
+                tracing::warn!(shard, %addr, error = %error, "upstream request failed");
+                if reset {
+                    // Closed or reset before any response: the worker died (or is
+                    // restarting); the client retries after Retry-After (messages carry an
+                    // Idempotency-Key for exactly this).
+                    return Err(refused_upstream(shard, addr));
+                }
                 return Err(bad_gateway(
                     shard,
                     "the worker closed the connection".into(),
@@ -570,6 +634,20 @@ fn unavailable(shard: u32) -> ApiError {
     )
     .with_shard(shard)
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"))
+}
+
+/// A refused or reset upstream: the shard's instance is restarting and the router has not yet
+/// seen its health change. `503 shard_unavailable` + `Retry-After`, as when it has.
+fn refused_upstream(shard: u32, addr: SocketAddr) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shard_unavailable",
+        format!(
+            "shard {shard}'s instance {addr} refused the connection (restarting?); retry shortly"
+        ),
+    )
+    .with_shard(shard)
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 fn bad_gateway(shard: u32, message: String) -> ApiError {

@@ -108,7 +108,8 @@ pub fn config(
             "--lock-delay-secs must be within 0..=60".into(),
         ));
     }
-    let session_host = if args.session_host == "placeholder" {
+    let placeholder = args.session_host == "placeholder";
+    let session_host = if placeholder {
         super::HostKind::Placeholder
     } else {
         let mut engine = crate::engine::EngineConfig::from_lookup(lookup);
@@ -157,6 +158,11 @@ pub fn config(
         print_ready_line: true,
         expect_volume_id: args.expect_volume_id.clone().filter(|v| !v.is_empty()),
         profile_max_bytes: args.profile_max_bytes,
+        browser_guard: if placeholder {
+            None
+        } else {
+            std::env::current_exe().ok()
+        },
     })
 }
 

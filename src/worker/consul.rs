@@ -339,6 +339,14 @@ impl Coordinator for ConsulTerm {
         self.settings.session_ttl * 2
     }
 
+    fn renewals(&self) -> u64 {
+        self.keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, SessionKeeper::renewals)
+    }
+
     fn abandon(&self) {
         self.cancel.cancel();
     }

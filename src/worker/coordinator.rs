@@ -78,6 +78,12 @@ pub trait Coordinator: Send + Sync + 'static {
         std::time::Duration::ZERO
     }
 
+    /// How many times the session was renewed so far (the owner record's lease follows it,
+    /// `owner.rs`); 0 for stores that do not renew.
+    fn renewals(&self) -> u64 {
+        0
+    }
+
     /// Gives the term up after fencing: stops its keepers without releasing anything (the
     /// locks end with the session).
     fn abandon(&self);

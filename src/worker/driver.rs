@@ -214,6 +214,18 @@ pub struct DriverConfig {
     /// term; `Some(Some(id))` also requires that volume id. `None` skips the check (unit tests
     /// of the ownership machine).
     pub volume: Option<Option<String>>,
+    /// Keep the shard's owner record (`owner.rs`) and take over a dead predecessor's session;
+    /// `None` in tests without a shared volume.
+    pub owner: Option<OwnerSettings>,
+}
+
+/// How the runner keeps the shard's owner record.
+#[derive(Debug, Clone)]
+pub struct OwnerSettings {
+    /// The session TTL: the lease is the last observed renewal plus this.
+    pub ttl: Duration,
+    /// Clock-skew margin added to another owner's lease before it counts as expired.
+    pub margin: Duration,
 }
 
 impl std::fmt::Debug for DriverConfig {
@@ -222,6 +234,7 @@ impl std::fmt::Debug for DriverConfig {
             .field("restore_concurrency", &self.restore_concurrency)
             .field("drain_grace", &self.drain_grace)
             .field("volume", &self.volume)
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +258,9 @@ pub async fn run_terms(
     let mut first_ready = config.on_first_ready.clone();
     let mut term = 0u64;
     let mut resume: Option<(String, tokio::time::Instant)> = None;
+    let mut takeover_checked = config.owner.is_none();
+    // Held for the life of the worker: proof that a live process serves this shard here.
+    let mut _process_lock: Option<std::fs::File> = None;
     loop {
         if shutdown.is_cancelled() {
             return true;
@@ -253,6 +269,20 @@ pub async fn run_terms(
             && !volume_ok(&shared, expect.as_deref(), &shutdown).await
         {
             return true;
+        }
+        // A process restarted on the same host (kill -9, OOM, crash) whose predecessor is
+        // proven dead takes up the predecessor's session: Consul still renews it, it still
+        // holds the shard and workspace locks, and re-acquiring them with the holder session
+        // needs no lock delay. Checked once, after the volume is known to be there.
+        if !takeover_checked {
+            takeover_checked = true;
+            if let Some(owner) = &config.owner {
+                let (lock, session) = dead_predecessor_session(&shared).await;
+                _process_lock = lock;
+                if let Some(session) = session {
+                    resume = Some((session, tokio::time::Instant::now() + owner.ttl * 2));
+                }
+            }
         }
         // After a fencing by deadline, the old session may still be valid in Consul (the agent
         // was restarting, not the node dying): take it up again rather than wait for it to
@@ -295,6 +325,18 @@ pub async fn run_terms(
         // The shard store is single-writer only while the shard lock is held.
         if let Some(m) = shared.messaging.get() {
             m.close().await;
+        }
+        if end == TermEnd::Drained && config.owner.is_some() {
+            // A clean drain stopped every browser: no successor has to wait for this lease.
+            let path = super::owner::shard_record_path(&shared.data, shared.shard);
+            if let Ok(me) = super::owner::Identity::current() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    super::owner::remove_if_mine::<super::owner::ShardRecord>(&path, &me, |r| {
+                        &r.owner
+                    })
+                })
+                .await;
+            }
         }
         match end {
             TermEnd::Drained => return true,
@@ -373,6 +415,188 @@ async fn resume_term(
             }
         }
     }
+}
+
+/// The shard's process lock (`owner::try_process_lock`, `None` when another live process on
+/// this host holds it) and, when this process holds it, the session of this shard's previous
+/// owner if that owner ran on this host and boot and is dead (its pid is gone or belongs to
+/// another process): the session it may be taken over with. No session when nothing can be
+/// proven (another host, a live process, no record).
+async fn dead_predecessor_session(shared: &Arc<Shared>) -> (Option<std::fs::File>, Option<String>) {
+    use super::owner::{self, Liveness};
+    let path = owner::shard_record_path(&shared.data, shared.shard);
+    let lock_path = owner::process_lock_path(&shared.data, shared.shard);
+    let found = tokio::task::spawn_blocking(move || {
+        let Some(lock) = owner::try_process_lock(&lock_path)? else {
+            return Ok::<_, owner::OwnerError>((None, None));
+        };
+        let me = owner::Identity::current()?;
+        let record = owner::read::<owner::ShardRecord>(&path)?;
+        Ok((
+            Some(lock),
+            record.map(|r| {
+                let verdict = owner::liveness(&r.owner, &me, owner::start_time_of);
+                (r, verdict)
+            }),
+        ))
+    })
+    .await;
+    let (lock, record, liveness) = match found {
+        Ok(Ok((None, _))) => {
+            tracing::warn!(
+                shard = shared.shard,
+                "another live process of this shard runs on this host (process lock held); no takeover"
+            );
+            return (None, None);
+        }
+        Ok(Ok((lock, None))) => return (lock, None),
+        Ok(Ok((lock, Some((r, l))))) => (lock, r, l),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the shard's owner record; no takeover");
+            return (None, None);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "owner record task failed; no takeover");
+            return (None, None);
+        }
+    };
+    if record.shard != shared.shard || record.session.is_empty() {
+        return (lock, None);
+    }
+    match liveness {
+        Liveness::Dead => {
+            tracing::info!(
+                shard = shared.shard,
+                session = %record.session,
+                predecessor_pid = record.owner.pid,
+                "TAKEOVER: the previous owner on this host is dead; taking over its Consul session"
+            );
+            (lock, Some(record.session))
+        }
+        other => {
+            tracing::info!(shard = shared.shard, predecessor_pid = record.owner.pid, liveness = ?other, "previous owner not proven dead; opening a new session");
+            (lock, None)
+        }
+    }
+}
+
+/// Waits until the shard's owner record names nobody who may still run browsers (no record,
+/// ours, a dead owner, or an expired lease plus margin), then writes this process's record.
+async fn claim_shard_record(
+    shared: &Arc<Shared>,
+    coord: &Arc<dyn Coordinator>,
+    settings: &OwnerSettings,
+) -> Result<(), super::owner::OwnerError> {
+    use super::owner::{self, Verdict};
+    let path = owner::shard_record_path(&shared.data, shared.shard);
+    let me = owner::Identity::current()?;
+    let margin = settings.margin.as_millis() as u64;
+    let mut logged = false;
+    loop {
+        let (p, m) = (path.clone(), me.clone());
+        let record = tokio::task::spawn_blocking(move || {
+            let r = owner::read::<owner::ShardRecord>(&p)?;
+            let now = super::layout::now_ms();
+            Ok::<_, owner::OwnerError>(owner::verdict(
+                r.as_ref(),
+                &m,
+                now,
+                margin,
+                owner::start_time_of,
+            ))
+        })
+        .await
+        .map_err(|e| owner::OwnerError::Identity(e.to_string()))?;
+        let verdict = match record {
+            Ok(v) => v,
+            // A corrupt record names nobody; the Consul lock is held, so overwrite it.
+            Err(e @ owner::OwnerError::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "replacing a corrupt shard owner record");
+                Verdict::Free
+            }
+            Err(e) => return Err(e),
+        };
+        match verdict {
+            Verdict::Held { until_ms } => {
+                let wait = until_ms.saturating_sub(super::layout::now_ms()).max(50);
+                if !logged {
+                    tracing::warn!(
+                        shard = shared.shard,
+                        wait_ms = wait,
+                        "the previous owner's lease has not run out (a frozen process may still run browsers); waiting for it"
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            v => {
+                if v != Verdict::Free {
+                    tracing::info!(shard = shared.shard, verdict = ?v, "replacing the previous owner record");
+                }
+                break;
+            }
+        }
+    }
+    let record = owner::ShardRecord {
+        owner: me,
+        shard: shared.shard,
+        session: coord.session_id(),
+        lease_until_ms: super::layout::now_ms() + settings.ttl.as_millis() as u64,
+        written_ms: super::layout::now_ms(),
+    };
+    tokio::task::spawn_blocking(move || owner::write(&path, &record))
+        .await
+        .map_err(|e| owner::OwnerError::Identity(e.to_string()))?
+}
+
+/// Extends the lease of the shard record every TTL/3 while the session keeps being renewed
+/// (a renewal observed since the last look). Stops when the term ends or is fenced (the
+/// returned guard also stops it when dropped); the lease then simply runs out.
+fn spawn_lease_recorder(
+    shared: &Arc<Shared>,
+    coord: &Arc<dyn Coordinator>,
+    settings: &OwnerSettings,
+) -> tokio_util::sync::DropGuard {
+    use super::owner;
+    let stop = coord.term_token().child_token();
+    let guard = stop.clone().drop_guard();
+    let path = owner::shard_record_path(&shared.data, shared.shard);
+    let (shard, coord, ttl) = (shared.shard, coord.clone(), settings.ttl);
+    let session = coord.session_id();
+    tokio::spawn(async move {
+        let Ok(me) = owner::Identity::current() else {
+            return;
+        };
+        let mut seen = coord.renewals();
+        let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let now = coord.renewals();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let record = owner::ShardRecord {
+                owner: me.clone(),
+                shard,
+                session: session.clone(),
+                lease_until_ms: super::layout::now_ms() + ttl.as_millis() as u64,
+                written_ms: super::layout::now_ms(),
+            };
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || owner::write(&p, &record)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "owner record lease not extended"),
+                Err(e) => tracing::warn!(error = %e, "owner record task failed"),
+            }
+        }
+    });
+    guard
 }
 
 /// How often a worker held back by a missing volume looks again.
@@ -467,6 +691,27 @@ async fn run_term(
         }
     }
     tracing::info!(shard = shared.shard, "shard lock held");
+    // The owner record: wait out a previous owner that may still run browsers (a frozen
+    // process whose lease has not run out), then name this process, and keep its lease.
+    let _recorder = match &config.owner {
+        Some(owner) => {
+            tokio::select! {
+                r = claim_shard_record(shared, &coord, owner) => if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot write the shard's owner record; profiles are guarded by the Consul locks alone");
+                },
+                _ = &mut fenced => {
+                    coord.abandon();
+                    return TermEnd::Fenced;
+                }
+                _ = shutdown.cancelled() => {
+                    close_quietly(&coord).await;
+                    return TermEnd::Drained;
+                }
+            }
+            Some(spawn_lease_recorder(shared, &coord, owner))
+        }
+        None => None,
+    };
     if let Some(m) = shared.messaging.get()
         && let Err(e) = m.open().await
     {

@@ -114,6 +114,15 @@ pub struct EngineHost {
     generations: AtomicU64,
     tracker: TaskTracker,
     me: Weak<EngineHost>,
+    /// Profile owner records (`super::owner`), once enabled.
+    owners: std::sync::OnceLock<ProfileOwners>,
+}
+
+/// What the host needs to keep profile owner records.
+#[derive(Debug, Clone)]
+struct ProfileOwners {
+    me: super::owner::Identity,
+    margin_ms: u64,
 }
 
 impl std::fmt::Debug for EngineHost {
@@ -211,7 +220,7 @@ pub fn is_orphan(pid: u32) -> bool {
 }
 
 /// SIGKILLs `pid` and its descendants (fencing: no time for a clean close).
-fn kill_tree(pid: u32) {
+pub fn kill_tree(pid: u32) {
     let mut tree = crate::engine::memory::process_tree(pid).unwrap_or_default();
     if tree.is_empty() {
         tree.push(pid);
@@ -277,7 +286,131 @@ impl EngineHost {
             generations: AtomicU64::new(0),
             tracker,
             me: me.clone(),
+            owners: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps a profile owner record (`super::owner`) for every session this host runs, and
+    /// checks the previous one before a browser starts on the profile: a profile whose owner
+    /// may still run a browser (alive or unknown, lease not run out plus `margin`) waits.
+    /// Set once, before the first workspace starts.
+    pub fn use_owner_records(
+        &self,
+        margin: std::time::Duration,
+    ) -> Result<(), super::owner::OwnerError> {
+        let me = super::owner::Identity::current()?;
+        let _ = self.owners.set(ProfileOwners {
+            me,
+            margin_ms: margin.as_millis() as u64,
+        });
+        Ok(())
+    }
+
+    /// Every browser this host runs, as `(pid, start time)` (what the browser guard kills if
+    /// this process stops answering).
+    pub fn browser_pids(&self) -> Vec<(u32, u64)> {
+        let pids: Vec<u32> = self
+            .lock()
+            .values()
+            .flat_map(|r| r.sessions.values())
+            .filter_map(|e| e.handle.browser().and_then(|b| b.pid()))
+            .collect();
+        pids.into_iter()
+            .filter_map(|p| super::owner::start_time_of(p).map(|t| (p, t)))
+            .collect()
+    }
+
+    /// Waits until the profile of session `s` is free of any other owner (see
+    /// [`EngineHost::use_owner_records`]), then records this process as its owner. Gives up
+    /// (false) when the lease is lost meanwhile.
+    async fn claim_profile(&self, ws: &WorkspaceId, s: &SessionId, lease: &WorkspaceLease) -> bool {
+        use super::owner::{self, Verdict};
+        let Some(o) = self.owners.get().cloned() else {
+            return true;
+        };
+        let dir = self.session_dir(ws, s);
+        let data = self.data.clone();
+        let mut logged = false;
+        loop {
+            let (d, me, data) = (dir.clone(), o.me.clone(), data.clone());
+            let margin = o.margin_ms;
+            let verdict = tokio::task::spawn_blocking(move || {
+                let record = match owner::read::<owner::ProfileRecord>(&owner::profile_record_path(&d)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "profile owner record unreadable; treating it as absent");
+                        None
+                    }
+                };
+                let shard_record = record.as_ref().and_then(|r| {
+                    owner::read::<owner::ShardRecord>(&owner::shard_record_path(&data, r.shard))
+                        .unwrap_or(None)
+                });
+                owner::profile_verdict(
+                    record.as_ref(),
+                    shard_record.as_ref(),
+                    &me,
+                    super::layout::now_ms(),
+                    margin,
+                    owner::start_time_of,
+                )
+            })
+            .await
+            .unwrap_or(Verdict::Free);
+            match verdict {
+                Verdict::Held { until_ms } => {
+                    let wait = until_ms.saturating_sub(super::layout::now_ms()).max(50);
+                    if !logged {
+                        tracing::warn!(workspace = %ws, session = %s, wait_ms = wait, "the profile's previous owner may still run a browser; waiting for its lease to run out");
+                        logged = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                        _ = lease.lost() => return false,
+                    }
+                }
+                v => {
+                    if v != Verdict::Free {
+                        tracing::info!(workspace = %ws, session = %s, verdict = ?v, "profile's previous owner is gone");
+                    }
+                    break;
+                }
+            }
+        }
+        let record = owner::ProfileRecord {
+            owner: o.me.clone(),
+            shard: self.shard,
+            written_ms: super::layout::now_ms(),
+        };
+        let path = owner::profile_record_path(&dir);
+        match tokio::task::spawn_blocking(move || owner::write(&path, &record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(workspace = %ws, session = %s, error = %e, "cannot write the profile owner record")
+            }
+            Err(e) => tracing::warn!(error = %e, "profile owner record task failed"),
+        }
+        true
+    }
+
+    /// Removes the owner records of the given sessions that name this process (every browser
+    /// of them has exited).
+    async fn release_profiles(&self, ws: &WorkspaceId, sessions: Vec<SessionId>) {
+        let Some(o) = self.owners.get().cloned() else {
+            return;
+        };
+        let paths: Vec<PathBuf> = sessions
+            .iter()
+            .map(|s| super::owner::profile_record_path(&self.session_dir(ws, s)))
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in paths {
+                super::owner::remove_if_mine::<super::owner::ProfileRecord>(&p, &o.me, |r| {
+                    &r.owner
+                });
+            }
+        })
+        .await;
     }
 
     /// Makes every session started from now on load WhatsApp Web as `versions` decides (the
@@ -603,6 +736,11 @@ impl SessionHost for EngineHost {
                     }
                 }
             }
+            for config in &configs {
+                if !self.claim_profile(ws, &config.session, &lease).await {
+                    return Err(HostError::Other(format!("lock for {ws} lost while waiting for a profile's previous owner")));
+                }
+            }
             for config in configs {
                 let entry = self.spawn_entry(ws, &lease, config);
                 sessions.insert(entry.config.session.clone(), entry);
@@ -646,7 +784,9 @@ impl SessionHost for EngineHost {
                             };
                             if !entries.is_empty() {
                                 tracing::warn!(workspace = %w, "lease lost with browsers running; killing them");
+                                let ids: Vec<SessionId> = entries.iter().map(|e| e.config.session.clone()).collect();
                                 EngineHost::shutdown_entries(entries, true).await;
+                                me.release_profiles(&w, ids).await;
                             }
                         }
                     }
@@ -658,10 +798,18 @@ impl SessionHost for EngineHost {
                     session: config.session.clone(),
                     config: config.clone(),
                 });
-                if config.desired == DesiredState::Running
-                    && let Err(e) = handle.start().await
-                {
-                    tracing::warn!(workspace = %ws, session = %config.session, error = %e, "session start");
+                if config.desired == DesiredState::Running {
+                    // Not awaited: a start returns once the browser has launched, and the
+                    // launches are bounded by the engine's launch limiter already. Awaiting
+                    // here would hold the driver's restore slot for every launch, so after a
+                    // restart the workspaces without a browser (or whose sessions are
+                    // stopped) would queue behind every Chromium launch before answering.
+                    let ws = ws.clone();
+                    self.tracker.spawn(async move {
+                        if let Err(e) = handle.start().await {
+                            tracing::warn!(workspace = %ws, session = %config.session, error = %e, "session start");
+                        }
+                    });
                 }
             }
             Ok(())
@@ -679,11 +827,13 @@ impl SessionHost for EngineHost {
             if let Some(r) = removed {
                 r.stopped.cancel();
                 let n = r.sessions.len();
+                let ids: Vec<SessionId> = r.sessions.keys().cloned().collect();
                 Self::shutdown_entries(
                     r.sessions.into_values().collect(),
                     mode == StopMode::Immediate,
                 )
                 .await;
+                self.release_profiles(ws, ids).await;
                 tracing::debug!(workspace = %ws, ?mode, sessions = n, "workspace stopped");
             }
             Ok(())

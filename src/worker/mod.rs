@@ -28,10 +28,12 @@ pub mod coordinator;
 pub mod driver;
 pub mod engine_host;
 pub mod fleet_api;
+pub mod guard;
 pub mod host;
 pub mod http;
 pub mod layout;
 pub mod messaging;
+pub mod owner;
 pub mod ownership;
 pub mod placeholder;
 pub mod profile_routes;
@@ -55,6 +57,9 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 15;
 pub const DEFAULT_LOCK_DELAY_SECS: u64 = 15;
 /// Default drain grace, seconds (below Nomad's 30 s `max_kill_timeout`).
 pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 25;
+/// Clock-skew margin on another process's owner lease (`owner.rs`): hosts run NTP, and this
+/// covers far more than its usual offsets.
+pub const OWNER_LEASE_MARGIN_SECS: u64 = 5;
 /// Default number of workspaces started at once after a (re)start.
 pub const DEFAULT_RESTORE_CONCURRENCY: usize = 4;
 
@@ -118,6 +123,9 @@ pub struct WorkerConfig {
     pub expect_volume_id: Option<String>,
     /// Largest profile upload accepted (`--profile-max-bytes`).
     pub profile_max_bytes: u64,
+    /// The `wafleet` executable to start the browser guard from (`guard.rs`); `None` runs
+    /// no guard (in-process tests, the placeholder host).
+    pub browser_guard: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -215,6 +223,25 @@ pub async fn run(
         ));
     }
     let _ = shared.messaging.set(messaging.clone());
+    // Item 10 of issue 13: profile owner records, and a guard process that kills the browsers
+    // if this process freezes (its threads cannot).
+    let mut _guard = None;
+    if let Some(engine) = shared.host.engine_host() {
+        if let Err(e) = engine.use_owner_records(Duration::from_secs(OWNER_LEASE_MARGIN_SECS)) {
+            tracing::error!(error = %e, "profile owner records disabled");
+        }
+        if let Some(exe) = &config.browser_guard {
+            let host = engine.clone();
+            match guard::BrowserGuard::spawn(exe, config.session_ttl / 3, move || {
+                host.browser_pids()
+            }) {
+                Ok(g) => _guard = Some(g),
+                Err(e) => {
+                    tracing::error!(error = %e, "no browser guard: a frozen worker's browsers would outlive its lease")
+                }
+            }
+        }
+    }
 
     let api = request::Api {
         shared: shared.clone(),
@@ -265,6 +292,10 @@ pub async fn run(
             drain_grace: config.drain_grace,
             on_first_ready,
             volume: Some(config.expect_volume_id.clone()),
+            owner: Some(driver::OwnerSettings {
+                ttl: config.session_ttl,
+                margin: Duration::from_secs(OWNER_LEASE_MARGIN_SECS),
+            }),
         },
         shutdown,
     )

@@ -286,6 +286,7 @@ async fn create_handoff_fencing_and_drain_through_the_driver() {
                 r2.fetch_add(1, Ordering::SeqCst);
             })),
             volume: None,
+            owner: None,
         },
         shutdown.clone(),
     ));
@@ -562,6 +563,7 @@ async fn slow_fleet(
                     drain_grace: grace,
                     on_first_ready: None,
                     volume: None,
+                    owner: None,
                 },
                 shutdown,
             )

@@ -79,6 +79,18 @@ pub struct Proc {
 impl Proc {
     /// Starts `wafleet <args…>` with `envs`, stderr to `<logdir>/<name>.log`. Does not wait.
     pub fn start(name: &str, args: &[String], envs: &[(String, String)], logdir: &Path) -> Proc {
+        Proc::start_with(name, &[], args, envs, logdir)
+    }
+
+    /// Like [`Proc::start`], run through `wrapper` (e.g. `ip netns exec <ns>`, which execs the
+    /// binary: the pid is still wafleet's).
+    pub fn start_with(
+        name: &str,
+        wrapper: &[String],
+        args: &[String],
+        envs: &[(String, String)],
+        logdir: &Path,
+    ) -> Proc {
         std::fs::create_dir_all(logdir).expect("log dir");
         let log = logdir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
@@ -86,7 +98,14 @@ impl Proc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut cmd = Command::new(bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
