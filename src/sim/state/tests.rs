@@ -575,7 +575,7 @@ proptest::proptest! {
                         conns.retain(|x| *x != c);
                     }
                 }
-                Op::Msg(i, m) => if let Some(c) = pick(i, &conns) { sim.handle(c, m, now) },
+                Op::Msg(i, m) => if let Some(c) = pick(i, &conns) { sim.handle(c, *m, now) },
                 Op::LinkShown(i, phone) => {
                     if let Some(q) = sim.devices().get(i % 4).and_then(|d| d.qr.clone()) {
                         let _ = sim.link_qr(&q, &phone, None, now);
@@ -605,7 +605,7 @@ proptest::proptest! {
 enum Op {
     Connect,
     Disconnect(usize),
-    Msg(usize, ClientMsg),
+    Msg(usize, Box<ClientMsg>),
     LinkShown(usize, String),
     Link(String, String),
     Pair(String, String),
@@ -672,7 +672,7 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     prop_oneof![
         Just(Op::Connect),
         any::<usize>().prop_map(Op::Disconnect),
-        (any::<usize>(), msg).prop_map(|(i, m)| Op::Msg(i, m)),
+        (any::<usize>(), msg).prop_map(|(i, m)| Op::Msg(i, Box::new(m))),
         (any::<usize>(), phone()).prop_map(|(i, p)| Op::LinkShown(i, p)),
         (".{0,80}", phone()).prop_map(|(q, p)| Op::Link(q, p)),
         (phone(), "[A-Za-z0-9-]{0,10}").prop_map(|(p, c)| Op::Pair(p, c)),
