@@ -18,6 +18,10 @@
 //!   [`session_routes`], [`messaging`] (messages, webhooks, events), [`profile_routes`] (profile
 //!   import/export) and [`fleet_api`] (`GET /v1/sessions`, every session this worker hosts; the
 //!   router's fleet-wide list fans out to it).
+//! * [`owner`]: owner records on the shared volume (shard holder with its lease, profile owner)
+//!   and the checks on them: the takeover of a dead predecessor's session, the profile check
+//!   before a browser starts; [`guard`]: the browser guard process that kills this worker's
+//!   browsers when it freezes (`docs/operations.md`, Healing).
 //! * [`cli`]: `wafleet worker` flags.
 //!
 //! See `docs/worker.md` for the ownership and fencing timeline.
