@@ -153,8 +153,10 @@
     return missing;
   }
 
+  // `Debug.VERSION` where the build sets it (it is what a page's own bundles announce, and what
+  // a pinned, cached index.html carries); `WAWebBuildConstants.VERSION_STR` where it is gated off.
   function webVersion() {
-    const v = globalOrModule('WAWebBuildConstants.VERSION_STR') || globalOrModule('Debug.VERSION');
+    const v = globalOrModule('Debug.VERSION') || globalOrModule('WAWebBuildConstants.VERSION_STR');
     return v ? String(v) : null;
   }
 

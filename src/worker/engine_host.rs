@@ -202,9 +202,11 @@ pub fn live_singleton_owner(profile: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
-/// Whether browser `pid` is an orphan: its parent is not a live `wafleet` process (the worker that
-/// launched it was killed with SIGKILL and could not close it).
-pub fn is_orphan(pid: u32) -> bool {
+/// Whether browser `pid` was not launched by this process: a leftover of a predecessor (killed
+/// with SIGKILL, or frozen) or of anyone else. Its parent is not this process. Checked by pid,
+/// not by name: a predecessor's browsers are reparented to whatever subreaper there is, which
+/// may well be a `wafleet` process too (`wafleet dev`).
+pub fn is_foreign(pid: u32) -> bool {
     let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|st| {
@@ -212,11 +214,10 @@ pub fn is_orphan(pid: u32) -> bool {
             rest.split_whitespace().nth(1)?.parse::<u32>().ok()
         })
     else {
+        // Gone meanwhile: nothing to do about it.
         return false;
     };
-    let parent = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
-    let exe = parent.split(|b| *b == 0).next().unwrap_or_default();
-    !String::from_utf8_lossy(exe).ends_with("wafleet")
+    ppid != std::process::id()
 }
 
 /// SIGKILLs `pid` and its descendants (fencing: no time for a clean close).
@@ -720,18 +721,23 @@ impl SessionHost for EngineHost {
             let generation = self.generations.fetch_add(1, Ordering::Relaxed);
             let mut sessions = BTreeMap::new();
             for config in &configs {
-                // A browser left behind by a worker killed with SIGKILL still runs on the
-                // profile; with the lock held here it must go before a new one starts.
+                // A browser left behind by a worker killed with SIGKILL (or frozen) may still run
+                // on the profile; with the lock held here it must be gone before a new one
+                // starts, or two browsers would share the profile.
                 let profile = self.session_dir(ws, &config.session).join(PROFILE_DIR);
                 if let Some(pid) = live_singleton_owner(&profile)
-                    && is_orphan(pid)
+                    && is_foreign(pid)
                 {
-                    tracing::warn!(workspace = %ws, session = %config.session, pid, "killing an orphaned browser on the profile");
+                    tracing::warn!(workspace = %ws, session = %config.session, pid, "killing a previous browser on the profile");
                     kill_tree(pid);
-                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-                    while live_singleton_owner(&profile).is_some()
-                        && tokio::time::Instant::now() < deadline
-                    {
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while live_singleton_owner(&profile).is_some() {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(HostError::Other(format!(
+                                "a previous browser (pid {pid}) on {ws}/{} did not exit",
+                                config.session
+                            )));
+                        }
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 }
