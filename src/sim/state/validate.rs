@@ -183,6 +183,7 @@ impl Sim {
         Ok(SentView {
             id: m.id.clone(),
             to: a.to,
+            kind: kind.to_owned(),
             text,
             media,
             uploaded,
