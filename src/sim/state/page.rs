@@ -332,8 +332,17 @@ impl Sim {
             view: SentView {
                 id,
                 to,
-                kind: msg.kind.chars().take(32).collect(),
-                text: None,
+                kind: if msg.kind.is_empty() {
+                    "chat".into()
+                } else {
+                    msg.kind.chars().take(20).collect()
+                },
+                text: if msg.kind.is_empty() || msg.kind == "chat" {
+                    msg.body.clone()
+                } else {
+                    msg.caption.clone()
+                }
+                .filter(|t| t.len() <= MAX_TEXT_BYTES),
                 media: None,
                 uploaded: None,
                 sha256: None,

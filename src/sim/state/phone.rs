@@ -253,12 +253,11 @@ impl Sim {
             .map_err(|e| PhoneError::Invalid("invalid_upload", e.to_string()))
     }
 
-    /// `GET /sim/lid?phone=`: the LID of a phone.
+    /// `GET /sim/lid?phone=`: the LID user of a phone, `<15 digits>@lid`. The account is known
+    /// from then on, so sends to that LID are accepted.
     pub fn lid(&mut self, phone: &str) -> Result<String, PhoneError> {
         check_phone(phone)?;
-        // Asking for an account's LID is how a test names an account that exists in the
-        // simulated world: from now on `@lid` sends to it are accepted.
-        Ok(self.lids.learn(phone))
+        Ok(format!("{}@lid", self.lids.learn(phone)))
     }
 
     /// `POST /sim/groups`: creates a group; every linked member's pages get its chat.
@@ -282,7 +281,16 @@ impl Sim {
                 ),
             ));
         }
-        let mut members: Vec<String> = Vec::new();
+        if let Some(p) = &g.phone {
+            check_phone(p)?;
+            if !self.devices.values().any(|d| &d.phone == p) {
+                return Err(PhoneError::NotFound(
+                    "unknown_phone",
+                    "no device is linked to this phone".into(),
+                ));
+            }
+        }
+        let mut members: Vec<String> = g.phone.iter().cloned().collect();
         for p in &g.participants {
             if !members.contains(p) {
                 members.push(p.clone());
@@ -439,6 +447,9 @@ impl Sim {
                 };
                 if m.from.as_deref().is_some_and(|f| f != author) {
                     return bad("invalid_body", "from and author differ");
+                }
+                if !addressing::valid_group_wid(gid) {
+                    return bad("invalid_group", "group is <digits>-<digits>@g.us");
                 }
                 let g = self
                     .groups

@@ -601,6 +601,8 @@ proptest::proptest! {
     }
 }
 
+// Generated test operations, never stored in bulk: boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Op {
     Connect,

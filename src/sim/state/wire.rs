@@ -349,8 +349,9 @@ pub struct SentView {
     pub id: String,
     /// Recipient digits (the phone behind a LID too), or the whole wid for groups.
     pub to: String,
-    /// WhatsApp's message type as sent (`chat`, `image`, `ptt`, …).
-    #[serde(rename = "type", default)]
+    /// The message type: `chat` or the media type (`image`, `video`, `audio`, `ptt`,
+    /// `document`, `sticker`).
+    #[serde(rename = "type")]
     pub kind: String,
     /// Text or caption.
     pub text: Option<String>,
@@ -508,6 +509,9 @@ impl Inbound {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewGroup {
+    /// The linked phone creating the group (optional; it becomes a participant).
+    #[serde(default)]
+    pub phone: Option<String>,
     /// Subject.
     pub subject: String,
     /// Member phones (at least one linked).
