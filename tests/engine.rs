@@ -346,8 +346,9 @@ async fn qr_link_send_receive_acks_relaunch_without_qr_and_logout() {
     assert!(profile.join("Default").exists());
 
     // 5. Relaunch on the same profile: logged in again without a QR (LocalAuth). This browser
-    // gets WhatsApp Web's index.html from a pinned copy (request interception); the copy marks
-    // the version it boots, which proves it was served instead of the live page.
+    // gets WhatsApp Web's index.html from a pinned copy (request interception): the copy names
+    // the bundles of the version that was live when it was saved, and the simulator has since
+    // deployed a newer one, so the version the page boots proves the copy was served.
     let live = client()
         .get(format!("http://{}/", sim.addr()))
         .send()
@@ -356,12 +357,19 @@ async fn qr_link_send_receive_acks_relaunch_without_qr_and_logout() {
         .text()
         .await
         .unwrap();
-    let marker = "<script>(function(){var d;Object.defineProperty(window,'Debug',{configurable:true,\
-        get:function(){return d},set:function(v){if(v&&v.VERSION){v.VERSION+='-pinned'}d=v}})})();</script>";
-    let pinned = live.replacen("<head>", &format!("<head>{marker}"), 1);
-    assert_ne!(pinned, live);
+    let old_version = get(&sim, "/sim/web-version").await["live"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, v) = post(
+        &sim,
+        "/sim/web-version",
+        json!({"version": "2.3000.1099999999-sim"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
     let pinned_path = dir.path().join("index.html");
-    std::fs::write(&pinned_path, pinned).unwrap();
+    std::fs::write(&pinned_path, live).unwrap();
     let mut config = engine_config(&sim);
     config.pinned_index_html = Some(pinned_path);
     // A document served by interception has no network address, so Chromium's local network
@@ -376,7 +384,7 @@ async fn qr_link_send_receive_acks_relaunch_without_qr_and_logout() {
     let mut seen = Vec::new();
     let (me, version) = wait_ready(&mut rx, &mut seen).await;
     assert_eq!(me.as_deref(), Some("4915550001@c.us"));
-    assert!(version.unwrap().ends_with("-sim-pinned"), "{seen:?}");
+    assert_eq!(version.as_deref(), Some(old_version.as_str()), "{seen:?}");
     let procs = tree(pid);
     assert!(
         !seen.iter().any(|e| matches!(e, EngineEvent::Qr { .. })),
