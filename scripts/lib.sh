@@ -2,6 +2,12 @@
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Builds the debug binaries (wafleet, wafleet-chaos) together with the test targets: the
+# dev-dependencies change some dependencies' features, so a plain `cargo build --bin wafleet`
+# after the test build would compile those dependencies a second time (minutes on 2 cores).
+# This way the scripts after `cargo test` reuse what the test build made.
+build_bins() { cargo build --workspace --bins --tests "$@"; }
+
 # apt_install PKG…: installs Debian packages that are missing (as root), or says what to run.
 apt_install() {
   local missing=()
