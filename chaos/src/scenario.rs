@@ -476,7 +476,12 @@ where
     let mut checked = 0;
     // A request sent just before the injection and answered after it was hit by the fault:
     // on a workspace of the faulted shards it is the fault's, not an unaffected error.
-    let attributed = check::attribute_in_flight(&outcomes, injected_ms, &fault.affected);
+    let mut attributed = check::attribute_in_flight(&outcomes, injected_ms, &fault.affected);
+    // The same at the start of every window: in a rolling restart a request sent while shard k
+    // was being checked and answered after shard k+1's SIGTERM belongs to shard k+1.
+    for (from, _, affected) in &fault.windows {
+        attributed = check::attribute_in_flight(&attributed, *from, affected);
+    }
     for (from, to, affected) in &fault.windows {
         checked += attributed
             .iter()
