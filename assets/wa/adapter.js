@@ -138,16 +138,18 @@
     return lookup(path);
   }
 
+  const present = (path) => {
+    const v = globalOrModule(path);
+    return v !== undefined && v !== null;
+  };
+
   function missingOf(surface) {
     const missing = [];
     for (const name of Object.keys(surface)) {
       const alternatives = surface[name];
-      const complete = alternatives.some((alt) =>
-        alt.every((p) => globalOrModule(p) !== undefined && globalOrModule(p) !== null)
-      );
-      if (complete) continue;
+      if (alternatives.some((alt) => alt.every(present))) continue;
       for (const p of alternatives[0]) {
-        if (globalOrModule(p) === undefined || globalOrModule(p) === null) missing.push(p);
+        if (!present(p)) missing.push(p);
       }
     }
     return missing;
@@ -280,11 +282,12 @@
     if (!id) return null;
     const remote = widString(msg.quotedRemoteJid) || chat;
     const participant = widString(msg.quotedParticipant);
-    let me = null;
+    let me = [];
     try {
-      me = [widString(req('WAWebUserPrefsMeUser').getMaybeMePnUser()), widString(req('WAWebUserPrefsMeUser').getMaybeMeLidUser())];
+      const prefs = req('WAWebUserPrefsMeUser');
+      me = [widString(prefs.getMaybeMePnUser()), widString(prefs.getMaybeMeLidUser())];
     } catch (e) {
-      me = [];
+      // not logged in: nothing quoted is ours
     }
     const fromMe = participant !== null && me.includes(participant);
     const group = typeof remote === 'string' && remote.endsWith('@g.us');
