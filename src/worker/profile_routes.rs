@@ -3,10 +3,10 @@
 //! exports one (docs/migration.md).
 //!
 //! **Import.** The worker takes the workspace (its lock) first, refuses an existing session
-//! (409 `session_exists`) before reading a byte of the body, then unpacks the stream into a
-//! staging directory next to the target ([`crate::migrate::stage`]) with the size cap
-//! (`--profile-max-bytes`, 413), a stall timeout (408) and the tar entry rules (400
-//! `invalid_profile`), checks the files and bytes the client announced in `Wafleet-Profile-Files`
+//! (409 `session_exists`, after reading out and dropping the body so the answer arrives), then
+//! unpacks the stream into a staging directory next to the target ([`crate::migrate::stage`])
+//! with the size cap (`--profile-max-bytes`, 413), a stall timeout (408) and the tar entry
+//! rules (400 `invalid_profile`), checks the files and bytes the client announced in `Wafleet-Profile-Files`
 //! / `Wafleet-Profile-Bytes` (400 `profile_mismatch`), removes stale `Singleton*` files under the
 //! workspace lease, writes `session.json` (with the `wafleet_import` record in its metadata) and
 //! renames it into place, then starts the session. It logs in from the profile, without a QR.
@@ -160,6 +160,64 @@ fn manifest(headers: &HeaderMap, cap: u64) -> Result<(u64, u64, ImportRecord), A
     ))
 }
 
+/// How long a refused upload is read before the connection is given up (see [`drain`]).
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The checks that come before a byte of the body is read: the workspace is ours, the session
+/// does not exist yet, and this worker runs the engine host.
+async fn admit(
+    api: &Api,
+    ws: &crate::ids::WorkspaceId,
+    s: &SessionId,
+) -> Result<std::sync::Arc<super::engine_host::EngineHost>, ApiError> {
+    take_workspace(api, ws).await?;
+    if api
+        .shared
+        .host
+        .get_session(ws, s)
+        .await
+        .map_err(|e| host_error(ws, e))?
+        .is_some()
+        || stage::session_exists(&api.shared.data, ws, s)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "session_exists",
+            format!("session {s} already exists in workspace {ws}; not overwritten"),
+        ));
+    }
+    api.engine().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            "profile import needs the engine session host",
+        )
+    })
+}
+
+/// Reads and drops the rest of a refused upload, up to `cap` bytes and `deadline`.
+///
+/// Answering before the body is read and then closing leaves unread bytes in the socket, and
+/// the kernel resets a connection closed with unread data: the reset can overtake the answer,
+/// and a proxy in front (the router) then sees a reset instead of the 409. Reading the body
+/// out first lets the answer arrive; the cap and the deadline bound what a refusal costs.
+async fn drain<S, B>(mut body: S, cap: u64, deadline: std::time::Duration)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin + Send,
+    B: Buf,
+{
+    let read = async {
+        let mut seen: u64 = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen = seen.saturating_add(chunk.remaining() as u64);
+            if seen > cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, read).await;
+}
+
 async fn put_profile<S, B>(
     ws: String,
     s: String,
@@ -175,29 +233,15 @@ where
     let ws = gate(&api, &ws, auth.as_deref())?;
     let s = SessionId::new(s)?;
     let (files, bytes, record) = manifest(&headers, api.profile_max_bytes)?;
-    take_workspace(&api, &ws).await?;
-    if api
-        .shared
-        .host
-        .get_session(&ws, &s)
-        .await
-        .map_err(|e| host_error(&ws, e))?
-        .is_some()
-        || stage::session_exists(&api.shared.data, &ws, &s)
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "session_exists",
-            format!("session {s} already exists in workspace {ws}; not overwritten"),
-        ));
-    }
-    let engine = api.engine().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_supported",
-            "profile import needs the engine session host",
-        )
-    })?;
+    // From here the client is authenticated and its announced size is within the cap: a
+    // refusal reads (and drops) what it still sends, so the answer reaches it (see `drain`).
+    let engine = match admit(&api, &ws, &s).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            drain(body, api.profile_max_bytes, DRAIN_DEADLINE).await;
+            return Err(e);
+        }
+    };
     let limits = UnpackLimits {
         max_bytes: api.profile_max_bytes,
         ..UnpackLimits::default()
