@@ -541,3 +541,123 @@ async fn session_status_and_its_event_commit_together_and_persist() {
         .unwrap();
     assert!(store.session_states().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_workspace_moves_between_shard_stores_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Store::open_shard(dir.path(), 0).await.unwrap();
+    let new = Store::open_shard(dir.path(), 1).await.unwrap();
+    // The old owner: a sent message, three queued (one of them claimed: in flight), an
+    // idempotency record, a delivered and a pending event, a session state; and another
+    // workspace that stays.
+    enqueue(&old, &msg("m0", "w", "s", "sent"), 1)
+        .await
+        .unwrap();
+    old.update_message_status("m0", MessageStatus::Sent, None, Some("wa0"), 2, |_| None)
+        .await
+        .unwrap();
+    for (i, id) in ["m1", "m2", "m3"].into_iter().enumerate() {
+        enqueue(&old, &msg(id, "w", "s", "queued"), 3 + i as u64)
+            .await
+            .unwrap();
+    }
+    old.claim_queued("m1", 10).await.unwrap();
+    enqueue(&old, &msg("x1", "other", "s", "stays"), 4)
+        .await
+        .unwrap();
+    let key = IdempotencyKey {
+        workspace: ws("w"),
+        key: "k1".into(),
+        request_hash: "h".into(),
+        expires_at: u64::MAX / 2,
+    };
+    let resp = StoredResponse {
+        status: 202,
+        body: vec![0, 159, 146, 150, b'{'],
+    };
+    old.idempotency_put_if_absent(&key, &resp, 5).await.unwrap();
+    let delivered = event("w", "s", events::MESSAGE_SENT);
+    let pending = event("w", "s", events::SESSION_STATUS);
+    old.record_event(&delivered, 6).await.unwrap();
+    old.record_event(&pending, 7).await.unwrap();
+    old.outbox_delivered(&delivered.id, 200, 8).await.unwrap();
+    old.set_session_status(&ws("w"), &sid("s"), "WORKING", None, 9)
+        .await
+        .unwrap();
+
+    // The new owner holds stale rows of the workspace (a crash remnant): they are replaced.
+    enqueue(&new, &msg("stale", "w", "s", "old copy"), 1)
+        .await
+        .unwrap();
+
+    let record = old.export_workspace(&ws("w")).await.unwrap();
+    assert_eq!(record.messages.len(), 4);
+    assert_eq!(record.queued(), 3);
+    assert_eq!(record.claimed(), ["m1"]);
+    assert_eq!(record.pending_events(), 1);
+    // Through JSON, as it travels in the handoff file.
+    let record: wafleet::store::WorkspaceRecord =
+        serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
+    old.forget_workspace(&ws("w")).await.unwrap();
+    assert!(old.message("m2").await.unwrap().is_none());
+    assert!(old.idempotency_lookup(&key, 11).await.unwrap().is_none());
+    assert_eq!(outbox_count(&old, "w", "s").await, 0);
+    assert!(
+        old.message("x1").await.unwrap().is_some(),
+        "other workspaces stay"
+    );
+
+    new.import_workspace(&record).await.unwrap();
+    assert!(new.message("stale").await.unwrap().is_none());
+    let sent = new.message("m0").await.unwrap().unwrap();
+    assert_eq!(sent.status, MessageStatus::Sent);
+    assert_eq!(
+        new.message_by_wa_id(&ws("w"), &sid("s"), "wa0")
+            .await
+            .unwrap()
+            .map(|m| m.id),
+        Some("m0".into()),
+        "acks of a message the old owner sent find it"
+    );
+    assert_eq!(new.idempotency_lookup(&key, 11).await.unwrap(), Some(resp));
+    assert_eq!(new.interrupted_sends().await.unwrap(), ["m1"]);
+    let mut order = Vec::new();
+    while let Some(head) = new.queue_head(&ws("w"), &sid("s")).await.unwrap() {
+        order.push(head.message.id.clone());
+        new.update_message_status(
+            &head.message.id,
+            MessageStatus::Failed,
+            Some("t"),
+            None,
+            20,
+            |_| None,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(order, ["m1", "m2", "m3"], "FIFO order is kept");
+    let events = new
+        .events_after(&ws("w"), &sid("s"), None, 100)
+        .await
+        .unwrap();
+    let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, [delivered.id.clone(), pending.id.clone()]);
+    assert_eq!(
+        new.outbox_backlog().await.unwrap(),
+        1,
+        "only the undelivered one is due"
+    );
+    let states = new.session_states().await.unwrap();
+    assert!(
+        states
+            .iter()
+            .any(|s| s.session.as_str() == "s" && s.status == "WORKING")
+    );
+
+    // Importing the same record again is harmless (a crash before the file was removed).
+    new.import_workspace(&record).await.unwrap();
+    assert_eq!(
+        new.message("m2").await.unwrap().unwrap().status,
+        MessageStatus::Queued
+    );
+}

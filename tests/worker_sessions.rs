@@ -155,6 +155,50 @@ async fn post(router: &support::Router, rest: &str, body: Option<Value>) -> Answ
         .expect("router answers")
 }
 
+/// Sends a text to a contact through the router, with an optional `Idempotency-Key`.
+async fn send_text(router: &support::Router, text: &str, key: Option<&str>) -> Answer {
+    let mut req = support::http()
+        .post(session_url(router, &format!("/{S}/messages")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"to": "4915550999", "text": text}));
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let r = req.send().await.expect("router answers");
+    let status = r.status().as_u16();
+    let shard = r
+        .headers()
+        .get("x-wafleet-shard")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let retry_after = r.headers().contains_key("retry-after");
+    Answer {
+        status,
+        shard,
+        retry_after,
+        body: r.json().await.unwrap_or(Value::Null),
+    }
+}
+
+/// `GET …/messages/{id}` through the router.
+async fn message(router: &support::Router, id: &Value) -> Answer {
+    let id = id.as_str().expect("a message id");
+    call(
+        reqwest::Method::GET,
+        &session_url(router, &format!("/{S}/messages/{id}")),
+        None,
+    )
+    .await
+    .expect("router answers")
+}
+
+/// How many messages with `text` the simulator recorded from the session's phone.
+async fn sim_texts(env: &Env, text: &str) -> usize {
+    let v = env.sim_get(&format!("/sim/messages?phone={PHONE}")).await;
+    v.as_array()
+        .map_or(0, |a| a.iter().filter(|m| m["text"] == text).count())
+}
+
 async fn qr_json(router: &support::Router) -> Option<Value> {
     let r = support::http()
         .get(session_url(router, &format!("/{S}/qr")))
@@ -260,7 +304,11 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
         let a = post(
             &router,
             "",
-            Some(json!({"session": S, "metadata": {"crm": 7}})),
+            // Slow pacing (one message per ten minutes after the first), so a message waits
+            // in shard 0's queue when the workspace moves (see the handoff below).
+            Some(json!({"session": S, "metadata": {"crm": 7}, "pacing": {
+                "interval_ms": 600_000, "jitter_ms": 0, "burst": 1, "typing": false
+            }})),
         )
         .await;
         (a.status != 503).then_some(a)
@@ -385,6 +433,23 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
     );
     assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");
 
+    // Messages move with the workspace: one sent by shard 0, one still in its queue (the
+    // pacing holds it for ten minutes) when the pin moves the workspace.
+    let first = send_text(&router, "sent by shard 0", None).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    wait_for("the first message at the simulator", DEADLINE, || async {
+        (sim_texts(&env, "sent by shard 0").await == 1).then_some(())
+    })
+    .await;
+    let second = send_text(&router, "queued on shard 0", Some("k-moved")).await;
+    assert_eq!(second.status, 202, "{:?}", second.body);
+    let (first_id, second_id) = (first.body["id"].clone(), second.body["id"].clone());
+    let queued = message(&router, &second_id).await;
+    assert_eq!(
+        (queued.shard, queued.body["status"].as_str()),
+        (Some(0), Some("queued"))
+    );
+
     // Handoff: a pin moves the workspace to shard 1; the session follows its profile.
     put_map(env.fleet.consul_http(), &map(1, 2)).await;
     let moved = wait_for("session WORKING on shard 1", DEADLINE, || async {
@@ -394,6 +459,42 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
     .await;
     assert_eq!(moved.body["shard"], 1);
     assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");
+    // Shard 1 sends what shard 0 had queued, and knows what shard 0 sent.
+    wait_for("the queued message sent by shard 1", DEADLINE, || async {
+        (sim_texts(&env, "queued on shard 0").await == 1).then_some(())
+    })
+    .await;
+    let sent = wait_for("the moved message no longer queued", DEADLINE, || async {
+        let a = message(&router, &second_id).await;
+        (a.body["status"] != "queued").then_some(a)
+    })
+    .await;
+    assert_eq!(sent.shard, Some(1));
+    assert_ne!(sent.body["status"], "failed", "{:?}", sent.body);
+    let earlier = message(&router, &first_id).await;
+    assert_eq!(
+        (earlier.status, earlier.shard),
+        (200, Some(1)),
+        "{:?}",
+        earlier.body
+    );
+    // The Idempotency-Key moved too: a retry is answered, not sent again.
+    let retry = send_text(&router, "queued on shard 0", Some("k-moved")).await;
+    assert_eq!(
+        (retry.status, &retry.body["id"]),
+        (202, &second_id),
+        "{:?}",
+        retry.body
+    );
+    assert!(
+        !env.fleet
+            .data()
+            .join("workspaces")
+            .join(WS)
+            .join("handoff.json")
+            .exists()
+    );
+    assert_eq!(sim_texts(&env, "queued on shard 0").await, 1, "sent once");
 
     // kill -9 of the session's Chromium: the supervisor relaunches it.
     let before = moved.body["restarts"].as_u64().unwrap_or(0);

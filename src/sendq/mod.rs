@@ -432,6 +432,22 @@ impl<S: MessageSender> SendQueue<S> {
         )
     }
 
+    /// Fails messages whose send was in flight when `cause` (a restart, a handoff) cut it
+    /// short, with reason `interrupted` and a `message.failed` event each: whether WhatsApp got
+    /// them is unknown, and a duplicate to a contact is worse than a reported failure. Errors
+    /// are logged; returns how many were failed.
+    pub async fn fail_interrupted(&self, ids: &[String], cause: &str) -> usize {
+        let mut n = 0;
+        for id in ids {
+            warn!(message = %id, cause, "send interrupted; marking it failed");
+            match self.fail(id, "interrupted").await {
+                Ok(()) => n += 1,
+                Err(e) => warn!(message = %id, error = %e, "marking an interrupted send failed"),
+            }
+        }
+        n
+    }
+
     async fn fail(&self, id: &str, reason: &str) -> Result<(), StoreError> {
         self.store
             .update_message_status(
@@ -452,12 +468,7 @@ impl<S: MessageSender> SendQueue<S> {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         match self.store.interrupted_sends().await {
             Ok(ids) => {
-                for id in ids {
-                    warn!(message = %id, "send interrupted by a restart; marking it failed");
-                    if let Err(e) = self.fail(&id, "interrupted").await {
-                        warn!(message = %id, error = %e, "marking an interrupted send failed");
-                    }
-                }
+                self.fail_interrupted(&ids, "a restart").await;
             }
             Err(e) => warn!(error = %e, "listing interrupted sends failed"),
         }

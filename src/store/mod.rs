@@ -8,10 +8,14 @@
 //! state and emits an event does both in ONE transaction (the transactional outbox), so an event
 //! is never lost nor invented by a crash between the two.
 //!
+//! A workspace's rows move with it when the map gives it to another shard ([`WorkspaceRecord`]:
+//! export, forget, import; docs/worker.md "Handoff on a map change").
+//!
 //! This module is storage only: it does not deliver webhooks ([`crate::webhook`]) nor pace sends
 //! ([`crate::sendq`]); those read and update it. Queries are runtime `sqlx::query` (no compile-time
 //! database), migrations are embedded from `src/store/migrations/`.
 
+mod handoff;
 mod idempotency;
 mod messages;
 mod outbox;
@@ -25,6 +29,10 @@ use sqlx::sqlite::{
 };
 use tokio::sync::watch;
 
+pub use handoff::{
+    IdempotencyRow, MessageRow, OutboxRow, QueueRow, RECORD_VERSION, SessionStateRow,
+    WorkspaceRecord,
+};
 pub use idempotency::{
     IDEMPOTENCY_TTL, IdempotencyKey, IdempotencyOutcome, StoredResponse, request_hash,
     validate_idempotency_key,

@@ -12,7 +12,7 @@
 //! What the HTTP surface needs — readiness, fencing, the phase of every workspace — is
 //! published through a `watch` channel of [`Status`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -779,11 +779,33 @@ async fn run_term(
     let grace = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(grace);
 
+    // Workspaces started this term: their messaging state is this store's to hand off.
+    let mut started: HashSet<WorkspaceId> = HashSet::new();
     let desired = shared.desired(shared.current_map().as_deref());
     let mut actions = machine.handle(Event::Desired(desired));
     loop {
         for action in actions.drain(..) {
-            execute(action, shared, &coord, &mut leases, &restore, &tracker, &tx);
+            // A release of a workspace that ran here and that the map moved away carries its
+            // messaging state to the next owner; a drain or a release of a lock acquired but
+            // never used does not (the same shard, or nothing of ours, comes next).
+            let hand_off = match &action {
+                Action::Start(ws) => {
+                    started.insert(ws.clone());
+                    false
+                }
+                Action::Release(ws) => started.remove(ws) && !machine.wants(ws),
+                _ => false,
+            };
+            execute(
+                action,
+                hand_off,
+                shared,
+                &coord,
+                &mut leases,
+                &restore,
+                &tracker,
+                &tx,
+            );
         }
         publish(shared, &machine);
         if machine.finished() {
@@ -893,8 +915,10 @@ fn publish(shared: &Shared, machine: &Ownership) {
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     action: Action,
+    hand_off: bool,
     shared: &Arc<Shared>,
     coord: &Arc<dyn Coordinator>,
     leases: &mut HashMap<WorkspaceId, CancellationToken>,
@@ -935,11 +959,18 @@ fn execute(
             let lease = WorkspaceLease::new(ws.clone(), token);
             let host = shared.host.clone();
             let restore = restore.clone();
+            let messaging = shared.messaging.get().cloned();
             tracker.spawn(
                 async move {
                     // The semaphore is never closed, so acquire cannot fail; if it ever did,
                     // starting without a permit is still correct, only less staggered.
                     let _permit = restore.acquire_owned().await.ok();
+                    // Before anything can submit: the previous owner's queue and log.
+                    if let Some(m) = &messaging
+                        && let Err(e) = m.take_over(&ws).await
+                    {
+                        tracing::error!(workspace = %ws, error = %e, "taking over the workspace's messaging state failed");
+                    }
                     if let Err(e) = host.start_workspace(&ws, lease).await {
                         tracing::error!(workspace = %ws, error = %e, "workspace start failed");
                     } else {
@@ -970,7 +1001,23 @@ fn execute(
                 token.cancel();
             }
             let coord = coord.clone();
+            let messaging = shared.messaging.get().cloned().filter(|_| hand_off);
             tracker.spawn(async move {
+                // Under the lock still, so the next owner cannot start before the file is there.
+                if let Some(m) = messaging {
+                    let mut delay = Duration::from_millis(200);
+                    for attempt in 1..=3 {
+                        match m.hand_off(&ws).await {
+                            Ok(_) => break,
+                            Err(e) if attempt < 3 => {
+                                tracing::warn!(workspace = %ws, attempt, error = %e, "handing off messaging state failed; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                            }
+                            Err(e) => tracing::error!(workspace = %ws, error = %e, "handing off messaging state failed; its queued messages stay in this shard's store"),
+                        }
+                    }
+                }
                 let mut delay = Duration::from_millis(200);
                 for attempt in 1..=5 {
                     match coord.release_workspace(&ws).await {

@@ -11,6 +11,7 @@
 //! messaging routes answer `503 messaging_unavailable` and engine events are dropped (no session
 //! runs without the shard lock anyway).
 
+pub mod handoff;
 pub mod media;
 pub mod payload;
 pub mod routes;
@@ -86,6 +87,8 @@ pub struct Messaging {
     session_pacing: Mutex<HashMap<(WorkspaceId, SessionId), PacingConfig>>,
     /// Ends event streams when the worker stops.
     shutdown: CancellationToken,
+    /// Per-workspace submission gates for the handoff ([`handoff`]).
+    gates: handoff::Gates,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -198,6 +201,7 @@ impl Messaging {
             last_status: Mutex::default(),
             session_pacing: Mutex::default(),
             shutdown: CancellationToken::new(),
+            gates: handoff::Gates::default(),
         })
     }
 

@@ -293,6 +293,8 @@ async fn send_message(
         kind,
         body: stored,
     };
+    // Held until the message is in the store, so a handoff either carries it or refuses it.
+    let _open = m.admit(&req.workspace).await.map_err(reject)?;
     let sub = active
         .sendq
         .submit(req, key)
