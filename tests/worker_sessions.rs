@@ -164,20 +164,7 @@ async fn send_text(router: &support::Router, text: &str, key: Option<&str>) -> A
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
     }
-    let r = req.send().await.expect("router answers");
-    let status = r.status().as_u16();
-    let shard = r
-        .headers()
-        .get("x-wafleet-shard")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let retry_after = r.headers().contains_key("retry-after");
-    Answer {
-        status,
-        shard,
-        retry_after,
-        body: r.json().await.unwrap_or(Value::Null),
-    }
+    support::answer(req.send().await.expect("router answers")).await
 }
 
 /// `GET …/messages/{id}` through the router.

@@ -468,7 +468,11 @@ pub async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> Op
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let r = req.send().await.ok()?;
+    Some(answer(req.send().await.ok()?).await)
+}
+
+/// Reads a response into an [`Answer`] (status, serving shard, `Retry-After`, JSON body).
+pub async fn answer(r: reqwest::Response) -> Answer {
     let status = r.status().as_u16();
     let shard = r
         .headers()
@@ -477,12 +481,12 @@ pub async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> Op
         .and_then(|v| v.parse().ok());
     let retry_after = r.headers().contains_key("retry-after");
     let body = r.json().await.unwrap_or(Value::Null);
-    Some(Answer {
+    Answer {
         status,
         shard,
         retry_after,
         body,
-    })
+    }
 }
 
 impl Worker {
