@@ -181,6 +181,22 @@ impl Config {
         }
     }
 
+    /// The same settings (token, TLS, basic auth) for another endpoint of the datacenter:
+    /// `raw` is `host:port` or a URL, as `CONSUL_HTTP_ADDR`; a bare `host:port` takes this
+    /// config's scheme (so `CONSUL_HTTP_SSL=true` covers it too).
+    pub fn for_address(&self, raw: &str) -> Result<Config, ConsulError> {
+        let raw = raw.trim();
+        let mut url = parse_address(raw)?;
+        if !raw.contains("://") && self.address.as_ref().is_some_and(|a| a.scheme() == "https") {
+            // http → https keeps a valid URL.
+            let _ = url.set_scheme("https");
+        }
+        Ok(Config {
+            address: Some(url),
+            ..self.clone()
+        })
+    }
+
     /// Sets the ACL token.
     pub fn with_token(mut self, token: impl Into<String>) -> Config {
         self.token = Some(token.into());
