@@ -332,6 +332,10 @@ def check_worker(doc, variables, host_volumes):
         env = body(t, "env")
         check(env.get("WAFLEET_CONSUL_DNS") and env.get("CONSUL_HTTP_ADDR"),
               f"{rel}: CONSUL_HTTP_ADDR and WAFLEET_CONSUL_DNS must point at the local agent")
+        # Without fallbacks a local agent restart past the fencing deadline fences the worker.
+        check(env.get("WAFLEET_CONSUL_FALLBACK_ADDRS")
+              or any("WAFLEET_CONSUL_FALLBACK_ADDRS" in tp.get("data", "") for tp in bodies(t, "template")),
+              f"{rel}: WAFLEET_CONSUL_FALLBACK_ADDRS (other Consul agents or servers) must be set")
     return inv, service_names(job)
 
 

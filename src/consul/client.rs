@@ -896,6 +896,31 @@ fn append_flag(pairs: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_fallback_address_keeps_the_token_and_the_scheme() {
+        let main = Config::from_lookup(|k| match k {
+            "CONSUL_HTTP_ADDR" => Some("127.0.0.1:8500".into()),
+            "CONSUL_HTTP_SSL" => Some("true".into()),
+            "CONSUL_HTTP_TOKEN" => Some("secret".into()),
+            _ => None,
+        })
+        .unwrap();
+        let f = main.for_address(" 10.0.0.2:8501 ").unwrap();
+        assert_eq!(
+            f.address.as_ref().map(Url::as_str),
+            Some("https://10.0.0.2:8501/")
+        );
+        assert_eq!(f.token.as_deref(), Some("secret"));
+        let f = main.for_address("http://10.0.0.3:8500").unwrap();
+        assert_eq!(
+            f.address.as_ref().map(Url::as_str),
+            Some("http://10.0.0.3:8500/")
+        );
+        for bad in ["", "ftp://x:1", "http://"] {
+            assert!(main.for_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
     fn client() -> Client {
         Client::new(&Config::http("127.0.0.1:8500".parse().unwrap())).unwrap()
     }

@@ -329,8 +329,10 @@ pub async fn run_with(
     let result = async {
         // 1. The Consul agent.
         let (stop, tracker) = &tiers["1-consul"];
-        let consul_args = vec!["consul-dev".into(), "--http".into(), args.consul_http.clone(), "--dns".into(), args.consul_dns.clone()];
-        supervise(exe.clone(), spec("consul", consul_args, &[("--http", "http"), ("--dns", "dns")], false, Vec::new()), tx.clone(), stop.clone(), tracker);
+        // The remote listener plays another agent of the datacenter: the workers' fallback while
+        // the local agent restarts (fault `agent-restart`, chaos scenario consul-agent-restart).
+        let consul_args = vec!["consul-dev".into(), "--http".into(), args.consul_http.clone(), "--dns".into(), args.consul_dns.clone(), "--remote-http".into(), "127.0.0.1:0".into()];
+        supervise(exe.clone(), spec("consul", consul_args, &[("--http", "http"), ("--dns", "dns"), ("--remote-http", "remote_http")], false, Vec::new()), tx.clone(), stop.clone(), tracker);
         let Some(ready) = wait_first("consul", &mut rx, &mut pending, Duration::from_secs(READY_TIMEOUT_SECS), &shutdown).await? else {
             return Ok(false);
         };
@@ -350,6 +352,9 @@ pub async fn run_with(
         ];
         if let Some(prev) = lookup(crate::auth::ENV_TOKEN_SECRET_PREVIOUS) {
             env.push((crate::auth::ENV_TOKEN_SECRET_PREVIOUS.to_owned(), prev));
+        }
+        if let Some(remote) = field(&ready, "remote_http") {
+            env.push(("WAFLEET_CONSUL_FALLBACK_ADDRS".to_owned(), format!("http://{remote}")));
         }
 
         // 2. The simulator, unless a WhatsApp Web URL was given.
