@@ -331,7 +331,10 @@ pub async fn run_with(
         let (stop, tracker) = &tiers["1-consul"];
         // The remote listener plays another agent of the datacenter: the workers' fallback while
         // the local agent restarts (fault `agent-restart`, chaos scenario consul-agent-restart).
-        let consul_args = vec!["consul-dev".into(), "--http".into(), args.consul_http.clone(), "--dns".into(), args.consul_dns.clone(), "--remote-http".into(), "127.0.0.1:0".into()];
+        // It listens on the same address as the agent (any port), so a worker in a network
+        // namespace reaches it over the veth pair as it reaches the agent.
+        let remote_http = args.consul_http.parse::<SocketAddr>().map(|a| SocketAddr::new(a.ip(), 0).to_string()).unwrap_or_else(|_| "127.0.0.1:0".to_owned());
+        let consul_args = vec!["consul-dev".into(), "--http".into(), args.consul_http.clone(), "--dns".into(), args.consul_dns.clone(), "--remote-http".into(), remote_http];
         supervise(exe.clone(), spec("consul", consul_args, &[("--http", "http"), ("--dns", "dns"), ("--remote-http", "remote_http")], false, Vec::new()), tx.clone(), stop.clone(), tracker);
         let Some(ready) = wait_first("consul", &mut rx, &mut pending, Duration::from_secs(READY_TIMEOUT_SECS), &shutdown).await? else {
             return Ok(false);
