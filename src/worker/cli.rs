@@ -206,6 +206,46 @@ pub async fn run(args: Args) -> Result<(), WorkerError> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn fallback_addresses_repeat_or_come_comma_separated() {
+        use clap::Parser;
+        let base = [
+            "x",
+            "--shard",
+            "0",
+            "--data",
+            "d",
+            "--listen",
+            "l",
+            "--advertise",
+            "a:1",
+        ];
+        let cli = Cli::try_parse_from(base).unwrap();
+        assert!(cli.args.consul_fallback_addrs.is_empty());
+        assert!(!cli.args.session_serf_health);
+        let mut argv = base.to_vec();
+        argv.extend([
+            "--consul-fallback-addr",
+            "10.0.0.1:8500,10.0.0.2:8500",
+            "--consul-fallback-addr",
+            "https://10.0.0.3:8501",
+            "--session-serf-health",
+            "true",
+        ]);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert_eq!(
+            cli.args.consul_fallback_addrs,
+            ["10.0.0.1:8500", "10.0.0.2:8500", "https://10.0.0.3:8501"]
+        );
+        assert!(cli.args.session_serf_health);
+    }
+
     #[test]
     fn advertise_is_host_and_port() {
         assert_eq!(
