@@ -633,6 +633,8 @@ MUTATIONS = [
     ("nomad/monitoring/rules/wafleet.yml", "wafleet_webhook_backlog) > 1000", "wafleet_webhook_queue) > 1000"),
     ("nomad/monitoring/grafana/wafleet-dashboard.json", "wafleet_send_latency_seconds_bucket", "wafleet_send_seconds_bucket"),
     ("consul/policies/wafleet-worker.hcl", 'service "wafleet-worker"', 'service_prefix ""'),
+    # No Consul fallback for the worker: an agent restart would fence it.
+    ("nomad/wafleet-worker.nomad.hcl", "WAFLEET_CONSUL_FALLBACK_ADDRS={{ .consul_fallback_addrs }}", "X={{ .consul_fallback_addrs }}"),
     ("nomad/wafleet-worker.nomad.hcl", "job \"wafleet-worker\" {", "job \"wafleet-worker\" {\n  x = \"unterminated\n"),
     # Memory arithmetic: a per-session budget above what memory_mb reserves, in the job's
     # default and in a vars file.
