@@ -302,7 +302,10 @@ job "wafleet-worker" {
       # workload identity without any extra policy), rendered into secrets/ (private to the
       # task, never logged). The Consul token is per node: consul_token_<node> may only create
       # sessions on <node> (consul/policies/wafleet-worker-session.hcl.tmpl), so the template
-      # picks the one for the node this allocation landed on.
+      # picks the one for the node this allocation landed on. consul_fallback_addrs (the Consul
+      # servers' HTTP addresses, written by ansible/roles/deploy) lets the worker renew its
+      # session while the local agent restarts, so an agent restart does not fence it
+      # (docs/worker.md, Fencing).
       template {
         destination = "secrets/wafleet.env"
         env         = true
@@ -321,6 +324,9 @@ job "wafleet-worker" {
         WAFLEET_TOKEN_SECRET={{ .token_secret }}
         {{- if .token_secret_previous }}
         WAFLEET_TOKEN_SECRET_PREVIOUS={{ .token_secret_previous }}
+        {{- end }}
+        {{- if .consul_fallback_addrs }}
+        WAFLEET_CONSUL_FALLBACK_ADDRS={{ .consul_fallback_addrs }}
         {{- end }}
         {{- end }}
         EOT

@@ -23,10 +23,15 @@ impl Drop for Agent {
 }
 
 async fn agent() -> Agent {
+    agent_with(AgentConfig::default()).await
+}
+
+/// An agent with `cfg` (and a 100 ms minimum session TTL).
+async fn agent_with(cfg: AgentConfig) -> Agent {
     let cancel = CancellationToken::new();
     let cfg = AgentConfig {
         session_ttl_min: Duration::from_millis(100),
-        ..AgentConfig::default()
+        ..cfg
     };
     let agent = wafleet::consul_dev::spawn(cfg, cancel.clone())
         .await
@@ -250,7 +255,11 @@ async fn a_keeper_fenced_by_an_agent_restart_resumes_its_session() {
     let cancel = CancellationToken::new();
     // TTL 3 s: the keeper fences 2 s after its last renewal; Consul (and the built-in agent,
     // 2 × TTL) keeps the session at least 3 s.
-    let cfg = SessionConfig::new("resume", Duration::from_secs(3), Duration::ZERO);
+    // TTL-only (as the worker's): the failure detector (5 s) must not be what this tests.
+    let cfg = SessionConfig {
+        node_checks: Some(Vec::new()),
+        ..SessionConfig::new("resume", Duration::from_secs(3), Duration::ZERO)
+    };
     let keeper = SessionKeeper::start(&a.client, cfg.clone(), &tracker, cancel.clone())
         .await
         .unwrap();
@@ -309,4 +318,75 @@ async fn stats_count_requests_by_endpoint() {
         .unwrap();
     assert!(r.status().is_success());
     assert_eq!(stats(&a).await["requests"], 0);
+}
+
+/// An agent with a remote listener (another agent of the datacenter) and a quick failure
+/// detector, and a client of that listener.
+async fn agent_with_remote(serf_detect: Duration) -> (Agent, Client) {
+    let a = agent_with(AgentConfig {
+        remote_http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        serf_detect,
+        ..AgentConfig::default()
+    })
+    .await;
+    let remote = a.agent.remote_http_addr().expect("remote listener");
+    let client = Client::new(&Config::http(remote)).unwrap();
+    (a, client)
+}
+
+#[tokio::test]
+async fn a_ttl_only_keeper_renews_through_a_fallback_while_its_agent_restarts() {
+    let (a, remote) = agent_with_remote(Duration::from_millis(200)).await;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let mut cfg = SessionConfig::new("fallback", Duration::from_secs(3), Duration::ZERO);
+    cfg.node_checks = Some(Vec::new());
+    cfg.fallbacks = vec![remote.clone()];
+    let keeper = SessionKeeper::start(&a.client, cfg, &tracker, cancel.clone())
+        .await
+        .unwrap();
+    let sid = keeper.id().to_owned();
+    assert!(
+        session::acquire(&a.client, "l/shard", &sid, b"v")
+            .await
+            .unwrap()
+    );
+    // Down for far longer than the fencing deadline (2 s) and the detection time.
+    admin(&a, "/_dev/agent/restart", serde_json::json!({"ms": 60_000})).await;
+    until("renewals through the fallback", async || {
+        keeper.fallback_renewals() >= 3
+    })
+    .await;
+    assert!(!keeper.is_fenced(), "{:?}", keeper.fence_reason());
+    let (info, _) = remote
+        .session_info(&sid, &QueryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(info.map(|i| i.id), Some(sid.clone()));
+    admin(&a, "/_dev/faults/clear", serde_json::json!({})).await;
+    keeper.destroy().await.unwrap();
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_serf_health_keeper_loses_its_session_when_the_agent_is_declared_failed() {
+    let (a, remote) = agent_with_remote(Duration::from_millis(200)).await;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    // Consul's default node checks (serfHealth), with the fallback: renewing elsewhere does not
+    // help once the servers invalidate the session.
+    let mut cfg = SessionConfig::new("serf", Duration::from_secs(3), Duration::ZERO);
+    cfg.fallbacks = vec![remote];
+    let keeper = SessionKeeper::start(&a.client, cfg, &tracker, cancel.clone())
+        .await
+        .unwrap();
+    assert!(
+        session::acquire(&a.client, "l/shard", keeper.id(), b"v")
+            .await
+            .unwrap()
+    );
+    admin(&a, "/_dev/agent/restart", serde_json::json!({"ms": 60_000})).await;
+    within("fenced", keeper.fenced()).await;
+    assert_eq!(keeper.fence_reason(), Some(FenceReason::SessionGone));
+    cancel.cancel();
 }

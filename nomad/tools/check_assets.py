@@ -332,6 +332,10 @@ def check_worker(doc, variables, host_volumes):
         env = body(t, "env")
         check(env.get("WAFLEET_CONSUL_DNS") and env.get("CONSUL_HTTP_ADDR"),
               f"{rel}: CONSUL_HTTP_ADDR and WAFLEET_CONSUL_DNS must point at the local agent")
+        # Without fallbacks a local agent restart past the fencing deadline fences the worker.
+        check(env.get("WAFLEET_CONSUL_FALLBACK_ADDRS")
+              or any("WAFLEET_CONSUL_FALLBACK_ADDRS" in tp.get("data", "") for tp in bodies(t, "template")),
+              f"{rel}: WAFLEET_CONSUL_FALLBACK_ADDRS (other Consul agents or servers) must be set")
     return inv, service_names(job)
 
 
@@ -629,6 +633,8 @@ MUTATIONS = [
     ("nomad/monitoring/rules/wafleet.yml", "wafleet_webhook_backlog) > 1000", "wafleet_webhook_queue) > 1000"),
     ("nomad/monitoring/grafana/wafleet-dashboard.json", "wafleet_send_latency_seconds_bucket", "wafleet_send_seconds_bucket"),
     ("consul/policies/wafleet-worker.hcl", 'service "wafleet-worker"', 'service_prefix ""'),
+    # No Consul fallback for the worker: an agent restart would fence it.
+    ("nomad/wafleet-worker.nomad.hcl", "WAFLEET_CONSUL_FALLBACK_ADDRS={{ .consul_fallback_addrs }}", "X={{ .consul_fallback_addrs }}"),
     ("nomad/wafleet-worker.nomad.hcl", "job \"wafleet-worker\" {", "job \"wafleet-worker\" {\n  x = \"unterminated\n"),
     # Memory arithmetic: a per-session budget above what memory_mb reserves, in the job's
     # default and in a vars file.

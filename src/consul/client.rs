@@ -181,6 +181,22 @@ impl Config {
         }
     }
 
+    /// The same settings (token, TLS, basic auth) for another endpoint of the datacenter:
+    /// `raw` is `host:port` or a URL, as `CONSUL_HTTP_ADDR`; a bare `host:port` takes this
+    /// config's scheme (so `CONSUL_HTTP_SSL=true` covers it too).
+    pub fn for_address(&self, raw: &str) -> Result<Config, ConsulError> {
+        let raw = raw.trim();
+        let mut url = parse_address(raw)?;
+        if !raw.contains("://") && self.address.as_ref().is_some_and(|a| a.scheme() == "https") {
+            // http → https keeps a valid URL.
+            let _ = url.set_scheme("https");
+        }
+        Ok(Config {
+            address: Some(url),
+            ..self.clone()
+        })
+    }
+
     /// Sets the ACL token.
     pub fn with_token(mut self, token: impl Into<String>) -> Config {
         self.token = Some(token.into());
@@ -879,6 +895,31 @@ fn append_flag(pairs: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fallback_address_keeps_the_token_and_the_scheme() {
+        let main = Config::from_lookup(|k| match k {
+            "CONSUL_HTTP_ADDR" => Some("127.0.0.1:8500".into()),
+            "CONSUL_HTTP_SSL" => Some("true".into()),
+            "CONSUL_HTTP_TOKEN" => Some("secret".into()),
+            _ => None,
+        })
+        .unwrap();
+        let f = main.for_address(" 10.0.0.2:8501 ").unwrap();
+        assert_eq!(
+            f.address.as_ref().map(Url::as_str),
+            Some("https://10.0.0.2:8501/")
+        );
+        assert_eq!(f.token.as_deref(), Some("secret"));
+        let f = main.for_address("http://10.0.0.3:8500").unwrap();
+        assert_eq!(
+            f.address.as_ref().map(Url::as_str),
+            Some("http://10.0.0.3:8500/")
+        );
+        for bad in ["", "ftp://x:1", "http://"] {
+            assert!(main.for_address(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn client() -> Client {
         Client::new(&Config::http("127.0.0.1:8500".parse().unwrap())).unwrap()

@@ -7,6 +7,15 @@
 //! take its locks (that takes at least TTL plus the lock delay). Fencing is terminal: a fenced
 //! keeper never renews again; the owner starts a new session.
 //!
+//! **Fallback endpoints.** A renew is a server RPC: any agent or server of the datacenter
+//! forwards it (`C:agent/session_endpoint.go` calls `agent.RPC("Session.Renew")`). So while the
+//! local agent is away (a restart, a crash) the keeper renews through
+//! [`SessionConfig::fallbacks`] — other agents or the servers — and does not reach the fencing
+//! deadline. A real partition reaches none of them and fences exactly as without fallbacks.
+//! The session must not depend on the local agent's `serfHealth` for this to help
+//! ([`SessionConfig::node_checks`] `Some(vec![])`): the servers mark a silent agent's node
+//! failed within seconds and invalidate every session that lists `serfHealth`.
+//!
 //! Locks are advisory KV keys taken with `?acquire=<session>` (DESIGN §3).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +47,9 @@ pub struct SessionConfig {
     pub renew_every: Option<Duration>,
     /// Fence when no renewal succeeded for this long; default 2/3 of the TTL.
     pub fence_after: Option<Duration>,
+    /// Other endpoints of the same datacenter to renew through when the main client fails
+    /// (refused, timed out, 5xx); tried in order after it on every renewal. Empty = none.
+    pub fallbacks: Vec<Client>,
 }
 
 impl SessionConfig {
@@ -51,6 +63,7 @@ impl SessionConfig {
             node_checks: None,
             renew_every: None,
             fence_after: None,
+            fallbacks: Vec::new(),
         }
     }
 
@@ -77,6 +90,13 @@ impl SessionConfig {
 
     fn fence_after_for(&self, ttl: Duration) -> Duration {
         self.fence_after.unwrap_or(ttl * 2 / 3)
+    }
+
+    /// How long one endpoint may take to answer a renew before the next is tried: half the
+    /// renewal interval, so a hung local agent leaves time for the fallbacks well before the
+    /// fencing deadline.
+    fn attempt_timeout_for(&self, ttl: Duration) -> Duration {
+        (self.renew_every_for(ttl) / 2).max(Duration::from_millis(50))
     }
 
     fn renew_every_for(&self, ttl: Duration) -> Duration {
@@ -107,6 +127,7 @@ pub struct SessionKeeper {
     fenced: CancellationToken,
     reason: Arc<OnceLock<FenceReason>>,
     renewals: Arc<AtomicU64>,
+    fallback_renewals: Arc<AtomicU64>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -133,6 +154,7 @@ impl SessionKeeper {
         let reason = Arc::new(OnceLock::new());
         let stop = cancel.child_token();
         let renewals = Arc::new(AtomicU64::new(0));
+        let fallback_renewals = Arc::new(AtomicU64::new(0));
         let task = tracker.spawn(renew_loop(
             client.clone(),
             id.clone(),
@@ -142,6 +164,7 @@ impl SessionKeeper {
                 fenced: fenced.clone(),
                 reason: reason.clone(),
                 renewals: renewals.clone(),
+                fallback_renewals: fallback_renewals.clone(),
                 stop: stop.clone(),
             },
         ));
@@ -152,6 +175,7 @@ impl SessionKeeper {
             fenced,
             reason,
             renewals,
+            fallback_renewals,
             stop,
             task,
         })
@@ -170,7 +194,13 @@ impl SessionKeeper {
     ) -> Result<SessionKeeper, ConsulError> {
         config.validate()?;
         let sent_at = Instant::now();
-        let info = client.session_renew(id).await?;
+        let (info, via_fallback) = renew_any(
+            client,
+            &config.fallbacks,
+            id,
+            config.attempt_timeout_for(config.ttl),
+        )
+        .await?;
         let mut config = config;
         if let Some(t) = info.ttl.filter(|t| *t > config.ttl) {
             config.ttl = t;
@@ -179,6 +209,7 @@ impl SessionKeeper {
         let reason = Arc::new(OnceLock::new());
         let stop = cancel.child_token();
         let renewals = Arc::new(AtomicU64::new(1));
+        let fallback_renewals = Arc::new(AtomicU64::new(u64::from(via_fallback)));
         let task = tracker.spawn(renew_loop(
             client.clone(),
             id.to_owned(),
@@ -188,6 +219,7 @@ impl SessionKeeper {
                 fenced: fenced.clone(),
                 reason: reason.clone(),
                 renewals: renewals.clone(),
+                fallback_renewals: fallback_renewals.clone(),
                 stop: stop.clone(),
             },
         ));
@@ -198,6 +230,7 @@ impl SessionKeeper {
             fenced,
             reason,
             renewals,
+            fallback_renewals,
             stop,
             task,
         })
@@ -233,6 +266,11 @@ impl SessionKeeper {
         self.renewals.load(Ordering::Relaxed)
     }
 
+    /// How many of them went through a fallback endpoint (the main client had failed).
+    pub fn fallback_renewals(&self) -> u64 {
+        self.fallback_renewals.load(Ordering::Relaxed)
+    }
+
     /// Stops renewal and destroys the session (its locks are released or deleted per its
     /// behavior). Call on shutdown after releasing what must be released.
     pub async fn destroy(self) -> Result<(), ConsulError> {
@@ -256,7 +294,48 @@ struct Signals {
     fenced: CancellationToken,
     reason: Arc<OnceLock<FenceReason>>,
     renewals: Arc<AtomicU64>,
+    fallback_renewals: Arc<AtomicU64>,
     stop: CancellationToken,
+}
+
+/// One renewal: through `client`, then — when it fails with anything but "session gone" — through
+/// each fallback in turn, each given `attempt` to answer. Without fallbacks this is exactly
+/// `client.session_renew` (the caller's fencing deadline bounds it). Returns the session and
+/// whether a fallback answered. A 404 from any endpoint is final: the servers behind every
+/// endpoint of a datacenter are the same, so the session is gone.
+async fn renew_any(
+    client: &Client,
+    fallbacks: &[Client],
+    id: &str,
+    attempt: Duration,
+) -> Result<(super::SessionInfo, bool), ConsulError> {
+    if fallbacks.is_empty() {
+        return client.session_renew(id).await.map(|i| (i, false));
+    }
+    let mut last = None;
+    for (n, c) in std::iter::once(client).chain(fallbacks).enumerate() {
+        match tokio::time::timeout(attempt, c.session_renew(id)).await {
+            Ok(Ok(info)) => {
+                if n > 0 {
+                    tracing::info!(session = %id, via = %c.base_url(), "consul session renewed through a fallback endpoint");
+                }
+                return Ok((info, n > 0));
+            }
+            Ok(Err(e @ ConsulError::SessionNotFound(_))) => return Err(e),
+            Ok(Err(e)) => {
+                tracing::debug!(session = %id, endpoint = %c.base_url(), error = %e, "session renew failed on this endpoint");
+                last = Some(e);
+            }
+            Err(_) => {
+                tracing::debug!(session = %id, endpoint = %c.base_url(), "session renew timed out on this endpoint");
+                last = Some(ConsulError::Status {
+                    status: 504,
+                    body: format!("no answer from {} within {attempt:?}", c.base_url()),
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ConsulError::InvalidRequest("no endpoint to renew through".into())))
 }
 
 async fn renew_loop(
@@ -270,6 +349,7 @@ async fn renew_loop(
         fenced,
         reason,
         renewals,
+        fallback_renewals,
         stop,
     } = signals;
     let mut ttl = config.ttl;
@@ -293,11 +373,14 @@ async fn renew_loop(
         }
         let sent_at = Instant::now();
         tokio::select! {
-            r = client.session_renew(&id) => match r {
-                Ok(info) => {
+            r = renew_any(&client, &config.fallbacks, &id, config.attempt_timeout_for(ttl)) => match r {
+                Ok((info, via_fallback)) => {
                     last_ok = sent_at;
                     last_failed = false;
                     renewals.fetch_add(1, Ordering::Relaxed);
+                    if via_fallback {
+                        fallback_renewals.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some(t) = info.ttl.filter(|t| *t > ttl) {
                         tracing::info!(session = %id, ttl_ms = t.as_millis() as u64, "consul raised the session TTL; adopting it");
                         ttl = t;

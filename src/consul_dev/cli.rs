@@ -12,6 +12,15 @@ pub struct Args {
     /// HTTP API listen address (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:8500")]
     pub http: SocketAddr,
+    /// Also listen here as *another agent of the datacenter* (same state; not stopped by the
+    /// `agent-restart` fault): the address clients fall back to while the local agent is away
+    /// (`WAFLEET_CONSUL_FALLBACK_ADDRS`). Printed as `remote_http` in the readiness line.
+    #[arg(long)]
+    pub remote_http: Option<SocketAddr>,
+    /// How long the agent must be down without leaving before its node's `serfHealth` turns
+    /// critical (Go duration; the earliest a real cluster's failure detector does it: 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub serf_detect: Duration,
     /// DNS listen address, UDP and TCP (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:8600")]
     pub dns: SocketAddr,
@@ -68,6 +77,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             session_ttl_multiplier: args.session_ttl_multiplier,
             deregister_critical_min: args.deregister_critical_min,
             min_check_interval: args.min_check_interval,
+            remote_http: args.remote_http,
+            serf_detect: args.serf_detect,
             ..AgentConfig::default()
         },
         shutdown.clone(),
@@ -75,8 +86,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     .await?;
     // Written by hand to keep the documented key order (`ready` first); socket addresses
     // contain nothing JSON would escape.
+    let remote = agent
+        .remote_http_addr()
+        .map(|a| format!(r#","remote_http":"{a}""#))
+        .unwrap_or_default();
     let line = format!(
-        r#"{{"ready":true,"http":"{}","dns":"{}"}}"#,
+        r#"{{"ready":true,"http":"{}","dns":"{}"{remote}}}"#,
         agent.http_addr(),
         agent.dns_addr()
     );
@@ -111,6 +126,8 @@ mod tests {
         assert_eq!(cli.args.session_ttl_min, Duration::from_secs(10));
         assert_eq!(cli.args.session_ttl_multiplier, 2);
         assert_eq!(cli.args.deregister_critical_min, Duration::from_secs(60));
+        assert_eq!(cli.args.remote_http, None);
+        assert_eq!(cli.args.serf_detect, Duration::from_secs(5));
         let cli = Cli::try_parse_from([
             "x",
             "--http",
@@ -121,8 +138,14 @@ mod tests {
             "500ms",
             "--session-ttl-multiplier",
             "1",
+            "--remote-http",
+            "127.0.0.1:0",
+            "--serf-detect",
+            "2s",
         ])
         .unwrap();
+        assert_eq!(cli.args.remote_http.map(|a| a.port()), Some(0));
+        assert_eq!(cli.args.serf_detect, Duration::from_secs(2));
         assert_eq!(cli.args.session_ttl_min, Duration::from_millis(500));
         assert_eq!(cli.args.acl_token.as_deref(), Some("t"));
         assert!(Cli::try_parse_from(["x", "--session-ttl-min", "soon"]).is_err());

@@ -24,7 +24,7 @@ use warp::reply::Reply;
 
 use super::duration::parse_go_duration;
 use super::state::{DeleteMode, MAX_KV_VALUE_BYTES, PutMode, State, StateError, Status};
-use super::{Faults, PauseMode, Shared, filter, now, wire};
+use super::{Faults, Listener, PauseMode, Shared, filter, now, wire};
 
 /// Lets a handler close the connection it was called on without answering (fault `drop`).
 #[derive(Clone, Debug)]
@@ -36,11 +36,12 @@ type Resp = warp::reply::Response;
 /// routes, and is torn down (socket closed) when a handler cancels its [`ConnHandle`].
 pub(super) async fn serve(
     listener: tokio::net::TcpListener,
+    role: Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let routes = routes(shared);
+    let routes = routes(shared, role);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -81,7 +82,10 @@ pub(super) async fn serve(
     }
 }
 
-fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (Resp,), Error = Infallible> + Clone {
+fn routes(
+    shared: Arc<Shared>,
+    role: Listener,
+) -> impl Filter<Extract = (Resp,), Error = Infallible> + Clone {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::any()
         .map(move || shared.clone())
@@ -92,15 +96,16 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (Resp,), Error = Infalli
         .and(warp::ext::optional::<ConnHandle>())
         .and(warp::body::stream())
         .then(
-            |shared: Arc<Shared>,
-             method,
-             path: warp::path::FullPath,
-             query: String,
-             headers,
-             conn,
-             body| async move {
+            move |shared: Arc<Shared>,
+                  method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers,
+                  conn,
+                  body| async move {
                 handle(
                     shared,
+                    role,
                     method,
                     path.as_str().to_string(),
                     query,
@@ -276,6 +281,7 @@ fn with_meta(mut resp: Resp, index: u64) -> Resp {
 #[allow(clippy::too_many_arguments)]
 async fn handle<S, B>(
     shared: Arc<Shared>,
+    role: Listener,
     method: Method,
     raw_path: String,
     raw_query: String,
@@ -320,10 +326,19 @@ where
     if is_admin {
         return admin(&shared, &req);
     }
-    shared.count_request(req.method.as_str(), &req.path);
-    // A restarting agent (fault `agent/restart`) does not answer at all.
-    if shared.agent_down() {
+    shared.count_request(role, req.method.as_str(), &req.path);
+    // A restarting agent (fault `agent/restart`) does not answer at all. Only the local agent
+    // restarts: the remote listener is another agent of the datacenter.
+    if role == Listener::Local && shared.agent_down() {
         return refuse(conn.as_ref()).await;
+    }
+    if role == Listener::Remote && req.path.starts_with("/v1/agent/") {
+        // Another agent's `/v1/agent/` endpoints act on *its* node, which this single-node
+        // stand-in does not have: refuse clearly rather than act on the local node's state.
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "consul-dev: the remote listener plays another agent of the datacenter; its /v1/agent/ endpoints are not modelled (use the local listener)",
+        );
     }
     // Faults, in the order a client would meet them: the connection is dropped, the agent is
     // paused, the agent answers errors.
@@ -380,7 +395,7 @@ where
     }
     // A request in flight when the agent went down (a parked blocking query) loses its
     // connection, as the agent's process exited.
-    if shared.agent_down() {
+    if role == Listener::Local && shared.agent_down() {
         return refuse(conn.as_ref()).await;
     }
     // A request that was in flight (e.g. a parked blocking query) when the agent got paused
@@ -1328,11 +1343,8 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                 rejoin = f.rejoin;
                 *f = Faults::default();
             });
-            if rejoin {
-                // A cleared restart ends now, and a node that left joins again.
-                let node = shared.cfg.node.clone();
-                shared.mutate(|st| st.node_join(&node));
-            }
+            // A cleared restart ends now: a node that left joins again, a failed one is alive.
+            shared.agent_back(rejoin);
             ok()
         }
         ("/_dev/faults", &Method::GET) => {
@@ -1347,6 +1359,7 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                     "errors": f.errors.map(|(s, n)| json!({"status": s, "count": n, "path": f.errors_path})),
                     "delay": f.delay.as_ref().map(|(d, p)| json!({"ms": u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "path": p})),
                     "agent_down_ms": f.down_until.map(|u| u64::try_from(u.saturating_duration_since(now()).as_millis()).unwrap_or(u64::MAX)),
+                    "serf_critical": shared.state().serf_critical(&shared.cfg.node),
                 }),
                 false,
             )
@@ -1424,6 +1437,10 @@ fn admin(shared: &Shared, req: &Req) -> Resp {
                 invalidated = shared.mutate(|st| st.node_leave(&node, now));
             }
             shared.update_faults(|f| {
+                // A restart during a restart keeps the failure detector's clock running.
+                if f.down_until.is_none_or(|u| u <= now) {
+                    f.down_since = Some(now);
+                }
                 f.down_until = Some(now + std::time::Duration::from_millis(ms));
                 f.rejoin = f.rejoin || leave;
             });

@@ -38,6 +38,8 @@ pub mod state;
 pub mod wire;
 
 #[cfg(test)]
+mod failure_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
@@ -54,6 +56,17 @@ use state::{State, StateConfig};
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 /// Consul's longest blocking-query wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+/// The earliest a real cluster marks a silent agent failed (see [`AgentConfig::serf_detect`]).
+pub const DEFAULT_SERF_DETECT: Duration = Duration::from_secs(5);
+
+/// Which HTTP listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The local agent (the node's own; `agent-restart` stops it).
+    Local,
+    /// Another agent or server of the datacenter ([`AgentConfig::remote_http`]).
+    Remote,
+}
 
 /// Settings of the built-in agent. Defaults are Consul's (and port-0 loopback addresses).
 #[derive(Debug, Clone)]
@@ -85,6 +98,17 @@ pub struct AgentConfig {
     pub min_check_interval: Duration,
     /// Largest request body outside KV values (registration, sessions, txn).
     pub max_body_bytes: usize,
+    /// A second HTTP listener on the same state that plays *another* agent (or a server) of
+    /// the same datacenter: what a client falls back to while its local agent is away. The
+    /// `agent-restart` fault does not touch it; every other fault does (they model the cluster
+    /// or the network, which a client meets on any agent). `None` = not started.
+    pub remote_http: Option<SocketAddr>,
+    /// How long the agent must be down without leaving before the servers' failure detector
+    /// declares it failed and its node's `serfHealth` turns critical. Default 5 s: memberlist's
+    /// LAN defaults (probe every 1 s, suspicion `4 × max(1, log10 N) × 1 s`, at least 4 s)
+    /// give about 5 s at the earliest (small cluster, or confirmations from peers), up to 25 s
+    /// without confirmations (suspicion starts at 6 × its minimum). docs/consul.md.
+    pub serf_detect: Duration,
 }
 
 impl Default for AgentConfig {
@@ -104,6 +128,8 @@ impl Default for AgentConfig {
             max_wait: MAX_WAIT,
             min_check_interval: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
+            remote_http: None,
+            serf_detect: DEFAULT_SERF_DETECT,
         }
     }
 }
@@ -136,6 +162,7 @@ pub enum AgentError {
 #[derive(Clone)]
 pub struct RunningAgent {
     http: SocketAddr,
+    remote_http: Option<SocketAddr>,
     dns: SocketAddr,
     tracker: TaskTracker,
     shared: Arc<Shared>,
@@ -145,6 +172,7 @@ impl std::fmt::Debug for RunningAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningAgent")
             .field("http", &self.http)
+            .field("remote_http", &self.remote_http)
             .field("dns", &self.dns)
             .finish_non_exhaustive()
     }
@@ -154,6 +182,12 @@ impl RunningAgent {
     /// Bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+    }
+
+    /// Bound address of the second listener ("another agent of the datacenter"), when
+    /// [`AgentConfig::remote_http`] asked for one.
+    pub fn remote_http_addr(&self) -> Option<SocketAddr> {
+        self.remote_http
     }
 
     /// Bound DNS address (UDP and TCP).
@@ -210,6 +244,8 @@ pub(crate) struct Faults {
     /// The agent is "restarting" until then: every `/v1/` connection is closed unanswered,
     /// as a stopped agent's port refuses them.
     pub down_until: Option<std::time::Instant>,
+    /// When the current restart began (the failure detector's clock).
+    pub down_since: Option<std::time::Instant>,
     /// The agent left the cluster when it went down (graceful leave) and joins again when it
     /// comes back.
     pub rejoin: bool,
@@ -274,34 +310,87 @@ impl Shared {
             .map_err(String::as_str)
     }
 
-    /// Counts one `/v1/` request under its endpoint class.
-    pub fn count_request(&self, method: &str, path: &str) {
+    /// Counts one `/v1/` request under its endpoint class; requests on the remote listener
+    /// are counted apart, under `remote METHOD class`.
+    pub fn count_request(&self, listener: Listener, method: &str, path: &str) {
         let class = endpoint_class(path);
+        let prefix = match listener {
+            Listener::Local => "",
+            Listener::Remote => "remote ",
+        };
         let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(format!("{method} {class}")).or_default() += 1;
+        *m.entry(format!("{prefix}{method} {class}")).or_default() += 1;
     }
 
     /// Whether the agent is down (an `agent/restart` fault); ends the restart — rejoining the
-    /// node when it had left — once its time is up.
+    /// node when it had left, clearing a failed `serfHealth` — once its time is up.
     pub fn agent_down(&self) -> bool {
         let now = now();
-        let (down, rejoin) = {
+        let (down, back, rejoin) = {
             let mut f = self.faults();
             match f.down_until {
-                Some(until) if now < until => (true, false),
+                Some(until) if now < until => (true, false, false),
                 Some(_) => {
                     f.down_until = None;
-                    (false, std::mem::take(&mut f.rejoin))
+                    f.down_since = None;
+                    (false, true, std::mem::take(&mut f.rejoin))
                 }
-                None => (false, false),
+                None => (false, false, false),
             }
         };
-        if rejoin {
-            let node = self.cfg.node.clone();
-            self.mutate(|st| st.node_join(&node));
-            tracing::info!(node = %node, "consul-dev: agent back, node joined again");
+        if back {
+            self.agent_back(rejoin);
+            tracing::info!(node = %self.cfg.node, rejoin, "consul-dev: agent back");
         }
         down
+    }
+
+    /// The agent is back: a node that left joins again, a node declared failed is alive again
+    /// (its agent rejoins the gossip pool at once on start).
+    pub fn agent_back(&self, rejoin: bool) {
+        let node = self.cfg.node.clone();
+        self.mutate(|st| {
+            if rejoin {
+                st.node_join(&node);
+            }
+            st.node_alive(&node);
+        });
+    }
+
+    /// The servers' failure detector, run by the timer loop: an agent down without leaving for
+    /// [`AgentConfig::serf_detect`] is declared failed (`serfHealth` critical, its sessions
+    /// that include `serfHealth` invalidated). Also ends a restart whose time is up. Returns
+    /// when it next has something to do.
+    pub fn serf_tick(&self) -> Option<std::time::Instant> {
+        if !self.agent_down() {
+            return None;
+        }
+        let now = now();
+        let (since, until, left) = {
+            let f = self.faults();
+            (f.down_since, f.down_until, f.rejoin)
+        };
+        let (Some(since), Some(until)) = (since, until) else {
+            return None;
+        };
+        if left {
+            // A node that left is deregistered already; there is nothing to detect.
+            return Some(until);
+        }
+        let detect_at = since + self.cfg.serf_detect;
+        if now < detect_at {
+            return Some(detect_at.min(until));
+        }
+        let node = self.cfg.node.clone();
+        let failed = self.mutate(|st| {
+            let was = st.serf_critical(&node);
+            let n = st.node_fail(&node, now);
+            (!was).then_some(n)
+        });
+        if let Some(n) = failed {
+            tracing::info!(node = %node, sessions_invalidated = n, "consul-dev: agent failed (no gossip answer), serfHealth critical");
+        }
+        Some(until)
     }
 
     /// Changes the faults and wakes everything waiting on them (hung requests, parked queries).
@@ -357,6 +446,21 @@ pub async fn spawn(
             addr: config.http,
             source,
         })?;
+    let remote_listener = match config.remote_http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::BindHttp { addr, source })?,
+        ),
+        None => None,
+    };
+    let remote_http = match &remote_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| AgentError::BindHttp {
+            addr: config.remote_http.unwrap_or(config.http),
+            source,
+        })?),
+        None => None,
+    };
     let (udp, tcp) = dns::bind(config.dns)
         .await
         .map_err(|source| AgentError::BindDns {
@@ -393,10 +497,20 @@ pub async fn spawn(
     let tracker = TaskTracker::new();
     tracker.spawn(http::serve(
         http_listener,
+        Listener::Local,
         shared.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
+    if let Some(l) = remote_listener {
+        tracker.spawn(http::serve(
+            l,
+            Listener::Remote,
+            shared.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
     tracker.spawn(dns::serve_udp(udp, shared.clone(), shutdown.clone()));
     tracker.spawn(dns::serve_tcp(
         tcp,
@@ -406,9 +520,10 @@ pub async fn spawn(
     ));
     tracker.spawn(timers(shared.clone(), shutdown.clone(), tracker.clone()));
     tracker.close();
-    tracing::info!(%http, dns = %dns_addr, "consul-dev agent listening");
+    tracing::info!(%http, ?remote_http, dns = %dns_addr, "consul-dev agent listening");
     Ok(RunningAgent {
         http,
+        remote_http,
         dns: dns_addr,
         tracker,
         shared,
@@ -419,6 +534,8 @@ pub async fn spawn(
 /// runs HTTP checks, sleeping until the next deadline or the next change.
 async fn timers(shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
     let mut changed = shared.changed.subscribe();
+    // A restart fault starts the failure detector's clock: wake for it too.
+    let mut faults = shared.faults_changed.subscribe();
     loop {
         let now = now();
         let jobs = shared.mutate(|st| {
@@ -428,7 +545,11 @@ async fn timers(shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskT
         for job in jobs {
             tracker.spawn(run_http_check(shared.clone(), job));
         }
-        let next = shared.state().next_deadline();
+        let serf = shared.serf_tick();
+        let next = match (shared.state().next_deadline(), serf) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Wake at the next deadline, or at least every second so nothing is missed if a
         // deadline moves earlier without an index change (e.g. a TTL check pass).
         let fallback = now + Duration::from_secs(1);
@@ -438,6 +559,7 @@ async fn timers(shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskT
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(sleep_for) => {}
             r = changed.changed() => { if r.is_err() { return; } }
+            r = faults.changed() => { if r.is_err() { return; } }
         }
     }
 }

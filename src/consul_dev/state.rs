@@ -466,6 +466,9 @@ pub struct State {
     /// Every registered node → the index of its registration. Each node carries its own
     /// `serfHealth` check; a node that leaves is deregistered, which invalidates its sessions.
     nodes: BTreeMap<String, u64>,
+    /// Registered nodes whose `serfHealth` is critical: the servers' failure detector found
+    /// their agent gone without a leave ([`State::node_fail`]) and it is not back yet.
+    serf_critical: BTreeSet<String>,
 }
 
 // === impl State ===
@@ -493,6 +496,7 @@ impl State {
             service_name_index: BTreeMap::new(),
             node_index: 1,
             nodes: BTreeMap::from([(cfg_node, 1)]),
+            serf_critical: BTreeSet::new(),
         }
     }
 
@@ -1001,7 +1005,11 @@ impl State {
             .unwrap_or_else(|| vec![SERF_CHECK_ID.to_string()]);
         for check in node_checks.iter().chain(req.service_checks.iter()) {
             let status = if check == SERF_CHECK_ID {
-                Some(Status::Passing)
+                Some(if self.serf_critical.contains(&node) {
+                    Status::Critical
+                } else {
+                    Status::Passing
+                })
             } else {
                 self.checks.get(check).map(|c| c.status)
             };
@@ -1468,6 +1476,7 @@ impl State {
         if self.nodes.contains_key(node) {
             return;
         }
+        self.serf_critical.remove(node);
         let idx = self.next_index();
         self.nodes.insert(node.to_string(), idx);
         if node == self.cfg.node {
@@ -1487,6 +1496,7 @@ impl State {
         if self.nodes.remove(node).is_none() {
             return 0;
         }
+        self.serf_critical.remove(node);
         let idx = self.next_index();
         self.commit(idx);
         let gone: Vec<String> = self
@@ -1514,6 +1524,61 @@ impl State {
             }
         }
         gone.len()
+    }
+
+    /// The servers' failure detector declared `node`'s agent failed (it stopped without
+    /// leaving and did not answer the gossip probes for the suspicion timeout): as Consul's
+    /// leader does in `handleFailedMember`, the node stays registered but its `serfHealth`
+    /// check turns critical, and — as the state store does for any check that turns critical —
+    /// every session that lists `serfHealth` among its node checks is invalidated (locks
+    /// released or deleted, lock delay started). Sessions created with `NodeChecks: []` are not
+    /// touched: they live as long as they are renewed within their TTL. Services and checks
+    /// stay in the catalog (health queries show them with a critical `serfHealth`). Returns how
+    /// many sessions were invalidated; a node already critical, or not registered, changes
+    /// nothing.
+    pub fn node_fail(&mut self, node: &str, now: Instant) -> usize {
+        if !self.nodes.contains_key(node) || self.serf_critical.contains(node) {
+            return 0;
+        }
+        self.serf_critical.insert(node.to_string());
+        let idx = self.next_index();
+        self.touch_node_health(idx, node);
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.node == node && s.node_checks.iter().any(|c| c == SERF_CHECK_ID))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &gone {
+            self.invalidate_session_at(idx, id, now);
+        }
+        gone.len()
+    }
+
+    /// `node`'s agent is reachable again (it rejoined the gossip pool): its `serfHealth`
+    /// passes again (Consul's `handleAliveMember`). No-op when it was not critical.
+    pub fn node_alive(&mut self, node: &str) {
+        if !self.serf_critical.remove(node) {
+            return;
+        }
+        let idx = self.next_index();
+        self.touch_node_health(idx, node);
+    }
+
+    /// Whether `node`'s `serfHealth` is critical.
+    pub fn serf_critical(&self, node: &str) -> bool {
+        self.serf_critical.contains(node)
+    }
+
+    /// A node check of `node` changed status: the catalog and every service on the node see a
+    /// new index (their health answers changed).
+    fn touch_node_health(&mut self, idx: u64, node: &str) {
+        if node == self.cfg.node {
+            self.node_index = idx;
+            self.checks_table_index = idx;
+            self.touch_check_owner(idx, "");
+        }
+        self.commit(idx);
     }
 
     /// Forgets every service and check, as after an agent restart (fault injection).
@@ -1705,14 +1770,25 @@ impl State {
         self.services.get(id)
     }
 
-    /// The node's `serfHealth` check (always passing).
+    /// The node's `serfHealth` check: passing, or critical while the failure detector holds
+    /// the agent failed ([`State::node_fail`]); the outputs are Consul's.
     pub fn serf_check(&self) -> CheckEntry {
+        let failed = self.serf_critical.contains(&self.cfg.node);
         CheckEntry {
             id: SERF_CHECK_ID.to_string(),
             name: "Serf Health Status".to_string(),
-            status: Status::Passing,
+            status: if failed {
+                Status::Critical
+            } else {
+                Status::Passing
+            },
             notes: String::new(),
-            output: "Agent alive and reachable".to_string(),
+            output: if failed {
+                "Agent not live or unreachable"
+            } else {
+                "Agent alive and reachable"
+            }
+            .to_string(),
             service_id: String::new(),
             service_name: String::new(),
             service_tags: Vec::new(),

@@ -329,8 +329,13 @@ pub async fn run_with(
     let result = async {
         // 1. The Consul agent.
         let (stop, tracker) = &tiers["1-consul"];
-        let consul_args = vec!["consul-dev".into(), "--http".into(), args.consul_http.clone(), "--dns".into(), args.consul_dns.clone()];
-        supervise(exe.clone(), spec("consul", consul_args, &[("--http", "http"), ("--dns", "dns")], false, Vec::new()), tx.clone(), stop.clone(), tracker);
+        // The remote listener plays another agent of the datacenter: the workers' fallback while
+        // the local agent restarts (fault `agent-restart`, chaos scenario consul-agent-restart).
+        // It listens on the same address as the agent (any port), so a worker in a network
+        // namespace reaches it over the veth pair as it reaches the agent.
+        let remote_http = args.consul_http.parse::<SocketAddr>().map(|a| SocketAddr::new(a.ip(), 0).to_string()).unwrap_or_else(|_| "127.0.0.1:0".to_owned());
+        let consul_args = vec!["consul-dev".into(), "--http".into(), args.consul_http.clone(), "--dns".into(), args.consul_dns.clone(), "--remote-http".into(), remote_http];
+        supervise(exe.clone(), spec("consul", consul_args, &[("--http", "http"), ("--dns", "dns"), ("--remote-http", "remote_http")], false, Vec::new()), tx.clone(), stop.clone(), tracker);
         let Some(ready) = wait_first("consul", &mut rx, &mut pending, Duration::from_secs(READY_TIMEOUT_SECS), &shutdown).await? else {
             return Ok(false);
         };
@@ -350,6 +355,9 @@ pub async fn run_with(
         ];
         if let Some(prev) = lookup(crate::auth::ENV_TOKEN_SECRET_PREVIOUS) {
             env.push((crate::auth::ENV_TOKEN_SECRET_PREVIOUS.to_owned(), prev));
+        }
+        if let Some(remote) = field(&ready, "remote_http") {
+            env.push(("WAFLEET_CONSUL_FALLBACK_ADDRS".to_owned(), format!("http://{remote}")));
         }
 
         // 2. The simulator, unless a WhatsApp Web URL was given.

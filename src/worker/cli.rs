@@ -26,6 +26,20 @@ pub struct Args {
     /// Consul session TTL in seconds (Consul accepts 10..=86400); fencing at 2/3 of it.
     #[arg(long, default_value_t = super::DEFAULT_SESSION_TTL_SECS)]
     pub session_ttl_secs: u64,
+    /// Another Consul agent or server of the datacenter (`host:port` or URL; repeatable), used
+    /// with the same token and TLS settings to renew the session while the local agent does
+    /// not answer (a restart), so the worker is not fenced by it.
+    #[arg(
+        long = "consul-fallback-addr",
+        env = "WAFLEET_CONSUL_FALLBACK_ADDRS",
+        value_delimiter = ','
+    )]
+    pub consul_fallback_addrs: Vec<String>,
+    /// Tie the session to the local agent's `serfHealth` (Consul's default): a lost host frees
+    /// its shard within seconds, but a local agent restart longer than the servers' failure
+    /// detection (~5 s) fences the worker. Off: the TTL alone bounds the session.
+    #[arg(long, env = "WAFLEET_SESSION_SERF_HEALTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub session_serf_health: bool,
     /// Consul lock delay in seconds (0..=60).
     #[arg(long, default_value_t = super::DEFAULT_LOCK_DELAY_SECS)]
     pub lock_delay_secs: u64,
@@ -108,6 +122,18 @@ pub fn config(
             "--lock-delay-secs must be within 0..=60".into(),
         ));
     }
+    let consul = crate::consul::Config::from_lookup(lookup)?;
+    let consul_fallbacks = args
+        .consul_fallback_addrs
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            consul
+                .for_address(a)
+                .map_err(|e| WorkerError::Config(format!("--consul-fallback-addr {a:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let placeholder = args.session_host == "placeholder";
     let session_host = if placeholder {
         super::HostKind::Placeholder
@@ -151,7 +177,9 @@ pub fn config(
         wa_url: args.wa_url.clone(),
         restore_concurrency: args.restore_concurrency.max(1),
         qr_timeout: (args.qr_timeout_secs > 0).then(|| Duration::from_secs(args.qr_timeout_secs)),
-        consul: crate::consul::Config::from_lookup(lookup)?,
+        consul,
+        consul_fallbacks,
+        session_serf_health: args.session_serf_health,
         authority: crate::auth::Authority::from_lookup(lookup)?,
         host: None,
         session_host,
@@ -177,6 +205,46 @@ pub async fn run(args: Args) -> Result<(), WorkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn fallback_addresses_repeat_or_come_comma_separated() {
+        use clap::Parser;
+        let base = [
+            "x",
+            "--shard",
+            "0",
+            "--data",
+            "d",
+            "--listen",
+            "l",
+            "--advertise",
+            "a:1",
+        ];
+        let cli = Cli::try_parse_from(base).unwrap();
+        assert!(cli.args.consul_fallback_addrs.is_empty());
+        assert!(!cli.args.session_serf_health);
+        let mut argv = base.to_vec();
+        argv.extend([
+            "--consul-fallback-addr",
+            "10.0.0.1:8500,10.0.0.2:8500",
+            "--consul-fallback-addr",
+            "https://10.0.0.3:8501",
+            "--session-serf-health",
+            "true",
+        ]);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert_eq!(
+            cli.args.consul_fallback_addrs,
+            ["10.0.0.1:8500", "10.0.0.2:8500", "https://10.0.0.3:8501"]
+        );
+        assert!(cli.args.session_serf_health);
+    }
 
     #[test]
     fn advertise_is_host_and_port() {

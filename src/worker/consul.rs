@@ -49,6 +49,14 @@ pub struct ConsulSettings {
     pub session_ttl: Duration,
     /// Session lock delay.
     pub lock_delay: Duration,
+    /// Other agents or servers of the datacenter the session keeper renews through while the
+    /// local agent does not answer (`--consul-fallback-addr`).
+    pub fallbacks: Vec<Client>,
+    /// Tie the session to the local agent's `serfHealth` (`--session-serf-health`): a lost
+    /// host then frees its locks within seconds, but an agent restart longer than the
+    /// servers' failure detection (~5 s) invalidates the session. Off: the session lives by its
+    /// TTL only (a lost host's locks free after TTL…2×TTL plus the lock delay).
+    pub serf_health: bool,
 }
 
 impl ConsulSettings {
@@ -100,11 +108,16 @@ impl ConsulConnector {
 impl ConsulConnector {
     fn session_config(&self) -> ConsulSessionConfig {
         let s = &self.settings;
-        ConsulSessionConfig::new(
+        let mut c = ConsulSessionConfig::new(
             format!("wafleet-worker-{}", s.shard),
             s.session_ttl,
             s.lock_delay,
-        )
+        );
+        // `None` is Consul's default (`serfHealth`); `[]` makes the TTL the session's only
+        // clock, so the session survives its local agent's restart (docs/worker.md, fencing).
+        c.node_checks = (!s.serf_health).then(Vec::new);
+        c.fallbacks = s.fallbacks.clone();
+        c
     }
 
     fn term(&self, keeper: SessionKeeper, cancel: CancellationToken) -> Arc<dyn Coordinator> {

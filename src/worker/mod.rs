@@ -115,6 +115,12 @@ pub struct WorkerConfig {
     pub qr_timeout: Option<Duration>,
     /// How to reach Consul.
     pub consul: crate::consul::Config,
+    /// Other agents or servers of the datacenter, same token and TLS settings
+    /// (`--consul-fallback-addr`): the session is renewed through them while the local agent is
+    /// away.
+    pub consul_fallbacks: Vec<crate::consul::Config>,
+    /// Sessions include the local agent's `serfHealth` (`--session-serf-health`).
+    pub session_serf_health: bool,
     /// Token checks.
     pub authority: Authority,
     /// The session host; `None` = built from [`WorkerConfig::session_host`].
@@ -199,6 +205,11 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let background = CancellationToken::new();
     let client = crate::consul::Client::new(&config.consul)?;
+    let fallbacks = config
+        .consul_fallbacks
+        .iter()
+        .map(crate::consul::Client::new)
+        .collect::<Result<Vec<_>, _>>()?;
     let map = consul::watch_shard_map(&client, &config.kv_prefix, &tracker, background.clone())?;
     let host = config.host.clone().unwrap_or_else(|| default_host(&config));
     let shared = driver::Shared::new(config.shard, config.data.clone(), host, map);
@@ -272,6 +283,8 @@ pub async fn run(
         },
         session_ttl: config.session_ttl,
         lock_delay: config.lock_delay,
+        fallbacks,
+        serf_health: config.session_serf_health,
     };
     let connector = Arc::new(consul::ConsulConnector::new(settings, tracker.clone()));
     let shard = config.shard;

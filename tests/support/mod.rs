@@ -325,21 +325,37 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts `wafleet consul-dev` on port 0.
+    /// Starts `wafleet consul-dev` on port 0, with its remote listener (another agent of the
+    /// datacenter) that every worker gets as its fallback.
     pub async fn start() -> Fleet {
+        Fleet::start_with(&[]).await
+    }
+
+    /// [`Fleet::start`] with extra `consul-dev` arguments.
+    pub async fn start_with(extra: &[&str]) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         // Workers refuse a data directory without the shared-volume sentinel.
         wafleet::volume::init(&dir.path().join("data"), Some("test-volume")).expect("volume init");
-        let args = [
+        let mut args: Vec<String> = [
             "consul-dev",
             "--http",
             "127.0.0.1:0",
             "--dns",
             "127.0.0.1:0",
+            "--remote-http",
+            "127.0.0.1:0",
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
         let consul = Proc::spawn("consul-dev", &args, &[], &dir.path().join("logs")).await;
         Fleet { dir, consul }
+    }
+
+    /// The agent's remote listener ("another agent of the datacenter", not stopped by the
+    /// `agent-restart` fault).
+    pub fn consul_remote(&self) -> SocketAddr {
+        self.consul.addr("remote_http")
     }
 
     /// The agent's HTTP address.
@@ -370,6 +386,10 @@ impl Fleet {
                 format!("http://{}", self.consul_http()),
             ),
             ("WAFLEET_CONSUL_DNS".into(), self.consul_dns().to_string()),
+            (
+                "WAFLEET_CONSUL_FALLBACK_ADDRS".into(),
+                format!("http://{}", self.consul_remote()),
+            ),
             ("WAFLEET_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
             ("WAFLEET_TOKEN_SECRET".into(), TOKEN_SECRET.into()),
         ]
