@@ -258,3 +258,56 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     rig.worker.signal("TERM");
     rig.worker.wait_exit(LONG).await;
 }
+
+/// A WhatsApp Web build without `WAWebQueryExistsJob`: the session still logs in (the lookup is
+/// not part of the boot probe), `exists` answers `501 not_supported` with the missing name, and
+/// the LID lookups, whose modules are there, keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_without_the_exists_query_answers_not_supported() {
+    let mut rig = Rig::start().await;
+    let (st, v) = post(
+        &rig.sim("/sim/faults"),
+        json!({"missing_modules": ["WAWebQueryExistsJob"]}),
+    )
+    .await;
+    assert!(st < 300, "faults: {st} {v}");
+    let (st, v) = post(
+        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
+        json!({"session": S}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let qr = wait_for("a QR", LONG, || async {
+        let (st, _, v) = get(&rig.session("/qr?format=json")).await;
+        (st == 200)
+            .then(|| v["value"].as_str().map(str::to_owned))
+            .flatten()
+    })
+    .await;
+    let (st, v) = post(&rig.sim("/sim/link"), json!({"qr": qr, "phone": PHONE})).await;
+    assert!(st < 300, "link: {st} {v}");
+    wait_for("session WORKING", LONG, || async {
+        (rig.status().await == "WORKING").then_some(())
+    })
+    .await;
+
+    let (st, _, v) = get(&rig.session(&format!("/contacts/{PEER}/exists"))).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (501, Some("not_supported")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("WAWebQueryExistsJob")),
+        "{v}"
+    );
+    let (st, _, v) = get(&rig.session(&format!("/lids/pn/{PHONE}"))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(rig.status().await, "WORKING", "the session keeps working");
+    assert!(rig.queries().await.is_empty());
+
+    rig.worker.signal("TERM");
+    rig.worker.wait_exit(LONG).await;
+}
