@@ -24,8 +24,8 @@ const STRANGER: &str = "4915550199";
 const WS: &str = "contacts-ws";
 const S: &str = "main";
 const LONG: Duration = Duration::from_secs(120);
-/// The worker's bucket for this test: three uncached lookups, then one a minute.
-const BURST: usize = 3;
+/// The worker's bucket for this test: four uncached lookups, then one a minute.
+const BURST: usize = 4;
 
 struct Rig {
     sim: Proc,
@@ -228,10 +228,30 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     assert_eq!(st, 401, "{v}");
     assert_eq!(rig.queries().await.len(), before);
 
-    // The bucket: two of its three tokens are spent; the third goes to a new number, then the
-    // session is limited. Cached answers are still served, and a limited call asks nothing.
-    let (st, _, v) = get(&rig.session("/contacts/4915550188/exists")).await;
-    assert_eq!(st, 200, "{v}");
+    // A WhatsApp server error (ServerStatusCodeError in the page) is 502 and is not cached:
+    // the next call asks again.
+    let flaky = "4915550188";
+    let (st, v) = post(&rig.sim("/sim/faults"), json!({"usync_error": 500})).await;
+    assert!(st < 300, "faults: {st} {v}");
+    let (st, _, v) = get(&rig.session(&format!("/contacts/{flaky}/exists"))).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (502, Some("whatsapp_error")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("500")),
+        "{v}"
+    );
+    let (st, v) = post(&rig.sim("/sim/faults"), json!({"usync_error": 0})).await;
+    assert!(st < 300, "faults: {st} {v}");
+    let (st, h, v) = get(&rig.session(&format!("/contacts/{flaky}/exists"))).await;
+    assert_eq!((st, v["exists"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(h["wafleet-cache"], "miss");
+    assert_eq!(rig.queries_for(flaky).await, 2);
+
+    // The bucket: every token is spent now (PEER, STRANGER, the flaky number twice); the session
+    // is limited. Cached answers are still served, and a limited call asks nothing.
     let spent = rig.queries().await.len();
     assert_eq!(spent, BURST);
     let (st, h, v) = get(&rig.session("/contacts/4915550177/exists")).await;

@@ -196,6 +196,8 @@ pub struct Sim {
     media: media::MediaStore,
     /// Exists queries per linked phone (`/sim/queries`).
     queries: usync::QueryLogs,
+    /// The `usync_error` fault: exists queries fail with this status.
+    usync_error: Option<u16>,
     /// The `upload_fail` fault.
     upload_fail: bool,
     /// The `passkey` fault.
@@ -229,6 +231,7 @@ impl Sim {
             lids: addressing::LidBook::default(),
             media: media::MediaStore::default(),
             queries: usync::QueryLogs::new(),
+            usync_error: None,
             upload_fail: false,
             passkey_fault: None,
             checkpoints: std::collections::BTreeSet::new(),

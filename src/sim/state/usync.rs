@@ -25,6 +25,9 @@ pub struct QueryView {
     pub query: String,
     /// Whether an account answered.
     pub found: bool,
+    /// The status the query failed with (the `usync_error` fault).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<u16>,
     /// When, ms since the epoch.
     pub timestamp: u64,
 }
@@ -87,15 +90,28 @@ impl Sim {
                 return;
             }
         };
+        let error = self.usync_error;
         let log = self.queries.entry(device.phone.clone()).or_default();
         log.push_back(QueryView {
             kind: kind.into(),
             query,
-            found: account.is_some(),
+            found: account.is_some() && error.is_none(),
+            error,
             timestamp: now,
         });
         while log.len() > MAX_QUERIES_PER_PHONE {
             log.pop_front();
+        }
+        if let Some(code) = error {
+            self.effects.push(Effect::Send(
+                conn,
+                ServerMsg::ExistsError {
+                    req,
+                    code,
+                    text: "simulated USync error".into(),
+                },
+            ));
+            return;
         }
         let result = account.map(|pn| Mapping {
             lid: format!("{}@lid", super::lid_of(&pn)),
@@ -103,6 +119,16 @@ impl Sim {
         });
         self.effects
             .push(Effect::Send(conn, ServerMsg::Exists { req, result }));
+    }
+
+    /// The `usync_error` fault: every exists query fails with `code` (`None`: off).
+    pub fn set_usync_error(&mut self, code: Option<u16>) {
+        self.usync_error = code;
+    }
+
+    /// The `usync_error` fault, if set.
+    pub fn usync_error(&self) -> Option<u16> {
+        self.usync_error
     }
 
     /// Whether the servers know an account for these digits.

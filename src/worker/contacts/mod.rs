@@ -184,11 +184,6 @@ impl Lookups {
             );
         }
     }
-
-    /// Forgets a session (deleted or logged out: a new account may be linked next).
-    pub fn forget(&self, ws: &WorkspaceId, s: &SessionId) {
-        self.lock().remove(&(ws.clone(), s.clone()));
-    }
 }
 
 #[cfg(test)]
@@ -263,12 +258,6 @@ mod tests {
         assert_eq!(
             lookups.admit(&ws, &other, "4915550009", 1_001),
             Admission::Query
-        );
-        lookups.forget(&ws, &s);
-        assert_eq!(
-            lookups.admit(&ws, &s, "4915550002", 1_002),
-            Admission::Query,
-            "forgotten"
         );
     }
 }
