@@ -32,7 +32,7 @@ pub const DEFAULT_BURST: u32 = 20;
 /// Default sustained rate of uncached lookups per session and minute (`WAFLEET_EXISTS_PER_MINUTE`).
 pub const DEFAULT_PER_MINUTE: u32 = 20;
 /// Cached answers per session; past it the soonest-expiring go.
-pub const MAX_CACHED_PER_SESSION: usize = 10_000;
+pub const MAX_CACHED_PER_SESSION: usize = 5_000;
 /// Sessions with lookup state kept before idle ones (full bucket, nothing cached) are dropped.
 const MAX_SESSIONS: usize = 4_096;
 
