@@ -118,6 +118,8 @@ fn concrete(path: &str) -> String {
     path.replace("{ws}", "contract-ws")
         .replace("{s}", "main")
         .replace("{id}", id)
+        .replace("{phone}", "4915550009")
+        .replace("{lid}", "123456789012345@lid")
 }
 
 struct Seen {

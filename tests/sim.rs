@@ -157,6 +157,26 @@ async fn control_api_answers_bad_input_with_json_errors() {
     assert_eq!(b["slow_load_ms"].as_u64(), Some(250));
     let (s, b) = post(&base, "/sim/faults", json!({"clear": true})).await;
     assert_eq!((s, b["slow_load_ms"].as_u64()), (200, Some(0)));
+    let (s, b) = post(&base, "/sim/faults", json!({"usync_error": 200})).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_fault")));
+    let (s, b) = post(&base, "/sim/faults", json!({"usync_error": 503})).await;
+    assert_eq!((s, b["usync_error"].as_u64()), (200, Some(503)));
+    let (_, b) = post(&base, "/sim/faults", json!({"usync_error": 0})).await;
+    assert!(b.get("usync_error").is_none(), "{b}");
+
+    // Accounts and the exists-query log.
+    let (s, b) = post(&base, "/sim/accounts", json!({"phone": "12ab"})).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_phone")));
+    let (s, b) = post(&base, "/sim/accounts", json!({"phone": "4915550002"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        b["lid"],
+        format!("{}@lid", wafleet::sim::state::lid_of("4915550002"))
+    );
+    let (s, b) = get(&base, "/sim/queries?phone=4915550001").await;
+    assert_eq!((s, b), (200, json!([])));
+    let (s, b) = get(&base, "/sim/queries").await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_phone")));
 
     // Not JSON, too large, unknown routes: JSON errors too.
     let r = client()

@@ -390,6 +390,15 @@
         else p.reject(new Error(m.message));
         break;
       }
+      case 'exists':
+      case 'exists_error': {
+        var q = internal.pending.get(m.req);
+        if (!q) break;
+        internal.pending.delete(m.req);
+        if (m.t === 'exists') q.resolve(m.result || null);
+        else q.reject(new (require('WAWebBackendErrors').ServerStatusCodeError)(m.code, m.text));
+        break;
+      }
       case 'ack': {
         var msg = C.Msg.get(m.id);
         if (msg && (msg.ack || 0) < m.ack) msg.set('ack', m.ack);

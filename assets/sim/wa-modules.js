@@ -313,4 +313,67 @@
       internal.pnByLid.set(lid, pn);
     } });
   });
+
+  // The write path of the PN↔LID mapping: what WAWebQueryExistsJob calls with every USync
+  // answer that carries both ids (learningSource "usync").
+  __d('WAWebDBCreateLidPnMappings', ['WAWebApiContact', 'WAWebWidFactory'], function (t, require, r, o, a, i, l) {
+    var WF = require('WAWebWidFactory');
+    l.createLidPnMappings = function (args) {
+      (args && args.mappings ? args.mappings : []).forEach(function (m) {
+        if (m && m.pn && m.lid) require('WAWebApiContact').__simLearn(WF.createWid(m.pn)._serialized, WF.createWid(m.lid)._serialized);
+      });
+      return Promise.resolve();
+    };
+  });
+
+  // Server errors as WhatsApp's backend raises them: `new ServerStatusCodeError(status, text)`
+  // with `status`, `statusCode`, `message` and name "ServerStatusCodeError".
+  __d('WAWebBackendErrors', [], function (t, n, r, o, a, i, l) {
+    function ServerStatusCodeError(status, text) {
+      var e = new Error(text != null ? text : '');
+      Object.setPrototypeOf(e, ServerStatusCodeError.prototype);
+      e.name = 'ServerStatusCodeError';
+      e.status = status;
+      e.statusCode = status;
+      return e;
+    }
+    ServerStatusCodeError.prototype = Object.create(Error.prototype);
+    ServerStatusCodeError.prototype.constructor = ServerStatusCodeError;
+    l.ServerStatusCodeError = ServerStatusCodeError;
+  });
+
+  // "Is this number on WhatsApp?": one USync query to the server. Resolves null when no
+  // account has the number, else {wid, biz, bizInfo, isUsernameSearch}; a server error rejects
+  // with ServerStatusCodeError. The answer's PN↔LID pair is stored, as WhatsApp does.
+  __d('WAWebQueryExistsJob', ['WAWebSimInternal', 'WAWebWidFactory', 'WAWebDBCreateLidPnMappings', 'WAWebBackendErrors'], function (t, require, r, o, a, i, l) {
+    var internal = require('WAWebSimInternal');
+    var WF = require('WAWebWidFactory');
+    function queryExist(q, origin) {
+      void origin;
+      if (!internal.transport || !internal.transport.isOpen()) return Promise.reject(new Error('socket is not connected'));
+      var req = internal.nextReq++;
+      var msg = { t: 'query_exists', req: req };
+      if (q.type === 'lid') msg.lid = WF.createWid(q.wid)._serialized;
+      else msg.phone = String(q.phone);
+      return new Promise(function (resolve, reject) {
+        internal.pending.set(req, { resolve: resolve, reject: reject });
+        internal.transport.send(msg);
+      }).then(function (found) {
+        if (!found) return null;
+        var pn = WF.createWid(found.pn);
+        var lid = WF.createWid(found.lid);
+        return require('WAWebDBCreateLidPnMappings')
+          .createLidPnMappings({ mappings: [{ pn: pn, lid: lid }], flushImmediately: true, learningSource: 'usync' })
+          .then(function () {
+            return { wid: q.type === 'lid' ? lid : pn, biz: false, bizInfo: undefined, isUsernameSearch: q.type === 'phone' ? false : undefined };
+          });
+      });
+    }
+    l.queryExist = queryExist;
+    l.queryWidExists = function (wid, origin) {
+      var w = WF.createWid(wid);
+      return w.isLid() ? queryExist({ type: 'lid', wid: w }, origin) : queryExist({ type: 'phone', phone: '+' + w.toString() }, origin);
+    };
+    l.queryPhoneExists = function (phone, origin) { return queryExist({ type: 'phone', phone: phone }, origin); };
+  });
 })();

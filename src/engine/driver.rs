@@ -737,7 +737,7 @@ impl BrowserSession {
     }
 
     /// Runs an adapter command and returns its `{ok: true, …}` answer.
-    async fn call(
+    pub(super) async fn call(
         &self,
         expr: String,
         what: &'static str,
@@ -799,7 +799,7 @@ fn sent_id(value: &serde_json::Value) -> Result<SentMessage, EngineError> {
 }
 
 /// A JavaScript string literal for `s` (JSON strings are valid JS literals).
-fn js_string(s: &str) -> String {
+pub(super) fn js_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 

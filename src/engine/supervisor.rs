@@ -249,7 +249,8 @@ impl SessionHandle {
         Ok(browser.request_pairing_code(phone).await?)
     }
 
-    fn working_browser(&self) -> Result<BrowserSession, SessionCommandError> {
+    /// The browser of a WORKING session (else `WrongStatus`): what every command needs.
+    pub(super) fn working_browser(&self) -> Result<BrowserSession, SessionCommandError> {
         let status = self.status.borrow().status;
         if status != Status::Working {
             return Err(SessionCommandError::WrongStatus(status));

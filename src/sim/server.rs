@@ -33,6 +33,7 @@ use super::versions::VersionError;
 use super::{SimConfig, SimError};
 use crate::api::{ApiError, recover};
 
+mod contacts;
 mod faults;
 use faults::{FaultsReq, apply_faults, fault_settings};
 pub use faults::{MAX_MISSING_NAMES, MAX_SYNC_DELAY_MS};
@@ -508,6 +509,7 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(faults_post)
         .or(web_version_get)
         .or(web_version_post)
+        .or(contacts::routes(shared))
 }
 
 /// The text of an asset as served for one web version: every bundle of a version carries that

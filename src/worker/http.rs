@@ -1,7 +1,7 @@
 //! The worker's HTTP surface (warp): the composition root of its routes. Health, readiness,
 //! metrics and the state endpoint live here; the resources have their own modules
 //! ([`super::session_routes`], [`super::messaging::routes`], [`super::profile_routes`],
-//! [`super::fleet_api`]) over the shared request layer ([`super::request`]), so no route module
+//! [`super::fleet_api`], [`super::contacts::routes`]) over the shared request layer ([`super::request`]), so no route module
 //! depends on this one.
 //!
 //! Every answer carries `X-Wafleet-Shard: K`. A workspace route answers, in this order:
@@ -74,6 +74,8 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .or(super::profile_routes::routes(api.clone()))
         .unify()
         .or(super::fleet_api::routes(api.clone()))
+        .unify()
+        .or(super::contacts::routes::routes(api.clone()))
         .unify()
         .recover(recover)
         .unify()

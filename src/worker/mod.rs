@@ -17,7 +17,8 @@
 //!   the resources each have a module over the shared request layer [`request`]:
 //!   [`session_routes`], [`messaging`] (messages, webhooks, events), [`profile_routes`] (profile
 //!   import/export) and [`fleet_api`] (`GET /v1/sessions`, every session this worker hosts; the
-//!   router's fleet-wide list fans out to it).
+//!   router's fleet-wide list fans out to it), [`contacts`] ("is this number on WhatsApp?",
+//!   LID ↔ phone number, with their cache and rate limit).
 //! * [`owner`]: owner records on the shared volume (shard holder with its lease, profile owner)
 //!   and the checks on them: the takeover of a dead predecessor's session, the profile check
 //!   before a browser starts; [`guard`]: the browser guard process that kills this worker's
@@ -28,6 +29,7 @@
 
 pub mod cli;
 pub mod consul;
+pub mod contacts;
 pub mod coordinator;
 pub mod driver;
 pub mod engine_host;

@@ -20,13 +20,17 @@ pub(super) fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_j
     if missing.legacy {
         out.insert("legacy_build".into(), true.into());
     }
-    let (sync, upload_fail, passkey) = shared.with(|sim, _| {
+    let (sync, upload_fail, passkey, usync_error) = shared.with(|sim, _| {
         (
             sim.sync_delay_override(),
             sim.upload_fail(),
             sim.passkey_fault(),
+            sim.usync_error(),
         )
     });
+    if let Some(code) = usync_error {
+        out.insert("usync_error".into(), code.into());
+    }
     if let Some(ms) = sync {
         out.insert("sync_delay_ms".into(), ms.into());
     }
@@ -78,6 +82,8 @@ pub(super) struct FaultsReq {
     upload_fail: Option<bool>,
     #[serde(default)]
     passkey: Option<String>,
+    #[serde(default)]
+    usync_error: Option<u16>,
 }
 
 /// Most names a `missing_*` fault takes.
@@ -175,7 +181,18 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
             .into_response();
         }
     };
+    if req
+        .usync_error
+        .is_some_and(|c| c != 0 && !(400..=599).contains(&c))
+    {
+        return ApiError::bad_request(
+            "invalid_fault",
+            "usync_error is a status code from 400 to 599, or 0 for off",
+        )
+        .into_response();
+    }
     if req.slow_load_ms.is_none()
+        && req.usync_error.is_none()
         && req.drop_socket.is_none()
         && req.legacy_build.is_none()
         && req.upload_fail.is_none()
@@ -190,7 +207,7 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
         return ApiError::bad_request(
             "invalid_fault",
             "give slow_load_ms, drop_socket, crash, missing_modules, missing_members, \
-             sync_delay_ms, rotate_adv, legacy_build, upload_fail, passkey or clear",
+             sync_delay_ms, rotate_adv, legacy_build, upload_fail, passkey, usync_error or clear",
         )
         .into_response();
     }
@@ -208,6 +225,7 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
             sim.set_sync_delay_override(None);
             sim.set_upload_fail(false);
             sim.set_passkey_fault(None);
+            sim.set_usync_error(None);
         });
         shared.release_loads.notify_waiters();
     }
@@ -228,6 +246,9 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
     }
     if let Some(f) = passkey {
         shared.with(|sim, _| sim.set_passkey_fault(f));
+    }
+    if let Some(code) = req.usync_error {
+        shared.with(|sim, _| sim.set_usync_error((code != 0).then_some(code)));
     }
     if let Some(ms) = req.slow_load_ms {
         let mut current = lock(&shared.slow_load_ms);

@@ -9,12 +9,14 @@
 //!
 //! This module does not know about websockets, HTTP or files. It is split by concern:
 //! [`wire`] (messages and views), `page` (what a page asks), `phone` (the control API),
-//! `addressing` (LIDs and groups), [`media`] (uploads and their checks), `validate`.
+//! `addressing` (LIDs and groups), [`media`] (uploads and their checks), `validate`, [`usync`]
+//! (the exists query and the accounts it answers from).
 
 mod addressing;
 pub mod media;
 mod page;
 mod phone;
+pub mod usync;
 mod validate;
 pub mod wire;
 
@@ -30,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use super::versions::{VersionError, WebVersions, valid_version};
 pub use addressing::{Group, lid_of};
+pub use usync::QueryView;
 pub use validate::valid_phone;
 pub(crate) use validate::*;
 pub use wire::*;
@@ -191,6 +194,10 @@ pub struct Sim {
     lids: addressing::LidBook,
     /// Completed uploads.
     media: media::MediaStore,
+    /// Exists queries per linked phone (`/sim/queries`).
+    queries: usync::QueryLogs,
+    /// The `usync_error` fault: exists queries fail with this status.
+    usync_error: Option<u16>,
     /// The `upload_fail` fault.
     upload_fail: bool,
     /// The `passkey` fault.
@@ -223,6 +230,8 @@ impl Sim {
             groups: BTreeMap::new(),
             lids: addressing::LidBook::default(),
             media: media::MediaStore::default(),
+            queries: usync::QueryLogs::new(),
+            usync_error: None,
             upload_fail: false,
             passkey_fault: None,
             checkpoints: std::collections::BTreeSet::new(),
@@ -312,6 +321,9 @@ impl Sim {
             ClientMsg::Send { msg } => self.send(conn, msg, now),
             ClientMsg::Logout { reason } => self.logout(conn, reason),
             ClientMsg::Takeover => self.takeover(conn),
+            ClientMsg::QueryExists { req, phone, lid } => {
+                self.query_exists(conn, req, phone, lid, now)
+            }
         }
     }
 

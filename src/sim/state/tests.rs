@@ -703,3 +703,127 @@ fn malformed_keys_close_the_connection() {
     );
     assert!(sim.take_effects().contains(&Effect::Close(c)));
 }
+
+// --- exists queries (usync) ---
+
+fn linked(sim: &mut Sim, phone: &str) -> ConnId {
+    let c = fresh(sim, 7, 0);
+    let qr = qr_of(sim, c);
+    assert!(sim.link_qr(&qr, phone, None, 1).is_ok());
+    sim.take_effects();
+    c
+}
+
+fn exists_answer(sim: &mut Sim) -> ServerMsg {
+    let effects = sim.take_effects();
+    match &effects[..] {
+        [Effect::Send(_, m @ (ServerMsg::Exists { .. } | ServerMsg::ExistsError { .. }))] => {
+            m.clone()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn exists_queries_answer_accounts_only_and_are_logged() {
+    let mut sim = Sim::new(timing(), 1);
+    let c = linked(&mut sim, "4915550001");
+    let query = |phone: Option<&str>, lid: Option<&str>| ClientMsg::QueryExists {
+        req: 1,
+        phone: phone.map(str::to_owned),
+        lid: lid.map(str::to_owned),
+    };
+    // Nobody registered this number.
+    sim.handle(c, query(Some("+4915550002"), None), 5);
+    assert_eq!(
+        exists_answer(&mut sim),
+        ServerMsg::Exists {
+            req: 1,
+            result: None
+        }
+    );
+    let lid = sim.add_account("4915550002").unwrap();
+    assert_eq!(lid, format!("{}@lid", lid_of("4915550002")));
+    let pair = Mapping {
+        pn: "4915550002@c.us".into(),
+        lid: lid.clone(),
+    };
+    sim.handle(c, query(Some("+4915550002"), None), 6);
+    assert_eq!(
+        exists_answer(&mut sim),
+        ServerMsg::Exists {
+            req: 1,
+            result: Some(pair.clone())
+        }
+    );
+    sim.handle(c, query(None, Some(&lid)), 7);
+    assert_eq!(
+        exists_answer(&mut sim),
+        ServerMsg::Exists {
+            req: 1,
+            result: Some(pair)
+        }
+    );
+    // The linked phone itself is an account; an unknown LID is not.
+    sim.handle(c, query(Some("4915550001"), None), 8);
+    assert!(matches!(
+        exists_answer(&mut sim),
+        ServerMsg::Exists {
+            result: Some(_),
+            ..
+        }
+    ));
+    sim.handle(c, query(None, Some("999999999999999@lid")), 9);
+    assert_eq!(
+        exists_answer(&mut sim),
+        ServerMsg::Exists {
+            req: 1,
+            result: None
+        }
+    );
+    sim.handle(c, query(Some("1"), Some("2@lid")), 10);
+    assert!(matches!(
+        exists_answer(&mut sim),
+        ServerMsg::ExistsError { code: 400, .. }
+    ));
+    let log = sim.queries("4915550001").unwrap();
+    let seen: Vec<(&str, bool)> = log.iter().map(|q| (q.kind.as_str(), q.found)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("phone", false),
+            ("phone", true),
+            ("lid", true),
+            ("phone", true),
+            ("lid", false)
+        ]
+    );
+    assert_eq!(log[0].query, "4915550002");
+    assert!(sim.queries("4915550002").unwrap().is_empty());
+    assert!(sim.queries("x").is_err());
+    assert!(sim.add_account("12").is_err());
+}
+
+#[test]
+fn exists_queries_need_a_linked_page() {
+    let mut sim = Sim::new(timing(), 1);
+    let c = fresh(&mut sim, 1, 0);
+    sim.take_effects();
+    sim.handle(
+        c,
+        ClientMsg::QueryExists {
+            req: 4,
+            phone: Some("4915550002".into()),
+            lid: None,
+        },
+        1,
+    );
+    assert!(matches!(
+        exists_answer(&mut sim),
+        ServerMsg::ExistsError {
+            req: 4,
+            code: 401,
+            ..
+        }
+    ));
+}

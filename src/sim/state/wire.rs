@@ -160,6 +160,18 @@ pub enum ClientMsg {
     },
     /// `Socket.takeover()`.
     Takeover,
+    /// `WAWebQueryExistsJob.queryExist` (a USync contact query): exactly one of `phone` and
+    /// `lid`.
+    QueryExists {
+        /// Correlates the answer.
+        req: u64,
+        /// The number (`+` and separators allowed).
+        #[serde(default)]
+        phone: Option<String>,
+        /// A `<digits>@lid`.
+        #[serde(default)]
+        lid: Option<String>,
+    },
 }
 
 /// What the server sends to a page.
@@ -245,6 +257,22 @@ pub enum ServerMsg {
         req: u64,
         /// Why.
         message: String,
+    },
+    /// Answer to an exists query: the account's PN↔LID pair, `null` when no account has it.
+    Exists {
+        /// The request.
+        req: u64,
+        /// The account.
+        result: Option<Mapping>,
+    },
+    /// An exists query failed (the page throws `ServerStatusCodeError(code, text)`).
+    ExistsError {
+        /// The request.
+        req: u64,
+        /// The status code.
+        code: u16,
+        /// Why.
+        text: String,
     },
     /// An outbound message was refused.
     SendError {

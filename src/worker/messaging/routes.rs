@@ -64,6 +64,17 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/workspaces/{ws}/sessions/{s}/events", "both"),
     ("PUT", "/v1/workspaces/{ws}/sessions/{s}/profile", "both"),
     ("GET", "/v1/workspaces/{ws}/sessions/{s}/profile", "both"),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/contacts/{phone}/exists",
+        "both",
+    ),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/lids/{lid}", "both"),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/lids/pn/{phone}",
+        "both",
+    ),
     ("GET", "/v1/workspaces/{ws}/webhooks/dead", "both"),
     (
         "POST",
