@@ -9,7 +9,8 @@
 //! [`Messaging::open`] is called by the driver right after the shard lock is acquired and
 //! [`Messaging::close`] when that term ends (drain or fencing). While no term is open the
 //! messaging routes answer `503 messaging_unavailable` and engine events are dropped (no session
-//! runs without the shard lock anyway).
+//! runs without the shard lock anyway). When the map moves a workspace to another shard, its
+//! rows in this store move with it ([`handoff`]).
 
 pub mod handoff;
 pub mod media;
