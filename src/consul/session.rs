@@ -92,9 +92,9 @@ impl SessionConfig {
         self.fence_after.unwrap_or(ttl * 2 / 3)
     }
 
-    /// How long one endpoint may take to answer a renew before the next is tried: half the
-    /// renewal interval, so a hung local agent leaves time for the fallbacks well before the
-    /// fencing deadline.
+    /// How long the endpoints in flight may take to answer a renew before the next one is asked
+    /// as well: half the renewal interval, so a hung local agent leaves time for the fallbacks
+    /// well before the fencing deadline.
     fn attempt_timeout_for(&self, ttl: Duration) -> Duration {
         (self.renew_every_for(ttl) / 2).max(Duration::from_millis(50))
     }
@@ -298,44 +298,72 @@ struct Signals {
     stop: CancellationToken,
 }
 
-/// One renewal: through `client`, then — when it fails with anything but "session gone" — through
-/// each fallback in turn, each given `attempt` to answer. Without fallbacks this is exactly
+/// One renewal, hedged: through `client` first; when it fails with anything but "session gone",
+/// or has not answered within `attempt`, the next fallback is asked **as well** (the requests
+/// already in flight keep running), until one succeeds. Without fallbacks this is exactly
 /// `client.session_renew` (the caller's fencing deadline bounds it). Returns the session and
 /// whether a fallback answered. A 404 from any endpoint is final: the servers behind every
 /// endpoint of a datacenter are the same, so the session is gone.
+///
+/// Hedging, not cutting the slow request short, matters for a *paused* agent (a GC stall, a
+/// short outage): its request is answered when it resumes, as without fallbacks, so an agent
+/// that hangs for less than the fencing deadline never fences while a fallback is also slow.
 async fn renew_any(
     client: &Client,
     fallbacks: &[Client],
     id: &str,
     attempt: Duration,
 ) -> Result<(super::SessionInfo, bool), ConsulError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     if fallbacks.is_empty() {
         return client.session_renew(id).await.map(|i| (i, false));
     }
+    let endpoints: Vec<&Client> = std::iter::once(client).chain(fallbacks).collect();
+    let ask = |n: usize| {
+        let c = endpoints[n];
+        async move { (n, c.session_renew(id).await) }
+    };
+    let mut inflight = FuturesUnordered::new();
+    inflight.push(ask(0));
+    let mut asked = 1;
     let mut last = None;
-    for (n, c) in std::iter::once(client).chain(fallbacks).enumerate() {
-        match tokio::time::timeout(attempt, c.session_renew(id)).await {
-            Ok(Ok(info)) => {
+    loop {
+        let answer = if asked < endpoints.len() {
+            match tokio::time::timeout(attempt, inflight.next()).await {
+                Ok(a) => a,
+                Err(_) => {
+                    tracing::debug!(session = %id, endpoint = %endpoints[asked - 1].base_url(), "session renew slow on this endpoint; asking the next as well");
+                    inflight.push(ask(asked));
+                    asked += 1;
+                    continue;
+                }
+            }
+        } else {
+            inflight.next().await
+        };
+        match answer {
+            Some((n, Ok(info))) => {
                 if n > 0 {
-                    tracing::info!(session = %id, via = %c.base_url(), "consul session renewed through a fallback endpoint");
+                    tracing::info!(session = %id, via = %endpoints[n].base_url(), "consul session renewed through a fallback endpoint");
                 }
                 return Ok((info, n > 0));
             }
-            Ok(Err(e @ ConsulError::SessionNotFound(_))) => return Err(e),
-            Ok(Err(e)) => {
-                tracing::debug!(session = %id, endpoint = %c.base_url(), error = %e, "session renew failed on this endpoint");
+            Some((_, Err(e @ ConsulError::SessionNotFound(_)))) => return Err(e),
+            Some((n, Err(e))) => {
+                tracing::debug!(session = %id, endpoint = %endpoints[n].base_url(), error = %e, "session renew failed on this endpoint");
                 last = Some(e);
+                if asked < endpoints.len() {
+                    inflight.push(ask(asked));
+                    asked += 1;
+                }
             }
-            Err(_) => {
-                tracing::debug!(session = %id, endpoint = %c.base_url(), "session renew timed out on this endpoint");
-                last = Some(ConsulError::Status {
-                    status: 504,
-                    body: format!("no answer from {} within {attempt:?}", c.base_url()),
-                });
+            None => {
+                return Err(last.unwrap_or_else(|| {
+                    ConsulError::InvalidRequest("no endpoint to renew through".into())
+                }));
             }
         }
     }
-    Err(last.unwrap_or_else(|| ConsulError::InvalidRequest("no endpoint to renew through".into())))
 }
 
 async fn renew_loop(
