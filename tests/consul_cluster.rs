@@ -390,3 +390,57 @@ async fn a_serf_health_keeper_loses_its_session_when_the_agent_is_declared_faile
     assert_eq!(keeper.fence_reason(), Some(FenceReason::SessionGone));
     cancel.cancel();
 }
+
+/// A fallback that accepts connections and never answers (a hung agent elsewhere).
+async fn black_hole() -> (Client, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (Client::new(&Config::http(addr)).unwrap(), task)
+}
+
+#[tokio::test]
+async fn a_paused_agent_answers_the_renew_in_flight_while_a_fallback_hangs() {
+    // Fencing deadline 6 s, a renewal every 3 s, the next endpoint asked after 1.5 s. The agent
+    // hangs for 4.8 s right after a renewal; the only fallback never answers. Hedged, the renew
+    // sent at 3 s is still in flight when the agent resumes and succeeds at ~4.9 s. Cut short at
+    // 4.5 s (then the fallback until 6 s), no attempt would reach the agent before the deadline.
+    let a = agent().await;
+    let (hole, hole_task) = black_hole().await;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let mut cfg = SessionConfig::new("hedge", Duration::from_secs(10), Duration::ZERO);
+    cfg.node_checks = Some(Vec::new());
+    cfg.fence_after = Some(Duration::from_secs(6));
+    cfg.renew_every = Some(Duration::from_secs(3));
+    cfg.fallbacks = vec![hole];
+    let keeper = SessionKeeper::start(&a.client, cfg, &tracker, cancel.clone())
+        .await
+        .unwrap();
+    let before = keeper.renewals();
+    until("a renewal", async || keeper.renewals() > before).await;
+    admin(
+        &a,
+        "/_dev/faults/pause",
+        serde_json::json!({"mode": "hang"}),
+    )
+    .await;
+    // The outage length is the test's parameter, not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(4800)).await;
+    admin(&a, "/_dev/faults/resume", serde_json::json!({})).await;
+    let resumed = keeper.renewals();
+    until("a renewal after the pause", async || {
+        keeper.renewals() > resumed || keeper.is_fenced()
+    })
+    .await;
+    assert!(!keeper.is_fenced(), "{:?}", keeper.fence_reason());
+    assert_eq!(keeper.fallback_renewals(), 0);
+    keeper.destroy().await.unwrap();
+    cancel.cancel();
+    hole_task.abort();
+}
