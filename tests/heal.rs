@@ -73,10 +73,12 @@ fn browsers_by_profile(data: &Path) -> BTreeMap<String, Vec<u32>> {
         }
     }
     // A browser's child between fork and exec still shows the browser's command line: only
-    // the processes whose parent is not a browser of the same profile are browsers.
+    // the processes whose parent is not a browser of the same profile are browsers. A process
+    // whose parent can no longer be read has exited since its command line was read (such a
+    // short-lived child, gone by now, was counted as a second browser under load): not one.
     for list in out.values_mut() {
         let pids = list.clone();
-        list.retain(|p| parent_of(*p).is_none_or(|pp| !pids.contains(&pp)));
+        list.retain(|p| parent_of(*p).is_some_and(|pp| !pids.contains(&pp)));
     }
     out.retain(|_, l| !l.is_empty());
     out
