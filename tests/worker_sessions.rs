@@ -300,10 +300,11 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
         let a = post(
             &router,
             "",
-            // Slow pacing (one message per ten minutes after the first), so a message waits
-            // in shard 0's queue when the workspace moves (see the handoff below).
+            // Slow pacing (one message per 30 s after the first), so a message waits in shard
+            // 0's queue when the workspace moves (see the handoff below). The wait moves with it
+            // (the queue row's `not_before`): shard 1 sends it when the pacing allows.
             Some(json!({"session": S, "metadata": {"crm": 7}, "pacing": {
-                "interval_ms": 600_000, "jitter_ms": 0, "burst": 1, "typing": false
+                "interval_ms": 30_000, "jitter_ms": 0, "burst": 1, "typing": false
             }})),
         )
         .await;
@@ -435,7 +436,7 @@ async fn a_session_lives_through_restart_handoff_crash_logout_and_delete() {
     assert_eq!(linked(&env.sim_get("/sim/devices").await), 1, "no new link");
 
     // Messages move with the workspace: one sent by shard 0, one still in its queue (the
-    // pacing holds it for ten minutes) when the pin moves the workspace.
+    // pacing holds it for 30 s) when the pin moves the workspace.
     let first = send_text(&router, "sent by shard 0", None).await;
     assert_eq!(first.status, 202, "{:?}", first.body);
     wait_for("the first message at the simulator", DEADLINE, || async {
