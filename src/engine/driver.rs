@@ -2,7 +2,7 @@
 //!
 //! [`Engine::launch`] starts Chromium on the session's profile directory, opens one page,
 //! registers the CDP binding the adapter reports through (`Runtime.addBinding`), injects
-//! `assets/wa/adapter.js` into every new document (`Page.addScriptToEvaluateOnNewDocument`) and
+//! the adapter (`assets/wa/adapter/`, joined by [`super::adapter`]) into every new document (`Page.addScriptToEvaluateOnNewDocument`) and
 //! navigates to WhatsApp Web. From then on the adapter's reports arrive as
 //! `Runtime.bindingCalled` events and become [`EngineEvent`]s; nothing polls the page for state.
 //!
@@ -46,8 +46,7 @@ use super::document::{DocumentTracker, pin_index_html};
 use super::events::{EngineEvent, parse_report};
 use super::profile::{ProfileError, ensure_profile};
 
-/// The adapter script, injected into every new document of a session's page.
-pub const ADAPTER_JS: &str = include_str!("../../assets/wa/adapter.js");
+pub use super::adapter::ADAPTER_JS;
 
 /// The CDP binding the adapter reports through (must match `BINDING` in the adapter).
 pub const BINDING: &str = "__wafleet";

@@ -1,6 +1,6 @@
 //! What a browser session reports, and the parsing of the adapter's binding payloads (pure).
 //!
-//! The adapter (`assets/wa/adapter.js`) calls the CDP binding with one JSON object per fact,
+//! The adapter (`assets/wa/adapter/`) calls the CDP binding with one JSON object per fact,
 //! `{"t": kind, ...}`. The payload comes from a web page, so it is untrusted: it is size-capped
 //! and parsed strictly, and anything malformed is dropped with a log line, never a panic.
 

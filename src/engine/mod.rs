@@ -19,12 +19,14 @@
 //! * [`versions`]: the seam to the worker's WhatsApp Web version control (pin per launch,
 //!   proven versions and their `index.html`).
 //! * [`metrics`]: the engine's Prometheus metric names and recorders.
+//! * [`adapter`]: the page adapter script, joined from its parts in `assets/wa/adapter/`.
 //! * [`contacts`]: "is this number on WhatsApp?" and the LID ↔ phone number mapping, as
 //!   commands of a session's page.
 //!
 //! This module knows nothing about HTTP, Consul or webhooks: the worker plugs it in. Every
-//! WhatsApp-specific name lives in `assets/wa/adapter.js`.
+//! WhatsApp-specific name lives in the adapter (`assets/wa/adapter/`).
 
+pub mod adapter;
 pub mod config;
 pub mod contacts;
 pub mod document;

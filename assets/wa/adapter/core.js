@@ -1,20 +1,23 @@
-// wafleet page adapter: the one file that knows WhatsApp Web's internals.
+// wafleet page adapter, part 1 of several: reporting, module access, the boot probe and the
+// session's own commands. The engine joins the parts in the order `src/engine/adapter.rs` lists
+// them into one script (one closure: a part uses what an earlier part declared) and injects it
+// into every new document (Page.addScriptToEvaluateOnNewDocument) of a session's page.
 //
-// Injected by the engine into every new document (Page.addScriptToEvaluateOnNewDocument) of a
-// session's page. It waits for WhatsApp Web's own module system (`window.require`), checks that
-// every module and member it needs exists (the boot probe), then talks to WhatsApp Web only
-// through those modules and reports every fact to the engine through the CDP binding `__wafleet`
-// (Runtime.addBinding): one JSON string per call, `{"t": kind, ...}`. The engine calls back into
-// the page through `window.__wafleetAdapter.<command>(...)`, whose promises resolve to
-// `{ok: true, ...}` or `{ok: false, error}` (never a rejection).
+// The adapter is the one place that knows WhatsApp Web's internals. It waits for WhatsApp Web's
+// own module system (`window.require`), checks that every module and member it needs exists (the
+// boot probe), then talks to WhatsApp Web only through those modules and reports every fact to
+// the engine through the CDP binding `__wafleet` (Runtime.addBinding): one JSON string per call,
+// `{"t": kind, ...}`. The engine calls back into the page through
+// `window.__wafleetAdapter.<command>(...)`, whose promises resolve to `{ok: true, ...}` or
+// `{ok: false, error}` (never a rejection).
 //
-// Every (module, member) below is listed, with where it was read in WhatsApp Web's own sources,
-// in docs/wa-surface.md. When WhatsApp Web renames one, the probe reports it (`unsupported`) and
-// the session fails loudly instead of misbehaving; this file is what changes then.
+// Every (module, member) the parts use is listed, with where it was read in WhatsApp Web's own
+// sources, in docs/wa-surface.md. When WhatsApp Web renames one, the probe reports it
+// (`unsupported`) and the session fails loudly instead of misbehaving; the parts are what change
+// then.
 //
-// Reports: version, state, qr, code, ready, message, ack, logout, loading, passkey, unsupported,
-// error. Commands: sendText, sendMedia, requestPairingCode, queryExists, lidForPhone,
-// phoneForLid, logout, status.
+// Reports: version, state, qr, code, ready, loading, passkey, logout, unsupported, error (this
+// part); message, ack (messages.js). Commands here: requestPairingCode, logout, status.
 (function () {
   'use strict';
 
@@ -131,12 +134,6 @@
     ],
   };
 
-  // Contact lookups: optional capabilities, checked at each call. A build without them answers
-  // `unsupported_wa_web: missing …` for that call and the session keeps working.
-  const CONTACT_SURFACE = {
-    exists: [['WAWebQueryExistsJob.queryPhoneExists'], ['WAWebQueryExistsJob.queryWidExists']],
-    lids: [['WAWebApiContact.getCurrentLid', 'WAWebApiContact.getPhoneNumber', 'WAWebWidFactory.createWid']],
-  };
 
   function globalOrModule(path) {
     // `Debug.VERSION` is a global, not a module.
@@ -172,12 +169,16 @@
 
   // === session state ===
 
+  // What the other parts of the adapter add: their commands (exported as
+  // `window.__wafleetAdapter` by end.js) and what runs once the session is ready.
+  const COMMANDS = {};
+  const ON_READY = [];
+
   let version = null;
   let qrSeq = 0; // orders QR builds: only the newest one is reported
   let qrListener = null;
   let pairingMode = false;
   let readySent = false;
-  let messagesAttached = false;
   let codeTimer = null;
   let failed = false;
 
@@ -273,110 +274,6 @@
     return String(w);
   }
 
-  // The phone number behind a LID, where WhatsApp Web has learned it (WAWebApiContact).
-  function phoneOf(wid) {
-    if (!wid || wid.server !== 'lid') return null;
-    try {
-      return widString(req('WAWebApiContact').getPhoneNumber(wid));
-    } catch (e) {
-      return null;
-    }
-  }
-
-  // The serialized key of the message this one quotes: WhatsApp Web keeps its parts apart
-  // (`quotedStanzaID`, `quotedRemoteJid`, `quotedParticipant`).
-  function quotedKey(msg, chat) {
-    const id = msg.quotedStanzaID;
-    if (!id) return null;
-    const remote = widString(msg.quotedRemoteJid) || chat;
-    const participant = widString(msg.quotedParticipant);
-    let me = [];
-    try {
-      const prefs = req('WAWebUserPrefsMeUser');
-      me = [widString(prefs.getMaybeMePnUser()), widString(prefs.getMaybeMeLidUser())];
-    } catch (e) {
-      // not logged in: nothing quoted is ours
-    }
-    const fromMe = participant !== null && me.includes(participant);
-    const group = typeof remote === 'string' && remote.endsWith('@g.us');
-    return String(fromMe) + '_' + remote + '_' + id + (group && participant ? '_' + participant : '');
-  }
-
-  function pushName(msg) {
-    if (msg.notifyName) return String(msg.notifyName);
-    try {
-      const sender = msg.author || msg.from;
-      const contact = sender ? req('WAWebCollections').Contact.get(sender) : null;
-      return contact && contact.pushname ? String(contact.pushname) : null;
-    } catch (e) {
-      return null;
-    }
-  }
-
-  const text = (v) => (v === undefined || v === null ? null : String(v));
-
-  function serializeMsg(msg) {
-    const id = msg.id || {};
-    const chat = widString(id.remote) || widString(id.fromMe ? msg.to : msg.from);
-    const mentions = Array.isArray(msg.mentionedJidList) ? msg.mentionedJidList.map(widString) : [];
-    return {
-      id: widString(id._serialized || id),
-      chat: chat,
-      from: widString(msg.from),
-      from_pn: phoneOf(msg.from),
-      to: widString(msg.to),
-      author: widString(msg.author),
-      author_pn: phoneOf(msg.author),
-      push_name: pushName(msg),
-      from_me: !!id.fromMe,
-      body: text(msg.body),
-      caption: text(msg.caption),
-      type: msg.type ? String(msg.type) : 'chat',
-      timestamp: typeof msg.t === 'number' ? msg.t : null,
-      ack: typeof msg.ack === 'number' ? msg.ack : null,
-      quoted_wa_id: quotedKey(msg, chat),
-      mentions: mentions.filter((m) => m !== null).slice(0, 256),
-      forwarded: !!msg.isForwarded,
-      mimetype: msg.mimetype || null,
-      filename: msg.filename || null,
-      size: typeof msg.size === 'number' ? msg.size : null,
-      filehash: typeof msg.filehash === 'string' ? msg.filehash : null,
-    };
-  }
-
-  // Ids already reported, so that a message is reported once even when WhatsApp Web both changes
-  // a ciphertext placeholder's type and adds a fresh model with the same id. Bounded.
-  const reported = new Set();
-  const REPORTED_MAX = 4096;
-  function reportMessageOnce(msg) {
-    const m = serializeMsg(msg);
-    if (m.id === null || reported.has(m.id)) return;
-    reported.add(m.id);
-    if (reported.size > REPORTED_MAX) reported.delete(reported.values().next().value);
-    report('message', m);
-  }
-
-  function attachMessages() {
-    if (messagesAttached) return;
-    messagesAttached = true;
-    const Msg = req('WAWebCollections').Msg;
-    Msg.on('add', (msg) => {
-      if (!msg || !msg.isNewMsg) return;
-      if (msg.type === 'ciphertext') {
-        // Not decrypted yet. WhatsApp Web either changes this model's type, or removes it and
-        // adds a fresh model with the same id (caught by this same `add` handler).
-        msg.once('change:type', (m) => {
-          if (m.type !== 'ciphertext') reportMessageOnce(m);
-        });
-        return;
-      }
-      reportMessageOnce(msg);
-    });
-    Msg.on('change:ack', (msg, ack) => {
-      const id = msg && msg.id ? widString(msg.id._serialized || msg.id) : null;
-      if (id !== null) report('ack', { id: id, ack: Number(ack) });
-    });
-  }
 
   function meWid() {
     const me = req('WAWebUserPrefsMeUser');
@@ -391,10 +288,12 @@
       clearInterval(codeTimer);
       codeTimer = null;
     }
-    try {
-      attachMessages();
-    } catch (e) {
-      report('error', { where: 'messages', message: errorText(e) });
+    for (const hook of ON_READY) {
+      try {
+        hook.fn();
+      } catch (e) {
+        report('error', { where: hook.where, message: errorText(e) });
+      }
     }
     let me = null;
     try {
@@ -560,192 +459,7 @@
     return typeof window.require === 'function' && missingOf(SURFACE).length === 0;
   }
 
-  function toJid(to) {
-    const s = String(to || '').trim();
-    if (s.includes('@')) return s;
-    return s.replace(/[^0-9]/g, '') + '@c.us';
-  }
-
-  async function getChat(to) {
-    const wid = req('WAWebWidFactory').createWid(toJid(to));
-    let chat = req('WAWebCollections').Chat.get(wid);
-    if (!chat) {
-      const found = await req('WAWebFindChatAction').findOrCreateLatestChat(wid);
-      chat = found && found.chat ? found.chat : found;
-    }
-    if (!chat) throw new Error('no chat for ' + widString(wid));
-    return chat;
-  }
-
-  // Who sends, as WhatsApp addresses it: the account's LID in `@lid` chats and in groups that
-  // address by LID, its phone number otherwise. Group messages carry the sender as participant.
-  function addressing(chat) {
-    const me = req('WAWebUserPrefsMeUser');
-    const pn = me.getMaybeMePnUser();
-    const lid = me.getMaybeMeLidUser();
-    const server = chat.id && chat.id.server;
-    const group = server === 'g.us';
-    const meta = group ? chat.groupMetadata : null;
-    const byLid = server === 'lid' || !!(meta && meta.isLidAddressingMode);
-    const from = byLid ? lid : pn;
-    if (!from) throw new Error(byLid ? 'this account has no LID yet' : 'not logged in');
-    return { from: from, participant: group ? from : undefined };
-  }
-
-  async function send(to, fields) {
-    if (!loaded()) throw new Error('WhatsApp Web is not loaded');
-    const chat = await getChat(to);
-    const who = addressing(chat);
-    const MsgKey = req('WAWebMsgKey');
-    const keyFields = { from: who.from, to: chat.id, id: await MsgKey.newId(), selfDir: 'out' };
-    if (who.participant) keyFields.participant = who.participant;
-    const key = new MsgKey(keyFields);
-    const msg = Object.assign(
-      {
-        id: key,
-        ack: 0,
-        from: who.from,
-        to: chat.id,
-        local: true,
-        self: 'out',
-        t: Math.floor(Date.now() / 1000),
-        isNewMsg: true,
-        type: 'chat',
-      },
-      who.participant ? { participant: who.participant, author: who.participant } : {},
-      typeof fields === 'function' ? await fields(chat) : fields
-    );
-    const result = req('WAWebSendMsgChatAction').addAndSendMsgToChat(chat, msg);
-    // WhatsApp Web returns [msgPromise, sendResultPromise]; the message is ours once added.
-    if (Array.isArray(result) && result.length > 0) await result[0];
-    else await result;
-    return { id: widString(key._serialized || key) };
-  }
-
-  const MEDIA_TYPES = ['image', 'video', 'audio', 'ptt', 'document', 'sticker'];
-  function mediaType(mimetype, requested) {
-    if (requested && MEDIA_TYPES.includes(requested)) return requested;
-    const m = String(mimetype || '');
-    if (m.startsWith('image/')) return 'image';
-    if (m.startsWith('video/')) return 'video';
-    if (m.startsWith('audio/')) return 'audio';
-    return 'document';
-  }
-
-  // A media entry's value, whether WhatsApp Web exposes it as a getter method (its own
-  // WAWebMediaUpdateMsg calls `getMediaKey()` …) or as an attribute.
-  function entryValue(entry, attr, method) {
-    if (method && typeof entry[method] === 'function') return entry[method]();
-    return entry[attr];
-  }
-
-  // WhatsApp Web's own media pipeline: prepare the file, encrypt and upload it, and return the
-  // message fields that reference the upload. There is no other way: media that did not go
-  // through the upload is not media WhatsApp can deliver.
-  async function uploadMedia(media) {
-    if (!(await probeLazy())) throw new Error('unsupported_wa_web: media upload modules are missing');
-    const type = mediaType(media.mimetype, media.type);
-    const raw = atob(String(media.data));
-    const bytes = new Uint8Array(raw.length);
-    for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-    const mimetype = String(media.mimetype);
-    const name = media.filename ? String(media.filename) : 'file';
-    const file = new File([new Blob([bytes], { type: mimetype })], name, { type: mimetype, lastModified: Date.now() });
-    const OpaqueData = req('WAWebMediaOpaqueData');
-    const opaque = await OpaqueData.createFromData(file, mimetype);
-    const prep = req('WAWebPrepRawMedia').prepRawMedia(opaque, {
-      asDocument: type === 'document',
-      isPtt: type === 'ptt',
-      asSticker: type === 'sticker',
-      isAudio: type === 'audio',
-    });
-    const mediaData = await prep.waitForPrep();
-    const mediaObject = req('WAWebMediaStorage').getOrCreateMediaObject(mediaData.filehash);
-    if (type === 'document') mediaData.type = 'document';
-    const mmsType = req('WAWebMmsMediaTypes').msgToMediaType({ type: mediaData.type, isGif: mediaData.isGif });
-    if (mediaData.mediaBlob && typeof mediaData.mediaBlob.url === 'function') {
-      mediaData.renderableUrl = mediaData.mediaBlob.url();
-    }
-    // Model attributes live in backing fields behind accessors: only toJSON() carries them.
-    mediaObject.consolidate(mediaData.toJSON());
-    const uploaded = await req('WAWebMediaMmsV4Upload').uploadMedia({
-      mimetype: mediaData.mimetype,
-      mediaObject: mediaObject,
-      mediaType: mmsType,
-    });
-    // Failures resolve, with a kind and no entry.
-    const entry = uploaded && uploaded.kind === 'success' ? uploaded.mediaEntry : null;
-    if (!entry) throw new Error('media upload failed: ' + String((uploaded && uploaded.kind) || 'no result'));
-    return Object.assign({}, mediaData.toJSON(), {
-      type: mediaData.type,
-      mimetype: mediaData.mimetype || mimetype,
-      deprecatedMms3Url: entryValue(entry, 'deprecatedMms3Url'),
-      directPath: entryValue(entry, 'directPath'),
-      mediaKey: entryValue(entry, 'mediaKey', 'getMediaKey'),
-      mediaKeyTimestamp: entryValue(entry, 'mediaKeyTimestamp', 'getMediaKeyTimestamp'),
-      filehash: mediaObject.filehash,
-      encFilehash: entryValue(entry, 'encFilehash', 'getEncfilehash'),
-      size: mediaObject.size,
-      streamingSidecar: entry.sidecar,
-      firstFrameSidecar: entry.firstFrameSidecar,
-      caption: media.caption ? String(media.caption) : undefined,
-      filename: media.filename ? String(media.filename) : undefined,
-    });
-  }
-
-  // === contacts: "is this number on WhatsApp?" and LID <-> phone number ===
-
-  function needContacts(capability) {
-    if (!loaded()) throw new Error('WhatsApp Web is not loaded');
-    const missing = missingOf({ [capability]: CONTACT_SURFACE[capability] });
-    if (missing.length > 0) throw new Error('unsupported_wa_web: missing ' + missing.join(', '));
-  }
-
-  const pnWid = (digits) => req('WAWebWidFactory').createWid(String(digits).replace(/[^0-9]/g, '') + '@c.us');
-
-  // The other half of a user's PN/LID pair from WhatsApp Web's own mapping, or null.
-  async function alternate(wid) {
-    if (!present('WAWebApiContact.getCurrentLid') || !present('WAWebApiContact.getPhoneNumber')) return null;
-    const Api = req('WAWebApiContact');
-    try {
-      return widString(await (wid.server === 'lid' ? Api.getPhoneNumber(wid) : Api.getCurrentLid(wid)));
-    } catch (e) {
-      return null;
-    }
-  }
-
-  // One USync query (WAWebQueryExistsJob): null means "not on WhatsApp"; a server problem
-  // throws ServerStatusCodeError, reported as `wa_server_error: <status> …`. The answer's wid
-  // is the LID when WhatsApp Web shows LID contacts only; the phone number then comes from the
-  // mapping the query itself stored.
-  async function queryExists(phone) {
-    needContacts('exists');
-    const digits = String(phone).replace(/[^0-9]/g, '');
-    const Job = req('WAWebQueryExistsJob');
-    let result;
-    try {
-      result = typeof Job.queryPhoneExists === 'function'
-        ? await Job.queryPhoneExists('+' + digits)
-        : await Job.queryWidExists(pnWid(digits));
-    } catch (e) {
-      const status = e && (e.statusCode || e.status);
-      if (status !== undefined && status !== null) throw new Error('wa_server_error: ' + Number(status) + ' ' + errorText(e));
-      throw e;
-    }
-    if (!result || !result.wid) return { exists: false, wid: null, lid: null };
-    const wid = result.wid;
-    const isLid = wid.server === 'lid' || String(widString(wid)).endsWith('@lid');
-    const pn = isLid ? (await alternate(wid)) || widString(pnWid(digits)) : widString(wid);
-    const lid = isLid ? widString(wid) : await alternate(wid);
-    return { exists: true, wid: pn, lid: lid };
-  }
-
-  window.__wafleetAdapter = Object.freeze({
-    sendText: (to, text) => guard(() => send(to, { body: String(text), type: 'chat' })),
-
-    // media: {data: base64, mimetype, filename?, caption?, type?}
-    sendMedia: (to, media) => guard(async () => send(to, await uploadMedia(media))),
-
+  Object.assign(COMMANDS, {
     requestPairingCode: (phone, intervalMs) =>
       guard(async () => {
         if (!loaded()) throw new Error('WhatsApp Web is not loaded');
@@ -778,27 +492,6 @@
         return { code: code };
       }),
 
-    // phone: digits -> {exists, wid: "<digits>@c.us" | null, lid: "<digits>@lid" | null}
-    queryExists: (phone) => guard(() => queryExists(phone)),
-
-    // phone: digits -> {pn, lid | null}, from WhatsApp Web's local mapping (no server query)
-    lidForPhone: (phone) =>
-      guard(async () => {
-        needContacts('lids');
-        const pn = pnWid(phone);
-        const lid = widString(await req('WAWebApiContact').getCurrentLid(pn));
-        return { pn: widString(pn), lid: lid && lid.endsWith('@lid') ? lid : null };
-      }),
-
-    // lid: "<digits>@lid" -> {lid, pn | null}
-    phoneForLid: (lid) =>
-      guard(async () => {
-        needContacts('lids');
-        const wid = req('WAWebWidFactory').createWid(String(lid));
-        const pn = widString(await req('WAWebApiContact').getPhoneNumber(wid));
-        return { lid: widString(wid), pn: pn && pn.endsWith('@c.us') ? pn : null };
-      }),
-
     logout: () =>
       guard(async () => {
         if (!loaded()) throw new Error('WhatsApp Web is not loaded');
@@ -813,6 +506,3 @@
         return { loaded: true, state: String(Socket.state), synced: Socket.hasSynced === true, version: version };
       }),
   });
-
-  waitForModules();
-})();

@@ -1,0 +1,110 @@
+// wafleet page adapter, part: messages — inbound messages and acks (joined into one script with the other
+// parts; see core.js). Reports `message` for every new message WhatsApp Web adds and `ack` for
+// every delivery state change.
+
+  function phoneOf(wid) {
+    if (!wid || wid.server !== 'lid') return null;
+    try {
+      return widString(req('WAWebApiContact').getPhoneNumber(wid));
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // The serialized key of the message this one quotes: WhatsApp Web keeps its parts apart
+  // (`quotedStanzaID`, `quotedRemoteJid`, `quotedParticipant`).
+  function quotedKey(msg, chat) {
+    const id = msg.quotedStanzaID;
+    if (!id) return null;
+    const remote = widString(msg.quotedRemoteJid) || chat;
+    const participant = widString(msg.quotedParticipant);
+    let me = [];
+    try {
+      const prefs = req('WAWebUserPrefsMeUser');
+      me = [widString(prefs.getMaybeMePnUser()), widString(prefs.getMaybeMeLidUser())];
+    } catch (e) {
+      // not logged in: nothing quoted is ours
+    }
+    const fromMe = participant !== null && me.includes(participant);
+    const group = typeof remote === 'string' && remote.endsWith('@g.us');
+    return String(fromMe) + '_' + remote + '_' + id + (group && participant ? '_' + participant : '');
+  }
+
+  function pushName(msg) {
+    if (msg.notifyName) return String(msg.notifyName);
+    try {
+      const sender = msg.author || msg.from;
+      const contact = sender ? req('WAWebCollections').Contact.get(sender) : null;
+      return contact && contact.pushname ? String(contact.pushname) : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  const text = (v) => (v === undefined || v === null ? null : String(v));
+
+  function serializeMsg(msg) {
+    const id = msg.id || {};
+    const chat = widString(id.remote) || widString(id.fromMe ? msg.to : msg.from);
+    const mentions = Array.isArray(msg.mentionedJidList) ? msg.mentionedJidList.map(widString) : [];
+    return {
+      id: widString(id._serialized || id),
+      chat: chat,
+      from: widString(msg.from),
+      from_pn: phoneOf(msg.from),
+      to: widString(msg.to),
+      author: widString(msg.author),
+      author_pn: phoneOf(msg.author),
+      push_name: pushName(msg),
+      from_me: !!id.fromMe,
+      body: text(msg.body),
+      caption: text(msg.caption),
+      type: msg.type ? String(msg.type) : 'chat',
+      timestamp: typeof msg.t === 'number' ? msg.t : null,
+      ack: typeof msg.ack === 'number' ? msg.ack : null,
+      quoted_wa_id: quotedKey(msg, chat),
+      mentions: mentions.filter((m) => m !== null).slice(0, 256),
+      forwarded: !!msg.isForwarded,
+      mimetype: msg.mimetype || null,
+      filename: msg.filename || null,
+      size: typeof msg.size === 'number' ? msg.size : null,
+      filehash: typeof msg.filehash === 'string' ? msg.filehash : null,
+    };
+  }
+
+  // Ids already reported, so that a message is reported once even when WhatsApp Web both changes
+  // a ciphertext placeholder's type and adds a fresh model with the same id. Bounded.
+  const reported = new Set();
+  const REPORTED_MAX = 4096;
+  function reportMessageOnce(msg) {
+    const m = serializeMsg(msg);
+    if (m.id === null || reported.has(m.id)) return;
+    reported.add(m.id);
+    if (reported.size > REPORTED_MAX) reported.delete(reported.values().next().value);
+    report('message', m);
+  }
+
+  let messagesAttached = false;
+  function attachMessages() {
+    if (messagesAttached) return;
+    messagesAttached = true;
+    const Msg = req('WAWebCollections').Msg;
+    Msg.on('add', (msg) => {
+      if (!msg || !msg.isNewMsg) return;
+      if (msg.type === 'ciphertext') {
+        // Not decrypted yet. WhatsApp Web either changes this model's type, or removes it and
+        // adds a fresh model with the same id (caught by this same `add` handler).
+        msg.once('change:type', (m) => {
+          if (m.type !== 'ciphertext') reportMessageOnce(m);
+        });
+        return;
+      }
+      reportMessageOnce(msg);
+    });
+    Msg.on('change:ack', (msg, ack) => {
+      const id = msg && msg.id ? widString(msg.id._serialized || msg.id) : null;
+      if (id !== null) report('ack', { id: id, ack: Number(ack) });
+    });
+  }
+
+  ON_READY.push({ where: 'messages', fn: attachMessages });
