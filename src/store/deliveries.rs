@@ -158,9 +158,8 @@ async fn summarize(conn: &mut sqlx::SqliteConnection, seq: i64) -> Result<(), St
 impl Store {
     /// Events not expanded into deliveries yet, oldest first, at most `limit`.
     pub async fn outbox_unfanned(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS_O} FROM outbox o WHERE o.fanned = 0 ORDER BY o.seq LIMIT ?"
-        );
+        let sql =
+            format!("SELECT {COLUMNS_O} FROM outbox o WHERE o.fanned = 0 ORDER BY o.seq LIMIT ?");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -279,7 +278,8 @@ impl Store {
         target: &str,
         bind: impl FnOnce(
             sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        ) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        )
+            -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM outbox WHERE id = ?")

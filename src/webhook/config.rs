@@ -579,8 +579,8 @@ mod tests {
         assert_eq!(reg.targets(&ws, &s), vec![d.clone()]);
         assert_eq!(reg.target(&ws, &s, ""), Some(d));
         let own = WebhookConfig::simple(Url::parse("http://own.test/").unwrap(), None);
-        let two = WebhookConfig::simple(Url::parse("http://two.test/").unwrap(), None)
-            .with_id("crm");
+        let two =
+            WebhookConfig::simple(Url::parse("http://two.test/").unwrap(), None).with_id("crm");
         reg.set_session(
             &ws,
             &s,

@@ -230,7 +230,9 @@ async fn fan_out(store: &Store, registry: &Registry) -> bool {
             .collect();
         match store.outbox_fan_out(&ev.id, &ids, now_ms()).await {
             Ok(()) => progressed = true,
-            Err(e) => warn!(event = %ev.id, error = %e, "expanding an event into deliveries failed"),
+            Err(e) => {
+                warn!(event = %ev.id, error = %e, "expanding an event into deliveries failed")
+            }
         }
     }
     progressed
@@ -282,6 +284,20 @@ pub async fn run(
                         .unwrap_or_else(|p| p.into_inner())
                         .contains(&key)
                     {
+                        continue;
+                    }
+                    // A target removed by a PATCH (or whose filter dropped the event) loses
+                    // its backlog now, not when its next retry falls due.
+                    let wanted = registry
+                        .target(&d.event.workspace, &d.event.session, &d.target)
+                        .is_some_and(|t| t.events.matches(&d.event.event));
+                    if !wanted {
+                        debug!(event = %d.event.id, target = %d.target, "webhook target gone: delivery dropped");
+                        log_store(
+                            store.delivery_dropped(&d.event.id, &d.target).await,
+                            &d.event.id,
+                        );
+                        sleep_for = Duration::ZERO;
                         continue;
                     }
                     if d.next_attempt_at > now {

@@ -87,7 +87,10 @@ impl EngineHost {
         next.created_at_ms = before.created_at_ms;
         next.normalize();
         self.set_settings(ws, s, &next)?;
-        let me = self.me.upgrade().ok_or_else(|| HostError::Other("host dropped".into()))?;
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| HostError::Other("host dropped".into()))?;
         let (w, id) = (ws.clone(), s.clone());
         let written = tokio::task::spawn_blocking(move || me.persist_latest(&w, &id))
             .await

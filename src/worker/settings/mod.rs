@@ -161,7 +161,10 @@ pub fn validate_targets(list: &[WebhookConfig], policy: &UrlPolicy) -> Result<()
         if !t.id.is_empty() && !is_target_id(&t.id) {
             return Err(PatchError::Webhook {
                 code: "invalid_webhooks",
-                message: format!("webhook target id {:?} must be 1 to 32 of [A-Za-z0-9_-]", t.id),
+                message: format!(
+                    "webhook target id {:?} must be 1 to 32 of [A-Za-z0-9_-]",
+                    t.id
+                ),
             });
         }
         if !t.id.is_empty() && list[..i].iter().any(|o| o.id == t.id) {

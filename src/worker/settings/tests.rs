@@ -31,7 +31,9 @@ fn patch(v: serde_json::Value) -> Result<SessionConfig, PatchError> {
 #[test]
 fn field_list_comes_from_the_struct() {
     let f = struct_fields::<SessionConfig>();
-    for name in ["session", "webhook", "webhooks", "metadata", "pacing", "desired"] {
+    for name in [
+        "session", "webhook", "webhooks", "metadata", "pacing", "desired",
+    ] {
         assert!(f.contains(&name), "{name} in {f:?}");
     }
 }
@@ -39,7 +41,10 @@ fn field_list_comes_from_the_struct() {
 #[test]
 fn merge_patch_follows_rfc_7396() {
     let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
-    merge_patch(&mut doc, &json!({"a": null, "b": {"c": 9, "x": null}, "e": [2], "f": {"g": 1}}));
+    merge_patch(
+        &mut doc,
+        &json!({"a": null, "b": {"c": 9, "x": null}, "e": [2], "f": {"g": 1}}),
+    );
     assert_eq!(doc, json!({"b": {"c": 9, "d": 3}, "e": [2], "f": {"g": 1}}));
 }
 
@@ -58,9 +63,9 @@ fn absent_keeps_present_replaces_null_clears() {
     let c = patch(json!({"metadata": null})).unwrap();
     assert!(c.metadata.is_empty());
 
-    let c = patch(json!({"pacing": {"interval_ms": 500, "typing": false}})).unwrap();
+    let c = patch(json!({"pacing": {"interval_ms": 5000, "typing": false}})).unwrap();
     let p = c.pacing.clone().unwrap();
-    assert_eq!((p.interval_ms, p.typing), (500, false));
+    assert_eq!((p.interval_ms, p.typing), (5000, false));
     assert_eq!(p.burst, crate::sendq::PacingConfig::default().burst);
     let back = apply_patch(&c, &json!({"pacing": null}), &UrlPolicy::default()).unwrap();
     assert!(back.pacing.is_none());
@@ -89,17 +94,27 @@ fn webhook_lists_keep_secrets_by_id_and_single_webhook_means_one() {
     assert_eq!(t[1].secret.as_deref(), Some("crm-secret"));
     assert_eq!(c.webhook.as_ref().unwrap().id, "wh1", "webhook = first");
 
-    let c = patch(json!({"webhooks": [{"id": "wh1", "url": "https://x.test/", "secret": null,
-                                        "headers": null}]}))
+    let c = patch(
+        json!({"webhooks": [{"id": "wh1", "url": "https://x.test/", "secret": null,
+                                        "headers": null}]}),
+    )
     .unwrap();
     assert!(c.targets()[0].secret.is_none() && c.targets()[0].headers.is_empty());
 
     let c = patch(json!({"webhook": {"url": "https://single.test/"}})).unwrap();
     assert_eq!(c.targets().len(), 1);
-    assert_eq!(c.targets()[0].id, "wh1", "replaces the first target in place");
+    assert_eq!(
+        c.targets()[0].id,
+        "wh1",
+        "replaces the first target in place"
+    );
     assert_eq!(c.targets()[0].secret.as_deref(), Some("old-secret"));
 
-    for clear in [json!({"webhooks": null}), json!({"webhooks": []}), json!({"webhook": null})] {
+    for clear in [
+        json!({"webhooks": null}),
+        json!({"webhooks": []}),
+        json!({"webhook": null}),
+    ] {
         let c = patch(clear).unwrap();
         assert!(c.targets().is_empty() && c.webhook.is_none());
     }
@@ -113,10 +128,19 @@ fn bad_patches_are_refused_with_the_create_codes() {
     assert_eq!(code(json!({"desired": "stopped"})), "invalid_body");
     assert_eq!(code(json!({"nope": 1})), "invalid_body");
     assert_eq!(code(json!({"metadata": 5})), "invalid_body");
-    assert_eq!(code(json!({"pacing": {"interval_ms": 0}})), "invalid_pacing");
+    assert_eq!(
+        code(json!({"pacing": {"interval_ms": 0}})),
+        "invalid_pacing"
+    );
     assert_eq!(code(json!({"pacing": {"bogus": 1}})), "invalid_body");
-    assert_eq!(code(json!({"webhook": {"url": "x"}, "webhooks": []})), "invalid_body");
-    assert_eq!(code(json!({"webhooks": [{"url": "ftp://a.test/"}]})), "invalid_webhook_url");
+    assert_eq!(
+        code(json!({"webhook": {"url": "x"}, "webhooks": []})),
+        "invalid_body"
+    );
+    assert_eq!(
+        code(json!({"webhooks": [{"url": "ftp://a.test/"}]})),
+        "invalid_webhook_url"
+    );
     assert_eq!(
         code(json!({"webhooks": [{"url": "https://a.test/", "events": ["nope"]}]})),
         "invalid_webhook_events"
@@ -129,7 +153,9 @@ fn bad_patches_are_refused_with_the_create_codes() {
         code(json!({"webhooks": [{"url": "https://a.test/", "bogus": 1}]})),
         "invalid_body"
     );
-    let six: Vec<_> = (0..6).map(|i| json!({"url": format!("https://h{i}.test/")})).collect();
+    let six: Vec<_> = (0..6)
+        .map(|i| json!({"url": format!("https://h{i}.test/")}))
+        .collect();
     assert_eq!(code(json!({ "webhooks": six })), "invalid_webhooks");
     assert_eq!(
         code(json!({"webhooks": [{"id": "a", "url": "https://a.test/"},
