@@ -93,7 +93,13 @@ fn inbox() -> (Arc<Mutex<Inbox>>, String) {
 }
 
 fn count(inbox: &Arc<Mutex<Inbox>>, pred: impl Fn(&Value) -> bool) -> usize {
-    inbox.lock().unwrap().events().iter().filter(|v| pred(v)).count()
+    inbox
+        .lock()
+        .unwrap()
+        .events()
+        .iter()
+        .filter(|v| pred(v))
+        .count()
 }
 
 impl Rig {
@@ -150,12 +156,22 @@ impl Rig {
     }
 
     fn session_json(&self) -> Vec<u8> {
-        std::fs::read(self.data.join("workspaces").join(WS).join(S).join("session.json"))
-            .expect("session.json")
+        std::fs::read(
+            self.data
+                .join("workspaces")
+                .join(WS)
+                .join(S)
+                .join("session.json"),
+        )
+        .expect("session.json")
     }
 
     fn profile(&self) -> std::path::PathBuf {
-        self.data.join("workspaces").join(WS).join(S).join("profile")
+        self.data
+            .join("workspaces")
+            .join(WS)
+            .join(S)
+            .join("profile")
     }
 }
 
@@ -169,14 +185,19 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     let (st, v) = call(
         &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
         reqwest::Method::POST,
-        Some(json!({"session": S, "metadata": {"tenant": 1, "plan": "free"},
-                    "webhook": {"url": a_url, "secret": "old-secret-1"}})),
+        Some(
+            json!({"session": S, "metadata": {"tenant": 1, "plan": "free"},
+                    "webhook": {"url": a_url, "secret": "old-secret-1"}}),
+        ),
     )
     .await;
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["webhooks"][0]["id"], "wh1", "{v}");
     assert_eq!(v["webhook"]["url"], a_url.as_str());
-    assert!(!v.to_string().contains("old-secret-1"), "secret echoed: {v}");
+    assert!(
+        !v.to_string().contains("old-secret-1"),
+        "secret echoed: {v}"
+    );
 
     let qr = wait_for("a QR", LONG, || async {
         let (st, v) = call(
@@ -218,17 +239,33 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         Some(json!({"metadata": {"x": 1}})),
     )
     .await;
-    assert_eq!((st, v["error"].as_str()), (404, Some("session_not_found")), "{v}");
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (404, Some("session_not_found")),
+        "{v}"
+    );
     let file_before = rig.session_json();
     let info_before = rig.get().await;
     let six: Vec<Value> = (0..6)
         .map(|i| json!({"url": format!("{b_url}/{i}")}))
         .collect();
     for (bad, code) in [
-        (json!({"webhooks": [{"url": "ftp://x.test/"}], "metadata": {"tenant": 99}}), "invalid_webhook_url"),
-        (json!({"webhooks": six, "metadata": {"tenant": 99}}), "invalid_webhooks"),
-        (json!({"webhooks": [{"url": b_url, "events": ["nope"]}]}), "invalid_webhook_events"),
-        (json!({"pacing": {"interval_ms": 0}, "metadata": {"tenant": 99}}), "invalid_pacing"),
+        (
+            json!({"webhooks": [{"url": "ftp://x.test/"}], "metadata": {"tenant": 99}}),
+            "invalid_webhook_url",
+        ),
+        (
+            json!({"webhooks": six, "metadata": {"tenant": 99}}),
+            "invalid_webhooks",
+        ),
+        (
+            json!({"webhooks": [{"url": b_url, "events": ["nope"]}]}),
+            "invalid_webhook_events",
+        ),
+        (
+            json!({"pacing": {"interval_ms": 0}, "metadata": {"tenant": 99}}),
+            "invalid_pacing",
+        ),
         (json!({"session": "other"}), "invalid_body"),
         (json!({"no_such_setting": true}), "invalid_body"),
         (json!(["not", "an", "object"]), "invalid_body"),
@@ -236,7 +273,11 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         let (st, v) = rig.patch(bad.clone()).await;
         assert_eq!((st, v["error"].as_str()), (400, Some(code)), "{bad}: {v}");
     }
-    assert_eq!(rig.session_json(), file_before, "a refused PATCH wrote nothing");
+    assert_eq!(
+        rig.session_json(),
+        file_before,
+        "a refused PATCH wrote nothing"
+    );
     let info_after = rig.get().await;
     assert_eq!(info_after["webhooks"], info_before["webhooks"]);
     assert_eq!(info_after["metadata"], info_before["metadata"]);
@@ -250,11 +291,21 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     assert_eq!(v["status"], "WORKING");
     assert_eq!(v["webhooks"][0]["url"], b_url.as_str());
     assert_eq!(v["metadata"], json!({"tenant": 2}));
-    assert!(!v.to_string().contains("old-secret-1"), "secret echoed: {v}");
+    assert!(
+        !v.to_string().contains("old-secret-1"),
+        "secret echoed: {v}"
+    );
     let on_disk: Value = serde_json::from_slice(&rig.session_json()).unwrap();
     assert_eq!(on_disk["webhooks"][0]["url"], b_url.as_str());
-    assert_eq!(on_disk["webhooks"][0]["secret"], "old-secret-1", "kept by id");
-    assert_eq!(on_disk["webhook"]["url"], b_url.as_str(), "webhook = first, for old workers");
+    assert_eq!(
+        on_disk["webhooks"][0]["secret"], "old-secret-1",
+        "kept by id"
+    );
+    assert_eq!(
+        on_disk["webhook"]["url"],
+        b_url.as_str(),
+        "webhook = first, for old workers"
+    );
 
     let a_messages = count(&a, |v| v["event"] == "message");
     rig.inbound("after the move").await;
@@ -263,11 +314,21 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     })
     .await;
     assert_eq!(ev["metadata"], json!({"tenant": 2}), "{ev}");
-    assert!(headers.contains_key("signature"), "signed with the kept secret");
-    assert_eq!(count(&a, |v| v["event"] == "message"), a_messages, "nothing at the old URL");
+    assert!(
+        headers.contains_key("signature"),
+        "signed with the kept secret"
+    );
+    assert_eq!(
+        count(&a, |v| v["event"] == "message"),
+        a_messages,
+        "nothing at the old URL"
+    );
     // No restart, no QR: the same browser, no status event since, the profile in place.
     assert_eq!(browsers(&rig.data).get(&profile), before.get(&profile));
-    assert_eq!(count(&a, |v| v["event"] == "session.status"), statuses_before);
+    assert_eq!(
+        count(&a, |v| v["event"] == "session.status"),
+        statuses_before
+    );
     assert_eq!(count(&b, |v| v["event"] == "session.status"), 0);
     assert!(count(&b, |v| v["event"] == "session.qr") == 0);
     assert!(rig.profile().is_dir(), "the profile stays");
@@ -301,7 +362,10 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         v["payload"]["text"] == "to three targets"
     })
     .await;
-    let dead_url = format!("http://{}/v1/workspaces/{WS}/webhooks/dead", rig.router.addr);
+    let dead_url = format!(
+        "http://{}/v1/workspaces/{WS}/webhooks/dead",
+        rig.router.addr
+    );
     let dead = wait_for("dead letters of both failing targets", LONG, || async {
         let (_, v) = call(&dead_url, reqwest::Method::GET, None).await;
         let d = v["dead_letters"].as_array().cloned().unwrap_or_default();

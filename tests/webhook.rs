@@ -284,9 +284,24 @@ fn metric(rendered: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The delivery tests of this binary share the process-wide metrics: they run one at a time
+/// and the metric assertions count from a baseline.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_receiver_loses_nothing_dead_letters_replay_and_order() {
+    let _serial = SERIAL.lock().await;
     let prom = wafleet::telemetry::prometheus();
+    let base = {
+        let r = prom.render();
+        [
+            "wafleet_webhook_dead_total",
+            "wafleet_webhook_delivered_total",
+            "wafleet_webhook_retried_total",
+            "wafleet_webhook_delivery_seconds_count",
+        ]
+        .map(|m| metric(&r, m))
+    };
     let shutdown = CancellationToken::new();
     let receiver = Arc::new(Receiver::default());
     let addr = start_receiver(receiver.clone(), shutdown.clone()).await;
@@ -499,14 +514,20 @@ async fn failing_receiver_loses_nothing_dead_letters_replay_and_order() {
 
     let rendered = prom.render();
     assert_eq!(
-        metric(&rendered, "wafleet_webhook_dead_total"),
+        metric(&rendered, "wafleet_webhook_dead_total") - base[0],
         expected_dead.len() as f64
     );
-    assert_eq!(metric(&rendered, "wafleet_webhook_delivered_total"), 11.0);
-    // flaky 3×1 + order 5×2 + fail 2×3 + slow 1×3 + down 2×3
-    assert_eq!(metric(&rendered, "wafleet_webhook_retried_total"), 28.0);
     assert_eq!(
-        metric(&rendered, "wafleet_webhook_delivery_seconds_count"),
+        metric(&rendered, "wafleet_webhook_delivered_total") - base[1],
+        11.0
+    );
+    // flaky 3×1 + order 5×2 + fail 2×3 + slow 1×3 + down 2×3
+    assert_eq!(
+        metric(&rendered, "wafleet_webhook_retried_total") - base[2],
+        28.0
+    );
+    assert_eq!(
+        metric(&rendered, "wafleet_webhook_delivery_seconds_count") - base[3],
         11.0
     );
     assert!(rendered.contains("wafleet_webhook_backlog 0"), "{rendered}");
@@ -526,7 +547,7 @@ async fn failing_receiver_loses_nothing_dead_letters_replay_and_order() {
     );
     let before = receiver.hits.lock().unwrap().len();
     for id in &expected_dead {
-        store.replay_dead(&w, id, 0).await.unwrap();
+        store.replay_dead(&w, id, None, 0).await.unwrap();
     }
     wait_for("replayed dead letters to be delivered", || async {
         store.outbox_backlog().await.unwrap() == 0
@@ -580,6 +601,7 @@ async fn failing_receiver_loses_nothing_dead_letters_replay_and_order() {
 /// backlog instead of leaving it to retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_target_is_delivered_independently() {
+    let _serial = SERIAL.lock().await;
     let shutdown = CancellationToken::new();
     let receiver = Arc::new(Receiver::default());
     let addr = start_receiver(receiver.clone(), shutdown.clone()).await;
