@@ -787,3 +787,81 @@ async fn a_workspace_moves_between_shard_stores_whole_and_in_order() {
         MessageStatus::Queued
     );
 }
+
+/// A database of the single-webhook schema upgrades: its pending and dead events become
+/// deliveries to the session's first target (keeping attempts and schedule), delivered ones
+/// stay as they are, and nothing is expanded a second time.
+#[tokio::test]
+async fn a_single_webhook_database_upgrades_to_per_target_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    // The first schema only, through sqlx's own migrator (same files, same checksums).
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    let init = "20261128000001_init.sql";
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/store/migrations/20261128000001_init.sql"
+        ),
+        first.join(init),
+    )
+    .unwrap();
+    {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let pool = sqlx::SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::migrate::Migrator::new(first.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for (id, state, attempts) in [
+            ("evt_pending", "pending", 3),
+            ("evt_dead", "dead", 18),
+            ("evt_done", "delivered", 1),
+        ] {
+            sqlx::query(
+                "INSERT INTO outbox (id, workspace, session, event, envelope, state, attempts,
+                                     next_attempt_at, created_at, last_status)
+                 VALUES (?, 'w', 's', 'message', '{}', ?, ?, 77, 1, 503)",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(attempts)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert!(store.outbox_unfanned(10).await.unwrap().is_empty());
+    let heads = store.delivery_heads(10).await.unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (
+            heads[0].event.id.as_str(),
+            heads[0].target.as_str(),
+            heads[0].attempts,
+            heads[0].next_attempt_at
+        ),
+        ("evt_pending", wafleet::store::FIRST_TARGET, 3, 77)
+    );
+    let dead = store.dead_letters(&ws("w"), None, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.id, "evt_dead");
+    assert_eq!(dead[0].to_api_json()["target"], serde_json::Value::Null);
+    assert!(store.deliveries_of("evt_done").await.unwrap().is_empty());
+    assert_eq!(
+        store.event("evt_done").await.unwrap().unwrap().state,
+        OutboxState::Delivered
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+}
