@@ -7,7 +7,8 @@
 //! changes metadata (in the next envelope) and pacing (the next submission sees the new queue
 //! cap); with several targets each gets the event and a refusing target ends in the dead letters
 //! under its own id while the others go on; a bad PATCH is `400` and changes nothing (API and
-//! `session.json`); an unknown session is `404`.
+//! `session.json`); an unknown session is `404`; concurrent PATCHes end with the file and the
+//! API agreeing, and a PATCH racing a DELETE does not bring the session's file back.
 
 mod support;
 
@@ -406,6 +407,34 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         "the new queue cap applies: {answers:?}"
     );
     assert_eq!(browsers(&rig.data).get(&profile), before.get(&profile));
+
+    // Concurrent PATCHes are applied one after the other: the file and the API agree on the
+    // last one, whichever it was.
+    let patches = (0..6).map(|i| rig.patch(json!({"metadata": {"round": i}})));
+    let answers = futures::future::join_all(patches).await;
+    assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
+    let on_disk: Value = serde_json::from_slice(&rig.session_json()).unwrap();
+    let shown = rig.get().await;
+    assert_eq!(on_disk["metadata"], shown["metadata"]);
+    assert!(shown["metadata"]["round"].is_u64(), "{shown}");
+    // A PATCH racing a DELETE never brings the deleted session's file back.
+    let url = rig.session(S);
+    let (patched, deleted) = tokio::join!(
+        rig.patch(json!({"metadata": {"late": true}})),
+        call(&url, reqwest::Method::DELETE, None)
+    );
+    assert_eq!(deleted.0, 200, "{deleted:?}");
+    assert!(matches!(patched.0, 200 | 404), "{patched:?}");
+    assert!(
+        !rig.data.join("workspaces").join(WS).join(S).exists(),
+        "the session directory stays deleted"
+    );
+    let (st, v) = rig.patch(json!({"metadata": {"x": 1}})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (404, Some("session_not_found")),
+        "{v}"
+    );
 
     rig.worker.signal("TERM");
     rig.worker.wait_exit(LONG).await;
