@@ -135,7 +135,7 @@ async fn hit(base: &str, method: &str, path: &str) -> Seen {
     let mut req = http()
         .request(method.clone(), &url)
         .bearer_auth(ADMIN_TOKEN);
-    if method == reqwest::Method::POST {
+    if method == reqwest::Method::POST || method == reqwest::Method::PATCH {
         req = req.json(&serde_json::json!({}));
     }
     if path.ends_with("/events") {

@@ -108,7 +108,7 @@ async fn statuses_events_retries_and_order_per_session() {
         &ws("acme"),
         &sid("a"),
         SessionHooks {
-            webhook: None,
+            webhooks: Vec::new(),
             metadata: json!({"tenant": 42}),
         },
     );

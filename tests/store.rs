@@ -411,36 +411,93 @@ async fn outbox_heads_dead_letters_replay_and_resume() {
     }
     store.record_event(&a[2], 1).await.unwrap();
     store.record_event(&a[2], 1).await.unwrap_err(); // ids are unique
-    let heads = store.outbox_heads(10).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 5, "unexpanded");
+    // Expansion in event order: session a to targets t1 and t2, b to t1 only.
+    let unfanned = store.outbox_unfanned(10).await.unwrap();
+    assert_eq!(unfanned.len(), 5);
+    for e in &unfanned {
+        let targets: Vec<String> = if e.session.as_str() == "a" {
+            vec!["t1".into(), "t2".into()]
+        } else {
+            vec!["t1".into()]
+        };
+        store.outbox_fan_out(&e.id, &targets, 1).await.unwrap();
+        store.outbox_fan_out(&e.id, &[], 1).await.unwrap(); // twice: a no-op
+    }
+    assert!(store.outbox_unfanned(10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_backlog().await.unwrap(), 8);
+    let key = |d: &wafleet::store::Delivery| (d.event.id.clone(), d.target.clone());
+    let heads = store.delivery_heads(10).await.unwrap();
     assert_eq!(
-        heads.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        [a[0].id.clone(), b[0].id.clone()]
+        heads.iter().map(key).collect::<Vec<_>>(),
+        [
+            (a[0].id.clone(), "t1".to_owned()),
+            (a[0].id.clone(), "t2".to_owned()),
+            (b[0].id.clone(), "t1".to_owned()),
+        ],
+        "one head per (session, target), oldest first"
     );
-    assert_eq!(store.outbox_backlog().await.unwrap(), 5);
 
+    // a's t1 fails for good, t2 retries: each target on its own.
     store
-        .outbox_dead(&a[0].id, Some(422), "non-retryable answer 422", 5)
+        .delivery_dead(&a[0].id, "t1", Some(422), "non-retryable answer 422", 5)
         .await
         .unwrap();
     store
-        .outbox_retry(&b[0].id, Some(500), "answer 500", 99)
+        .delivery_retry(&a[0].id, "t2", Some(500), "answer 500", 99)
         .await
         .unwrap();
-    let heads = store.outbox_heads(10).await.unwrap();
-    // Ordered by commit: b[0] (seq 2) before a[1] (seq 3).
-    assert_eq!(heads[0].id, b[0].id);
-    assert_eq!(heads[1].id, a[1].id);
+    assert_eq!(
+        store.event(&a[0].id).await.unwrap().unwrap().state,
+        OutboxState::Pending,
+        "pending while a target is"
+    );
+    let heads = store.delivery_heads(10).await.unwrap();
+    assert_eq!(
+        heads.iter().map(key).collect::<Vec<_>>(),
+        [
+            (a[0].id.clone(), "t2".to_owned()),
+            (b[0].id.clone(), "t1".to_owned()),
+            (a[1].id.clone(), "t1".to_owned()),
+        ],
+        "t1 of session a moved on; t2 waits behind its retrying head"
+    );
     assert_eq!(heads[0].attempts, 1);
     assert_eq!(heads[0].next_attempt_at, 99);
-    store.outbox_delivered(&a[1].id, 200, 6).await.unwrap();
-    store.outbox_skipped(&a[2].id).await.unwrap();
+    store
+        .delivery_delivered(&a[0].id, "t2", 200, 6)
+        .await
+        .unwrap();
+    let ev = store.event(&a[0].id).await.unwrap().unwrap();
+    assert_eq!(ev.state, OutboxState::Dead, "dead at one target");
+    store
+        .delivery_delivered(&a[1].id, "t1", 200, 6)
+        .await
+        .unwrap();
+    store.delivery_dropped(&a[1].id, "t2").await.unwrap();
+    assert_eq!(
+        store.event(&a[1].id).await.unwrap().unwrap().state,
+        OutboxState::Delivered
+    );
+    store.delivery_dropped(&a[2].id, "t1").await.unwrap();
+    store.delivery_dropped(&a[2].id, "t2").await.unwrap();
+    assert_eq!(
+        store.event(&a[2].id).await.unwrap().unwrap().state,
+        OutboxState::Skipped,
+        "no target took it"
+    );
+    for e in &b {
+        store.delivery_delivered(&e.id, "t1", 200, 6).await.unwrap();
+    }
 
     let dead = store.dead_letters(&ws("w"), None, None, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].id, a[0].id);
-    assert_eq!(dead[0].state, OutboxState::Dead);
+    assert_eq!(key(&dead[0]), (a[0].id.clone(), "t1".to_owned()));
+    assert_eq!(dead[0].state, wafleet::store::DeliveryState::Dead);
     assert_eq!(dead[0].last_status, Some(422));
-    assert_eq!(dead[0].to_api_json()["envelope"]["id"], a[0].id.as_str());
+    let api = dead[0].to_api_json();
+    assert_eq!(api["envelope"]["id"], a[0].id.as_str());
+    assert_eq!(api["target"], "t1");
     assert!(
         store
             .dead_letters(&ws("other"), None, None, 10)
@@ -449,13 +506,29 @@ async fn outbox_heads_dead_letters_replay_and_resume() {
             .is_empty()
     );
     assert!(matches!(
-        store.replay_dead(&ws("other"), &a[0].id, 7).await,
+        store.replay_dead(&ws("other"), &a[0].id, None, 7).await,
         Err(StoreError::NotFound)
     ));
-    store.replay_dead(&ws("w"), &a[0].id, 7).await.unwrap();
+    assert!(matches!(
+        store.replay_dead(&ws("w"), &a[0].id, Some("t2"), 7).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .replay_dead(&ws("w"), &a[0].id, None, 7)
+        .await
+        .unwrap();
     let replayed = store.event(&a[0].id).await.unwrap().unwrap();
     assert_eq!(replayed.state, OutboxState::Pending);
-    assert_eq!(replayed.attempts, 0);
+    let d = store.delivery(&a[0].id, "t1").await.unwrap().unwrap();
+    assert_eq!(
+        (d.state, d.attempts),
+        (wafleet::store::DeliveryState::Pending, 0)
+    );
+    assert_eq!(
+        store.delivery(&a[0].id, "t2").await.unwrap().unwrap().state,
+        wafleet::store::DeliveryState::Delivered,
+        "only the dead target is re-armed"
+    );
     assert!(
         store
             .dead_letters(&ws("w"), None, None, 10)
@@ -464,9 +537,13 @@ async fn outbox_heads_dead_letters_replay_and_resume() {
             .is_empty()
     );
     assert!(matches!(
-        store.replay_dead(&ws("w"), &a[0].id, 7).await,
+        store.replay_dead(&ws("w"), &a[0].id, None, 7).await,
         Err(StoreError::NotFound)
     ));
+    store
+        .delivery_dead(&a[0].id, "t1", Some(422), "again", 8)
+        .await
+        .unwrap();
 
     // Resume after an event; unknown ids fall back to ULID order.
     let after = store
@@ -490,9 +567,12 @@ async fn outbox_heads_dead_letters_replay_and_resume() {
         store.resume_seq(&ws("w"), &sid("a"), None).await.unwrap(),
         store.last_event_seq(&ws("w"), &sid("a")).await.unwrap()
     );
-    // Retention keeps pending and dead events.
-    assert_eq!(store.purge_outbox(u64::MAX / 2).await.unwrap(), 2);
+    // Retention keeps pending and dead events (a[0] is dead at t1); delivered and skipped go,
+    // with their deliveries.
+    assert_eq!(store.purge_outbox(u64::MAX / 2).await.unwrap(), 4);
     assert!(store.event(&a[0].id).await.unwrap().is_some());
+    assert!(store.deliveries_of(&a[1].id).await.unwrap().is_empty());
+    assert_eq!(store.deliveries_of(&a[0].id).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -580,7 +660,16 @@ async fn a_workspace_moves_between_shard_stores_whole_and_in_order() {
     let pending = event("w", "s", events::SESSION_STATUS);
     old.record_event(&delivered, 6).await.unwrap();
     old.record_event(&pending, 7).await.unwrap();
-    old.outbox_delivered(&delivered.id, 200, 8).await.unwrap();
+    // Delivered to target a, still retrying at target b: both move with the workspace.
+    old.outbox_fan_out(&delivered.id, &["a".into(), "b".into()], 8)
+        .await
+        .unwrap();
+    old.delivery_delivered(&delivered.id, "a", 200, 8)
+        .await
+        .unwrap();
+    old.delivery_retry(&delivered.id, "b", Some(503), "answer 503", 50)
+        .await
+        .unwrap();
     old.set_session_status(&ws("w"), &sid("s"), "WORKING", None, 9)
         .await
         .unwrap();
@@ -594,7 +683,8 @@ async fn a_workspace_moves_between_shard_stores_whole_and_in_order() {
     assert_eq!(record.messages.len(), 4);
     assert_eq!(record.queued(), 3);
     assert_eq!(record.claimed(), ["m1"]);
-    assert_eq!(record.pending_events(), 1);
+    assert_eq!(record.pending_events(), 2);
+    assert_eq!(record.deliveries.len(), 2);
     // Through JSON, as it travels in the handoff file.
     let record: wafleet::store::WorkspaceRecord =
         serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
@@ -644,9 +734,25 @@ async fn a_workspace_moves_between_shard_stores_whole_and_in_order() {
     assert_eq!(ids, [delivered.id.clone(), pending.id.clone()]);
     assert_eq!(
         new.outbox_backlog().await.unwrap(),
-        1,
-        "only the undelivered one is due"
+        2,
+        "the unexpanded event and the delivery to b"
     );
+    let moved = new.deliveries_of(&delivered.id).await.unwrap();
+    assert_eq!(moved.len(), 2);
+    assert_eq!(
+        (moved[0].target.as_str(), moved[0].state),
+        ("a", wafleet::store::DeliveryState::Delivered)
+    );
+    assert_eq!(
+        (
+            moved[1].target.as_str(),
+            moved[1].attempts,
+            moved[1].next_attempt_at
+        ),
+        ("b", 1, 50),
+        "attempts and schedule move too"
+    );
+    assert_eq!(new.outbox_unfanned(10).await.unwrap().len(), 1);
     let states = new.session_states().await.unwrap();
     assert!(
         states
@@ -656,8 +762,106 @@ async fn a_workspace_moves_between_shard_stores_whole_and_in_order() {
 
     // Importing the same record again is harmless (a crash before the file was removed).
     new.import_workspace(&record).await.unwrap();
+    assert_eq!(new.deliveries_of(&delivered.id).await.unwrap().len(), 2);
+
+    // A record of a worker before per-target delivery: its pending event goes to the
+    // session's first target (""), its delivered one stays delivered.
+    let mut legacy = serde_json::to_value(&record).unwrap();
+    legacy.as_object_mut().unwrap().remove("deliveries");
+    for row in legacy["outbox"].as_array_mut().unwrap() {
+        row.as_object_mut().unwrap().remove("fanned");
+    }
+    let legacy: wafleet::store::WorkspaceRecord = serde_json::from_value(legacy).unwrap();
+    new.import_workspace(&legacy).await.unwrap();
+    assert!(new.outbox_unfanned(10).await.unwrap().is_empty());
+    let first = new.deliveries_of(&pending.id).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].target, wafleet::store::FIRST_TARGET);
+    assert_eq!(
+        new.deliveries_of(&delivered.id).await.unwrap().len(),
+        1,
+        "the pending summary of the old row becomes one delivery to the first target"
+    );
     assert_eq!(
         new.message("m2").await.unwrap().unwrap().status,
         MessageStatus::Queued
     );
+}
+
+/// A database of the single-webhook schema upgrades: its pending and dead events become
+/// deliveries to the session's first target (keeping attempts and schedule), delivered ones
+/// stay as they are, and nothing is expanded a second time.
+#[tokio::test]
+async fn a_single_webhook_database_upgrades_to_per_target_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    // The first schema only, through sqlx's own migrator (same files, same checksums).
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    let init = "20261128000001_init.sql";
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/store/migrations/20261128000001_init.sql"
+        ),
+        first.join(init),
+    )
+    .unwrap();
+    {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let pool = sqlx::SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::migrate::Migrator::new(first.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for (id, state, attempts) in [
+            ("evt_pending", "pending", 3),
+            ("evt_dead", "dead", 18),
+            ("evt_done", "delivered", 1),
+        ] {
+            sqlx::query(
+                "INSERT INTO outbox (id, workspace, session, event, envelope, state, attempts,
+                                     next_attempt_at, created_at, last_status)
+                 VALUES (?, 'w', 's', 'message', '{}', ?, ?, 77, 1, 503)",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(attempts)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert!(store.outbox_unfanned(10).await.unwrap().is_empty());
+    let heads = store.delivery_heads(10).await.unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (
+            heads[0].event.id.as_str(),
+            heads[0].target.as_str(),
+            heads[0].attempts,
+            heads[0].next_attempt_at
+        ),
+        ("evt_pending", wafleet::store::FIRST_TARGET, 3, 77)
+    );
+    let dead = store.dead_letters(&ws("w"), None, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.id, "evt_dead");
+    assert_eq!(dead[0].to_api_json()["target"], serde_json::Value::Null);
+    assert!(store.deliveries_of("evt_done").await.unwrap().is_empty());
+    assert_eq!(
+        store.event("evt_done").await.unwrap().unwrap().state,
+        OutboxState::Delivered
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
 }

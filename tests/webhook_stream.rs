@@ -272,7 +272,11 @@ async fn dead_letter_handlers_page_filter_replay_and_refuse_bad_input() {
             .await
             .unwrap();
         store
-            .outbox_dead(&env.id, Some(422), "non-retryable answer 422", 2)
+            .outbox_fan_out(&env.id, &["wh1".into()], 2)
+            .await
+            .unwrap();
+        store
+            .delivery_dead(&env.id, "wh1", Some(422), "non-retryable answer 422", 2)
             .await
             .unwrap();
         dead.push(env.id);
@@ -294,6 +298,7 @@ async fn dead_letter_handlers_page_filter_replay_and_refuse_bad_input() {
     assert_eq!(ids, [dead[0].as_str(), dead[1].as_str()]);
     assert_eq!(page["next_after"], dead[1].as_str());
     assert_eq!(page["dead_letters"][0]["last_status"], 422);
+    assert_eq!(page["dead_letters"][0]["target"], "wh1");
     assert_eq!(page["dead_letters"][0]["envelope"]["id"], dead[0].as_str());
     let rest = api::list_dead_letters(&store, &w, &q(None, Some(&dead[1]), Some(2)))
         .await

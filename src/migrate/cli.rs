@@ -396,6 +396,7 @@ async fn send(
             let config = SessionConfig {
                 session: s.clone(),
                 webhook: None,
+                webhooks: Vec::new(),
                 metadata,
                 pacing: None,
                 desired: DesiredState::Running,

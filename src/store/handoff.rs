@@ -38,6 +38,10 @@ pub struct WorkspaceRecord {
     pub idempotency: Vec<IdempotencyRow>,
     /// The outbox, in event order.
     pub outbox: Vec<OutboxRow>,
+    /// Per-target webhook deliveries of those events (absent in records of workers before
+    /// per-target delivery: their pending and dead events go to the session's first target).
+    #[serde(default)]
+    pub deliveries: Vec<DeliveryRow>,
     /// The last known status of each session.
     pub session_states: Vec<SessionStateRow>,
 }
@@ -48,9 +52,12 @@ impl WorkspaceRecord {
         self.queue.len()
     }
 
-    /// Events not delivered yet.
+    /// Events not delivered yet (to at least one target) or not expanded yet.
     pub fn pending_events(&self) -> usize {
-        self.outbox.iter().filter(|e| e.state == "pending").count()
+        self.outbox
+            .iter()
+            .filter(|e| e.state == "pending" || e.fanned == Some(0))
+            .count()
     }
 
     /// Ids of queued messages whose send was in flight when the record was taken.
@@ -120,6 +127,24 @@ pub struct OutboxRow {
     pub dead_at: Option<i64>,
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
+    /// Expanded into deliveries (`None` in records of workers before per-target delivery).
+    #[serde(default)]
+    pub fanned: Option<i64>,
+}
+
+/// A row of `deliveries`, naming its event by id (the importer's `seq` differs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[allow(missing_docs)]
+pub struct DeliveryRow {
+    pub event_id: String,
+    pub target: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+    pub dead_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 /// A row of `session_states`.
@@ -148,10 +173,11 @@ mod b64 {
 
 /// The tables a workspace has rows in, children before parents (the queue references
 /// messages), which is the order they are deleted in.
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "send_queue",
     "messages",
     "idempotency_keys",
+    "deliveries",
     "outbox",
     "session_states",
 ];
@@ -189,8 +215,17 @@ impl Store {
         .await?;
         let outbox = sqlx::query_as::<_, OutboxRow>(
             "SELECT id, session, event, envelope, state, attempts, next_attempt_at, created_at,
-                    delivered_at, dead_at, last_status, last_error
+                    delivered_at, dead_at, last_status, last_error, fanned
              FROM outbox WHERE workspace = ? ORDER BY seq",
+        )
+        .bind(w)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deliveries = sqlx::query_as::<_, DeliveryRow>(
+            "SELECT o.id AS event_id, d.target, d.state, d.attempts, d.next_attempt_at,
+                    d.delivered_at, d.dead_at, d.last_status, d.last_error
+             FROM deliveries d JOIN outbox o ON o.seq = d.seq
+             WHERE d.workspace = ? ORDER BY d.seq, d.target",
         )
         .bind(w)
         .fetch_all(&mut *tx)
@@ -210,6 +245,7 @@ impl Store {
             queue,
             idempotency,
             outbox,
+            deliveries,
             session_states,
         })
     }
@@ -290,8 +326,9 @@ impl Store {
         for e in &record.outbox {
             sqlx::query(
                 "INSERT INTO outbox (id, workspace, session, event, envelope, state, attempts,
-                     next_attempt_at, created_at, delivered_at, dead_at, last_status, last_error)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     next_attempt_at, created_at, delivered_at, dead_at, last_status, last_error,
+                     fanned)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&e.id)
             .bind(w)
@@ -306,6 +343,41 @@ impl Store {
             .bind(e.dead_at)
             .bind(e.last_status)
             .bind(&e.last_error)
+            .bind(e.fanned.unwrap_or(1))
+            .execute(&mut *tx)
+            .await?;
+            // A record of the single-webhook schema: as the migration does, its pending and
+            // dead events become deliveries to the session's first target.
+            if e.fanned.is_none() && matches!(e.state.as_str(), "pending" | "dead") {
+                sqlx::query(
+                    "INSERT INTO deliveries (seq, target, workspace, session, state, attempts,
+                         next_attempt_at, delivered_at, dead_at, last_status, last_error)
+                     SELECT seq, '', workspace, session, state, attempts, next_attempt_at,
+                            delivered_at, dead_at, last_status, last_error
+                     FROM outbox WHERE id = ?",
+                )
+                .bind(&e.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for d in &record.deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (seq, target, workspace, session, state, attempts,
+                     next_attempt_at, delivered_at, dead_at, last_status, last_error)
+                 SELECT seq, ?, workspace, session, ?, ?, ?, ?, ?, ?, ?
+                 FROM outbox WHERE id = ? AND workspace = ?",
+            )
+            .bind(&d.target)
+            .bind(&d.state)
+            .bind(d.attempts)
+            .bind(d.next_attempt_at)
+            .bind(d.delivered_at)
+            .bind(d.dead_at)
+            .bind(d.last_status)
+            .bind(&d.last_error)
+            .bind(&d.event_id)
+            .bind(w)
             .execute(&mut *tx)
             .await?;
         }

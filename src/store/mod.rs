@@ -15,6 +15,7 @@
 //! ([`crate::sendq`]); those read and update it. Queries are runtime `sqlx::query` (no compile-time
 //! database), migrations are embedded from `src/store/migrations/`.
 
+mod deliveries;
 mod handoff;
 mod idempotency;
 mod messages;
@@ -29,8 +30,9 @@ use sqlx::sqlite::{
 };
 use tokio::sync::watch;
 
+pub use deliveries::{Delivery, DeliveryState, FIRST_TARGET};
 pub use handoff::{
-    IdempotencyRow, MessageRow, OutboxRow, QueueRow, RECORD_VERSION, SessionStateRow,
+    DeliveryRow, IdempotencyRow, MessageRow, OutboxRow, QueueRow, RECORD_VERSION, SessionStateRow,
     WorkspaceRecord,
 };
 pub use idempotency::{

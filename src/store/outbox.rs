@@ -1,12 +1,11 @@
-//! The webhook / event outbox and its dead letters.
+//! The webhook / event outbox.
 //!
 //! Events are appended by the state changes that cause them (same transaction). The delivery
-//! task takes, per session, the oldest pending event (the head) once it is due; the next event
-//! of that session waits until the head is delivered, dead or skipped, which gives in-order
-//! delivery per session. Dead letters are outbox rows in state `dead`; replay re-arms them.
-//! Server-sent event streams read the same rows in sequence order.
+//! task expands each event into one delivery per matching webhook target and delivers those in
+//! order per (session, target) ([`super::deliveries`], where the dead letters live too); the
+//! outbox row's state summarises its deliveries. Server-sent event streams read the outbox rows
+//! in sequence order.
 
-use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -83,32 +82,13 @@ pub struct OutboxEvent {
     pub last_error: Option<String>,
 }
 
-impl OutboxEvent {
-    /// The dead-letter view the API lists: `{"id","event","session","attempts","last_status",
-    /// "last_error","created_at","dead_at","envelope"}` with the envelope as JSON.
-    pub fn to_api_json(&self) -> Value {
-        let envelope: Value =
-            serde_json::from_str(&self.envelope).unwrap_or(Value::String(self.envelope.clone()));
-        json!({
-            "id": self.id,
-            "event": self.event,
-            "workspace": self.workspace,
-            "session": self.session,
-            "state": self.state.as_str(),
-            "attempts": self.attempts,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "created_at": self.created_at,
-            "dead_at": self.dead_at,
-            "envelope": envelope,
-        })
-    }
-}
+/// The event columns, for queries that name the outbox `o` (joins with `deliveries d`).
+pub(super) const COLUMNS_O: &str = "o.seq, o.id, o.workspace, o.session, o.event, o.envelope,
+    o.state, o.attempts, o.next_attempt_at, o.created_at, o.delivered_at, o.dead_at,
+    o.last_status, o.last_error";
 
-const COLUMNS: &str = "seq, id, workspace, session, event, envelope, state, attempts,
-    next_attempt_at, created_at, delivered_at, dead_at, last_status, last_error";
-
-fn from_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
+/// An event from a row selected with [`COLUMNS_O`].
+pub(super) fn from_row_prefixed(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
     let ws: String = row.try_get("workspace")?;
     let s: String = row.try_get("session")?;
     let state: String = row.try_get("state")?;
@@ -171,180 +151,24 @@ impl Store {
 
     /// One event by id.
     pub async fn event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE id = ?");
+        let sql = format!("SELECT {COLUMNS_O} FROM outbox o WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(from_row).transpose()
-    }
-
-    /// The pending head event of every session (oldest pending per session), whatever its due
-    /// time, oldest first, at most `limit`. The caller delivers those due and sleeps until the
-    /// earliest `next_attempt_at` of the others.
-    pub async fn outbox_heads(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM outbox WHERE seq IN (
-                 SELECT MIN(seq) FROM outbox WHERE state = 'pending' GROUP BY workspace, session)
-             ORDER BY seq LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
+        row.as_ref().map(from_row_prefixed).transpose()
     }
 
     /// Events not yet delivered, dead or skipped (the `wafleet_webhook_backlog` gauge).
     pub async fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
+        // Unexpanded events plus pending per-target deliveries.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE fanned = 0)
+                  + (SELECT COUNT(*) FROM deliveries WHERE state = 'pending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(ms(n))
-    }
-
-    /// Records a 2xx answer.
-    pub async fn outbox_delivered(
-        &self,
-        id: &str,
-        status: u16,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = ?,
-                    last_status = ?, last_error = NULL
-             WHERE id = ? AND state = 'pending'",
-        )
-        .bind(db_ms(now_ms))
-        .bind(i64::from(status))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records a failed attempt that will be retried at `next_attempt_at`.
-    pub async fn outbox_retry(
-        &self,
-        id: &str,
-        status: Option<u16>,
-        error: &str,
-        next_attempt_at: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_status = ?,
-                    last_error = ?
-             WHERE id = ? AND state = 'pending'",
-        )
-        .bind(db_ms(next_attempt_at))
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Makes an event a dead letter after a final failed attempt.
-    pub async fn outbox_dead(
-        &self,
-        id: &str,
-        status: Option<u16>,
-        error: &str,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, dead_at = ?,
-                    last_status = ?, last_error = ?
-             WHERE id = ? AND state = 'pending'",
-        )
-        .bind(db_ms(now_ms))
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Marks an event as not to be delivered by webhook (no webhook, or filtered out).
-    pub async fn outbox_skipped(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'skipped' WHERE id = ? AND state = 'pending'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Marks every pending event of a session as skipped (the session has no webhook).
-    pub async fn outbox_skip_session(
-        &self,
-        ws: &WorkspaceId,
-        s: &SessionId,
-    ) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE outbox SET state = 'skipped'
-             WHERE workspace = ? AND session = ? AND state = 'pending'",
-        )
-        .bind(ws.as_str())
-        .bind(s.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
-    }
-
-    /// Dead letters of a workspace (optionally one session), oldest first, after the dead letter
-    /// `after` (an event id, for paging), at most `limit`.
-    pub async fn dead_letters(
-        &self,
-        ws: &WorkspaceId,
-        session: Option<&SessionId>,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let after_seq = match after {
-            Some(id) => self.seq_of(id).await?.ok_or(StoreError::NotFound)?,
-            None => 0,
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM outbox
-             WHERE state = 'dead' AND workspace = ? AND (? IS NULL OR session = ?) AND seq > ?
-             ORDER BY seq LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ws.as_str())
-            .bind(session.map(|s| s.as_str()))
-            .bind(session.map(|s| s.as_str()))
-            .bind(after_seq)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
-    }
-
-    /// Re-arms the dead letter `id` of workspace `ws`: pending again, attempts reset, due now.
-    /// It keeps its place in the session's sequence, so it goes before that session's newer
-    /// pending events. `Err(NotFound)` if `ws` has no dead letter with that id.
-    pub async fn replay_dead(
-        &self,
-        ws: &WorkspaceId,
-        id: &str,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let r = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, dead_at = NULL
-             WHERE id = ? AND workspace = ? AND state = 'dead'",
-        )
-        .bind(db_ms(now_ms))
-        .bind(id)
-        .bind(ws.as_str())
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.notify_outbox();
-        Ok(())
     }
 
     /// Events of a session in commit order after the event `after` (the SSE `Last-Event-ID`;
@@ -398,7 +222,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM outbox WHERE workspace = ? AND session = ? AND seq > ?
+            "SELECT {COLUMNS_O} FROM outbox o WHERE workspace = ? AND session = ? AND seq > ?
              ORDER BY seq LIMIT ?"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -408,7 +232,7 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(from_row).collect()
+        rows.iter().map(from_row_prefixed).collect()
     }
 
     /// The highest outbox sequence of a session (0 if none): where a fresh stream starts when the
@@ -435,7 +259,7 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    async fn seq_of(&self, id: &str) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn seq_of(&self, id: &str) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar("SELECT seq FROM outbox WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)

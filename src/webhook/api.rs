@@ -75,7 +75,7 @@ pub async fn list_dead_letters(
             other => other.to_api_error(),
         })?;
     let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.id.clone()))
+        .then(|| rows.last().map(|r| r.event.id.clone()))
         .flatten();
     Ok(json!({
         "dead_letters": rows.iter().map(|r| r.to_api_json()).collect::<Vec<_>>(),
@@ -83,7 +83,7 @@ pub async fn list_dead_letters(
     }))
 }
 
-/// Re-arms a dead letter: `{"id", "state": "pending"}` (answer 202); 404 if `ws` has no dead
+/// Re-arms a dead letter (every target it is dead at): `{"id", "state": "pending"}` (answer 202); 404 if `ws` has no dead
 /// letter `id`.
 pub async fn replay_dead_letter(
     store: &Store,
@@ -95,7 +95,7 @@ pub async fn replay_dead_letter(
         return Err(ApiError::not_found("no such dead letter"));
     }
     store
-        .replay_dead(ws, id, now_ms)
+        .replay_dead(ws, id, None, now_ms)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found("no such dead letter"),

@@ -215,9 +215,26 @@ const RESERVED_HEADERS: [&str; 8] = [
     "transfer-encoding",
 ];
 
+/// The target id of the operator's global default webhook (`WAFLEET_WEBHOOK_URL`).
+pub const DEFAULT_TARGET_ID: &str = "default";
+
+/// Most webhook targets one session may have.
+pub const MAX_TARGETS: usize = 5;
+
+/// Whether `id` is a valid target id: 1 to 32 of `[A-Za-z0-9_-]` (it is stored and shown, never
+/// part of a path).
+pub fn is_target_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// A validated webhook target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
+    /// The target's id within its session (deliveries and dead letters name it).
+    pub id: String,
     /// Where to POST.
     pub url: Url,
     /// Signing secret (redacted in `Debug`).
@@ -257,11 +274,18 @@ impl WebhookConfig {
             headers.push((n, v));
         }
         Ok(Self {
+            id: String::new(),
             url,
             secret,
             events,
             headers,
         })
+    }
+
+    /// The same target under id `id`.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
     }
 
     /// The operator's global default target, read through `lookup`: `WAFLEET_WEBHOOK_URL`
@@ -285,12 +309,13 @@ impl WebhookConfig {
             }),
             headers: None,
         };
-        Self::from_request(&req, &UrlPolicy::default()).map(Some)
+        Self::from_request(&req, &UrlPolicy::default()).map(|c| Some(c.with_id(DEFAULT_TARGET_ID)))
     }
 
     /// A target for `url` delivering every event, with an optional secret.
     pub fn simple(url: Url, secret: Option<WebhookSecret>) -> Self {
         Self {
+            id: "wh1".to_owned(),
             url,
             secret,
             events: EventFilter::all(),
@@ -302,8 +327,8 @@ impl WebhookConfig {
 /// What the registry knows about one session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionHooks {
-    /// The session's own webhook; `None` uses the global default.
-    pub webhook: Option<WebhookConfig>,
+    /// The session's own webhook targets (ids unique); empty uses the global default.
+    pub webhooks: Vec<WebhookConfig>,
     /// The session's metadata, echoed in every envelope.
     pub metadata: Value,
 }
@@ -421,15 +446,28 @@ impl Registry {
         )
     }
 
-    /// Where the session's events go: its own webhook, else the default, else nowhere.
-    pub fn target(&self, ws: &WorkspaceId, s: &SessionId) -> Option<WebhookConfig> {
-        let own = self.hooks(ws, s).and_then(|h| h.webhook);
-        own.or_else(|| {
-            self.default
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        })
+    /// Where the session's events go: its own targets, else the default, else nowhere.
+    pub fn targets(&self, ws: &WorkspaceId, s: &SessionId) -> Vec<WebhookConfig> {
+        let own = self.hooks(ws, s).map(|h| h.webhooks).unwrap_or_default();
+        if !own.is_empty() {
+            return own;
+        }
+        self.default
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .into_iter()
+            .collect()
+    }
+
+    /// The session's target `id` as it is now; [`crate::store::FIRST_TARGET`] (`""`) names
+    /// its first target (deliveries of the single-webhook schema).
+    pub fn target(&self, ws: &WorkspaceId, s: &SessionId, id: &str) -> Option<WebhookConfig> {
+        let targets = self.targets(ws, s);
+        if id.is_empty() {
+            return targets.into_iter().next();
+        }
+        targets.into_iter().find(|t| t.id == id)
     }
 
     /// The session's metadata (`{}` if unknown).
@@ -494,6 +532,8 @@ mod tests {
             WebhookConfig::from_request(&r, &UrlPolicy::default()),
             Err(ConfigError::BadHeader(_))
         ));
+        assert!(is_target_id("crm-1_a") && !is_target_id("") && !is_target_id("a/b"));
+        assert!(!is_target_id(&"x".repeat(33)));
         r.headers = Some([("X-Tenant".to_string(), "42".to_string())].into());
         let c = WebhookConfig::from_request(&r, &UrlPolicy::default()).unwrap();
         assert_eq!(c.headers.len(), 1);
@@ -532,20 +572,27 @@ mod tests {
         let reg = Registry::new();
         let ws = WorkspaceId::new("w").unwrap();
         let s = SessionId::new("s").unwrap();
-        assert!(reg.target(&ws, &s).is_none());
-        let d = WebhookConfig::simple(Url::parse("http://d.test/").unwrap(), None);
+        assert!(reg.targets(&ws, &s).is_empty());
+        let d = WebhookConfig::simple(Url::parse("http://d.test/").unwrap(), None)
+            .with_id(DEFAULT_TARGET_ID);
         reg.set_default(Some(d.clone()));
-        assert_eq!(reg.target(&ws, &s), Some(d));
+        assert_eq!(reg.targets(&ws, &s), vec![d.clone()]);
+        assert_eq!(reg.target(&ws, &s, ""), Some(d));
         let own = WebhookConfig::simple(Url::parse("http://own.test/").unwrap(), None);
+        let two =
+            WebhookConfig::simple(Url::parse("http://two.test/").unwrap(), None).with_id("crm");
         reg.set_session(
             &ws,
             &s,
             SessionHooks {
-                webhook: Some(own.clone()),
+                webhooks: vec![own.clone(), two.clone()],
                 metadata: serde_json::json!({"tenant": 1}),
             },
         );
-        assert_eq!(reg.target(&ws, &s), Some(own));
+        assert_eq!(reg.targets(&ws, &s), vec![own.clone(), two.clone()]);
+        assert_eq!(reg.target(&ws, &s, ""), Some(own.clone()));
+        assert_eq!(reg.target(&ws, &s, "crm"), Some(two));
+        assert_eq!(reg.target(&ws, &s, DEFAULT_TARGET_ID), None);
         assert_eq!(reg.metadata(&ws, &s)["tenant"], 1);
     }
 
@@ -563,12 +610,12 @@ mod tests {
             reg.set_loader(Arc::new(move |_, s| {
                 asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 (s.as_str() == "s").then(|| SessionHooks {
-                    webhook: Some(own.clone()),
+                    webhooks: vec![own.clone()],
                     metadata: serde_json::json!({"tenant": 7}),
                 })
             }));
         }
-        assert_eq!(reg.target(&ws, &s), Some(own.clone()));
+        assert_eq!(reg.targets(&ws, &s), vec![own.clone()]);
         assert_eq!(reg.metadata(&ws, &s)["tenant"], 7);
         assert_eq!(
             asked.load(std::sync::atomic::Ordering::SeqCst),
@@ -576,18 +623,18 @@ mod tests {
             "remembered"
         );
         let other = SessionId::new("other").unwrap();
-        assert!(reg.target(&ws, &other).is_none());
+        assert!(reg.targets(&ws, &other).is_empty());
         reg.remove_session(&ws, &s);
-        assert!(reg.target(&ws, &s).is_none());
+        assert!(reg.targets(&ws, &s).is_empty());
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
         reg.set_session(
             &ws,
             &s,
             SessionHooks {
-                webhook: Some(own.clone()),
+                webhooks: vec![own.clone()],
                 metadata: Value::Null,
             },
         );
-        assert_eq!(reg.target(&ws, &s), Some(own));
+        assert_eq!(reg.targets(&ws, &s), vec![own]);
     }
 }

@@ -1,7 +1,12 @@
-//! The delivery task: at-least-once, in order per session, from the durable outbox.
+//! The delivery task: at-least-once, in order per (session, target), from the durable outbox.
 //!
-//! Per session only the oldest pending event (the head) is in flight; the next waits until it
-//! is delivered, dead or skipped. Different sessions are delivered concurrently (bounded).
+//! Each new event is first expanded into one delivery per target of its session that wants it
+//! (the targets of that moment: a target added by a PATCH gets the events from then on). Per
+//! (session, target) only the oldest pending delivery (the head) is in flight; the next waits
+//! until it is delivered, dead or dropped. Targets are independent: each has its own attempts,
+//! backoff, signature (its own secret) and dead letter, so a failing receiver holds back only
+//! itself. Different targets and sessions are delivered concurrently (bounded). A delivery
+//! whose target was removed (or whose filter no longer wants the event) is dropped, not sent.
 //! Answers: 2xx delivered; 408, 409, 425, 429, any 3xx/5xx, timeouts and connection errors are
 //! retried with exponential backoff and jitter (honouring `Retry-After`) until the attempts run
 //! out; every other 4xx is final at once (410 Gone too, logged as such). Final failures become
@@ -22,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::config::Registry;
 use super::sign::signature_headers;
 use crate::ids::{SessionId, WorkspaceId};
-use crate::store::{OutboxEvent, Store};
+use crate::store::{Delivery, Store};
 
 /// Errors that stop the delivery task before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +59,7 @@ pub struct DeliveryConfig {
     pub backoff_max: Duration,
     /// Jitter as a fraction of the delay: the delay is scaled by a factor in `[1-j, 1+j]`.
     pub jitter: f64,
-    /// Sessions delivered concurrently.
+    /// Deliveries (one per session and target) in flight at once.
     pub max_in_flight: usize,
     /// Longest sleep between outbox scans when nothing signals a change.
     pub idle_poll: Duration,
@@ -193,7 +198,45 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-type SessionKey = (WorkspaceId, SessionId);
+/// What is in flight: one head per (workspace, session, target).
+type TargetKey = (WorkspaceId, SessionId, String);
+
+/// Expands the events not expanded yet into per-target deliveries, oldest first (so a
+/// target's deliveries keep the events' order). Answers whether it did anything.
+async fn fan_out(store: &Store, registry: &Registry) -> bool {
+    let events = match store.outbox_unfanned(1024).await {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "webhook outbox scan failed");
+            return false;
+        }
+    };
+    let mut progressed = false;
+    for ev in events {
+        let targets = registry.targets(&ev.workspace, &ev.session);
+        if targets.is_empty() {
+            // Sessions with no webhook at all (SSE-only): skip their events in one statement
+            // instead of one per event.
+            match store.outbox_skip_session(&ev.workspace, &ev.session).await {
+                Ok(_) => progressed = true,
+                Err(e) => warn!(error = %e, "skipping undeliverable events failed"),
+            }
+            continue;
+        }
+        let ids: Vec<String> = targets
+            .iter()
+            .filter(|t| t.events.matches(&ev.event))
+            .map(|t| t.id.clone())
+            .collect();
+        match store.outbox_fan_out(&ev.id, &ids, now_ms()).await {
+            Ok(()) => progressed = true,
+            Err(e) => {
+                warn!(event = %ev.id, error = %e, "expanding an event into deliveries failed")
+            }
+        }
+    }
+    progressed
+}
 
 /// Runs the delivery loop until `shutdown` is cancelled, then waits for the attempts in flight
 /// (each bounded by the request timeout). Errors of single scans and attempts are logged and the
@@ -214,7 +257,7 @@ pub async fn run(
         .build()?;
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
-    let in_flight: Arc<Mutex<HashSet<SessionKey>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashSet<TargetKey>>> = Arc::default();
     let done = Arc::new(Notify::new());
     let mut changes = store.outbox_changes();
     info!(
@@ -223,11 +266,19 @@ pub async fn run(
     );
     while !shutdown.is_cancelled() {
         let mut sleep_for = config.idle_poll;
-        match store.outbox_heads(1024).await {
+        if fan_out(&store, &registry).await {
+            // More may be waiting behind the page just expanded; the heads below go first.
+            sleep_for = Duration::ZERO;
+        }
+        match store.delivery_heads(1024).await {
             Ok(heads) => {
                 let now = now_ms();
-                for ev in heads {
-                    let key = (ev.workspace.clone(), ev.session.clone());
+                for d in heads {
+                    let key = (
+                        d.event.workspace.clone(),
+                        d.event.session.clone(),
+                        d.target.clone(),
+                    );
                     if in_flight
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -235,17 +286,22 @@ pub async fn run(
                     {
                         continue;
                     }
-                    if ev.next_attempt_at > now {
-                        sleep_for = sleep_for.min(Duration::from_millis(ev.next_attempt_at - now));
+                    // A target removed by a PATCH (or whose filter dropped the event) loses
+                    // its backlog now, not when its next retry falls due.
+                    let wanted = registry
+                        .target(&d.event.workspace, &d.event.session, &d.target)
+                        .is_some_and(|t| t.events.matches(&d.event.event));
+                    if !wanted {
+                        debug!(event = %d.event.id, target = %d.target, "webhook target gone: delivery dropped");
+                        log_store(
+                            store.delivery_dropped(&d.event.id, &d.target).await,
+                            &d.event.id,
+                        );
+                        sleep_for = Duration::ZERO;
                         continue;
                     }
-                    // Sessions with no webhook at all (SSE-only): skip their pending events in
-                    // one statement instead of one task per event.
-                    if registry.target(&ev.workspace, &ev.session).is_none() {
-                        match store.outbox_skip_session(&ev.workspace, &ev.session).await {
-                            Ok(_) => sleep_for = Duration::ZERO,
-                            Err(e) => warn!(error = %e, "skipping undeliverable events failed"),
-                        }
+                    if d.next_attempt_at > now {
+                        sleep_for = sleep_for.min(Duration::from_millis(d.next_attempt_at - now));
                         continue;
                     }
                     {
@@ -264,7 +320,7 @@ pub async fn run(
                         done.clone(),
                     );
                     tracker.spawn(async move {
-                        attempt(&store, &registry, &client, &config, ev).await;
+                        attempt(&store, &registry, &client, &config, d).await;
                         in_flight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -273,7 +329,7 @@ pub async fn run(
                     });
                 }
             }
-            Err(e) => warn!(error = %e, "webhook outbox scan failed"),
+            Err(e) => warn!(error = %e, "webhook delivery scan failed"),
         }
         match store.outbox_backlog().await {
             Ok(n) => metrics::gauge!("wafleet_webhook_backlog").set(n as f64),
@@ -295,22 +351,25 @@ pub async fn run(
     Ok(())
 }
 
-/// One attempt for one head event, and the bookkeeping of its outcome.
+/// One attempt for one head delivery, and the bookkeeping of its outcome. The target is
+/// looked up now, so a PATCH that moved it to a new URL or secret applies to the next attempt.
 async fn attempt(
     store: &Store,
     registry: &Registry,
     client: &reqwest::Client,
     config: &DeliveryConfig,
-    ev: OutboxEvent,
+    d: Delivery,
 ) {
-    let Some(target) = registry.target(&ev.workspace, &ev.session) else {
-        log_store(store.outbox_skipped(&ev.id).await, &ev.id);
+    let tid = d.target.as_str();
+    let ev = &d.event;
+    let target = registry
+        .target(&ev.workspace, &ev.session, tid)
+        .filter(|t| t.events.matches(&ev.event));
+    let Some(target) = target else {
+        debug!(event = %ev.id, target = tid, "webhook target gone: delivery dropped");
+        log_store(store.delivery_dropped(&ev.id, tid).await, &ev.id);
         return;
     };
-    if !target.events.matches(&ev.event) {
-        log_store(store.outbox_skipped(&ev.id).await, &ev.id);
-        return;
-    }
     let ts = now_ms() / 1000;
     let body = ev.envelope.clone().into_bytes();
     let mut req = client
@@ -326,7 +385,7 @@ async fn attempt(
     let host = target.url.host_str().unwrap_or("?").to_owned();
     let started = Instant::now();
     let result = req.body(body).send().await;
-    let attempts_made = ev.attempts.saturating_add(1);
+    let attempts_made = d.attempts.saturating_add(1);
     let (status, error, hint) = match result {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -334,7 +393,10 @@ async fn attempt(
             match classify(status) {
                 Verdict::Delivered => {
                     let now = now_ms();
-                    log_store(store.outbox_delivered(&ev.id, status, now).await, &ev.id);
+                    log_store(
+                        store.delivery_delivered(&ev.id, tid, status, now).await,
+                        &ev.id,
+                    );
                     metrics::counter!("wafleet_webhook_delivered_total").increment(1);
                     metrics::histogram!("wafleet_webhook_delivery_seconds")
                         .record(now.saturating_sub(ev.created_at) as f64 / 1000.0);
@@ -347,10 +409,10 @@ async fn attempt(
                     } else {
                         format!("non-retryable answer {status}")
                     };
-                    warn!(event = %ev.id, workspace = %ev.workspace, session = %ev.session, %host, status, "webhook dead letter: {reason}");
+                    warn!(event = %ev.id, workspace = %ev.workspace, session = %ev.session, target = tid, %host, status, "webhook dead letter: {reason}");
                     log_store(
                         store
-                            .outbox_dead(&ev.id, Some(status), &reason, now_ms())
+                            .delivery_dead(&ev.id, tid, Some(status), &reason, now_ms())
                             .await,
                         &ev.id,
                     );
@@ -373,9 +435,11 @@ async fn attempt(
     };
     if attempts_made >= config.max_attempts {
         let reason = format!("gave up after {attempts_made} attempts; last: {error}");
-        warn!(event = %ev.id, workspace = %ev.workspace, session = %ev.session, %host, "webhook dead letter: {reason}");
+        warn!(event = %ev.id, workspace = %ev.workspace, session = %ev.session, target = tid, %host, "webhook dead letter: {reason}");
         log_store(
-            store.outbox_dead(&ev.id, status, &reason, now_ms()).await,
+            store
+                .delivery_dead(&ev.id, tid, status, &reason, now_ms())
+                .await,
             &ev.id,
         );
         metrics::counter!("wafleet_webhook_dead_total").increment(1);
@@ -388,7 +452,9 @@ async fn attempt(
     debug!(event = %ev.id, %host, attempt = attempts_made, delay_ms = delay.as_millis() as u64, "webhook retry: {error}");
     let next = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
     log_store(
-        store.outbox_retry(&ev.id, status, &error, next).await,
+        store
+            .delivery_retry(&ev.id, tid, status, &error, next)
+            .await,
         &ev.id,
     );
     metrics::counter!("wafleet_webhook_retried_total").increment(1);

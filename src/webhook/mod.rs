@@ -24,7 +24,8 @@ pub mod sign;
 pub mod sse;
 
 pub use config::{
-    ConfigError, EventFilter, Registry, SessionHooks, UrlPolicy, WebhookConfig, WebhookRequest,
+    ConfigError, DEFAULT_TARGET_ID, EventFilter, MAX_TARGETS, Registry, SessionHooks, UrlPolicy,
+    WebhookConfig, WebhookRequest, is_target_id,
 };
 pub use delivery::{DeliveryConfig, WebhookError};
 pub use emit::Emitter;

@@ -30,7 +30,9 @@ use super::host::{
     DesiredState, HostError, SessionAction, SessionConfig, SessionHost, SessionInfo, SessionQr,
     SessionStatus, StopMode, WorkspaceLease,
 };
-use super::layout::{SESSION_FILE, read_session_configs, workspace_dir, write_atomic};
+mod settings;
+
+use super::layout::{SESSION_FILE, read_session_configs, workspace_dir, write_session_config};
 use crate::engine::supervisor::SessionEvent;
 use crate::engine::{
     Engine, EngineConfig, EngineEvent, LaunchLimiter, SessionCommandError, SessionHandle,
@@ -116,6 +118,11 @@ pub struct EngineHost {
     me: Weak<EngineHost>,
     /// Profile owner records (`super::owner`), once enabled.
     owners: std::sync::OnceLock<ProfileOwners>,
+    /// Serializes settings updates and deletes per session ([`settings`]).
+    settings_locks: settings::SettingsLocks,
+    /// Held while a `session.json` is written from the in-memory config, so the last write
+    /// carries the latest config (a PATCH and a stop racing cannot undo each other on disk).
+    config_writes: Mutex<()>,
 }
 
 /// What the host needs to keep profile owner records.
@@ -288,6 +295,8 @@ impl EngineHost {
             tracker,
             me: me.clone(),
             owners: std::sync::OnceLock::new(),
+            settings_locks: Mutex::default(),
+            config_writes: Mutex::new(()),
         })
     }
 
@@ -473,11 +482,9 @@ impl EngineHost {
             me: st.me.clone(),
             shard: self.shard,
             desired: e.config.desired,
-            webhook: e
-                .config
-                .webhook
-                .as_ref()
-                .map(super::host::WebhookConfig::redacted),
+            webhook: e.config.redacted_targets().into_iter().next(),
+            webhooks: e.config.redacted_targets(),
+            pacing: e.config.pacing.clone(),
             metadata: e.config.metadata.clone(),
             created_at_ms: e.config.created_at_ms,
             updated_at_ms: st.status_since_unix_ms,
@@ -489,11 +496,7 @@ impl EngineHost {
     }
 
     fn persist(&self, ws: &WorkspaceId, config: &SessionConfig) -> Result<(), HostError> {
-        let dir = self.session_dir(ws, &config.session);
-        std::fs::create_dir_all(&dir)?;
-        let body = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
-        write_atomic(&dir.join(SESSION_FILE), &body)?;
-        Ok(())
+        write_session_config(&self.session_dir(ws, &config.session), config)
     }
 
     /// Spawns the supervisor of one session (STOPPED) and its event forwarder.
@@ -614,9 +617,9 @@ impl EngineHost {
                 return Ok(());
             }
             e.config.desired = desired;
-            e.config.clone()
+            e.config.session.clone()
         };
-        self.persist(ws, &config)
+        self.persist_latest(ws, &config)
     }
 
     fn current_info(&self, ws: &WorkspaceId, s: &SessionId) -> Result<SessionInfo, HostError> {
@@ -938,12 +941,24 @@ impl SessionHost for EngineHost {
         .boxed()
     }
 
+    fn update_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+        update: super::host::ConfigUpdate<'a>,
+    ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
+        self.update_settings(ws, session, update).boxed()
+    }
+
     fn delete_session<'a>(
         &'a self,
         ws: &'a WorkspaceId,
         session: &'a SessionId,
     ) -> BoxFuture<'a, Result<(), HostError>> {
         async move {
+            // Not while a settings update of the session is being written.
+            let settings = self.settings_lock(ws, session);
+            let _turn = settings.lock().await;
             let (entry, lease) = {
                 let mut map = self.lock();
                 let r = map
@@ -970,6 +985,7 @@ impl SessionHost for EngineHost {
                 workspace: ws.clone(),
                 session: session.clone(),
             });
+            self.forget_settings_lock(ws, session);
             Ok(())
         }
         .boxed()
@@ -1057,6 +1073,7 @@ mod tests {
         SessionConfig {
             session: SessionId::new(s).unwrap(),
             webhook: None,
+            webhooks: Vec::new(),
             metadata: BTreeMap::new(),
             pacing: None,
             desired: DesiredState::Running,

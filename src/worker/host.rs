@@ -137,9 +137,14 @@ pub enum DesiredState {
     Stopped,
 }
 
-/// Where a session's events are delivered (DESIGN §8).
+/// One place a session's events are delivered (DESIGN §8); a session has up to
+/// [`crate::webhook::MAX_TARGETS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookConfig {
+    /// The target's id within the session (`[A-Za-z0-9_-]{1,32}`); assigned (`wh1`, `wh2`, …)
+    /// when a request names none. Deliveries and dead letters name their target by it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// The receiver's URL.
     pub url: String,
     /// The signing secret; never echoed back by the API.
@@ -158,6 +163,7 @@ impl WebhookConfig {
     /// extra headers usually carry the receiver's credentials.
     pub fn redacted(&self) -> Self {
         Self {
+            id: self.id.clone(),
             url: self.url.clone(),
             secret: None,
             events: self.events.clone(),
@@ -175,9 +181,13 @@ impl WebhookConfig {
 pub struct SessionConfig {
     /// The session id (also the directory name).
     pub session: SessionId,
-    /// Webhook target, if any.
+    /// The first webhook target, kept for workers and clients that know one webhook only:
+    /// read when `webhooks` is absent, written as `webhooks[0]` (see [`SessionConfig::normalize`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Every webhook target (at most 5, ids unique).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
     /// Free-form metadata echoed in every webhook.
     #[serde(default)]
     pub metadata: BTreeMap<String, serde_json::Value>,
@@ -189,6 +199,51 @@ pub struct SessionConfig {
     pub desired: DesiredState,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+}
+
+impl SessionConfig {
+    /// The webhook targets, from `webhooks`, or from the single `webhook` of a configuration
+    /// written before lists existed; targets without an id get one (see [`assign_target_ids`]).
+    pub fn targets(&self) -> Vec<WebhookConfig> {
+        let mut list = if self.webhooks.is_empty() {
+            self.webhook.clone().into_iter().collect()
+        } else {
+            self.webhooks.clone()
+        };
+        assign_target_ids(&mut list);
+        list
+    }
+
+    /// The targets as the API shows them ([`WebhookConfig::redacted`]).
+    pub fn redacted_targets(&self) -> Vec<WebhookConfig> {
+        self.targets().iter().map(WebhookConfig::redacted).collect()
+    }
+
+    /// Brings both webhook fields in line: `webhooks` the full list with ids, `webhook` its
+    /// first element. Called before every write of `session.json`.
+    pub fn normalize(&mut self) {
+        self.webhooks = self.targets();
+        self.webhook = self.webhooks.first().cloned();
+    }
+}
+
+/// Gives every target without an id the first free one of `wh1`, `wh2`, … (deterministic, so
+/// a configuration read twice names its targets the same).
+pub fn assign_target_ids(list: &mut [WebhookConfig]) {
+    let mut n = 0;
+    for i in 0..list.len() {
+        if !list[i].id.is_empty() {
+            continue;
+        }
+        let id = loop {
+            n += 1;
+            let id = format!("wh{n}");
+            if !list.iter().any(|t| t.id == id) {
+                break id;
+            }
+        };
+        list[i].id = id;
+    }
 }
 
 /// What the API reports about one session.
@@ -206,9 +261,15 @@ pub struct SessionInfo {
     pub shard: u32,
     /// What should happen when the workspace starts.
     pub desired: DesiredState,
-    /// Webhook URL and events (the secret is left out).
+    /// The first webhook target (for clients that know one webhook only), redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Every webhook target, redacted (no secret, header values replaced).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// The session's own send pacing, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<crate::sendq::PacingConfig>,
     /// Metadata from the create call.
     pub metadata: BTreeMap<String, serde_json::Value>,
     /// Creation time, Unix milliseconds.
@@ -285,9 +346,34 @@ pub enum HostError {
     /// This host does not support the call (the placeholder has no QR).
     #[error("not supported by this session host: {0}")]
     Unsupported(&'static str),
+    /// A settings change refused (`PATCH …/sessions/{s}`): answered 400 with `code`; nothing
+    /// was changed.
+    #[error("{message}")]
+    Invalid {
+        /// Machine-readable code for the API (`invalid_webhook_url`, `invalid_pacing`, …).
+        code: &'static str,
+        /// Human-readable text.
+        message: String,
+    },
     /// Anything the implementation wants to report (browser launch failed, …).
     #[error("{0}")]
     Other(String),
+}
+
+/// A settings change handed to [`SessionHost::update_session`].
+pub struct ConfigUpdate<'a> {
+    /// The new configuration from the current one, or why it is refused.
+    pub apply: &'a (dyn Fn(&SessionConfig) -> Result<SessionConfig, HostError> + Send + Sync),
+    /// Told the new configuration once it is durable, before any later update of the session
+    /// (the worker updates its webhook registry and pacing here, so they follow the file's
+    /// order).
+    pub applied: &'a (dyn Fn(&SessionConfig) + Send + Sync),
+}
+
+impl std::fmt::Debug for ConfigUpdate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigUpdate").finish_non_exhaustive()
+    }
 }
 
 /// Runs the sessions of the workspaces this worker holds locks for. See the module docs for the
@@ -341,6 +427,21 @@ pub trait SessionHost: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
         let _ = (ws, session, action);
         Box::pin(async { Err(HostError::Unsupported("session lifecycle")) })
+    }
+
+    /// Changes a session's settings in place (`PATCH …/sessions/{s}`): `apply` computes the
+    /// new configuration from the current one (or refuses it: nothing changes), the host writes
+    /// it durably to `session.json`, keeps it, and calls `applied` with it before answering —
+    /// all serialized with other updates and the delete of the same session. The browser, the
+    /// profile and the login are untouched.
+    fn update_session<'a>(
+        &'a self,
+        ws: &'a WorkspaceId,
+        session: &'a SessionId,
+        update: ConfigUpdate<'a>,
+    ) -> BoxFuture<'a, Result<SessionInfo, HostError>> {
+        let _ = (ws, session, update);
+        Box::pin(async { Err(HostError::Unsupported("settings update")) })
     }
 
     /// Stops a session and deletes its directory (config and profile).

@@ -3,7 +3,7 @@
 //! import and export):
 //!
 //! ```text
-//! <data>/workspaces/<ws>/<session>/session.json   the session's configuration (atomic writes)
+//! <data>/workspaces/<ws>/<session>/session.json   the session's configuration (durable writes)
 //! <data>/workspaces/<ws>/<session>/profile/       the Chromium user-data-dir (engine host)
 //! ```
 //!
@@ -32,11 +32,40 @@ pub fn workspace_dir(data: &Path, ws: &WorkspaceId) -> PathBuf {
     data.join("workspaces").join(ws.as_str())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half;
+/// NOT durable (no fsync): for files that are rebuilt when lost (caches, snapshots, owner
+/// records renewed on a timer). Configuration goes through [`write_durable`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Writes `bytes` to `path` durably: into a temporary file next to it, fsynced, renamed over
+/// `path`, then the directory fsynced. Readers never see half a file, and once this returns
+/// the new content survives a crash or power loss (the rename alone may be reordered before
+/// the data reaches the disk, leaving an empty file; the directory sync makes the rename
+/// itself durable). Every writer of files others rely on (`session.json`, handoff records)
+/// goes through here.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+/// Fsyncs the directory holding `path` (makes a rename or create in it durable).
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// Reads every `session.json` of a workspace; directories that are not valid session ids are
@@ -70,6 +99,17 @@ pub fn read_session_configs(dir: &Path) -> Result<Vec<SessionConfig>, HostError>
         out.push(config);
     }
     Ok(out)
+}
+
+/// Writes a session's configuration durably to `<dir>/session.json` (creating `dir`),
+/// normalized first ([`SessionConfig::normalize`]).
+pub fn write_session_config(dir: &Path, config: &SessionConfig) -> Result<(), HostError> {
+    std::fs::create_dir_all(dir)?;
+    let mut config = config.clone();
+    config.normalize();
+    let body = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
+    write_durable(&dir.join(SESSION_FILE), &body)?;
+    Ok(())
 }
 
 /// `<data>/workspaces/<ws>/<s>/session.json`.

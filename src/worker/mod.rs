@@ -45,6 +45,7 @@ pub mod placeholder;
 pub mod profile_routes;
 pub mod request;
 pub mod session_routes;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -23,7 +23,9 @@ use super::host::{
     DesiredState, HostError, SessionConfig, SessionHost, SessionInfo, SessionStatus, StopMode,
     WorkspaceLease,
 };
-use super::layout::{SESSION_FILE, now_ms, read_session_configs, workspace_dir, write_atomic};
+use super::layout::{
+    SESSION_FILE, now_ms, read_session_configs, workspace_dir, write_atomic, write_session_config,
+};
 use crate::ids::{SessionId, WorkspaceId};
 
 /// The marker file name inside a workspace directory.
@@ -86,11 +88,9 @@ impl PlaceholderHost {
             me: None,
             shard: self.shard,
             desired: r.config.desired,
-            webhook: r
-                .config
-                .webhook
-                .as_ref()
-                .map(super::host::WebhookConfig::redacted),
+            webhook: r.config.redacted_targets().into_iter().next(),
+            webhooks: r.config.redacted_targets(),
+            pacing: r.config.pacing.clone(),
             metadata: r.config.metadata.clone(),
             created_at_ms: r.config.created_at_ms,
             updated_at_ms: r.updated_at_ms,
@@ -232,8 +232,7 @@ impl SessionHost for PlaceholderHost {
             if path.exists() {
                 return Err(HostError::Exists(config.session.clone()));
             }
-            let body = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
-            write_atomic(&path, &body)?;
+            write_session_config(&dir, &config)?;
             let running = Running {
                 status: Self::status_for(config.desired),
                 updated_at_ms: now_ms(),
@@ -319,11 +318,13 @@ mod tests {
         SessionConfig {
             session: SessionId::new(s).unwrap(),
             webhook: Some(super::super::host::WebhookConfig {
+                id: String::new(),
                 url: "http://127.0.0.1:1/hook".into(),
                 secret: Some("s3cret".into()),
                 events: vec![],
                 headers: BTreeMap::from([("Authorization".into(), "Bearer hook-token".into())]),
             }),
+            webhooks: Vec::new(),
             metadata: BTreeMap::new(),
             pacing: None,
             desired: DesiredState::Running,

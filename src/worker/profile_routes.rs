@@ -279,6 +279,7 @@ where
     let config = SessionConfig {
         session: s.clone(),
         webhook: None,
+        webhooks: Vec::new(),
         metadata,
         pacing: None,
         desired: DesiredState::Running,

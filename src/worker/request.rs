@@ -122,6 +122,7 @@ pub(crate) fn host_error(ws: &WorkspaceId, e: HostError) -> ApiError {
             "session_not_found",
             format!("no session {s} in workspace {ws}"),
         ),
+        HostError::Invalid { code, message } => ApiError::bad_request(code, message),
         HostError::WrongStatus { code, message } => {
             let status = if code == "invalid" {
                 StatusCode::BAD_REQUEST

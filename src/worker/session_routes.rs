@@ -26,6 +26,9 @@ struct CreateBody {
     session: Option<String>,
     #[serde(default)]
     webhook: Option<WebhookConfig>,
+    /// The target list (up to 5); `webhook` alone means a one-element list.
+    #[serde(default)]
+    webhooks: Option<Vec<WebhookConfig>>,
     #[serde(default)]
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     #[serde(default)]
@@ -175,6 +178,7 @@ pub(crate) async fn create_session(
         CreateBody {
             session: None,
             webhook: None,
+            webhooks: None,
             metadata: None,
             pacing: None,
         }
@@ -193,6 +197,24 @@ pub(crate) async fn create_session(
             "webhook.url is not a valid URL",
         )));
     }
+    let webhooks = match (body.webhook, body.webhooks) {
+        (Some(_), Some(_)) => {
+            return Err(warp::reject::custom(ApiError::bad_request(
+                "invalid_body",
+                "give either webhook (one target) or webhooks (the list), not both",
+            )));
+        }
+        (Some(w), None) => vec![w],
+        (None, list) => list.unwrap_or_default(),
+    };
+    let policy = api
+        .shared
+        .messaging
+        .get()
+        .map(|m| m.url_policy().clone())
+        .unwrap_or_default();
+    super::settings::validate_targets(&webhooks, &policy)
+        .map_err(|e| warp::reject::custom(ApiError::bad_request(e.code(), e.to_string())))?;
     if let Some(Err(why)) = body
         .pacing
         .as_ref()
@@ -206,14 +228,16 @@ pub(crate) async fn create_session(
     take_workspace(&api, &ws)
         .await
         .map_err(warp::reject::custom)?;
-    let config = SessionConfig {
+    let mut config = SessionConfig {
         session,
-        webhook: body.webhook,
+        webhook: None,
+        webhooks,
         metadata: body.metadata.unwrap_or_default(),
         pacing: body.pacing,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
     };
+    config.normalize();
     match api.shared.host.create_session(&ws, config).await {
         Ok(info) => Ok(
             warp::reply::with_status(warp::reply::json(&info), StatusCode::CREATED).into_response(),

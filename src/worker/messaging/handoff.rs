@@ -95,26 +95,14 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Handoff
     move |source| HandoffError::Io { what, path, source }
 }
 
-/// Writes `bytes` to `path` so that it survives a crash once this returns: a temporary file
-/// synced to disk, renamed over `path`, then the directory synced (the rename itself).
+/// Writes `bytes` to `path` so that it survives a crash once this returns (the worker's one
+/// durable writer, [`crate::worker::layout::write_durable`]).
 fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), HandoffError> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
-    sync_dir(path)
+    crate::worker::layout::write_durable(path, bytes).map_err(io("write", path))
 }
 
 fn sync_dir(path: &Path) -> Result<(), HandoffError> {
-    let Some(dir) = path.parent() else {
-        return Ok(());
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))
+    crate::worker::layout::sync_dir(path).map_err(io("fsync", path))
 }
 
 async fn blocking<T: Send + 'static>(

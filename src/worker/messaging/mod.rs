@@ -111,28 +111,38 @@ fn now_ms() -> u64 {
 /// The registry's view of a session's configuration. A webhook the policy refuses is logged
 /// and left out (create refuses it before it is ever written).
 fn hooks_of(ws: &WorkspaceId, config: &SessionConfig, policy: &UrlPolicy) -> SessionHooks {
-    let webhook = config.webhook.as_ref().and_then(|w| {
-        let req = WebhookRequest {
-            url: w.url.clone(),
-            secret: w.secret.clone(),
-            events: (!w.events.is_empty()).then(|| w.events.clone()),
-            headers: (!w.headers.is_empty()).then(|| w.headers.clone()),
-        };
-        match WebhookConfig::from_request(&req, policy) {
+    let webhooks = config
+        .targets()
+        .iter()
+        .filter_map(|w| match validated_target(w, policy) {
             Ok(c) => Some(c),
             Err(e) => {
-                warn!(workspace = %ws, session = %config.session, error = %e, "session webhook refused");
+                warn!(workspace = %ws, session = %config.session, target = %w.id, error = %e, "session webhook refused");
                 None
             }
-        }
-    });
+        })
+        .collect();
     let metadata = serde_json::to_value(&config.metadata).unwrap_or(Value::Null);
     let metadata = if metadata.is_object() {
         metadata
     } else {
         json!({})
     };
-    SessionHooks { webhook, metadata }
+    SessionHooks { webhooks, metadata }
+}
+
+/// Validates one stored or requested target against the URL policy (as on create).
+pub(crate) fn validated_target(
+    w: &crate::worker::host::WebhookConfig,
+    policy: &UrlPolicy,
+) -> Result<WebhookConfig, crate::webhook::ConfigError> {
+    let req = WebhookRequest {
+        url: w.url.clone(),
+        secret: w.secret.clone(),
+        events: (!w.events.is_empty()).then(|| w.events.clone()),
+        headers: (!w.headers.is_empty()).then(|| w.headers.clone()),
+    };
+    WebhookConfig::from_request(&req, policy).map(|c| c.with_id(w.id.clone()))
 }
 
 /// Reads a session's hooks from its `session.json`, for events whose session is not restored
@@ -470,8 +480,9 @@ impl Messaging {
         }
         let wants_any = self
             .registry
-            .target(ws, s)
-            .is_some_and(|t| t.events.matches(events::MESSAGE_ANY));
+            .targets(ws, s)
+            .iter()
+            .any(|t| t.events.matches(events::MESSAGE_ANY));
         if wants_any {
             a.emitter
                 .emit(ws, s, events::MESSAGE_ANY, payload, now_ms())
@@ -657,6 +668,7 @@ mod tests {
         SessionConfig {
             session: SessionId::new(s).unwrap(),
             webhook: None,
+            webhooks: Vec::new(),
             metadata: BTreeMap::new(),
             pacing,
             desired: DesiredState::Running,
@@ -725,6 +737,7 @@ mod tests {
         let s = SessionId::new("default").unwrap();
         let mut cfg = config("default", None);
         cfg.webhook = Some(crate::worker::host::WebhookConfig {
+            id: String::new(),
             url: format!("http://{addr}/hook"),
             secret: None,
             events: Vec::new(),

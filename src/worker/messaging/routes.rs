@@ -45,6 +45,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/workspaces/{ws}/sessions", "both"),
     ("GET", "/v1/workspaces/{ws}/sessions/{s}", "both"),
     ("DELETE", "/v1/workspaces/{ws}/sessions/{s}", "both"),
+    ("PATCH", "/v1/workspaces/{ws}/sessions/{s}", "both"),
     ("GET", "/v1/workspaces/{ws}/sessions/{s}/qr", "both"),
     (
         "POST",
