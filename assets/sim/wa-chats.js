@@ -232,6 +232,12 @@
     l.sendChatStateComposing = function (wid, bot) { void bot; return send(wid, 'typing'); };
   });
 
+  // The simulated accounts are not LID-migrated: a chat state goes to the chat's own id
+  // (WhatsApp: `chat.accountLid` once `shouldHaveAccountLid(chat.id)`).
+  __d('WAWebPresenceChatAction', [], function (t, require, r, o, a, i, l) {
+    l.getChatIdentifier = function (chat) { return chat.id; };
+  });
+
   // --- contacts: picture, blocklist, block ------------------------------------------------------
   __d('WAWebContactProfilePicThumbBridge', ['WAWebSimChatRpc'], function (t, require, r, o, a, i, l) {
     var Rpc = require('WAWebSimChatRpc');

@@ -210,7 +210,15 @@
     sendChatState: (chatId, state) =>
       guard(async () => {
         needChats('chatState');
-        const wid = req('WAWebWidFactory').createWid(String(chatId));
+        // WhatsApp's own presence action addresses a LID-migrated account's chat state to the
+        // chat's `accountLid` (WAWebPresenceChatAction.getChatIdentifier); the bare chat id is
+        // for builds without it. Its automatic pause after 2.5 s is not wanted here: the API
+        // caller says when to pause.
+        const chat = req('WAWebCollections').Chat.get(String(chatId));
+        const ident = lookup('WAWebPresenceChatAction.getChatIdentifier');
+        const wid = chat && typeof ident === 'function'
+          ? ident(chat)
+          : req('WAWebWidFactory').createWid(String(chatId));
         await chatStateFn(state)(wid);
         return { state: String(state) };
       }),
