@@ -156,6 +156,8 @@
     (m.groups || []).forEach(group);
     setState('CONNECTED');
     flushUnsent();
+    // The chats and contacts of the phone (wa-chats.js), with their newest messages.
+    internal.transport.send({ t: 'chat_sync' });
     bootloadMedia();
     if (m.checkpoint) require('WAWebIntegrityPasskeyCheckpointUtils').openPasskeyCheckpoint(m.checkpoint);
     if (Socket.hasSynced) {
@@ -390,6 +392,20 @@
         else p.reject(new Error(m.message));
         break;
       }
+      case 'msgs':
+      case 'chat_result': {
+        var cr = internal.pending.get(m.req);
+        if (!cr) break;
+        internal.pending.delete(m.req);
+        cr.resolve(m);
+        break;
+      }
+      case 'chat':
+        require('WAWebSimHistory').chat(m.chat);
+        break;
+      case 'contact':
+        require('WAWebSimHistory').contact(m.contact);
+        break;
       case 'exists':
       case 'exists_error': {
         var q = internal.pending.get(m.req);

@@ -42,11 +42,12 @@
     });
     var ChatModel = B.defineModel('Chat', {
       id: p(undefined), name: p(undefined), t: p(undefined), unreadCount: p(0), archive: p(false),
-      isGroup: p(false), groupMetadata: B.session(undefined),
+      isGroup: p(false), groupMetadata: B.session(undefined), pin: p(undefined), muteExpiration: p(0),
     });
     var ContactModel = B.defineModel('Contact', {
       id: p(undefined), name: p(undefined), pushname: p(undefined), isMyContact: p(false),
-      phoneNumber: p(undefined), isUser: p(true), isGroup: p(false),
+      phoneNumber: p(undefined), isUser: p(true), isGroup: p(false), isBusiness: p(false),
+      isContactBlocked: p(false),
     });
 
     function Coll(Model) { BaseCollection.call(this, Model); }

@@ -27,6 +27,7 @@
 //! WhatsApp-specific name lives in the adapter (`assets/wa/adapter/`).
 
 pub mod adapter;
+pub mod chats;
 pub mod config;
 pub mod contacts;
 pub mod document;

@@ -79,6 +79,12 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .unify()
         .or(super::settings::routes::routes(api.clone()))
         .unify()
+        .or(super::contacts::list::routes(api.clone()))
+        .unify()
+        .or(super::contacts::actions::routes(api.clone()))
+        .unify()
+        .or(super::chats::routes::routes(api.clone()))
+        .unify()
         .recover(recover)
         .unify()
         .map(move |mut resp: warp::reply::Response| {

@@ -27,6 +27,7 @@
 //!
 //! See `docs/worker.md` for the ownership and fencing timeline.
 
+pub mod chats;
 pub mod cli;
 pub mod consul;
 pub mod contacts;

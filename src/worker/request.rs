@@ -230,6 +230,39 @@ pub(crate) fn running_session(
     Ok((ws, s))
 }
 
+/// Validates a chat id parameter: `<digits>@c.us`, `<digits>@lid` or a group id
+/// (`<digits>@g.us`, `<digits>-<digits>@g.us`); `@` may arrive as `%40`. Answers the id.
+pub fn parse_chat_id(raw: &str) -> Result<String, ApiError> {
+    let decoded = raw.replace("%40", "@");
+    if crate::engine::chats::is_chat_id(&decoded) {
+        Ok(decoded)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_chat_id",
+            "chat must be <digits>@c.us, <digits>@lid or a group id <digits>@g.us",
+        ))
+    }
+}
+
+/// Validates a contact id parameter: `<digits>@c.us`, `<digits>@lid`, or bare digits (a phone
+/// number, answered as `<digits>@c.us`); `@` may arrive as `%40`.
+pub fn parse_contact_id(raw: &str) -> Result<String, ApiError> {
+    let decoded = raw.replace("%40", "@");
+    if crate::engine::chats::is_contact_id(&decoded) {
+        return Ok(decoded);
+    }
+    if !decoded.contains('@')
+        && decoded.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(digits) = parse_phone(&decoded)
+    {
+        return Ok(format!("{digits}@c.us"));
+    }
+    Err(ApiError::bad_request(
+        "invalid_contact_id",
+        "contact must be <digits>@c.us, <digits>@lid or a phone number",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +278,29 @@ mod tests {
             "../1234567",
         ] {
             assert!(parse_phone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chat_and_contact_ids() {
+        assert_eq!(
+            parse_chat_id("4915550001%40c.us").unwrap(),
+            "4915550001@c.us"
+        );
+        assert_eq!(
+            parse_chat_id("120363025246125486@g.us").unwrap(),
+            "120363025246125486@g.us"
+        );
+        assert_eq!(parse_contact_id("4915550001").unwrap(), "4915550001@c.us");
+        assert_eq!(
+            parse_contact_id("123456789012345@lid").unwrap(),
+            "123456789012345@lid"
+        );
+        for bad in ["", "x@c.us", "4915550001@g", "..%2F@c.us", "1234@c.us"] {
+            assert!(parse_chat_id(bad).is_err(), "{bad}");
+        }
+        for bad in ["120363025246125486@g.us", "12ab", "1234"] {
+            assert!(parse_contact_id(bad).is_err(), "{bad}");
         }
     }
 }

@@ -13,6 +13,7 @@
 //! (the exists query and the accounts it answers from).
 
 mod addressing;
+pub mod chats;
 pub mod media;
 mod page;
 mod phone;
@@ -211,6 +212,8 @@ pub struct Sim {
     web: WebVersions,
     /// The `sync_delay_ms` fault, overriding `timing.sync_ms` while set.
     sync_override: Option<u64>,
+    /// Chats, history and contacts per phone.
+    chats: chats::ChatBook,
 }
 
 // === impl Sim ===
@@ -240,6 +243,7 @@ impl Sim {
             dirty: false,
             web: WebVersions::default(),
             sync_override: None,
+            chats: chats::ChatBook::new(),
         }
     }
 
@@ -324,6 +328,19 @@ impl Sim {
             ClientMsg::QueryExists { req, phone, lid } => {
                 self.query_exists(conn, req, phone, lid, now)
             }
+            ClientMsg::ChatSync => self.chat_sync(conn),
+            ClientMsg::LoadMsgs {
+                req,
+                chat,
+                before,
+                count,
+            } => self.load_msgs(conn, req, chat, before, count),
+            ClientMsg::ChatAction {
+                req,
+                action,
+                chat,
+                state,
+            } => self.chat_action(conn, req, action, chat, state, now),
         }
     }
 

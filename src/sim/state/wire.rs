@@ -172,6 +172,34 @@ pub enum ClientMsg {
         #[serde(default)]
         lid: Option<String>,
     },
+    /// The page connected and asks for its chats and contacts (`chat` and `contact` answers).
+    ChatSync,
+    /// `MsgCollection.loadMessagesQuery` (direction `before`): up to `count` messages of `chat`
+    /// before the message with key id `before` (the newest without).
+    LoadMsgs {
+        /// Correlates the answer.
+        req: u64,
+        /// The chat.
+        chat: String,
+        /// The anchor's key id.
+        #[serde(default)]
+        before: Option<String>,
+        /// How many.
+        count: usize,
+    },
+    /// A chat or contact action of the page's bridges: `seen`, `archive`, `unarchive`,
+    /// `chatstate` (with `state`), `block`, `unblock`, `picture`.
+    ChatAction {
+        /// Correlates the answer.
+        req: u64,
+        /// The action.
+        action: String,
+        /// The chat or contact id.
+        chat: String,
+        /// The chat state (`typing`, `recording_audio`, `idle`).
+        #[serde(default)]
+        state: Option<String>,
+    },
 }
 
 /// What the server sends to a page.
@@ -336,6 +364,37 @@ pub enum ServerMsg {
     Crash {
         /// `hang` or `oom`.
         mode: String,
+    },
+    /// A chat of the phone, with its newest messages (created, changed, or at sync).
+    Chat {
+        /// The chat.
+        chat: super::chats::ChatView,
+    },
+    /// A contact of the phone.
+    Contact {
+        /// The contact.
+        contact: super::chats::ContactView,
+    },
+    /// Answer to `load_msgs`.
+    Msgs {
+        /// The request.
+        req: u64,
+        /// 200, or 404 for an unknown chat or anchor.
+        status: u16,
+        /// The messages, oldest first.
+        msgs: Vec<super::chats::HistMsg>,
+        /// Whether earlier ones exist.
+        more: bool,
+    },
+    /// Answer to a chat action.
+    ChatResult {
+        /// The request.
+        req: u64,
+        /// 200 or the error status.
+        status: u16,
+        /// The picture URL, for `picture`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
     },
     /// A protocol error (bad message).
     Error {

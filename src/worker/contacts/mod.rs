@@ -2,7 +2,9 @@
 //! number mapping, through the session's WhatsApp Web ([`crate::engine::contacts`]).
 //!
 //! * [`limits`]: PURE. The answer cache and the token bucket.
-//! * [`routes`]: the HTTP routes.
+//! * [`routes`]: the lookup routes (exists, LIDs).
+//! * [`list`]: the contact list route; [`actions`]: picture and block/unblock, with their own
+//!   cache and bucket.
 //! * here: the settings ([`ContactsConfig`], from the environment) and the per-session state
 //!   ([`Lookups`]) the routes share.
 //!
@@ -11,7 +13,9 @@
 //! cache (a positive answer is kept for hours: accounts rarely disappear; a negative one much
 //! shorter: the number may register any minute) and a token bucket that only cache misses use.
 
+pub mod actions;
 pub mod limits;
+pub mod list;
 pub mod routes;
 
 use std::collections::HashMap;

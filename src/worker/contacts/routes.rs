@@ -68,7 +68,7 @@ pub fn routes(
 }
 
 /// A path segment as clients send it: `+` may arrive as `%2B`, spaces as `%20`, `@` as `%40`.
-fn decode_segment(raw: &str) -> String {
+pub(crate) fn decode_segment(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(i) = rest.find('%') {
@@ -107,7 +107,11 @@ pub fn parse_lid(raw: &str) -> Result<String, ApiError> {
 
 /// The handle of a WORKING session: 501 without a browser host, 404 for no such session, 409
 /// `not_ready` while it is not logged in.
-fn working(api: &Api, ws: &WorkspaceId, s: &SessionId) -> Result<SessionHandle, ApiError> {
+pub(crate) fn working(
+    api: &Api,
+    ws: &WorkspaceId,
+    s: &SessionId,
+) -> Result<SessionHandle, ApiError> {
     let engine = api
         .engine()
         .ok_or_else(|| host_error(ws, HostError::Unsupported("contact lookups")))?;
@@ -137,7 +141,7 @@ fn not_working(status: Status) -> ApiError {
 }
 
 /// The documented error for a failed lookup.
-fn lookup_error(ws: &WorkspaceId, s: &SessionId, e: SessionCommandError) -> ApiError {
+pub(crate) fn lookup_error(ws: &WorkspaceId, s: &SessionId, e: SessionCommandError) -> ApiError {
     match e {
         SessionCommandError::WrongStatus(status) => not_working(status),
         SessionCommandError::Engine(EngineError::Closed) | SessionCommandError::Gone => {

@@ -76,6 +76,53 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/workspaces/{ws}/sessions/{s}/lids/pn/{phone}",
         "both",
     ),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/chats", "both"),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/messages",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/read",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/seen",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/archive",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/unarchive",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/presence",
+        "both",
+    ),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/contacts", "both"),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/picture",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/block",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/unblock",
+        "both",
+    ),
     ("GET", "/v1/workspaces/{ws}/webhooks/dead", "both"),
     (
         "POST",
