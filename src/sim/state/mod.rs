@@ -16,6 +16,7 @@ mod addressing;
 pub mod media;
 mod page;
 mod phone;
+pub mod send_types;
 pub mod usync;
 mod validate;
 pub mod wire;
