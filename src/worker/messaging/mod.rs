@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod media;
 pub mod payload;
 pub mod routes;
+pub mod send_fields;
 pub mod send_types;
 pub mod voice;
 
