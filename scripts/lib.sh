@@ -27,5 +27,5 @@ apt_install() {
 
 # ensure_test_deps: what the test suite needs on top of the Rust toolchain.
 ensure_test_deps() {
-  apt_install chromium fonts-liberation openssl python3 procps iproute2
+  apt_install chromium fonts-liberation openssl python3 procps iproute2 ffmpeg
 }

@@ -24,6 +24,9 @@
       'streamingSidecar', 'firstFrameSidecar', 'isViewOnce', 'revokeSender', 'protocolMessageKey',
       'quotedMsg', 'quotedStanzaID', 'quotedParticipant', 'mentionedJidList', 'isForwarded',
       'forwardingScore'];
+    // Structured messages and edits (issue 12): location, contact card, poll, the latest edit.
+    MSG_PROPS.push('lat', 'lng', 'loc', 'vcardFormattedName', 'pollName', 'pollOptions',
+      'pollSelectableOptionsCount', 'messageSecret', 'latestEditMsgKey', 'isSendFailure', 'errorCode');
     var msgSpec = {};
     MSG_PROPS.forEach(function (k) { msgSpec[k] = p(undefined); });
     // Session attributes of a Msg: not in serialize().
@@ -32,6 +35,16 @@
       return ['image', 'video', 'audio', 'ptt', 'document', 'sticker'].indexOf(this.type) >= 0;
     }, ['type']);
     var MsgModel = B.defineModel('Msg', msgSpec);
+    // The context a reply to this message carries (WhatsApp's Msg model method).
+    MsgModel.prototype.msgContextInfo = function (chatId) {
+      var id = this.id;
+      return {
+        quotedMsg: { type: this.type, body: this.body, caption: this.caption },
+        quotedStanzaID: id.id,
+        quotedParticipant: id.participant || this.author || (id.fromMe ? this.from : id.remote),
+        quotedRemoteJid: chatId && chatId.equals && !chatId.equals(id.remote) ? id.remote : undefined,
+      };
+    };
 
     var ParticipantModel = B.defineModel('Participant', {
       id: p(undefined), isAdmin: p(false), isSuperAdmin: p(false),
@@ -143,7 +156,7 @@
     var internal = require('WAWebSimInternal');
     var MsgKey = require('WAWebMsgKey');
     var WF = require('WAWebWidFactory');
-    var TYPES = { chat: 1, image: 1, video: 1, audio: 1, ptt: 1, document: 1, sticker: 1 };
+    var TYPES = { chat: 1, image: 1, video: 1, audio: 1, ptt: 1, document: 1, sticker: 1, location: 1, vcard: 1, poll_creation: 1 };
     // Inline data is cut to this much on the wire: enough for the server to see (and refuse) it.
     var INLINE_PREVIEW = 256;
 
@@ -163,9 +176,28 @@
         id: key._serialized, to: chat.id._serialized, type: type,
         from: widStr(data.from), participant: widStr(data.participant || key.participant),
       };
+      // A reply, mentions and a forward are fields of any message type.
+      if (data.quotedStanzaID != null) {
+        wire.quotedStanzaID = String(data.quotedStanzaID);
+        wire.quotedParticipant = widStr(data.quotedParticipant);
+      }
+      if (Array.isArray(data.mentionedJidList)) wire.mentionedJidList = data.mentionedJidList.map(widStr);
+      if (data.isForwarded) { wire.isForwarded = true; wire.forwardingScore = Number(data.forwardingScore) || 1; }
       if (type === 'chat') {
         if (typeof data.body !== 'string') throw new Error('addAndSendMsgToChat: body must be a string');
         wire.body = data.body;
+        if (typeof data.matchedText === 'string') wire.matchedText = data.matchedText;
+      } else if (type === 'location') {
+        wire.lat = data.lat; wire.lng = data.lng;
+        if (data.loc != null) wire.loc = String(data.loc);
+      } else if (type === 'vcard') {
+        wire.body = data.body; wire.vcardFormattedName = data.vcardFormattedName;
+      } else if (type === 'poll_creation') {
+        wire.pollName = data.pollName;
+        wire.pollOptions = Array.isArray(data.pollOptions) ? data.pollOptions.map(function (o) { return o && o.name; }) : null;
+        wire.pollSelectableOptionsCount = data.pollSelectableOptionsCount;
+        // Votes are encrypted to the secret: WhatsApp refuses a poll without 32 bytes of it.
+        wire.messageSecretLen = data.messageSecret && data.messageSecret.length;
       } else {
         ['mimetype', 'filename', 'caption', 'directPath', 'deprecatedMms3Url', 'encFilehash', 'filehash', 'mediaKey']
           .forEach(function (k) { if (data[k] != null) wire[k] = String(data[k]); });
@@ -190,6 +222,17 @@
       return { key: key, wire: wire, attrs: attrs };
     }
 
+    // Puts a prepared wire message on the socket; resolves when the server acks it (the send
+    // actions of wa-actions.js use it too).
+    function transmit(key, wire) {
+      return new Promise(function (resolve, reject) {
+        internal.unsent.set(key, { wire: wire, resolve: resolve, reject: reject });
+        // Otherwise it goes out when the socket is back (wa-app.js, flushUnsent).
+        if (internal.transport && internal.transport.isOpen()) internal.transport.send({ t: 'send', msg: wire });
+      });
+    }
+    internal.transmit = transmit;
+
     // addAndSendMsgToChat(chat, msgData) -> [added (the Msg model), sent ({messageSendResult})];
     // msgData may be a promise, as in WhatsApp.
     l.addAndSendMsgToChat = function (chat, msgData) {
@@ -200,11 +243,7 @@
       });
       var sent = added.then(function () {
         return prepared.then(function (pr) {
-          return new Promise(function (resolve, reject) {
-            internal.unsent.set(pr.key._serialized, { wire: pr.wire, resolve: resolve, reject: reject });
-            // Otherwise it goes out when the socket is back (wa-app.js, flushUnsent).
-            if (internal.transport && internal.transport.isOpen()) internal.transport.send({ t: 'send', msg: pr.wire });
-          });
+          return transmit(pr.key._serialized, pr.wire);
         });
       });
       added.catch(function () {});

@@ -6,7 +6,9 @@
 //! the order [`PARTS`] gives, at compile time.
 
 /// The parts in the order they are joined (names only, for tests and diagnostics).
-pub const PARTS: [&str; 6] = ["core", "messages", "send", "contacts", "chats", "end"];
+pub const PARTS: &[&str] = &[
+    "core", "messages", "send", "contacts", "chats", "actions", "end",
+];
 
 /// The adapter script, injected into every new document of a session's page.
 pub const ADAPTER_JS: &str = concat!(
@@ -20,6 +22,8 @@ pub const ADAPTER_JS: &str = concat!(
     "\n",
     include_str!("../../assets/wa/adapter/chats.js"),
     "\n",
+    include_str!("../../assets/wa/adapter/actions.js"),
+    "\n",
     include_str!("../../assets/wa/adapter/end.js"),
 );
 
@@ -30,7 +34,7 @@ mod tests {
     #[test]
     fn every_part_is_joined_once_in_order() {
         let mut at = 0;
-        for part in PARTS {
+        for part in PARTS.iter().copied() {
             let marker = if part == "core" {
                 "wafleet page adapter, part 1".to_string()
             } else if part == "end" {

@@ -780,7 +780,7 @@ impl BrowserSession {
     }
 }
 
-fn check_recipient(to: &str) -> Result<(), EngineError> {
+pub(super) fn check_recipient(to: &str) -> Result<(), EngineError> {
     let user = to.split('@').next().unwrap_or_default();
     let digits = user.chars().filter(|c| c.is_ascii_digit()).count();
     if to.is_empty() || to.len() > 128 || !(5..=32).contains(&digits) {
@@ -789,7 +789,7 @@ fn check_recipient(to: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn sent_id(value: &serde_json::Value) -> Result<SentMessage, EngineError> {
+pub(super) fn sent_id(value: &serde_json::Value) -> Result<SentMessage, EngineError> {
     value
         .get("id")
         .and_then(|v| v.as_str())

@@ -20,6 +20,7 @@
 //!   proven versions and their `index.html`).
 //! * [`metrics`]: the engine's Prometheus metric names and recorders.
 //! * [`adapter`]: the page adapter script, joined from its parts in `assets/wa/adapter/`.
+//! * [`send`]: every send type (issue 12) as one adapter command, `sendSpec`.
 //! * [`contacts`]: "is this number on WhatsApp?" and the LID ↔ phone number mapping, as
 //!   commands of a session's page.
 //!
@@ -37,6 +38,7 @@ pub mod memory;
 pub mod metrics;
 pub mod profile;
 pub mod qr;
+pub mod send;
 pub mod state;
 pub mod supervisor;
 pub mod versions;

@@ -57,6 +57,7 @@ const MODULES_JS: &str = include_str!("../../assets/sim/wa-modules.js");
 const CHAT_JS: &str = include_str!("../../assets/sim/wa-chat.js");
 const MEDIA_JS: &str = include_str!("../../assets/sim/wa-media.js");
 const CHATS_JS: &str = include_str!("../../assets/sim/wa-chats.js");
+const ACTIONS_JS: &str = include_str!("../../assets/sim/wa-actions.js");
 const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
 /// Stands for the web version in the assets; replaced when they are served.
 const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
@@ -603,6 +604,7 @@ async fn static_chunk(
         "wa-chat.js" => for_version(CHAT_JS, &version),
         "wa-media.js" => for_version(MEDIA_JS, &version),
         "wa-chats.js" => for_version(CHATS_JS, &version),
+        "wa-actions.js" => for_version(ACTIONS_JS, &version),
         "wa-app.js" => for_version(APP_JS, &version),
         _ => return Err(warp::reject::not_found()),
     };

@@ -103,6 +103,8 @@ pub struct Verified {
     pub sha256: String,
     /// Plaintext size in bytes.
     pub size: u64,
+    /// The audio codec found in the plaintext, if it is audio the server knows.
+    pub codec: Option<&'static str>,
 }
 
 /// Completed uploads, by direct path.
@@ -226,6 +228,7 @@ impl MediaStore {
         Ok(Verified {
             sha256: hex::encode(digest),
             size,
+            codec: super::send_types::audio_codec(plain),
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod chats;
 pub mod media;
 mod page;
 mod phone;
+pub mod send_types;
 pub mod usync;
 mod validate;
 pub mod wire;

@@ -356,6 +356,7 @@ impl Sim {
                 ack: 0,
                 refused: Some(why.to_owned()),
                 timestamp: now,
+                extra: Default::default(),
             },
             device: device.device.clone(),
             next_ack_at: u64::MAX,

@@ -148,6 +148,7 @@ impl Sim {
         if text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
             return Err(format!("text is limited to {MAX_TEXT_BYTES} bytes"));
         }
+        let mut media_codec = None;
         let (media, uploaded, sha256) = match kind {
             "chat" => {
                 if text.is_none() {
@@ -170,6 +171,7 @@ impl Sim {
                     return Err("filename is limited to 255 bytes".into());
                 }
                 let v = self.media.verify(m)?;
+                media_codec = v.codec;
                 let info = MediaInfo {
                     mimetype,
                     filename: m.filename.clone(),
@@ -178,8 +180,16 @@ impl Sim {
                 };
                 (Some(info), Some(true), Some(v.sha256))
             }
+            "location" | "vcard" | "poll_creation" | "reaction" | "protocol" => (None, None, None),
             other => return Err(format!("unsupported message type {other:?}")),
         };
+        let mut extra = self.check_extras(phone, m, kind)?;
+        if kind == "ptt" {
+            extra.ptt = Some(true);
+        }
+        if matches!(kind, "ptt" | "audio") {
+            extra.codec = media_codec.map(str::to_owned);
+        }
         Ok(SentView {
             id: m.id.clone(),
             to: a.to,
@@ -193,6 +203,7 @@ impl Sim {
             ack: 1,
             refused: None,
             timestamp: now,
+            extra,
         })
     }
 }

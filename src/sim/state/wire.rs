@@ -82,6 +82,9 @@ pub struct OutMsg {
     /// The upload's URL.
     #[serde(default)]
     pub deprecated_mms3_url: Option<String>,
+    /// Reply, mentions, forward, location, card, poll, reaction and protocol fields (issue 12).
+    #[serde(flatten, default)]
+    pub extra: super::send_types::OutExtras,
 }
 
 /// A PN↔LID mapping a page learns.
@@ -464,6 +467,9 @@ pub struct SentView {
     pub refused: Option<String>,
     /// When the server received it, ms since the epoch.
     pub timestamp: u64,
+    /// What the send types beyond text and media carry (issue 12).
+    #[serde(flatten, default)]
+    pub extra: super::send_types::SendExtras,
 }
 
 /// One row of `/sim/devices`.

@@ -16,6 +16,9 @@ pub mod handoff;
 pub mod media;
 pub mod payload;
 pub mod routes;
+pub mod send_fields;
+pub mod send_types;
+pub mod voice;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -518,6 +521,8 @@ impl MessageSender for EngineSender {
             tokio::time::sleep(t.min(Duration::from_secs(10))).await;
         }
         let r = match msg.kind {
+            // Every body since issue 12 names its type: the page adapter sends it as it is.
+            _ if msg.body.get("type").is_some() => handle.send_spec(&msg.to, &msg.body).await,
             MessageKind::Media => {
                 let media = media_of(&msg.body).map_err(SendError::Rejected)?;
                 handle.send_media(&msg.to, &media).await

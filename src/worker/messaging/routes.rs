@@ -137,32 +137,6 @@ pub const MAX_MESSAGE_BODY_BYTES: u64 = 23 * 1024 * 1024;
 /// Largest text message, in bytes.
 pub const MAX_TEXT_BYTES: usize = 65_536;
 
-/// `POST …/messages` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendBody {
-    to: String,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    media: Option<MediaBody>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MediaBody {
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    data: Option<String>,
-    #[serde(default)]
-    mimetype: Option<String>,
-    #[serde(default)]
-    filename: Option<String>,
-    #[serde(default)]
-    caption: Option<String>,
-}
-
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
 fn reject(e: ApiError) -> warp::Rejection {
@@ -284,9 +258,13 @@ async fn send_message(
     let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
     let s = SessionId::new(s).map_err(|e| reject(e.into()))?;
     let (m, active) = messaging(&api).map_err(reject)?;
-    let body: SendBody = serde_json::from_slice(&raw)
+    let body: serde_json::Map<String, Value> = serde_json::from_slice(&raw)
         .map_err(|e| reject(ApiError::bad_request("invalid_body", e.to_string())))?;
-    let to = normalize_recipient(&body.to).ok_or_else(|| {
+    let to = body
+        .get("to")
+        .and_then(Value::as_str)
+        .ok_or_else(|| reject(ApiError::bad_request("invalid_body", "missing field `to`")))?;
+    let to = normalize_recipient(to).ok_or_else(|| {
         reject(ApiError::bad_request(
             "invalid_recipient",
             "to must be a phone number (5 to 32 digits) or a WhatsApp id",
@@ -322,27 +300,21 @@ async fn send_message(
             .unwrap_or(false),
         None => false,
     };
-    let (kind, stored) = match (body.text, body.media) {
-        (Some(text), None) => {
-            if text.is_empty() || text.len() > MAX_TEXT_BYTES {
-                return Err(reject(ApiError::bad_request(
-                    "invalid_text",
-                    format!("text must be 1 to {MAX_TEXT_BYTES} bytes"),
-                )));
-            }
-            (MessageKind::Text, json!({"to": to, "text": text}))
-        }
-        (None, Some(media)) => (
-            MessageKind::Media,
-            media_body(&m, &to, media, replaying)
+    let parsed = super::send_types::parse(&body, &to).map_err(reject)?;
+    let (kind, stored) = match parsed.media {
+        None => (MessageKind::Text, Value::Object(parsed.stored)),
+        Some(media) => {
+            let mut stored = parsed.stored;
+            let media = media_body(&m, parsed.kind, media, replaying)
                 .await
-                .map_err(reject)?,
-        ),
-        _ => {
-            return Err(reject(ApiError::bad_request(
-                "invalid_body",
-                "give exactly one of text and media",
-            )));
+                .map_err(reject)?;
+            if parsed.kind == "media" {
+                // A body without type: the media type comes from the mimetype.
+                let t = media["mimetype"].as_str().unwrap_or_default();
+                stored.insert("type".into(), json!(super::send_types::media_type_of(t)));
+            }
+            stored.insert("media".into(), media);
+            (MessageKind::Media, Value::Object(stored))
         }
     };
     let req = SendRequest {
@@ -362,15 +334,16 @@ async fn send_message(
     Ok(stored_reply(sub.response, sub.replayed))
 }
 
-/// The stored media body: the bytes inline as base64 (fetched from `url` when given).
+/// The stored media: the bytes inline as base64 (fetched from `url` when given), a voice note
+/// converted to OGG/Opus mono unless it is already, a sticker checked to be WebP.
 async fn media_body(
     m: &Messaging,
-    to: &str,
-    media: MediaBody,
+    kind: &str,
+    media: super::send_types::MediaInput,
     replaying: bool,
 ) -> Result<Value, ApiError> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (data, ctype) = match (media.url, media.data) {
+    let (data, ctype): (bytes::Bytes, Option<String>) = match (media.url, media.data) {
         (Some(_), None) if replaying => (Vec::new().into(), None),
         (Some(url), None) => m.media.fetch(&url).await?,
         (None, Some(data)) => {
@@ -396,21 +369,54 @@ async fn media_body(
     if data.is_empty() && !replaying {
         return Err(ApiError::bad_request("invalid_media", "media is empty"));
     }
-    let mimetype = media
+    let given = media
         .mimetype
         .or(ctype)
-        .filter(|t| t.contains('/') && t.len() <= 255)
-        .ok_or_else(|| {
-            ApiError::bad_request("invalid_media", "media.mimetype (type/subtype) is required")
-        })?;
-    Ok(json!({
-        "to": to,
-        "media": {
-            "data": b64.encode(&data),
-            "mimetype": mimetype,
-            "filename": media.filename,
-            "caption": media.caption,
+        .filter(|t| t.contains('/') && t.len() <= 255);
+    let (data, mimetype) = match kind {
+        "voice" if replaying => (data, super::voice::VOICE_MIMETYPE.to_owned()),
+        "voice" if super::voice::is_ogg_opus_mono(&data) => {
+            (data, super::voice::VOICE_MIMETYPE.to_owned())
         }
+        "voice" => {
+            let out = super::voice::to_ogg_opus(data.to_vec(), m.media.max_bytes)
+                .await
+                .map_err(|e| match e {
+                    super::voice::VoiceError::Convert(_) | super::voice::VoiceError::Timeout => {
+                        ApiError::bad_request("invalid_media", format!("voice: {e}"))
+                    }
+                    super::voice::VoiceError::TooLarge(_) => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "media_too_large",
+                        e.to_string(),
+                    ),
+                    other => {
+                        tracing::warn!(error = %other, "voice note conversion");
+                        ApiError::internal(other.to_string())
+                    }
+                })?;
+            (out.into(), super::voice::VOICE_MIMETYPE.to_owned())
+        }
+        "sticker" => {
+            if !replaying && !super::send_types::is_webp(&data) {
+                return Err(ApiError::bad_request(
+                    "invalid_media",
+                    "a sticker must be a WebP image (RIFF…WEBP)",
+                ));
+            }
+            (data, "image/webp".to_owned())
+        }
+        _ => (
+            data,
+            given.ok_or_else(|| {
+                ApiError::bad_request("invalid_media", "media.mimetype (type/subtype) is required")
+            })?,
+        ),
+    };
+    Ok(json!({
+        "data": b64.encode(&data),
+        "mimetype": mimetype,
+        "filename": media.filename,
     }))
 }
 
@@ -440,7 +446,8 @@ async fn get_message(ws: String, s: String, id: String, api: Api, auth: Option<S
         "workspace": msg.workspace,
         "session": msg.session,
         "to": msg.to,
-        "type": msg.kind.as_str(),
+        // The send type (issue 12); rows from before types were `text` or `media`.
+        "type": msg.body.get("type").and_then(Value::as_str).unwrap_or(msg.kind.as_str()),
         "status": msg.status.as_str(),
         "reason": msg.reason,
         "wa_id": msg.wa_id,
