@@ -23,7 +23,7 @@
       'encFilehash', 'mediaKey', 'mediaKeyTimestamp', 'directPath', 'deprecatedMms3Url',
       'streamingSidecar', 'firstFrameSidecar', 'isViewOnce', 'revokeSender', 'protocolMessageKey',
       'quotedMsg', 'quotedStanzaID', 'quotedParticipant', 'mentionedJidList', 'isForwarded',
-      'forwardingScore'];
+      'forwardingScore', 'latestEditMsgKey', 'latestEditSenderTimestampMs'];
     var msgSpec = {};
     MSG_PROPS.forEach(function (k) { msgSpec[k] = p(undefined); });
     // Session attributes of a Msg: not in serialize().

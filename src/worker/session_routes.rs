@@ -30,6 +30,8 @@ struct CreateBody {
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     #[serde(default)]
     pacing: Option<crate::sendq::PacingConfig>,
+    #[serde(default)]
+    reject_calls: bool,
 }
 
 /// The answer of `GET /v1/workspaces/{ws}/sessions`.
@@ -177,6 +179,7 @@ pub(crate) async fn create_session(
             webhook: None,
             metadata: None,
             pacing: None,
+            reject_calls: false,
         }
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -213,6 +216,7 @@ pub(crate) async fn create_session(
         pacing: body.pacing,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
+        reject_calls: body.reject_calls,
     };
     match api.shared.host.create_session(&ws, config).await {
         Ok(info) => Ok(

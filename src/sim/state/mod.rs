@@ -12,6 +12,7 @@
 //! `addressing` (LIDs and groups), [`media`] (uploads and their checks), `validate`, [`usync`]
 //! (the exists query and the accounts it answers from).
 
+pub mod activity;
 mod addressing;
 pub mod media;
 mod page;
@@ -211,6 +212,8 @@ pub struct Sim {
     web: WebVersions,
     /// The `sync_delay_ms` fault, overriding `timing.sync_ms` while set.
     sync_override: Option<u64>,
+    /// Calls and presence subscriptions ([`activity`]).
+    activity: activity::Activity,
 }
 
 // === impl Sim ===
@@ -240,6 +243,7 @@ impl Sim {
             dirty: false,
             web: WebVersions::default(),
             sync_override: None,
+            activity: activity::Activity::default(),
         }
     }
 
@@ -303,6 +307,7 @@ impl Sim {
     /// A page's websocket closed.
     pub fn disconnect(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        self.activity_disconnect(conn);
     }
 
     /// Handles one message from a page.
@@ -324,6 +329,8 @@ impl Sim {
             ClientMsg::QueryExists { req, phone, lid } => {
                 self.query_exists(conn, req, phone, lid, now)
             }
+            ClientMsg::Stanza { stanza } => self.stanza(conn, &stanza),
+            ClientMsg::PresenceSubscribe { jid } => self.presence_subscribe(conn, jid),
         }
     }
 
