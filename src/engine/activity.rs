@@ -312,7 +312,9 @@ impl BrowserSession {
     }
 
     /// Subscribes to a chat's presence (WhatsApp sends presence only for subscribed chats).
-    pub async fn subscribe_presence(&self, chat: &str) -> Result<(), EngineError> {
+    /// Returns the id WhatsApp subscribed: a person's LID (a phone-number chat is mapped), or
+    /// the group.
+    pub async fn subscribe_presence(&self, chat: &str) -> Result<String, EngineError> {
         if !valid_chat(chat) {
             return Err(EngineError::Invalid(format!("bad chat {chat:?}")));
         }
@@ -320,7 +322,13 @@ impl BrowserSession {
             "window.__wafleetAdapter.subscribePresence({})",
             js_string(chat)
         );
-        self.call(expr, "presence subscribe").await.map(drop)
+        let answer = self.call(expr, "presence subscribe").await?;
+        match answer.get("chat").and_then(|c| c.as_str()) {
+            Some(c) if valid_chat(c) => Ok(c.to_owned()),
+            _ => Err(EngineError::Adapter(format!(
+                "unexpected presence answer: {answer}"
+            ))),
+        }
     }
 }
 
@@ -331,7 +339,7 @@ impl SessionHandle {
     }
 
     /// [`BrowserSession::subscribe_presence`] (the session must be WORKING).
-    pub async fn subscribe_presence(&self, chat: &str) -> Result<(), SessionCommandError> {
+    pub async fn subscribe_presence(&self, chat: &str) -> Result<String, SessionCommandError> {
         Ok(self.working_browser()?.subscribe_presence(chat).await?)
     }
 }

@@ -94,7 +94,9 @@ async fn subscribe(
     let chat = parse_body(&body).map_err(reject)?;
     let handle = working(&api, &ws, &s).map_err(reject)?;
     match handle.subscribe_presence(&chat).await {
-        Ok(()) => Ok(warp::reply::json(&json!({"chat": chat, "subscribed": true})).into_response()),
+        Ok(subscribed) => {
+            Ok(warp::reply::json(&json!({"chat": subscribed, "subscribed": true})).into_response())
+        }
         Err(SessionCommandError::WrongStatus(st)) => Err(reject(not_working(st))),
         Err(SessionCommandError::Gone | SessionCommandError::Engine(EngineError::Closed)) => {
             Err(reject(not_working(Status::Stopped)))
