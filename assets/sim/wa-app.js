@@ -450,8 +450,12 @@
       case 'error':
         console.warn('simulator server:', m.message);
         break;
-      default:
+      default: {
+        // Reactions, edits, calls, presence: wa-events.js.
+        var ev = require('WAWebSimEvents');
+        if (Object.prototype.hasOwnProperty.call(ev, m.t)) ev[m.t](m);
         break;
+      }
     }
   }
 

@@ -26,7 +26,7 @@
       'forwardingScore'];
     // Structured messages and edits (issue 12): location, contact card, poll, the latest edit.
     MSG_PROPS.push('lat', 'lng', 'loc', 'vcardFormattedName', 'pollName', 'pollOptions',
-      'pollSelectableOptionsCount', 'messageSecret', 'latestEditMsgKey', 'isSendFailure', 'errorCode');
+      'pollSelectableOptionsCount', 'messageSecret', 'latestEditMsgKey', 'latestEditSenderTimestampMs', 'isSendFailure', 'errorCode');
     var msgSpec = {};
     MSG_PROPS.forEach(function (k) { msgSpec[k] = p(undefined); });
     // Session attributes of a Msg: not in serialize().

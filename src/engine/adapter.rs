@@ -7,7 +7,7 @@
 
 /// The parts in the order they are joined (names only, for tests and diagnostics).
 pub const PARTS: &[&str] = &[
-    "core", "messages", "send", "contacts", "chats", "actions", "end",
+    "core", "messages", "send", "contacts", "chats", "actions", "events", "end",
 ];
 
 /// The adapter script, injected into every new document of a session's page.
@@ -23,6 +23,8 @@ pub const ADAPTER_JS: &str = concat!(
     include_str!("../../assets/wa/adapter/chats.js"),
     "\n",
     include_str!("../../assets/wa/adapter/actions.js"),
+    "\n",
+    include_str!("../../assets/wa/adapter/events.js"),
     "\n",
     include_str!("../../assets/wa/adapter/end.js"),
 );

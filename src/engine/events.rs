@@ -155,6 +155,16 @@ pub enum EngineEvent {
         /// The state or cause.
         reason: String,
     },
+    /// A reaction on a message was set, changed or removed (boxed: large).
+    Reaction(Box<super::activity::Reaction>),
+    /// A message was edited (boxed: large).
+    Edited(Box<super::activity::Edit>),
+    /// A message was deleted for everyone.
+    Revoked(Box<super::activity::Revoke>),
+    /// An incoming call offer.
+    Call(Box<super::activity::Call>),
+    /// A contact's presence changed in a subscribed chat.
+    Presence(Box<super::activity::Presence>),
     /// The adapter could not do something (module missing, QR material unavailable, …).
     AdapterError {
         /// Where in the adapter.
@@ -203,6 +213,11 @@ enum Report {
     Passkey {
         state: String,
     },
+    Reaction(Box<super::activity::ReactionReport>),
+    Edited(Box<super::activity::EditReport>),
+    Revoked(Box<super::activity::RevokeReport>),
+    Call(Box<super::activity::CallReport>),
+    Presence(Box<super::activity::PresenceReport>),
     Error {
         #[serde(rename = "where")]
         place: Option<String>,
@@ -381,6 +396,21 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
         Report::Logout { reason } => vec![EngineEvent::LoggedOut {
             reason: reason.unwrap_or_else(|| "logout".to_string()),
         }],
+        Report::Reaction(r) => vec![EngineEvent::Reaction(Box::new(
+            super::activity::reaction(*r).map_err(ReportError::Malformed)?,
+        ))],
+        Report::Edited(r) => vec![EngineEvent::Edited(Box::new(
+            super::activity::edit(*r).map_err(ReportError::Malformed)?,
+        ))],
+        Report::Revoked(r) => vec![EngineEvent::Revoked(Box::new(
+            super::activity::revoke(*r).map_err(ReportError::Malformed)?,
+        ))],
+        Report::Call(r) => vec![EngineEvent::Call(Box::new(
+            super::activity::call(*r).map_err(ReportError::Malformed)?,
+        ))],
+        Report::Presence(r) => vec![EngineEvent::Presence(Box::new(
+            super::activity::presence(*r).map_err(ReportError::Malformed)?,
+        ))],
         Report::Error { place, message } => vec![EngineEvent::AdapterError {
             place: place.unwrap_or_default(),
             message: message.unwrap_or_default(),

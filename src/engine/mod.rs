@@ -27,6 +27,7 @@
 //! This module knows nothing about HTTP, Consul or webhooks: the worker plugs it in. Every
 //! WhatsApp-specific name lives in the adapter (`assets/wa/adapter/`).
 
+pub mod activity;
 pub mod adapter;
 pub mod chats;
 pub mod config;

@@ -401,6 +401,7 @@ async fn send(
                 pacing: None,
                 desired: DesiredState::Running,
                 created_at_ms: record.at_ms,
+                reject_calls: false,
             };
             match staged.commit(&config).await {
                 Ok(_) => (Outcome::Imported, Some("on disk".into()), None),

@@ -33,6 +33,7 @@ use super::versions::VersionError;
 use super::{SimConfig, SimError};
 use crate::api::{ApiError, recover};
 
+mod activity;
 mod chats;
 mod contacts;
 mod faults;
@@ -58,6 +59,7 @@ const CHAT_JS: &str = include_str!("../../assets/sim/wa-chat.js");
 const MEDIA_JS: &str = include_str!("../../assets/sim/wa-media.js");
 const CHATS_JS: &str = include_str!("../../assets/sim/wa-chats.js");
 const ACTIONS_JS: &str = include_str!("../../assets/sim/wa-actions.js");
+const EVENTS_JS: &str = include_str!("../../assets/sim/wa-events.js");
 const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
 /// Stands for the web version in the assets; replaced when they are served.
 const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
@@ -513,7 +515,8 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(web_version_get)
         .or(web_version_post)
         .or(contacts::routes(shared.clone()))
-        .or(chats::routes(shared))
+        .or(chats::routes(shared.clone()))
+        .or(activity::routes(shared))
 }
 
 /// The text of an asset as served for one web version: every bundle of a version carries that
@@ -605,6 +608,7 @@ async fn static_chunk(
         "wa-media.js" => for_version(MEDIA_JS, &version),
         "wa-chats.js" => for_version(CHATS_JS, &version),
         "wa-actions.js" => for_version(ACTIONS_JS, &version),
+        "wa-events.js" => for_version(EVENTS_JS, &version),
         "wa-app.js" => for_version(APP_JS, &version),
         _ => return Err(warp::reject::not_found()),
     };

@@ -26,10 +26,20 @@ pub mod events {
     pub const MESSAGE_SENT: &str = "message.sent";
     /// A queued message could not be sent.
     pub const MESSAGE_FAILED: &str = "message.failed";
+    /// A reaction on a message was set, changed or removed (`emoji` empty).
+    pub const MESSAGE_REACTION: &str = "message.reaction";
+    /// A message was edited by its sender.
+    pub const MESSAGE_EDITED: &str = "message.edited";
+    /// A message was deleted for everyone.
+    pub const MESSAGE_REVOKED: &str = "message.revoked";
+    /// An incoming call (and whether the session rejected it, `reject_calls`).
+    pub const CALL: &str = "call";
+    /// A contact's presence in a subscribed chat. Opt-in (frequent while someone types).
+    pub const PRESENCE: &str = "presence";
     /// Events a webhook gets only when it names them (not with "all").
-    pub const OPT_IN: [&str; 1] = [MESSAGE_ANY];
+    pub const OPT_IN: [&str; 2] = [MESSAGE_ANY, PRESENCE];
     /// Every event name, in documentation order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 12] = [
         SESSION_STATUS,
         SESSION_QR,
         MESSAGE,
@@ -37,6 +47,11 @@ pub mod events {
         MESSAGE_ACK,
         MESSAGE_SENT,
         MESSAGE_FAILED,
+        MESSAGE_REACTION,
+        MESSAGE_EDITED,
+        MESSAGE_REVOKED,
+        CALL,
+        PRESENCE,
     ];
 }
 

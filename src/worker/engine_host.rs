@@ -1078,6 +1078,7 @@ mod tests {
             pacing: None,
             desired: DesiredState::Running,
             created_at_ms: 1,
+            reject_calls: false,
         }
     }
 

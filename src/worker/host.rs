@@ -199,6 +199,10 @@ pub struct SessionConfig {
     pub desired: DesiredState,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+    /// Reject every incoming call through WhatsApp Web (the `call` event then says
+    /// `rejected: true`).
+    #[serde(default)]
+    pub reject_calls: bool,
 }
 
 impl SessionConfig {

@@ -85,6 +85,8 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .unify()
         .or(super::chats::routes::routes(api.clone()))
         .unify()
+        .or(super::presence::routes::routes(api.clone()))
+        .unify()
         .recover(recover)
         .unify()
         .map(move |mut resp: warp::reply::Response| {

@@ -43,6 +43,7 @@ pub mod messaging;
 pub mod owner;
 pub mod ownership;
 pub mod placeholder;
+pub mod presence;
 pub mod profile_routes;
 pub mod request;
 pub mod session_routes;

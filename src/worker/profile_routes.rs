@@ -284,6 +284,7 @@ where
         pacing: None,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
+        reject_calls: false,
     };
     staged.commit(&config).await.map_err(migrate_error)?;
     tracing::info!(workspace = %ws, session = %s, files = unpacked.files, bytes = unpacked.bytes,

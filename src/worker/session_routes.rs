@@ -33,6 +33,8 @@ struct CreateBody {
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     #[serde(default)]
     pacing: Option<crate::sendq::PacingConfig>,
+    #[serde(default)]
+    reject_calls: bool,
 }
 
 /// The answer of `GET /v1/workspaces/{ws}/sessions`.
@@ -181,6 +183,7 @@ pub(crate) async fn create_session(
             webhooks: None,
             metadata: None,
             pacing: None,
+            reject_calls: false,
         }
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -236,6 +239,7 @@ pub(crate) async fn create_session(
         pacing: body.pacing,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
+        reject_calls: body.reject_calls,
     };
     config.normalize();
     match api.shared.host.create_session(&ws, config).await {

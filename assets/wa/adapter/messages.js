@@ -76,7 +76,11 @@
   // a ciphertext placeholder's type and adds a fresh model with the same id. Bounded.
   const reported = new Set();
   const REPORTED_MAX = 4096;
+  // Models that are not messages of their own: a reaction, a revoke's stored result and protocol
+  // messages (edits, revokes in transit) are reported by events.js as what they are.
+  const NOT_MESSAGES = ['reaction', 'revoked', 'protocol'];
   function reportMessageOnce(msg) {
+    if (NOT_MESSAGES.indexOf(msg.type) >= 0) return;
     const m = serializeMsg(msg);
     if (m.id === null || reported.has(m.id)) return;
     reported.add(m.id);

@@ -611,7 +611,13 @@ impl Machine {
                     self.last_error = Some(format!("adapter {place}: {message}"));
                 }
             }
-            EngineEvent::Message(_) | EngineEvent::Ack { .. } => {}
+            EngineEvent::Message(_)
+            | EngineEvent::Ack { .. }
+            | EngineEvent::Reaction(_)
+            | EngineEvent::Edited(_)
+            | EngineEvent::Revoked(_)
+            | EngineEvent::Call(_)
+            | EngineEvent::Presence(_) => {}
         }
     }
 

@@ -12,6 +12,7 @@
 //! `addressing` (LIDs and groups), [`media`] (uploads and their checks), `validate`, [`usync`]
 //! (the exists query and the accounts it answers from).
 
+pub mod activity;
 mod addressing;
 pub mod chats;
 pub mod media;
@@ -215,6 +216,8 @@ pub struct Sim {
     sync_override: Option<u64>,
     /// Chats, history and contacts per phone.
     chats: chats::ChatBook,
+    /// Calls and presence subscriptions ([`activity`]).
+    activity: activity::Activity,
 }
 
 // === impl Sim ===
@@ -245,6 +248,7 @@ impl Sim {
             web: WebVersions::default(),
             sync_override: None,
             chats: chats::ChatBook::new(),
+            activity: activity::Activity::default(),
         }
     }
 
@@ -308,6 +312,7 @@ impl Sim {
     /// A page's websocket closed.
     pub fn disconnect(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        self.activity_disconnect(conn);
     }
 
     /// Handles one message from a page.
@@ -342,6 +347,8 @@ impl Sim {
                 chat,
                 state,
             } => self.chat_action(conn, req, action, chat, state, now),
+            ClientMsg::Stanza { stanza } => self.stanza(conn, &stanza),
+            ClientMsg::PresenceSubscribe { jid } => self.presence_subscribe(conn, jid),
         }
     }
 

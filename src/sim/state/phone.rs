@@ -515,7 +515,7 @@ impl Sim {
     }
 
     /// Sends to the phone's online pages, or queues for when one connects.
-    fn deliver(&mut self, phone: &str, msg: ServerMsg) -> Result<(), PhoneError> {
+    pub(super) fn deliver(&mut self, phone: &str, msg: ServerMsg) -> Result<(), PhoneError> {
         let conns = self.online_conns_of_phone(phone);
         if conns.is_empty() {
             let q = self.inbox.entry(phone.to_owned()).or_default();

@@ -203,6 +203,16 @@ pub enum ClientMsg {
         #[serde(default)]
         state: Option<String>,
     },
+    /// `WADeprecatedSendIq.deprecatedCastStanza(stanza)`: `{tag, attrs, content}`.
+    Stanza {
+        /// The stanza.
+        stanza: serde_json::Value,
+    },
+    /// `PresenceCollection.find(wid)` subscribed to a jid's presence.
+    PresenceSubscribe {
+        /// The jid.
+        jid: String,
+    },
 }
 
 /// What the server sends to a page.
@@ -347,6 +357,65 @@ pub enum ServerMsg {
         id: String,
         /// Seconds since the epoch.
         ts: u64,
+    },
+    /// A contact reacted to a message (`text` empty: removed).
+    Reaction {
+        /// The reaction's key id.
+        id: String,
+        /// The chat of the message reacted to.
+        chat: String,
+        /// The reactor within a group.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        /// Serialized key of the message reacted to.
+        target: String,
+        /// The reaction text.
+        text: String,
+        /// Milliseconds since the epoch (WhatsApp stamps reactions in ms).
+        ts_ms: u64,
+    },
+    /// A contact edited its message.
+    Edit {
+        /// Serialized key of the edited message.
+        target: String,
+        /// Its chat.
+        chat: String,
+        /// The sender within a group.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        /// The edit's own key id.
+        edit_id: String,
+        /// The new text.
+        body: String,
+        /// Milliseconds since the epoch.
+        ts_ms: u64,
+    },
+    /// An incoming call offer.
+    Call {
+        /// The call id.
+        id: String,
+        /// The caller's wid.
+        from: String,
+        /// A video call.
+        video: bool,
+        /// A group call.
+        group: bool,
+        /// Seconds since the epoch.
+        ts: u64,
+    },
+    /// A subscribed contact's presence (WhatsApp's chat state type).
+    Presence {
+        /// The subscribed jid.
+        chat: String,
+        /// The member, for a group.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        participant: Option<String>,
+        /// `available`, `unavailable`, `typing`, `recording_audio`, `idle`.
+        #[serde(rename = "type")]
+        kind: String,
+        /// Last seen, seconds since the epoch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_seen: Option<u64>,
     },
     /// A group the phone is in (created or changed).
     Group {

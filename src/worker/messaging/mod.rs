@@ -12,6 +12,7 @@
 //! runs without the shard lock anyway). When the map moves a workspace to another shard, its
 //! rows in this store move with it ([`handoff`]).
 
+pub mod activity;
 pub mod handoff;
 pub mod media;
 pub mod payload;
@@ -93,6 +94,8 @@ pub struct Messaging {
     shutdown: CancellationToken,
     /// Per-workspace submission gates for the handoff ([`handoff`]).
     gates: handoff::Gates,
+    /// The sessions that reject incoming calls ([`activity`]).
+    calls: activity::CallPolicy,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -216,6 +219,7 @@ impl Messaging {
             session_pacing: Mutex::default(),
             shutdown: CancellationToken::new(),
             gates: handoff::Gates::default(),
+            calls: activity::CallPolicy::default(),
         })
     }
 
@@ -351,6 +355,7 @@ impl Messaging {
         self.registry
             .set_session(ws, &config.session, hooks_of(ws, config, &self.url_policy));
         self.set_session_pacing(ws, &config.session, config.pacing.clone());
+        self.calls.set(ws, &config.session, config.reject_calls);
     }
 
     /// Sets (or, with `None`, clears) a session's own pacing, now and for later terms.
@@ -390,6 +395,7 @@ impl Messaging {
         }
         self.registry.remove_session(ws, s);
         self.set_session_pacing(ws, s, None);
+        self.calls.set(ws, s, false);
         self.last_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -456,7 +462,7 @@ impl Messaging {
             EngineEvent::Ack { id, ack } => {
                 a.sendq.on_ack(ws, s, id, i64::from(*ack)).await.map(drop)
             }
-            _ => Ok(()),
+            other => self.on_activity(&a, ws, s, other).await.map(drop),
         };
         if let Err(e) = r {
             warn!(workspace = %ws, session = %s, error = %e, "recording an engine event");
@@ -678,6 +684,7 @@ mod tests {
             pacing,
             desired: DesiredState::Running,
             created_at_ms: 0,
+            reject_calls: false,
         }
     }
 

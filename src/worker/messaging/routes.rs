@@ -58,6 +58,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/workspaces/{ws}/sessions/{s}/logout", "both"),
     ("POST", "/v1/workspaces/{ws}/sessions/{s}/messages", "both"),
     (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/presence/subscribe",
+        "both",
+    ),
+    (
         "GET",
         "/v1/workspaces/{ws}/sessions/{s}/messages/{id}",
         "both",

@@ -19,6 +19,7 @@ fn config() -> SessionConfig {
         webhooks: Vec::new(),
         metadata: BTreeMap::from([("tenant".into(), json!(7)), ("plan".into(), json!("pro"))]),
         pacing: None,
+        reject_calls: false,
         desired: DesiredState::Running,
         created_at_ms: 1,
     }
