@@ -139,6 +139,8 @@ pub enum EngineEvent {
         /// The new ack.
         ack: i32,
     },
+    /// Group members changed (a `gp2` notification; boxed: larger than the other events).
+    GroupParticipants(Box<super::groups::GroupChange>),
     /// The device was logged out (by the phone or by us); the profile no longer logs in.
     LoggedOut {
         /// What WhatsApp Web said.
@@ -203,6 +205,7 @@ enum Report {
     Passkey {
         state: String,
     },
+    GroupParticipants(Box<super::groups::GroupChange>),
     Error {
         #[serde(rename = "where")]
         place: Option<String>,
@@ -378,6 +381,10 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
                 ack: ack as i32,
             }]
         }
+        Report::GroupParticipants(c) => super::groups::parse_change(*c)
+            .map(|c| EngineEvent::GroupParticipants(Box::new(c)))
+            .into_iter()
+            .collect(),
         Report::Logout { reason } => vec![EngineEvent::LoggedOut {
             reason: reason.unwrap_or_else(|| "logout".to_string()),
         }],

@@ -35,6 +35,7 @@ use crate::api::{ApiError, recover};
 
 mod contacts;
 mod faults;
+mod groups;
 use faults::{FaultsReq, apply_faults, fault_settings};
 pub use faults::{MAX_MISSING_NAMES, MAX_SYNC_DELAY_MS};
 
@@ -55,6 +56,7 @@ const MODELS_JS: &str = include_str!("../../assets/sim/wa-models.js");
 const MODULES_JS: &str = include_str!("../../assets/sim/wa-modules.js");
 const CHAT_JS: &str = include_str!("../../assets/sim/wa-chat.js");
 const MEDIA_JS: &str = include_str!("../../assets/sim/wa-media.js");
+const GROUPS_JS: &str = include_str!("../../assets/sim/wa-groups.js");
 const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
 /// Stands for the web version in the assets; replaced when they are served.
 const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
@@ -509,7 +511,8 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(faults_post)
         .or(web_version_get)
         .or(web_version_post)
-        .or(contacts::routes(shared))
+        .or(contacts::routes(shared.clone()))
+        .or(self::groups::routes(shared))
 }
 
 /// The text of an asset as served for one web version: every bundle of a version carries that
@@ -599,6 +602,7 @@ async fn static_chunk(
         "wa-modules.js" => for_version(MODULES_JS, &version),
         "wa-chat.js" => for_version(CHAT_JS, &version),
         "wa-media.js" => for_version(MEDIA_JS, &version),
+        "wa-groups.js" => for_version(GROUPS_JS, &version),
         "wa-app.js" => for_version(APP_JS, &version),
         _ => return Err(warp::reject::not_found()),
     };

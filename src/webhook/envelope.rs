@@ -26,10 +26,13 @@ pub mod events {
     pub const MESSAGE_SENT: &str = "message.sent";
     /// A queued message could not be sent.
     pub const MESSAGE_FAILED: &str = "message.failed";
+    /// Group members were added, removed, promoted or demoted, left, or joined by link (by
+    /// anyone, this session included).
+    pub const GROUP_PARTICIPANTS: &str = "group.participants";
     /// Events a webhook gets only when it names them (not with "all").
     pub const OPT_IN: [&str; 1] = [MESSAGE_ANY];
     /// Every event name, in documentation order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         SESSION_STATUS,
         SESSION_QR,
         MESSAGE,
@@ -37,6 +40,7 @@ pub mod events {
         MESSAGE_ACK,
         MESSAGE_SENT,
         MESSAGE_FAILED,
+        GROUP_PARTICIPANTS,
     ];
 }
 

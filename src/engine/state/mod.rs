@@ -611,7 +611,9 @@ impl Machine {
                     self.last_error = Some(format!("adapter {place}: {message}"));
                 }
             }
-            EngineEvent::Message(_) | EngineEvent::Ack { .. } => {}
+            EngineEvent::Message(_)
+            | EngineEvent::Ack { .. }
+            | EngineEvent::GroupParticipants(_) => {}
         }
     }
 

@@ -13,6 +13,7 @@
 //! (the exists query and the accounts it answers from).
 
 mod addressing;
+pub mod groups;
 pub mod media;
 mod page;
 mod phone;
@@ -324,6 +325,13 @@ impl Sim {
             ClientMsg::QueryExists { req, phone, lid } => {
                 self.query_exists(conn, req, phone, lid, now)
             }
+            ClientMsg::GroupIq {
+                req,
+                op,
+                group,
+                participants,
+                value,
+            } => self.group_iq(conn, req, &op, group, participants, value, now),
         }
     }
 

@@ -443,6 +443,17 @@ impl Messaging {
             EngineEvent::Ack { id, ack } => {
                 a.sendq.on_ack(ws, s, id, i64::from(*ack)).await.map(drop)
             }
+            EngineEvent::GroupParticipants(c) => a
+                .emitter
+                .emit(
+                    ws,
+                    s,
+                    events::GROUP_PARTICIPANTS,
+                    crate::worker::groups::change_payload(c),
+                    now_ms(),
+                )
+                .await
+                .map(drop),
             _ => Ok(()),
         };
         if let Err(e) = r {
