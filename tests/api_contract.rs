@@ -120,6 +120,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", id)
         .replace("{phone}", "4915550009")
         .replace("{lid}", "123456789012345@lid")
+        .replace("{group}", "4915550009-1700000000@g.us")
 }
 
 struct Seen {
