@@ -121,6 +121,7 @@ fn concrete(path: &str) -> String {
         .replace("{phone}", "4915550009")
         .replace("{lid}", "123456789012345@lid")
         .replace("{chat}", "4915550009@c.us")
+        .replace("{group}", "4915550009-1700000000@g.us")
 }
 
 struct Seen {

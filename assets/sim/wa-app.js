@@ -438,6 +438,13 @@
       case 'group':
         group(m.group);
         break;
+      case 'group_result':
+      case 'group_error':
+        require('WAWebSimGroupIq').__simAnswer(m);
+        break;
+      case 'group_notice':
+        require('WAWebSimGroupNotice').__simApply(m);
+        break;
       case 'passkey':
         passkey(m);
         break;

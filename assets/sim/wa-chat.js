@@ -23,7 +23,7 @@
       'encFilehash', 'mediaKey', 'mediaKeyTimestamp', 'directPath', 'deprecatedMms3Url',
       'streamingSidecar', 'firstFrameSidecar', 'isViewOnce', 'revokeSender', 'protocolMessageKey',
       'quotedMsg', 'quotedStanzaID', 'quotedParticipant', 'mentionedJidList', 'isForwarded',
-      'forwardingScore'];
+      'forwardingScore', 'recipients'];
     // Structured messages and edits (issue 12): location, contact card, poll, the latest edit.
     MSG_PROPS.push('lat', 'lng', 'loc', 'vcardFormattedName', 'pollName', 'pollOptions',
       'pollSelectableOptionsCount', 'messageSecret', 'latestEditMsgKey', 'latestEditSenderTimestampMs', 'isSendFailure', 'errorCode');
@@ -51,7 +51,9 @@
     });
     var GroupMetadataModel = B.defineModel('GroupMetadata', {
       id: p(undefined), subject: p(''), owner: p(undefined), creation: p(undefined),
-      isLidAddressingMode: p(false), participants: p(undefined),
+      isLidAddressingMode: p(false), participants: p(undefined), desc: p(undefined),
+      descId: p(undefined), announce: p(false), restrict: p(false),
+      inviteCode: B.session(undefined),
     });
     var ChatModel = B.defineModel('Chat', {
       id: p(undefined), name: p(undefined), t: p(undefined), unreadCount: p(0), archive: p(false),
@@ -101,9 +103,13 @@
     Object.defineProperty(GroupMetadata, '__simUpsert', { value: function (g) {
       var gid = WF.createWid(g.id);
       var parts = new Coll(ParticipantModel);
-      g.participants.forEach(function (x) { parts.add({ id: WF.createWid(x), isAdmin: false }); });
+      var admins = g.admins || [];
+      g.participants.forEach(function (x) {
+        parts.add({ id: WF.createWid(x), isAdmin: admins.indexOf(x) >= 0, isSuperAdmin: g.owner === x });
+      });
       var meta = GroupMetadata.get(gid);
-      var attrs = { id: gid, subject: g.subject, isLidAddressingMode: !!g.lid_addressing, participants: parts, creation: g.creation };
+      var attrs = { id: gid, subject: g.subject, isLidAddressingMode: !!g.lid_addressing, participants: parts, creation: g.creation,
+        owner: g.owner ? WF.createWid(g.owner) : undefined, desc: g.desc || undefined };
       if (meta) meta.set(attrs); else meta = GroupMetadata.add(attrs);
       var chat = Chat.get(gid);
       if (chat) chat.set({ name: g.subject, groupMetadata: meta });

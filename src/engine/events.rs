@@ -139,6 +139,8 @@ pub enum EngineEvent {
         /// The new ack.
         ack: i32,
     },
+    /// Group members changed (a `gp2` notification; boxed: larger than the other events).
+    GroupParticipants(Box<super::groups::GroupChange>),
     /// The device was logged out (by the phone or by us); the profile no longer logs in.
     LoggedOut {
         /// What WhatsApp Web said.
@@ -218,6 +220,7 @@ enum Report {
     Revoked(Box<super::activity::RevokeReport>),
     Call(Box<super::activity::CallReport>),
     Presence(Box<super::activity::PresenceReport>),
+    GroupParticipants(Box<super::groups::GroupChange>),
     Error {
         #[serde(rename = "where")]
         place: Option<String>,
@@ -393,6 +396,10 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
                 ack: ack as i32,
             }]
         }
+        Report::GroupParticipants(c) => super::groups::parse_change(*c)
+            .map(|c| EngineEvent::GroupParticipants(Box::new(c)))
+            .into_iter()
+            .collect(),
         Report::Logout { reason } => vec![EngineEvent::LoggedOut {
             reason: reason.unwrap_or_else(|| "logout".to_string()),
         }],

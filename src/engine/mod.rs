@@ -23,6 +23,8 @@
 //! * [`send`]: every send type (issue 12) as one adapter command, `sendSpec`.
 //! * [`contacts`]: "is this number on WhatsApp?" and the LID ↔ phone number mapping, as
 //!   commands of a session's page.
+//! * [`groups`]: group reads and admin actions, and the participant changes WhatsApp Web
+//!   announces.
 //!
 //! This module knows nothing about HTTP, Consul or webhooks: the worker plugs it in. Every
 //! WhatsApp-specific name lives in the adapter (`assets/wa/adapter/`).
@@ -35,6 +37,7 @@ pub mod contacts;
 pub mod document;
 pub mod driver;
 pub mod events;
+pub mod groups;
 pub mod memory;
 pub mod metrics;
 pub mod profile;

@@ -37,6 +37,7 @@ mod activity;
 mod chats;
 mod contacts;
 mod faults;
+mod groups;
 use faults::{FaultsReq, apply_faults, fault_settings};
 pub use faults::{MAX_MISSING_NAMES, MAX_SYNC_DELAY_MS};
 
@@ -60,6 +61,7 @@ const MEDIA_JS: &str = include_str!("../../assets/sim/wa-media.js");
 const CHATS_JS: &str = include_str!("../../assets/sim/wa-chats.js");
 const ACTIONS_JS: &str = include_str!("../../assets/sim/wa-actions.js");
 const EVENTS_JS: &str = include_str!("../../assets/sim/wa-events.js");
+const GROUPS_JS: &str = include_str!("../../assets/sim/wa-groups.js");
 const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
 /// Stands for the web version in the assets; replaced when they are served.
 const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
@@ -516,7 +518,8 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(web_version_post)
         .or(contacts::routes(shared.clone()))
         .or(chats::routes(shared.clone()))
-        .or(activity::routes(shared))
+        .or(activity::routes(shared.clone()))
+        .or(self::groups::routes(shared))
 }
 
 /// The text of an asset as served for one web version: every bundle of a version carries that
@@ -609,6 +612,7 @@ async fn static_chunk(
         "wa-chats.js" => for_version(CHATS_JS, &version),
         "wa-actions.js" => for_version(ACTIONS_JS, &version),
         "wa-events.js" => for_version(EVENTS_JS, &version),
+        "wa-groups.js" => for_version(GROUPS_JS, &version),
         "wa-app.js" => for_version(APP_JS, &version),
         _ => return Err(warp::reject::not_found()),
     };

@@ -36,10 +36,13 @@ pub mod events {
     pub const CALL: &str = "call";
     /// A contact's presence in a subscribed chat. Opt-in (frequent while someone types).
     pub const PRESENCE: &str = "presence";
+    /// Group members were added, removed, promoted or demoted, left, or joined by link (by
+    /// anyone, this session included).
+    pub const GROUP_PARTICIPANTS: &str = "group.participants";
     /// Events a webhook gets only when it names them (not with "all").
     pub const OPT_IN: [&str; 2] = [MESSAGE_ANY, PRESENCE];
     /// Every event name, in documentation order.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         SESSION_STATUS,
         SESSION_QR,
         MESSAGE,
@@ -52,6 +55,7 @@ pub mod events {
         MESSAGE_REVOKED,
         CALL,
         PRESENCE,
+        GROUP_PARTICIPANTS,
     ];
 }
 

@@ -87,6 +87,8 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .unify()
         .or(super::presence::routes::routes(api.clone()))
         .unify()
+        .or(super::groups::routes::routes(api.clone()))
+        .unify()
         .recover(recover)
         .unify()
         .map(move |mut resp: warp::reply::Response| {

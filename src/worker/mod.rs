@@ -35,6 +35,7 @@ pub mod coordinator;
 pub mod driver;
 pub mod engine_host;
 pub mod fleet_api;
+pub mod groups;
 pub mod guard;
 pub mod host;
 pub mod http;

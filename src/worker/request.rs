@@ -209,6 +209,20 @@ pub fn parse_phone(raw: &str) -> Result<String, ApiError> {
     Ok(digits)
 }
 
+/// Validates a group id from a path or body: `<digits>-<digits>@g.us` or `<digits>@g.us`
+/// (each part 1 to 32 digits; `@` may arrive as `%40`). Answers the id.
+pub fn parse_group_id(raw: &str) -> Result<String, ApiError> {
+    let id = raw.trim().replace("%40", "@");
+    if crate::engine::groups::is_group_id(&id) {
+        Ok(id)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_group_id",
+            "group id must be <digits>-<digits>@g.us or <digits>@g.us",
+        ))
+    }
+}
+
 /// Gate, session id and "the workspace runs here" in one: what every per-session route needs.
 pub(crate) fn running_session(
     api: &Api,
@@ -266,6 +280,18 @@ pub fn parse_contact_id(raw: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_ids_have_two_forms() {
+        assert_eq!(
+            parse_group_id("4915550001-1700000000%40g.us").unwrap(),
+            "4915550001-1700000000@g.us"
+        );
+        assert!(parse_group_id("120363012345678901@g.us").is_ok());
+        for bad in ["", "x@g.us", "49-1@c.us", "../49@g.us", "49-1-2@g.us"] {
+            assert!(parse_group_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn phones_are_digits_only() {

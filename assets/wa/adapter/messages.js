@@ -95,6 +95,8 @@
     const Msg = req('WAWebCollections').Msg;
     Msg.on('add', (msg) => {
       if (!msg || !msg.isNewMsg) return;
+      // Group notifications (`gp2`: members, subject, …) are not messages; groups.js reports them.
+      if (msg.type === 'gp2') return;
       if (msg.type === 'ciphertext') {
         // Not decrypted yet. WhatsApp Web either changes this model's type, or removes it and
         // adds a fresh model with the same id (caught by this same `add` handler).

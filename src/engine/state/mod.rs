@@ -618,6 +618,7 @@ impl Machine {
             | EngineEvent::Revoked(_)
             | EngineEvent::Call(_)
             | EngineEvent::Presence(_) => {}
+            EngineEvent::GroupParticipants(_) => {}
         }
     }
 

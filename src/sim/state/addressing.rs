@@ -47,6 +47,18 @@ pub struct Group {
     pub lid_addressing: bool,
     /// Creation, seconds since the epoch.
     pub creation: u64,
+    /// The creator's phone (the super admin), if the creator is still known.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Phones of the admins (the owner included).
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// The description (`groupMetadata.desc`), empty for none.
+    #[serde(default)]
+    pub description: String,
+    /// The current invite code (`groupMetadata.inviteCode`), made on first request.
+    #[serde(default)]
+    pub invite: Option<String>,
 }
 
 impl Group {
@@ -72,6 +84,9 @@ impl Group {
             lid_addressing: self.lid_addressing,
             creation: self.creation,
             mappings: self.participants.iter().map(|p| mapping_of(p)).collect(),
+            owner: self.owner.as_deref().map(|p| self.member_wid(p)),
+            admins: self.admins.iter().map(|p| self.member_wid(p)).collect(),
+            desc: self.description.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod activity;
 mod addressing;
 pub mod chats;
+pub mod groups;
 pub mod media;
 mod page;
 mod phone;
@@ -349,6 +350,13 @@ impl Sim {
             } => self.chat_action(conn, req, action, chat, state, now),
             ClientMsg::Stanza { stanza } => self.stanza(conn, &stanza),
             ClientMsg::PresenceSubscribe { jid } => self.presence_subscribe(conn, jid),
+            ClientMsg::GroupIq {
+                req,
+                op,
+                group,
+                participants,
+                value,
+            } => self.group_iq(conn, req, &op, group, participants, value, now),
         }
     }
 

@@ -325,6 +325,10 @@ impl Sim {
             participants: members.clone(),
             lid_addressing: g.lid_addressing,
             creation: now / 1000,
+            owner: Some(creator.clone()),
+            admins: vec![creator.clone()],
+            description: String::new(),
+            invite: None,
         };
         let view = group.view();
         self.groups.insert(id.clone(), group);

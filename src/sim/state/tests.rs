@@ -827,3 +827,146 @@ fn exists_queries_need_a_linked_page() {
         }
     ));
 }
+
+// --- groups ---
+
+fn group_answer(sim: &mut Sim, conn: ConnId) -> Result<serde_json::Value, u16> {
+    let effects = sim.take_effects();
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send(c, ServerMsg::GroupResult { result, .. }) if *c == conn => {
+                Some(Ok(result.clone()))
+            }
+            Effect::Send(c, ServerMsg::GroupError { code, .. }) if *c == conn => Some(Err(*code)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no group answer in {effects:?}"))
+}
+
+fn iq(op: &str, group: Option<&str>, participants: &[&str], value: Option<&str>) -> ClientMsg {
+    ClientMsg::GroupIq {
+        req: 1,
+        op: op.into(),
+        group: group.map(str::to_owned),
+        participants: participants.iter().map(|p| (*p).to_owned()).collect(),
+        value: value.map(str::to_owned),
+    }
+}
+
+#[test]
+fn group_iqs_follow_whatsapps_rules_and_notify_members() {
+    let mut sim = Sim::new(timing(), 1);
+    let owner = linked(&mut sim, "4915550001");
+    let peer = {
+        let c = fresh(&mut sim, 8, 0);
+        let qr = qr_of(&sim, c);
+        assert!(sim.link_qr(&qr, "4915550002", None, 1).is_ok());
+        sim.take_effects();
+        c
+    };
+    assert!(sim.add_account("4915550003").is_ok());
+    sim.handle(
+        owner,
+        iq(
+            "create",
+            None,
+            &["4915550002@c.us", "4915550009@c.us"],
+            Some("Team"),
+        ),
+        5_000,
+    );
+    let created = group_answer(&mut sim, owner).unwrap();
+    let gid = created["wid"].as_str().unwrap().to_owned();
+    // 4915550009 has no account: reported apart, not added.
+    assert_eq!(
+        created["invitedOutContacts"][0]["phoneNumberWid"],
+        "4915550009@c.us"
+    );
+    // A non-admin may not add, nor see the invite code.
+    sim.handle(
+        peer,
+        iq("add", Some(&gid), &["4915550003@c.us"], None),
+        6_000,
+    );
+    assert_eq!(group_answer(&mut sim, peer), Err(403));
+    sim.handle(peer, iq("invite", Some(&gid), &[], None), 6_000);
+    assert_eq!(group_answer(&mut sim, peer), Err(401));
+    // The admin adds: per participant codes, and every member's page gets the notice.
+    sim.handle(
+        owner,
+        iq(
+            "add",
+            Some(&gid),
+            &["4915550003@c.us", "4915550002@c.us"],
+            None,
+        ),
+        7_000,
+    );
+    let effects = sim.take_effects();
+    let notices: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(
+                c,
+                ServerMsg::GroupNotice {
+                    subtype,
+                    recipients,
+                    ..
+                },
+            ) => Some((*c, subtype.clone(), recipients.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notices.contains(&(peer, "add".into(), vec!["4915550003@c.us".into()])),
+        "{notices:?}"
+    );
+    assert!(notices.iter().any(|(c, _, _)| *c == owner));
+    let codes = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send(c, ServerMsg::GroupResult { result, .. }) if *c == owner => {
+                Some(result["participants"].clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(codes[0]["code"], "200");
+    assert_eq!(codes[1]["code"], "409");
+    // The owner cannot be removed; subjects over 100 characters are not acceptable.
+    sim.handle(
+        owner,
+        iq("remove", Some(&gid), &["4915550001@c.us"], None),
+        8_000,
+    );
+    assert_eq!(
+        group_answer(&mut sim, owner).unwrap()["participants"][0]["code"],
+        "403"
+    );
+    sim.handle(
+        owner,
+        iq("subject", Some(&gid), &[], Some(&"x".repeat(101))),
+        8_000,
+    );
+    assert_eq!(group_answer(&mut sim, owner), Err(406));
+    // The phone side: an admin's phone removes someone; a non-admin's phone may not.
+    assert!(
+        sim.phone_change_members(
+            &gid,
+            "remove",
+            &["4915550003".into()],
+            Some("4915550002"),
+            9_000
+        )
+        .is_err()
+    );
+    let r = sim
+        .phone_change_members(&gid, "remove", &["4915550003".into()], None, 9_000)
+        .unwrap();
+    assert_eq!(r[0].code, 200);
+    assert_eq!(
+        sim.group_state(&gid).unwrap().group.participants,
+        vec!["4915550001".to_string(), "4915550002".to_string()]
+    );
+}

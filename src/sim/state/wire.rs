@@ -111,6 +111,12 @@ pub struct GroupView {
     pub creation: u64,
     /// PN↔LID of every member.
     pub mappings: Vec<Mapping>,
+    /// The super admin (`groupMetadata.owner`), PN or LID by the addressing mode.
+    pub owner: Option<String>,
+    /// Admin wids (`participant.isAdmin`), the owner included.
+    pub admins: Vec<String>,
+    /// The description (`groupMetadata.desc`).
+    pub desc: String,
 }
 
 /// How an inbound message reaches the page undecrypted first.
@@ -163,6 +169,26 @@ pub enum ClientMsg {
     },
     /// `Socket.takeover()`.
     Takeover,
+    /// A group IQ of WhatsApp Web's group jobs (`WAWebGroupCreateJob`,
+    /// `WAWebGroupModifyParticipantsJob`, `WAWebGroupInviteAction`, `WAWebGroupModifyInfoJob`,
+    /// `WAWebExitGroupAction`); answered by `group_result` or `group_error`.
+    GroupIq {
+        /// Correlates the answer.
+        req: u64,
+        /// `create`, `add`, `remove`, `promote`, `demote`, `invite`, `invite_reset`, `leave`,
+        /// `subject` or `description`.
+        op: String,
+        /// The group (all but `create`).
+        #[serde(default)]
+        group: Option<String>,
+        /// User wids (`create` and the participant ops).
+        #[serde(default)]
+        participants: Vec<String>,
+        /// The subject (`create`, `subject`) or the description (`description`; absent
+        /// deletes it).
+        #[serde(default)]
+        value: Option<String>,
+    },
     /// `WAWebQueryExistsJob.queryExist` (a USync contact query): exactly one of `phone` and
     /// `lid`.
     QueryExists {
@@ -421,6 +447,39 @@ pub enum ServerMsg {
     Group {
         /// The group.
         group: GroupView,
+    },
+    /// Answer to a group IQ (its shape per op: docs/simulator.md "Groups").
+    GroupResult {
+        /// The request.
+        req: u64,
+        /// The answer.
+        result: serde_json::Value,
+    },
+    /// A group IQ failed (the page rejects with `ServerStatusCodeError(code, text)`).
+    GroupError {
+        /// The request.
+        req: u64,
+        /// The status code.
+        code: u16,
+        /// Why.
+        text: String,
+    },
+    /// A group notification (WhatsApp's `w:gp2`): the page updates the group's metadata and
+    /// adds a `gp2` message with this `subtype` to the group's chat.
+    GroupNotice {
+        /// The notification's key id.
+        id: String,
+        /// The group after the change.
+        group: GroupView,
+        /// `create`, `add`, `remove`, `leave`, `promote`, `demote`, `subject`, `description`.
+        subtype: String,
+        /// The users it happened to (wids by the group's addressing mode).
+        recipients: Vec<String>,
+        /// Who did it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        /// Seconds since the epoch.
+        ts: u64,
     },
     /// Passkey linking moved: `prologue`, `code` (with the verification code), `cancelled`.
     Passkey {

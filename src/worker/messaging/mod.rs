@@ -462,6 +462,17 @@ impl Messaging {
             EngineEvent::Ack { id, ack } => {
                 a.sendq.on_ack(ws, s, id, i64::from(*ack)).await.map(drop)
             }
+            EngineEvent::GroupParticipants(c) => a
+                .emitter
+                .emit(
+                    ws,
+                    s,
+                    events::GROUP_PARTICIPANTS,
+                    crate::worker::groups::change_payload(c),
+                    now_ms(),
+                )
+                .await
+                .map(drop),
             other => self.on_activity(&a, ws, s, other).await.map(drop),
         };
         if let Err(e) = r {

@@ -128,6 +128,58 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/unblock",
         "both",
     ),
+    ("GET", "/v1/workspaces/{ws}/sessions/{s}/groups", "both"),
+    ("POST", "/v1/workspaces/{ws}/sessions/{s}/groups", "both"),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/add",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/remove",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/promote",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/demote",
+        "both",
+    ),
+    (
+        "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/invite",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/invite/reset",
+        "both",
+    ),
+    (
+        "POST",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/leave",
+        "both",
+    ),
+    (
+        "PUT",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/subject",
+        "both",
+    ),
+    (
+        "PUT",
+        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/description",
+        "both",
+    ),
     ("GET", "/v1/workspaces/{ws}/webhooks/dead", "both"),
     (
         "POST",
