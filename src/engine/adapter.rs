@@ -6,7 +6,7 @@
 //! the order [`PARTS`] gives, at compile time.
 
 /// The parts in the order they are joined (names only, for tests and diagnostics).
-pub const PARTS: [&str; 5] = ["core", "messages", "send", "contacts", "end"];
+pub const PARTS: [&str; 6] = ["core", "messages", "send", "contacts", "media", "end"];
 
 /// The adapter script, injected into every new document of a session's page.
 pub const ADAPTER_JS: &str = concat!(
@@ -17,6 +17,8 @@ pub const ADAPTER_JS: &str = concat!(
     include_str!("../../assets/wa/adapter/send.js"),
     "\n",
     include_str!("../../assets/wa/adapter/contacts.js"),
+    "\n",
+    include_str!("../../assets/wa/adapter/media.js"),
     "\n",
     include_str!("../../assets/wa/adapter/end.js"),
 );

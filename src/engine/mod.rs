@@ -32,6 +32,7 @@ pub mod contacts;
 pub mod document;
 pub mod driver;
 pub mod events;
+pub mod media;
 pub mod memory;
 pub mod metrics;
 pub mod profile;

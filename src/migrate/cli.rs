@@ -400,6 +400,7 @@ async fn send(
                 pacing: None,
                 desired: DesiredState::Running,
                 created_at_ms: record.at_ms,
+                media_download: Default::default(),
             };
             match staged.commit(&config).await {
                 Ok(_) => (Outcome::Imported, Some("on disk".into()), None),

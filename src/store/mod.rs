@@ -17,6 +17,7 @@
 
 mod handoff;
 mod idempotency;
+mod media;
 mod messages;
 mod outbox;
 
@@ -37,6 +38,7 @@ pub use idempotency::{
     IDEMPOTENCY_TTL, IdempotencyKey, IdempotencyOutcome, StoredResponse, request_hash,
     validate_idempotency_key,
 };
+pub use media::MediaRow;
 pub use messages::{
     EnqueueRequest, Enqueued, Message, MessageKind, MessageStatus, NewMessage, QueuedMessage,
 };

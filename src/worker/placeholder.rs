@@ -328,6 +328,7 @@ mod tests {
             pacing: None,
             desired: DesiredState::Running,
             created_at_ms: 1,
+            media_download: Default::default(),
         }
     }
 

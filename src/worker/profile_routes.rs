@@ -283,6 +283,7 @@ where
         pacing: None,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
+        media_download: Default::default(),
     };
     staged.commit(&config).await.map_err(migrate_error)?;
     tracing::info!(workspace = %ws, session = %s, files = unpacked.files, bytes = unpacked.bytes,

@@ -30,6 +30,8 @@ struct CreateBody {
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     #[serde(default)]
     pacing: Option<crate::sendq::PacingConfig>,
+    #[serde(default)]
+    media_download: Option<super::host::MediaDownload>,
 }
 
 /// The answer of `GET /v1/workspaces/{ws}/sessions`.
@@ -177,6 +179,7 @@ pub(crate) async fn create_session(
             webhook: None,
             metadata: None,
             pacing: None,
+            media_download: None,
         }
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -213,6 +216,7 @@ pub(crate) async fn create_session(
         pacing: body.pacing,
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
+        media_download: body.media_download.unwrap_or_default(),
     };
     match api.shared.host.create_session(&ws, config).await {
         Ok(info) => Ok(

@@ -90,6 +90,8 @@ pub struct Messaging {
     shutdown: CancellationToken,
     /// Per-workspace submission gates for the handoff ([`handoff`]).
     gates: handoff::Gates,
+    /// Inbound media: download, storage, eager pool, janitor.
+    inbound: Arc<crate::worker::media::MediaService>,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -185,6 +187,12 @@ impl Messaging {
         let delivery = DeliveryConfig::from_lookup(&lookup)
             .map_err(|e| MessagingError::Config(e.to_string()))?;
         let media = media::MediaPolicy::from_lookup(&lookup).map_err(MessagingError::Config)?;
+        let inbound = crate::worker::media::MediaConfig::from_lookup(&lookup)
+            .map_err(MessagingError::Config)
+            .and_then(|c| {
+                crate::worker::media::MediaService::new(shard, data.clone(), c)
+                    .map_err(|e| MessagingError::Config(e.to_string()))
+            })?;
         {
             let (data, policy) = (data.clone(), url_policy.clone());
             registry.set_loader(Arc::new(move |ws, s| load_hooks(&data, ws, s, &policy)));
@@ -203,11 +211,22 @@ impl Messaging {
             session_pacing: Mutex::default(),
             shutdown: CancellationToken::new(),
             gates: handoff::Gates::default(),
+            inbound: Arc::new(inbound),
         })
+    }
+
+    /// Inbound media (the `…/messages/{wa_id}/media` route and eager downloads).
+    pub fn inbound_media(&self) -> &Arc<crate::worker::media::MediaService> {
+        &self.inbound
     }
 
     /// Connects the engine whose sessions send the queued messages.
     pub fn set_engine(&self, engine: Arc<dyn EngineAccess>) {
+        {
+            let engine = engine.clone();
+            self.inbound
+                .set_sessions(Arc::new(move |ws, s| engine.session_handle(ws, s)));
+        }
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
     }
 
@@ -286,6 +305,7 @@ impl Messaging {
             Maintenance::default(),
             stop.clone(),
         ));
+        self.inbound.open(store.clone(), &tasks, stop.clone());
         let emitter = Emitter::new(store.clone(), self.registry.clone(), self.shard);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Active {
             store,
@@ -309,6 +329,7 @@ impl Messaging {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let Some(active) = active else { return };
+        self.inbound.close();
         active.stop.cancel();
         active.tasks.close();
         // Bounded so a drain stays inside Nomad's kill timeout; an attempt cut short leaves its
@@ -338,6 +359,8 @@ impl Messaging {
         self.registry
             .set_session(ws, &config.session, hooks_of(ws, config, &self.url_policy));
         self.set_session_pacing(ws, &config.session, config.pacing.clone());
+        self.inbound
+            .set_mode(ws, &config.session, config.media_download);
     }
 
     /// Sets (or, with `None`, clears) a session's own pacing, now and for later terms.
@@ -377,6 +400,7 @@ impl Messaging {
         }
         self.registry.remove_session(ws, s);
         self.set_session_pacing(ws, s, None);
+        self.inbound.delete_session(ws, s).await;
         self.last_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -462,7 +486,10 @@ impl Messaging {
         s: &SessionId,
         m: &InboundMessage,
     ) -> Result<(), StoreError> {
-        let payload = payload::message_payload(m);
+        let mut payload = payload::message_payload(m);
+        if payload::with_media_url(&mut payload, ws, s) && !m.from_me {
+            self.inbound.on_message(ws, s, &m.id);
+        }
         if !m.from_me {
             a.emitter
                 .emit(ws, s, events::MESSAGE, payload.clone(), now_ms())
@@ -661,6 +688,7 @@ mod tests {
             pacing,
             desired: DesiredState::Running,
             created_at_ms: 0,
+            media_download: Default::default(),
         }
     }
 
