@@ -7,13 +7,14 @@
 //! (`400 invalid_wa_id`), then the store is asked; only a file not stored yet needs the session
 //! WORKING (`409 not_ready`).
 //!
-//! warp 0.4 offers no public streaming response body, so the answer is built from the stored
-//! file read into memory: at most `WAFLEET_MEDIA_DOWNLOAD_MAX_BYTES` per answer, and at most
-//! [`MAX_CONCURRENT_ANSWERS`] answers at once per worker (others wait), which bounds the memory.
+//! The body is streamed from the store (64 KiB pieces from disk, S3's own chunks), so a large
+//! file is never held whole in the worker's memory.
 
-use std::sync::{Arc, LazyLock};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
-use futures::TryStreamExt as _;
+use futures::Stream;
 use http::{HeaderValue, StatusCode};
 use warp::{Filter, Reply};
 
@@ -24,13 +25,20 @@ use crate::worker::request::{Api, running_session, unavailable};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
-/// Media answers being built at once per worker.
-pub const MAX_CONCURRENT_ANSWERS: usize = 4;
 /// The header carrying the hex SHA-256 of the file.
 pub const SHA256_HEADER: &str = "x-wafleet-sha256";
 
-static ANSWERS: LazyLock<tokio::sync::Semaphore> =
-    LazyLock::new(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_ANSWERS));
+/// Makes the store's `Send` stream `Sync`, as warp's streaming body asks; the mutex is only
+/// ever reached through `&mut`, so it never blocks.
+struct SyncStream<S>(Mutex<S>);
+
+impl<S: Stream + Unpin> Stream for SyncStream<S> {
+    type Item = S::Item;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        Pin::new(this.0.get_mut().unwrap_or_else(PoisonError::into_inner)).poll_next(cx)
+    }
+}
 
 fn reject(e: ApiError) -> warp::Rejection {
     warp::reject::custom(e)
@@ -106,30 +114,16 @@ async fn get_media(ws: String, s: String, wa_id: String, api: Api, auth: Option<
     let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(reject)?;
     let wa_id = parse_wa_id(&wa_id).map_err(reject)?;
     let media = service(&api).map_err(reject)?;
-    let _permit = ANSWERS
-        .acquire()
-        .await
-        .map_err(|_| reject(ApiError::internal("media answers closed")))?;
     let served = media
         .fetch(&ws, &s, &wa_id)
         .await
         .map_err(|e| reject(e.api()))?;
-    let max = media.config().download_max_bytes.max(served.row.size);
-    if served.blob.size > max {
-        return Err(reject(ApiError::internal(
-            "a stored file is larger than its record",
-        )));
-    }
-    let bytes: Vec<bytes::Bytes> = served
-        .blob
-        .body
-        .try_collect()
-        .await
-        .map_err(|e| reject(super::MediaError::Store(format!("reading: {e}")).api()))?;
-    let body = bytes.concat();
     let row = served.row;
-    let mut resp = warp::reply::with_status(body, StatusCode::OK).into_response();
+    let size = served.blob.size;
+    let mut resp = warp::reply::stream(SyncStream(Mutex::new(served.blob.body))).into_response();
+    *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(size));
     let mimetype = row
         .mimetype
         .as_deref()
