@@ -468,7 +468,9 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
             |dir: String, file: String, q: HashMap<String, String>, shared: Arc<Shared>| {
                 let path = format!("/v/{dir}/{file}");
                 let token = q.get("hash").cloned().unwrap_or_default();
-                match shared.with(|sim, _| sim.media_download(&path, &token)) {
+                // no-store: a browser may cache a 404/410 heuristically, and a fault that is
+                // turned off must be seen by the next download.
+                let mut resp = match shared.with(|sim, _| sim.media_download(&path, &token)) {
                     Ok(bytes) => {
                         warp::reply::with_header(bytes, "content-type", "application/octet-stream")
                             .into_response()
@@ -478,7 +480,12 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
                         StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
                     )
                     .into_response(),
-                }
+                };
+                resp.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                resp
             },
         );
     let messages = warp::path!("sim" / "messages")
