@@ -268,11 +268,14 @@ impl MediaConfig {
 pub type SessionLookup =
     Arc<dyn Fn(&WorkspaceId, &SessionId) -> Option<SessionHandle> + Send + Sync>;
 
+/// One eager download: workspace, session, message id.
+type EagerJob = (WorkspaceId, SessionId, String);
+
 /// What lives while a term holds the shard lock.
 #[derive(Clone)]
 struct Term {
     index: Store,
-    eager: mpsc::Sender<(WorkspaceId, SessionId, String)>,
+    eager: mpsc::Sender<EagerJob>,
     wake: Arc<Notify>,
 }
 
@@ -432,7 +435,7 @@ impl MediaService {
 
     async fn eager_worker(
         &self,
-        rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(WorkspaceId, SessionId, String)>>>,
+        rx: Arc<tokio::sync::Mutex<mpsc::Receiver<EagerJob>>>,
         stop: CancellationToken,
     ) {
         loop {

@@ -84,7 +84,7 @@ pub fn content_disposition(filename: Option<&str>, sha256: &str) -> String {
         .chars()
         .take(200)
         .map(|c| {
-            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';' | '%') || c == ' ' {
+            if (c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';' | '%')) || c == ' ' {
                 c
             } else {
                 '_'
