@@ -30,7 +30,8 @@ const LONG: Duration = Duration::from_secs(120);
 
 struct Rig {
     sim: Proc,
-    worker: Proc,
+    /// Kept so the worker lives as long as the rig (killed on drop).
+    _worker: Proc,
     router: Router,
     inbox: Arc<Mutex<Inbox>>,
     hook: std::net::SocketAddr,
@@ -86,7 +87,7 @@ impl Rig {
         let hook = receiver(inbox.clone());
         Rig {
             sim,
-            worker,
+            _worker: worker,
             router,
             inbox,
             hook,

@@ -505,7 +505,7 @@ impl Sim {
             ts: now / 1000,
             mapping: m.lid_mapping.then(|| addressing::mapping_of(&sender)),
             ciphertext: m.ciphertext.clone(),
-            media,
+            media: media.map(Box::new),
         };
         self.deliver(to, msg)?;
         let log = self.inbound_log.entry(to.to_owned()).or_default();

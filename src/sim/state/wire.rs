@@ -311,7 +311,7 @@ pub enum ServerMsg {
         ciphertext: Option<Ciphertext>,
         /// A media message: what the sender's upload left in the message.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        media: Option<MsgMedia>,
+        media: Option<Box<MsgMedia>>,
     },
     /// An earlier inbound message was revoked by its sender.
     Revoke {
