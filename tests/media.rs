@@ -140,8 +140,9 @@ impl Rig {
         .await;
     }
 
-    /// The simulator sends an image with a caption; answers the `message` event's payload.
-    async fn inbound_image(&self, bytes: &[u8], caption: &str) -> Value {
+    /// The simulator sends an image with a caption; answers session `s`'s `message` event
+    /// payload (every session linked to PHONE gets the message).
+    async fn inbound_image(&self, s: &str, bytes: &[u8], caption: &str) -> Value {
         let (st, v) = call(
             reqwest::Method::POST,
             &self.sim("/sim/inbound"),
@@ -154,7 +155,7 @@ impl Rig {
         .await;
         assert_eq!(st, 200, "inbound: {v}");
         let (msg, _, _) = hooks::event(&self.inbox, "the image's message event", LONG, |v| {
-            v["event"] == "message" && v["payload"]["caption"] == caption
+            v["event"] == "message" && v["session"] == s && v["payload"]["caption"] == caption
         })
         .await;
         msg["payload"].clone()
@@ -203,7 +204,7 @@ async fn inbound_media_lazy_and_eager_through_the_router() {
 
     // Lazy: nothing is stored until the request; the request downloads through WhatsApp Web.
     let bytes = picture("lazy");
-    let p = rig.inbound_image(&bytes, "look at this").await;
+    let p = rig.inbound_image("lazy", &bytes, "look at this").await;
     let url = check_payload(&p, "lazy", &bytes);
     let (st, h, got) = fetch(&rig.api(&url)).await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&got));
@@ -215,7 +216,7 @@ async fn inbound_media_lazy_and_eager_through_the_router() {
 
     // A failing media server for a file not stored yet: 502; an expired one: 410.
     let other = picture("fails");
-    let p = rig.inbound_image(&other, "this one fails").await;
+    let p = rig.inbound_image("lazy", &other, "this one fails").await;
     let url2 = check_payload(&p, "lazy", &other);
     let (st, _, body) = fetch(&rig.api(&url2)).await;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -278,7 +279,7 @@ async fn inbound_media_lazy_and_eager_through_the_router() {
     // Eager: the file is stored before anyone asks, so the media server can be down by then.
     rig.linked_session("eager", "eager").await;
     let bytes = picture("eager");
-    let p = rig.inbound_image(&bytes, "eager one").await;
+    let p = rig.inbound_image("eager", &bytes, "eager one").await;
     let url = check_payload(&p, "eager", &bytes);
     let stored = MediaDir(rig.worker_data())
         .wait_for_file(&hex::encode(Sha256::digest(&bytes)))
@@ -407,7 +408,7 @@ async fn s3_mode_stores_and_serves_through_moto() {
     let rig = Rig::start(env).await;
     rig.linked_session("s3", "lazy").await;
     let bytes = picture("s3 mode");
-    let p = rig.inbound_image(&bytes, "to the bucket").await;
+    let p = rig.inbound_image("s3", &bytes, "to the bucket").await;
     let url = check_payload(&p, "s3", &bytes);
     let (st, h, got) = fetch(&rig.api(&url)).await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&got));
