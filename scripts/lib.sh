@@ -27,5 +27,16 @@ apt_install() {
 
 # ensure_test_deps: what the test suite needs on top of the Rust toolchain.
 ensure_test_deps() {
-  apt_install chromium fonts-liberation openssl python3 procps iproute2 ffmpeg
+  apt_install chromium fonts-liberation openssl python3 python3-venv procps iproute2 ffmpeg
+  ensure_moto
+}
+
+# ensure_moto: a real S3 server for tests/media.rs (moto's `moto_server`), in a venv under
+# target/ so it never touches the system Python.
+ensure_moto() {
+  local venv="${CARGO_TARGET_DIR:-target}/test-venv"
+  [ -x "$venv/bin/moto_server" ] && return 0
+  step "pip install moto[server] into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'moto[server]'
 }

@@ -264,11 +264,23 @@
 
   function inboundAttrs(m, key, type) {
     var chat = WF.createWid(m.chat);
-    return {
+    var attrs = {
       id: key, from: chat, to: WF.createWid(m.me), author: m.author ? WF.createWid(m.author) : undefined,
       body: type === 'ciphertext' ? undefined : m.body, type: type, t: m.ts, ack: 1,
       isNewMsg: true, self: 'in', local: false, notifyName: m.notify || '',
     };
+    // A media message carries what the sender's upload produced (WhatsApp's field names); the
+    // file itself stays on the media server until WAWebDownloadManager fetches it.
+    if (m.media && type !== 'ciphertext') {
+      var md = m.media;
+      Object.assign(attrs, {
+        type: md.type, body: undefined, caption: md.caption, mimetype: md.mimetype, filename: md.filename,
+        size: md.size, filehash: md.filehash, encFilehash: md.enc_filehash, mediaKey: md.media_key,
+        mediaKeyTimestamp: md.media_key_timestamp, directPath: md.direct_path,
+        deprecatedMms3Url: 'https://mmg.whatsapp.net' + md.direct_path,
+      });
+    }
+    return attrs;
   }
 
   function inbound(m) {
@@ -292,7 +304,8 @@
         C.Msg.remove(msg);
         C.Msg.add(inboundAttrs(m, key, 'chat'));
       } else {
-        msg.set({ body: m.body, type: 'chat' });
+        var done = inboundAttrs(m, key, 'chat');
+        msg.set(m.media ? done : { body: m.body, type: 'chat' });
       }
     }, Math.max(0, Number(ct.after_ms) || 0));
   }

@@ -212,6 +212,102 @@
     l.MediaPrep = MediaPrep;
   });
 
+  // WhatsApp's media-server errors (WAWebMmsClientErrors): HttpStatusCodeError subclasses
+  // with `status` and `name`; MediaNotFoundError (404) is what a download of a file the
+  // server no longer has throws.
+  __d('WAWebMmsClientErrors', [], function (t, n, r, o, a, i, l) {
+    function make(status, name) {
+      function E(message) {
+        var e = new Error(message || name);
+        Object.setPrototypeOf(e, E.prototype);
+        e.status = status;
+        e.name = name;
+        return e;
+      }
+      E.prototype = Object.create(Error.prototype);
+      E.prototype.constructor = E;
+      return E;
+    }
+    l.MediaNotFoundError = make(404, 'MediaNotFoundError');
+    l.MediaTooLargeError = make(413, 'MediaTooLargeError');
+    l.MediaInvalidError = make(415, 'MediaInvalidError');
+    l.MMSUnauthorizedError = make(401, 'MMSUnauthorizedError');
+    l.MMSForbiddenError = make(403, 'MMSForbiddenError');
+    l.MMSThrottleError = make(507, 'MMSThrottleError');
+  });
+
+  // WhatsApp's download manager (WAWebDownloadManager.downloadManager.downloadAndMaybeDecrypt):
+  // takes the message's media fields with the MMS media type and a download QPL (annotated
+  // unconditionally, as WhatsApp does), fetches the encrypted file by directPath and hash,
+  // checks the MAC, decrypts and checks the plaintext against filehash; resolves the
+  // plaintext ArrayBuffer. A missing key throws (MediaDecryptionError in WhatsApp), a 404/410
+  // from the media server MediaNotFoundError, another status an error with that `status`.
+  __d('WAWebDownloadManager', ['WAWebMmsClientErrors'], function (t, require, r, o, a, i, l) {
+    function b64decode(s) { return window.__simRequire('WABase64').decodeB64(s); }
+    function eq(a, b) {
+      if (a.length !== b.length) return false;
+      for (var i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+      return true;
+    }
+    function decrypt(file, mediaKey, type) {
+      var info = new TextEncoder().encode(INFO[type === 'gif' ? 'video' : type]);
+      return crypto.subtle.importKey('raw', mediaKey, 'HKDF', false, ['deriveBits']).then(function (k) {
+        return crypto.subtle.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(32), info: info }, k, 112 * 8);
+      }).then(function (bits) {
+        var x = new Uint8Array(bits);
+        var iv = x.slice(0, 16), cipherKey = x.slice(16, 48), macKey = x.slice(48, 80);
+        var enc = file.slice(0, file.length - 10), mac = file.slice(file.length - 10);
+        var signed = new Uint8Array(16 + enc.length);
+        signed.set(iv, 0);
+        signed.set(enc, 16);
+        return crypto.subtle.importKey('raw', macKey, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']).then(function (mk) {
+          return crypto.subtle.sign('HMAC', mk, signed);
+        }).then(function (full) {
+          if (!eq(new Uint8Array(full).slice(0, 10), mac)) throw new Error('MediaDecryptionError: the MAC does not match');
+          return crypto.subtle.importKey('raw', cipherKey, 'AES-CBC', false, ['decrypt']);
+        }).then(function (ck) {
+          return crypto.subtle.decrypt({ name: 'AES-CBC', iv: iv }, ck, enc);
+        });
+      });
+    }
+    function DownloadManager() {}
+    DownloadManager.prototype.downloadAndMaybeDecrypt = function (opts) {
+      var Errors = require('WAWebMmsClientErrors');
+      var qpl = opts.downloadQpl;
+      var type = opts.type;
+      qpl.addAnnotations({ string: { mediaType: type, rawMimeType: opts.mimetype || 'application/octet-stream' } });
+      return Promise.resolve().then(function () {
+        if (!crypto.subtle) throw new Error('WebCrypto is unavailable (not a secure context)');
+        if (!INFO[type === 'gif' ? 'video' : type]) throw new Error('downloadAndMaybeDecrypt: unknown media type ' + type);
+        if (opts.mediaKey == null) throw new Error('MediaDecryptionError: decryptMedia: missing key for type ' + type);
+        if (opts.encFilehash == null) throw new Error('MediaDecryptionError: decryptMedia: missing encFilehash for type ' + type);
+        if (!opts.directPath) throw new Error('downloadAndMaybeDecrypt: no directPath');
+        qpl.addPoint('download_and_decrypt_start');
+        var token = String(opts.encFilehash).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+        return fetch(opts.directPath + '?hash=' + encodeURIComponent(token) + '&mms-type=' + encodeURIComponent(type), { signal: opts.signal });
+      }).then(function (res) {
+        if (res.status === 404 || res.status === 410) throw new Errors.MediaNotFoundError('media server: HTTP ' + res.status);
+        if (!res.ok) {
+          var e = new Error('media server: HTTP ' + res.status);
+          e.status = res.status;
+          throw e;
+        }
+        return res.arrayBuffer();
+      }).then(function (buf) {
+        var file = new Uint8Array(buf);
+        if (file.length < 26) throw new Error('MediaDecryptionError: the file is too short');
+        return decrypt(file, b64decode(opts.mediaKey), type);
+      }).then(function (plain) {
+        return sha256(plain).then(function (h) {
+          if (b64(h) !== opts.filehash) throw new Error('MediaHashMismatch: the plaintext does not match filehash');
+          qpl.addPoint('download_and_decrypt_end', { int: { byteLength: plain.byteLength } });
+          return plain;
+        });
+      });
+    };
+    l.downloadManager = new DownloadManager();
+  });
+
   __d('WAWebPrepRawMedia', ['WAWebMediaPrep', 'WAWebMediaData'], function (t, require, r, o, a, i, l) {
     function baseType(mime, opts) {
       if (opts.asSticker) return 'sticker';

@@ -7,7 +7,8 @@
 
 /// The parts in the order they are joined (names only, for tests and diagnostics).
 pub const PARTS: &[&str] = &[
-    "core", "messages", "send", "contacts", "chats", "actions", "events", "groups", "end",
+    "core", "messages", "send", "contacts", "chats", "actions", "events", "groups", "media",
+    "end",
 ];
 
 /// The adapter script, injected into every new document of a session's page.
@@ -27,6 +28,8 @@ pub const ADAPTER_JS: &str = concat!(
     include_str!("../../assets/wa/adapter/events.js"),
     "\n",
     include_str!("../../assets/wa/adapter/groups.js"),
+    "\n",
+    include_str!("../../assets/wa/adapter/media.js"),
     "\n",
     include_str!("../../assets/wa/adapter/end.js"),
 );

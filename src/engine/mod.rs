@@ -38,6 +38,7 @@ pub mod document;
 pub mod driver;
 pub mod events;
 pub mod groups;
+pub mod media;
 pub mod memory;
 pub mod metrics;
 pub mod profile;

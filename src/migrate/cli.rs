@@ -402,6 +402,7 @@ async fn send(
                 desired: DesiredState::Running,
                 created_at_ms: record.at_ms,
                 reject_calls: false,
+                media_download: Default::default(),
             };
             match staged.commit(&config).await {
                 Ok(_) => (Outcome::Imported, Some("on disk".into()), None),

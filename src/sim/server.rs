@@ -26,8 +26,8 @@ use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::{Filter, Rejection, Reply};
 
 use super::state::{
-    ClientMsg, ConnId, Effect, Inbound, LinkOutcome, MAX_UPLOAD_BYTES, NewGroup, PasskeyFault,
-    Persisted, PhoneError, Sim,
+    ClientMsg, ConnId, Effect, Inbound, LinkOutcome, MAX_MEDIA_BYTES, MAX_UPLOAD_BYTES, NewGroup,
+    PasskeyFault, Persisted, PhoneError, Sim,
 };
 use super::versions::VersionError;
 use super::{SimConfig, SimError};
@@ -43,6 +43,8 @@ pub use faults::{MAX_MISSING_NAMES, MAX_SYNC_DELAY_MS};
 
 /// Control API bodies are small; media never goes through it.
 pub const MAX_CONTROL_BODY_BYTES: u64 = 64 * 1024;
+/// `/sim/inbound` may carry a file (`media.data`, base64 of at most `MAX_MEDIA_BYTES`).
+pub const MAX_INBOUND_BODY_BYTES: u64 = (MAX_MEDIA_BYTES as u64).div_ceil(3) * 4 + 64 * 1024;
 /// Largest websocket message a page may send: text messages and clipped fields only (media
 /// bytes go to `/mms/…`).
 const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -396,7 +398,7 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         });
     let inbound = warp::path!("sim" / "inbound")
         .and(warp::post())
-        .and(json_body::<Inbound>())
+        .and(json_body_up_to::<Inbound>(MAX_INBOUND_BODY_BYTES))
         .and(with.clone())
         .map(|req: Inbound, shared: Arc<Shared>| {
             reply(
@@ -463,6 +465,36 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
                 )
             },
         );
+    // Downloads from the media server: `GET <direct path>?hash=<base64url sha256 of the
+    // encrypted file>&mms-type=<type>`, as WhatsApp's download URLs name a file.
+    let download = warp::path!("v" / String / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with.clone())
+        .map(
+            |dir: String, file: String, q: HashMap<String, String>, shared: Arc<Shared>| {
+                let path = format!("/v/{dir}/{file}");
+                let token = q.get("hash").cloned().unwrap_or_default();
+                // no-store: a browser may cache a 404/410 heuristically, and a fault that is
+                // turned off must be seen by the next download.
+                let mut resp = match shared.with(|sim, _| sim.media_download(&path, &token)) {
+                    Ok(bytes) => {
+                        warp::reply::with_header(bytes, "content-type", "application/octet-stream")
+                            .into_response()
+                    }
+                    Err(code) => warp::reply::with_status(
+                        "",
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
+                    )
+                    .into_response(),
+                };
+                resp.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                resp
+            },
+        );
     let messages = warp::path!("sim" / "messages")
         .and(warp::get())
         .and(warp::query::<PhoneQuery>())
@@ -509,6 +541,7 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(passkey)
         .or(lid)
         .or(upload)
+        .or(download)
         .or(messages)
         .or(unlink)
         .or(devices)
@@ -650,7 +683,14 @@ impl Drop for HeldLoad<'_> {
 
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
 {
-    warp::body::content_length_limit(MAX_CONTROL_BODY_BYTES)
+    json_body_up_to(MAX_CONTROL_BODY_BYTES)
+}
+
+/// A JSON body of at most `limit` bytes.
+fn json_body_up_to<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit)
         .and(warp::body::bytes())
         .and_then(|bytes: bytes::Bytes| async move {
             serde_json::from_slice::<T>(&bytes).map_err(|e| {

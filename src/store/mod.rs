@@ -18,6 +18,7 @@
 mod deliveries;
 mod handoff;
 mod idempotency;
+mod media;
 mod messages;
 mod outbox;
 
@@ -39,6 +40,7 @@ pub use idempotency::{
     IDEMPOTENCY_TTL, IdempotencyKey, IdempotencyOutcome, StoredResponse, request_hash,
     validate_idempotency_key,
 };
+pub use media::MediaRow;
 pub use messages::{
     EnqueueRequest, Enqueued, Message, MessageKind, MessageStatus, NewMessage, QueuedMessage,
 };

@@ -203,6 +203,10 @@ pub struct SessionConfig {
     /// `rejected: true`).
     #[serde(default)]
     pub reject_calls: bool,
+    /// When inbound media is downloaded: on the first `GET …/media` (default) or as soon as
+    /// the message arrives.
+    #[serde(default)]
+    pub media_download: MediaDownload,
 }
 
 impl SessionConfig {
@@ -248,6 +252,18 @@ pub fn assign_target_ids(list: &mut [WebhookConfig]) {
         };
         list[i].id = id;
     }
+}
+
+/// When a session's inbound media is downloaded (docs/api.md "Inbound media").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaDownload {
+    /// On the first request for the file.
+    #[default]
+    Lazy,
+    /// As soon as the message arrives, in the background (a bounded pool; delivery of the
+    /// event never waits for it).
+    Eager,
 }
 
 /// What the API reports about one session.

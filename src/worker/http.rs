@@ -89,6 +89,8 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .unify()
         .or(super::groups::routes::routes(api.clone()))
         .unify()
+        .or(super::media::routes::routes(api.clone()))
+        .unify()
         .recover(recover)
         .unify()
         .map(move |mut resp: warp::reply::Response| {

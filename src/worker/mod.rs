@@ -40,6 +40,7 @@ pub mod guard;
 pub mod host;
 pub mod http;
 pub mod layout;
+pub mod media;
 pub mod messaging;
 pub mod owner;
 pub mod ownership;

@@ -330,6 +330,7 @@ mod tests {
             desired: DesiredState::Running,
             created_at_ms: 1,
             reject_calls: false,
+            media_download: Default::default(),
         }
     }
 

@@ -285,6 +285,7 @@ where
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
         reject_calls: false,
+        media_download: Default::default(),
     };
     staged.commit(&config).await.map_err(migrate_error)?;
     tracing::info!(workspace = %ws, session = %s, files = unpacked.files, bytes = unpacked.bytes,

@@ -35,6 +35,7 @@ struct CreateBody {
     pacing: Option<crate::sendq::PacingConfig>,
     #[serde(default)]
     reject_calls: bool,
+    media_download: Option<super::host::MediaDownload>,
 }
 
 /// The answer of `GET /v1/workspaces/{ws}/sessions`.
@@ -184,6 +185,7 @@ pub(crate) async fn create_session(
             metadata: None,
             pacing: None,
             reject_calls: false,
+            media_download: None,
         }
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -240,6 +242,7 @@ pub(crate) async fn create_session(
         desired: DesiredState::Running,
         created_at_ms: now_ms(),
         reject_calls: body.reject_calls,
+        media_download: body.media_download.unwrap_or_default(),
     };
     config.normalize();
     match api.shared.host.create_session(&ws, config).await {

@@ -1,6 +1,7 @@
 //! `POST /sim/faults` and `GET /sim/faults`: validated, then applied all at once.
 
 use super::*;
+use crate::sim::state::media::DownloadFault;
 
 /// The current fault settings; the optional ones appear only while set.
 pub(super) fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
@@ -30,6 +31,13 @@ pub(super) fn fault_settings(shared: &Shared) -> serde_json::Map<String, serde_j
     });
     if let Some(code) = usync_error {
         out.insert("usync_error".into(), code.into());
+    }
+    if let Some(f) = shared.with(|sim, _| sim.download_fault()) {
+        let name = match f {
+            DownloadFault::Fail => "fail",
+            DownloadFault::Expired => "expired",
+        };
+        out.insert("media_download".into(), name.into());
     }
     if let Some(ms) = sync {
         out.insert("sync_delay_ms".into(), ms.into());
@@ -84,6 +92,9 @@ pub(super) struct FaultsReq {
     passkey: Option<String>,
     #[serde(default)]
     usync_error: Option<u16>,
+    /// `"fail"` (500), `"expired"` (410) or `"off"`: how media downloads fail.
+    #[serde(default)]
+    media_download: Option<String>,
 }
 
 /// Most names a `missing_*` fault takes.
@@ -181,6 +192,19 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
             .into_response();
         }
     };
+    let media_download = match req.media_download.as_deref() {
+        None => None,
+        Some("fail") => Some(Some(DownloadFault::Fail)),
+        Some("expired") => Some(Some(DownloadFault::Expired)),
+        Some("off") => Some(None),
+        Some(_) => {
+            return ApiError::bad_request(
+                "invalid_fault",
+                "media_download is \"fail\", \"expired\" or \"off\"",
+            )
+            .into_response();
+        }
+    };
     if req
         .usync_error
         .is_some_and(|c| c != 0 && !(400..=599).contains(&c))
@@ -196,6 +220,7 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
         && req.drop_socket.is_none()
         && req.legacy_build.is_none()
         && req.upload_fail.is_none()
+        && media_download.is_none()
         && passkey.is_none()
         && req.crash.is_none()
         && req.missing_modules.is_none()
@@ -207,7 +232,7 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
         return ApiError::bad_request(
             "invalid_fault",
             "give slow_load_ms, drop_socket, crash, missing_modules, missing_members, \
-             sync_delay_ms, rotate_adv, legacy_build, upload_fail, passkey, usync_error or clear",
+             sync_delay_ms, rotate_adv, legacy_build, upload_fail, media_download, passkey, usync_error or clear",
         )
         .into_response();
     }
@@ -226,6 +251,7 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
             sim.set_upload_fail(false);
             sim.set_passkey_fault(None);
             sim.set_usync_error(None);
+            sim.set_download_fault(None);
         });
         shared.release_loads.notify_waiters();
     }
@@ -243,6 +269,9 @@ pub(super) fn apply_faults(req: FaultsReq, shared: &Shared) -> warp::reply::Resp
     }
     if let Some(on) = req.upload_fail {
         shared.with(|sim, _| sim.set_upload_fail(on));
+    }
+    if let Some(f) = media_download {
+        shared.with(|sim, _| sim.set_download_fault(f));
     }
     if let Some(f) = passkey {
         shared.with(|sim, _| sim.set_passkey_fault(f));

@@ -113,6 +113,53 @@ pub struct MediaStore {
     uploads: BTreeMap<String, Upload>,
     order: VecDeque<String>,
     bytes: usize,
+    /// The `media_download` fault: downloads fail this way while set.
+    download_fault: Option<DownloadFault>,
+}
+
+/// How downloads from the media server fail while the `media_download` fault is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadFault {
+    /// The media server answers 500.
+    Fail,
+    /// The media server answers 410: the file expired (WhatsApp keeps media for a limited
+    /// time; the phone would have to re-upload it).
+    Expired,
+}
+
+/// The media fields of an inbound message, as WhatsApp's message carries them after the
+/// sender's upload (all base64 but the path).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InboundMedia {
+    /// The media type (`image`, `video`, `audio`, `document`).
+    #[serde(rename = "type")]
+    pub media_type: String,
+    /// Where the media server keeps the encrypted file.
+    pub direct_path: String,
+    /// The 32-byte media key.
+    pub media_key: String,
+    /// Seconds since the epoch of the key.
+    pub media_key_timestamp: u64,
+    /// SHA-256 of the encrypted file.
+    pub enc_filehash: String,
+    /// SHA-256 of the plaintext.
+    pub filehash: String,
+    /// Plaintext size.
+    pub size: u64,
+}
+
+/// The media type WhatsApp gives a file of `mimetype` sent without options.
+pub fn media_type_of(mimetype: &str) -> &'static str {
+    let m = mimetype.to_ascii_lowercase();
+    if m.starts_with("image/") {
+        "image"
+    } else if m.starts_with("video/") {
+        "video"
+    } else if m.starts_with("audio/") {
+        "audio"
+    } else {
+        "document"
+    }
 }
 
 fn b64(b: &[u8]) -> String {
@@ -169,6 +216,55 @@ impl MediaStore {
             }
         }
         Ok(path)
+    }
+
+    /// Encrypts `plain` with `media_key` the way a sending phone does and keeps it like an
+    /// upload, for an inbound message that references it. `nonce` makes the path unique.
+    pub fn put_inbound(
+        &mut self,
+        plain: &[u8],
+        media_type: &str,
+        media_key: &[u8; 32],
+        nonce: u64,
+        now_secs: u64,
+    ) -> Result<InboundMedia, UploadError> {
+        if plain.is_empty() || plain.len() > MAX_MEDIA_BYTES {
+            return Err(UploadError::Body(format!(
+                "media data is 1 to {MAX_MEDIA_BYTES} bytes"
+            )));
+        }
+        let file = encrypt(plain, media_key, media_type)
+            .ok_or_else(|| UploadError::Type(media_type.to_owned()))?;
+        let enc_hash = Sha256::digest(&file);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(enc_hash);
+        let direct_path = self.put(media_type, &token, file, nonce)?;
+        Ok(InboundMedia {
+            media_type: media_type.to_owned(),
+            direct_path,
+            media_key: b64(media_key),
+            media_key_timestamp: now_secs,
+            enc_filehash: b64(&enc_hash),
+            filehash: b64(&Sha256::digest(plain)),
+            size: plain.len() as u64,
+        })
+    }
+
+    /// Sets (or with `None` clears) the `media_download` fault.
+    pub fn set_download_fault(&mut self, fault: Option<DownloadFault>) {
+        self.download_fault = fault;
+    }
+
+    /// The `media_download` fault, if set.
+    pub fn download_fault(&self) -> Option<DownloadFault> {
+        self.download_fault
+    }
+
+    /// `GET <direct path>?hash=<token>`: the encrypted file, when `token` is the base64url
+    /// SHA-256 of it (as WhatsApp's download URLs carry it); `None` answers 404.
+    pub fn download(&self, direct_path: &str, token: &str) -> Option<&[u8]> {
+        let up = self.uploads.get(direct_path)?;
+        (base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(up.enc_sha256) == token)
+            .then_some(up.enc.as_slice())
     }
 
     /// Checks a media message against the uploads (see the module docs).
@@ -233,6 +329,89 @@ impl MediaStore {
     }
 }
 
+// === impl Sim (the media server's part of the simulated servers) ===
+
+impl super::Sim {
+    /// The media of an inbound message: decoded, encrypted with a fresh key and kept on the
+    /// media server, as the sender's phone would upload it. `None` for a text message.
+    pub(super) fn inbound_media(
+        &mut self,
+        m: &super::Inbound,
+        now: u64,
+    ) -> Result<Option<super::MsgMedia>, super::PhoneError> {
+        use rand::Rng as _;
+        let Some(req) = &m.media else {
+            if m.caption.is_some() {
+                return Err(bad("a caption goes with media"));
+            }
+            return Ok(None);
+        };
+        let mimetype = req.mimetype.trim();
+        if mimetype.is_empty() || mimetype.len() > 128 || !mimetype.contains('/') {
+            return Err(bad(
+                "media.mimetype is a type/subtype of at most 128 characters",
+            ));
+        }
+        if req
+            .filename
+            .as_ref()
+            .is_some_and(|f| f.is_empty() || f.len() > 255)
+        {
+            return Err(bad("media.filename is 1 to 255 bytes"));
+        }
+        if m.caption
+            .as_ref()
+            .is_some_and(|c| c.len() > super::MAX_TEXT_BYTES)
+        {
+            return Err(bad("caption is too long"));
+        }
+        let plain = base64::engine::general_purpose::STANDARD
+            .decode(req.data.as_bytes())
+            .map_err(|_| bad("media.data is base64"))?;
+        let media_type = media_type_of(mimetype);
+        let key: [u8; 32] = self.rng.random();
+        let nonce = self.rng.random::<u64>();
+        let file = self
+            .media
+            .put_inbound(&plain, media_type, &key, nonce, now / 1000)
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(Some(super::MsgMedia {
+            file,
+            mimetype: mimetype.to_owned(),
+            filename: req.filename.clone(),
+            caption: m.caption.clone(),
+        }))
+    }
+
+    /// The media server's `GET <direct path>?hash=`: the encrypted file, or why not (the
+    /// `media_download` fault, or 404 for an unknown path or a wrong hash).
+    pub fn media_download(&self, direct_path: &str, token: &str) -> Result<Vec<u8>, u16> {
+        match self.media.download_fault() {
+            Some(DownloadFault::Fail) => return Err(500),
+            Some(DownloadFault::Expired) => return Err(410),
+            None => {}
+        }
+        self.media
+            .download(direct_path, token)
+            .map(<[u8]>::to_vec)
+            .ok_or(404)
+    }
+
+    /// Sets (or with `None` clears) the `media_download` fault.
+    pub fn set_download_fault(&mut self, fault: Option<DownloadFault>) {
+        self.media.set_download_fault(fault);
+    }
+
+    /// The `media_download` fault, if set.
+    pub fn download_fault(&self) -> Option<DownloadFault> {
+        self.media.download_fault()
+    }
+}
+
+fn bad(msg: &str) -> super::PhoneError {
+    super::PhoneError::Invalid("invalid_media", msg.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +426,39 @@ mod tests {
             size: Some(plain.len() as u64),
             ..OutMsg::default()
         }
+    }
+
+    #[test]
+    fn inbound_media_downloads_by_path_and_hash_and_decrypts_to_its_filehash() {
+        let mut store = MediaStore::default();
+        let plain = b"a picture, in bytes".to_vec();
+        let key = [3u8; 32];
+        let m = store.put_inbound(&plain, "image", &key, 9, 100).unwrap();
+        assert_eq!(m.size, plain.len() as u64);
+        assert_eq!(m.filehash, b64(&Sha256::digest(&plain)));
+        let token = b64(&base64::engine::general_purpose::STANDARD
+            .decode(&m.enc_filehash)
+            .unwrap())
+        .replace('+', "-")
+        .replace('/', "_")
+        .trim_end_matches('=')
+        .to_owned();
+        let file = store.download(&m.direct_path, &token).unwrap().to_vec();
+        assert!(store.download(&m.direct_path, "wrong").is_none());
+        let out = OutMsg {
+            kind: "image".into(),
+            direct_path: Some(m.direct_path.clone()),
+            enc_filehash: Some(m.enc_filehash.clone()),
+            media_key: Some(m.media_key.clone()),
+            filehash: Some(m.filehash.clone()),
+            size: Some(m.size),
+            ..OutMsg::default()
+        };
+        assert_eq!(store.verify(&out).unwrap().size, plain.len() as u64);
+        assert_eq!(file.len() % 16, 10);
+        assert!(store.put_inbound(b"", "image", &key, 1, 1).is_err());
+        assert_eq!(media_type_of("image/PNG"), "image");
+        assert_eq!(media_type_of("application/pdf"), "document");
     }
 
     #[test]

@@ -493,6 +493,7 @@ impl Sim {
                 }
             }
         };
+        let media = self.inbound_media(m, now)?;
         self.lids.learn(&sender);
         let key = self.new_msg_id();
         let serialized = match &author {
@@ -508,6 +509,7 @@ impl Sim {
             ts: now / 1000,
             mapping: m.lid_mapping.then(|| addressing::mapping_of(&sender)),
             ciphertext: m.ciphertext.clone(),
+            media: media.map(Box::new),
         };
         self.deliver(to, msg)?;
         let log = self.inbound_log.entry(to.to_owned()).or_default();

@@ -376,6 +376,9 @@ pub enum ServerMsg {
         /// Delivered as `ciphertext` first.
         #[serde(skip_serializing_if = "Option::is_none")]
         ciphertext: Option<Ciphertext>,
+        /// A media message: what the sender's upload left in the message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<Box<MsgMedia>>,
     },
     /// An earlier inbound message was revoked by its sender.
     Revoke {
@@ -694,7 +697,8 @@ pub struct Inbound {
     /// The sender's digits (1:1 chats; in a group, `author`).
     #[serde(default)]
     pub from: Option<String>,
-    /// Text.
+    /// Text (may be left out for a media message).
+    #[serde(default)]
     pub text: String,
     /// The sender is addressed by its LID (the chat is `<lid>@lid`).
     #[serde(default)]
@@ -711,6 +715,43 @@ pub struct Inbound {
     /// Delivered as `ciphertext` first.
     #[serde(default)]
     pub ciphertext: Option<Ciphertext>,
+    /// A file: the message becomes a media message of the type the mimetype gives
+    /// (`image/*` image, `video/*` video, `audio/*` audio, else document), encrypted and kept
+    /// on the media server as WhatsApp's sender would upload it.
+    #[serde(default)]
+    pub media: Option<InboundMediaReq>,
+    /// The caption of a media message.
+    #[serde(default)]
+    pub caption: Option<String>,
+}
+
+/// The `media` of `POST /sim/inbound`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundMediaReq {
+    /// The file's mimetype, e.g. `image/png`.
+    pub mimetype: String,
+    /// The file, base64 (standard alphabet).
+    pub data: String,
+    /// Its file name (documents show it).
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+/// The media part of an inbound [`ServerMsg::Msg`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MsgMedia {
+    /// Where and how the file is kept (media type, direct path, key, hashes, size).
+    #[serde(flatten)]
+    pub file: super::media::InboundMedia,
+    /// The mimetype.
+    pub mimetype: String,
+    /// The file name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// The caption.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
 }
 
 impl Inbound {

@@ -96,6 +96,8 @@ pub struct Messaging {
     gates: handoff::Gates,
     /// The sessions that reject incoming calls ([`activity`]).
     calls: activity::CallPolicy,
+    /// Inbound media: download, storage, eager pool, janitor.
+    inbound: Arc<crate::worker::media::MediaService>,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -201,6 +203,12 @@ impl Messaging {
         let delivery = DeliveryConfig::from_lookup(&lookup)
             .map_err(|e| MessagingError::Config(e.to_string()))?;
         let media = media::MediaPolicy::from_lookup(&lookup).map_err(MessagingError::Config)?;
+        let inbound = crate::worker::media::MediaConfig::from_lookup(&lookup)
+            .map_err(MessagingError::Config)
+            .and_then(|c| {
+                crate::worker::media::MediaService::new(shard, data.clone(), c)
+                    .map_err(|e| MessagingError::Config(e.to_string()))
+            })?;
         {
             let (data, policy) = (data.clone(), url_policy.clone());
             registry.set_loader(Arc::new(move |ws, s| load_hooks(&data, ws, s, &policy)));
@@ -220,11 +228,22 @@ impl Messaging {
             shutdown: CancellationToken::new(),
             gates: handoff::Gates::default(),
             calls: activity::CallPolicy::default(),
+            inbound: Arc::new(inbound),
         })
+    }
+
+    /// Inbound media (the `…/messages/{wa_id}/media` route and eager downloads).
+    pub fn inbound_media(&self) -> &Arc<crate::worker::media::MediaService> {
+        &self.inbound
     }
 
     /// Connects the engine whose sessions send the queued messages.
     pub fn set_engine(&self, engine: Arc<dyn EngineAccess>) {
+        {
+            let engine = engine.clone();
+            self.inbound
+                .set_sessions(Arc::new(move |ws, s| engine.session_handle(ws, s)));
+        }
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
     }
 
@@ -303,6 +322,7 @@ impl Messaging {
             Maintenance::default(),
             stop.clone(),
         ));
+        self.inbound.open(store.clone(), &tasks, stop.clone());
         let emitter = Emitter::new(store.clone(), self.registry.clone(), self.shard);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Active {
             store,
@@ -326,6 +346,7 @@ impl Messaging {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let Some(active) = active else { return };
+        self.inbound.close();
         active.stop.cancel();
         active.tasks.close();
         // Bounded so a drain stays inside Nomad's kill timeout; an attempt cut short leaves its
@@ -356,6 +377,8 @@ impl Messaging {
             .set_session(ws, &config.session, hooks_of(ws, config, &self.url_policy));
         self.set_session_pacing(ws, &config.session, config.pacing.clone());
         self.calls.set(ws, &config.session, config.reject_calls);
+        self.inbound
+            .set_mode(ws, &config.session, config.media_download);
     }
 
     /// Sets (or, with `None`, clears) a session's own pacing, now and for later terms.
@@ -396,6 +419,7 @@ impl Messaging {
         self.registry.remove_session(ws, s);
         self.set_session_pacing(ws, s, None);
         self.calls.set(ws, s, false);
+        self.inbound.delete_session(ws, s).await;
         self.last_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -492,7 +516,10 @@ impl Messaging {
         s: &SessionId,
         m: &InboundMessage,
     ) -> Result<(), StoreError> {
-        let payload = payload::message_payload(m);
+        let mut payload = payload::message_payload(m);
+        if payload::with_media_url(&mut payload, ws, s) && !m.from_me {
+            self.inbound.on_message(ws, s, &m.id);
+        }
         if !m.from_me {
             a.emitter
                 .emit(ws, s, events::MESSAGE, payload.clone(), now_ms())
@@ -696,6 +723,7 @@ mod tests {
             desired: DesiredState::Running,
             created_at_ms: 0,
             reject_calls: false,
+            media_download: Default::default(),
         }
     }
 

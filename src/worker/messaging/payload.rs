@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::engine::InboundMessage;
+use crate::ids::{SessionId, WorkspaceId};
 
 /// The API's message types, in documentation order.
 pub const TYPES: [&str; 13] = [
@@ -57,7 +58,7 @@ pub fn message_payload(m: &InboundMessage) -> Value {
             "filename": m.filename,
             "size": m.size,
             "sha256": m.sha256,
-            // The download route arrives with inbound media storage; until then null.
+            // The worker's download route; filled by `with_media_url`, which knows the session.
             "url": Value::Null,
         })
     });
@@ -91,6 +92,29 @@ pub fn message_payload(m: &InboundMessage) -> Value {
         "mimetype": m.mimetype,
         "filename": m.filename,
     })
+}
+
+/// The worker's download route of a message's media, as the router exposes it.
+pub fn media_url(ws: &WorkspaceId, s: &SessionId, wa_id: &str) -> String {
+    format!("/v1/workspaces/{ws}/sessions/{s}/messages/{wa_id}/media")
+}
+
+/// Fills `media.url` of a payload that has `media` (the route serves the file when the id is
+/// one it accepts); answers whether it did.
+pub fn with_media_url(payload: &mut Value, ws: &WorkspaceId, s: &SessionId) -> bool {
+    let Some(id) = payload["wa_id"].as_str().map(str::to_owned) else {
+        return false;
+    };
+    if !crate::engine::media::valid_wa_id(&id) {
+        return false;
+    }
+    match payload.get_mut("media") {
+        Some(media @ Value::Object(_)) => {
+            media["url"] = Value::String(media_url(ws, s, &id));
+            true
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +175,18 @@ mod tests {
         assert_eq!(p["caption"], "look");
         assert_eq!(p["media"]["sha256"], "ab".repeat(32));
         assert_eq!(p["media"]["size"], 10);
+        let mut p = p;
+        let (ws, s) = (
+            WorkspaceId::new("acme").unwrap(),
+            SessionId::new("default").unwrap(),
+        );
+        assert!(with_media_url(&mut p, &ws, &s));
+        assert_eq!(
+            p["media"]["url"],
+            "/v1/workspaces/acme/sessions/default/messages/false_4915550002@c.us_3EB0AA/media"
+        );
+        let mut text = message_payload(&msg("chat"));
+        assert!(!with_media_url(&mut text, &ws, &s) && text["media"].is_null());
     }
 
     #[test]

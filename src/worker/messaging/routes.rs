@@ -78,6 +78,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/workspaces/{ws}/sessions/{s}/lids/{lid}", "both"),
     (
         "GET",
+        "/v1/workspaces/{ws}/sessions/{s}/messages/{wa_id}/media",
+        "both",
+    ),
+    (
+        "GET",
         "/v1/workspaces/{ws}/sessions/{s}/lids/pn/{phone}",
         "both",
     ),

@@ -20,6 +20,7 @@ fn config() -> SessionConfig {
         metadata: BTreeMap::from([("tenant".into(), json!(7)), ("plan".into(), json!("pro"))]),
         pacing: None,
         reject_calls: false,
+        media_download: Default::default(),
         desired: DesiredState::Running,
         created_at_ms: 1,
     }
@@ -72,6 +73,10 @@ fn absent_keeps_present_replaces_null_clears() {
     assert!(back.pacing.is_none());
     assert_eq!(back.created_at_ms, 1);
     assert_eq!(back.desired, DesiredState::Running);
+
+    let c = patch(json!({"media_download": "eager", "reject_calls": true})).unwrap();
+    assert_eq!(c.media_download, crate::worker::host::MediaDownload::Eager);
+    assert!(c.reject_calls);
 }
 
 #[test]
@@ -129,6 +134,7 @@ fn bad_patches_are_refused_with_the_create_codes() {
     assert_eq!(code(json!({"desired": "stopped"})), "invalid_body");
     assert_eq!(code(json!({"nope": 1})), "invalid_body");
     assert_eq!(code(json!({"metadata": 5})), "invalid_body");
+    assert_eq!(code(json!({"media_download": "sometimes"})), "invalid_body");
     assert_eq!(
         code(json!({"pacing": {"interval_ms": 0}})),
         "invalid_pacing"
