@@ -280,6 +280,13 @@
         deprecatedMms3Url: 'https://mmg.whatsapp.net' + md.direct_path,
       });
     }
+    // A location, contact card or poll, and a reply's quote: WhatsApp's model attributes, as
+    // the server built them (src/sim/state/content.rs). A media message keeps its media type.
+    if (m.content && type !== 'ciphertext') {
+      Object.assign(attrs, m.content.attrs);
+      if (!m.media) attrs.type = m.content.type;
+      if (attrs.type !== 'chat' && !m.media && !('body' in m.content.attrs)) attrs.body = undefined;
+    }
     return attrs;
   }
 
@@ -305,7 +312,7 @@
         C.Msg.add(inboundAttrs(m, key, 'chat'));
       } else {
         var done = inboundAttrs(m, key, 'chat');
-        msg.set(m.media ? done : { body: m.body, type: 'chat' });
+        msg.set(m.media || m.content ? done : { body: m.body, type: 'chat' });
       }
     }, Math.max(0, Number(ct.after_ms) || 0));
   }

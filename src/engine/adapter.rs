@@ -7,8 +7,7 @@
 
 /// The parts in the order they are joined (names only, for tests and diagnostics).
 pub const PARTS: &[&str] = &[
-    "core", "messages", "send", "contacts", "chats", "actions", "events", "groups", "media",
-    "end",
+    "core", "messages", "send", "contacts", "chats", "actions", "events", "groups", "media", "end",
 ];
 
 /// The adapter script, injected into every new document of a session's page.

@@ -75,6 +75,10 @@ pub struct InboundMessage {
     pub size: Option<u64>,
     /// SHA-256 of the media's plaintext (hex), from WhatsApp's `filehash`.
     pub sha256: Option<String>,
+    /// A location, contact card or poll: `{"location": …}`, `{"contact": …}` or `{"poll": …}`
+    /// in the API's shape, checked and bounded ([`super::content::parse`]).
+    #[serde(default)]
+    pub content: Option<serde_json::Value>,
 }
 
 /// An event of one browser session.
@@ -256,6 +260,9 @@ struct MessageReport {
     size: Option<f64>,
     /// WhatsApp's `filehash`: base64 of the plaintext's SHA-256.
     filehash: Option<String>,
+    /// Location, contact card or poll fields (see [`super::content`]).
+    #[serde(default)]
+    content: Option<serde_json::Value>,
 }
 
 /// Why a payload was dropped.
@@ -355,7 +362,10 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
                 filename,
                 size,
                 filehash,
+                content,
             } = *m;
+            let kind = kind.unwrap_or_else(|| "chat".to_string());
+            let content = super::content::parse(&kind, content.as_ref());
             vec![EngineEvent::Message(Box::new(InboundMessage {
                 id,
                 chat,
@@ -368,7 +378,7 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
                 from_me,
                 body,
                 caption,
-                kind: kind.unwrap_or_else(|| "chat".to_string()),
+                kind,
                 // WhatsApp timestamps are whole seconds; the cast saturates on nonsense.
                 timestamp: timestamp.filter(|t| t.is_finite()).map(|t| t as i64),
                 quoted_wa_id,
@@ -385,6 +395,7 @@ pub fn parse_report(payload: &str) -> Result<Vec<EngineEvent>, ReportError> {
                     .filter(|n| n.is_finite() && *n >= 0.0)
                     .map(|n| n as u64),
                 sha256: filehash.as_deref().and_then(sha256_hex),
+                content,
             }))]
         }
         Report::Ack { id, ack } => {

@@ -34,6 +34,7 @@ pub mod adapter;
 pub mod chats;
 pub mod config;
 pub mod contacts;
+pub mod content;
 pub mod document;
 pub mod driver;
 pub mod events;

@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod hooks;
+pub mod wa;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

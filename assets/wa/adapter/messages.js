@@ -42,6 +42,35 @@
   }
 
   const text = (v) => (v === undefined || v === null ? null : String(v));
+  const num = (v) => (typeof v === 'number' && isFinite(v) ? v : null);
+
+  // The structured part of a location, contact card or poll, from the model's own fields
+  // (docs/wa-surface.md C1); the worker checks and bounds it.
+  function structured(msg) {
+    switch (msg.type) {
+      case 'location':
+        return { location: { latitude: num(msg.lat), longitude: num(msg.lng), description: text(msg.loc) } };
+      case 'vcard':
+        return { contact: { name: text(msg.vcardFormattedName), vcards: [text(msg.body)] } };
+      case 'multi_vcard':
+        return {
+          contact: {
+            name: null,
+            vcards: (Array.isArray(msg.vcardList) ? msg.vcardList : []).slice(0, 10).map((c) => text(c && c.vcard)),
+          },
+        };
+      case 'poll_creation':
+        return {
+          poll: {
+            name: text(msg.pollName),
+            options: (Array.isArray(msg.pollOptions) ? msg.pollOptions : []).slice(0, 32).map((o) => text(o && o.name)),
+            multiple: msg.pollSelectableOptionsCount !== 1,
+          },
+        };
+      default:
+        return null;
+    }
+  }
 
   function serializeMsg(msg) {
     const id = msg.id || {};
@@ -69,6 +98,7 @@
       filename: msg.filename || null,
       size: typeof msg.size === 'number' ? msg.size : null,
       filehash: typeof msg.filehash === 'string' ? msg.filehash : null,
+      content: structured(msg),
     };
   }
 

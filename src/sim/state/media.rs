@@ -337,6 +337,7 @@ impl super::Sim {
     pub(super) fn inbound_media(
         &mut self,
         m: &super::Inbound,
+        media_type: Option<&'static str>,
         now: u64,
     ) -> Result<Option<super::MsgMedia>, super::PhoneError> {
         use rand::Rng as _;
@@ -368,7 +369,8 @@ impl super::Sim {
         let plain = base64::engine::general_purpose::STANDARD
             .decode(req.data.as_bytes())
             .map_err(|_| bad("media.data is base64"))?;
-        let media_type = media_type_of(mimetype);
+        // The asked type (a voice note is `ptt`, a sticker `sticker`), else the mimetype's.
+        let media_type = media_type.unwrap_or_else(|| media_type_of(mimetype));
         let key: [u8; 32] = self.rng.random();
         let nonce = self.rng.random::<u64>();
         let file = self

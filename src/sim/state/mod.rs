@@ -10,11 +10,13 @@
 //! This module does not know about websockets, HTTP or files. It is split by concern:
 //! [`wire`] (messages and views), `page` (what a page asks), `phone` (the control API),
 //! `addressing` (LIDs and groups), [`media`] (uploads and their checks), `validate`, [`usync`]
-//! (the exists query and the accounts it answers from).
+//! (the exists query and the accounts it answers from), [`content`] (inbound types, structured
+//! messages and quotes in WhatsApp Web's model attributes).
 
 pub mod activity;
 mod addressing;
 pub mod chats;
+pub mod content;
 pub mod groups;
 pub mod media;
 mod page;

@@ -1,6 +1,7 @@
 //! The phone side of the simulated servers (the control API): linking, inbound messages,
 //! unlink, faults, web versions and the devices view.
 
+use super::content;
 use super::*;
 
 impl Sim {
@@ -493,7 +494,32 @@ impl Sim {
                 }
             }
         };
-        let media = self.inbound_media(m, now)?;
+        let mimetype_type = m
+            .media
+            .as_ref()
+            .map(|md| super::media::media_type_of(md.mimetype.trim()));
+        let kind = content::inbound_type(
+            m.kind.as_deref(),
+            m.media.is_some(),
+            mimetype_type,
+            (m.location.is_some(), m.contact.is_some(), m.poll.is_some()),
+        )?;
+        let mut structured = match (&m.location, &m.contact, &m.poll) {
+            (Some(l), _, _) => Some(content::location(l)?),
+            (_, Some(c), _) => Some(content::contact(c)?),
+            (_, _, Some(p)) => Some(content::poll(p)?),
+            _ => None,
+        };
+        if let Some(q) = &m.quoted {
+            let quoted = self.quoted(to, q, &chat, &me)?;
+            let c = structured.get_or_insert_with(|| content::MsgContent {
+                kind: "chat".into(),
+                attrs: Default::default(),
+            });
+            content::add_quoted(&mut c.attrs, &chat, &quoted);
+        }
+        let media_type = m.media.is_some().then(|| content::mms_type(kind));
+        let media = self.inbound_media(m, media_type, now)?;
         self.lids.learn(&sender);
         let key = self.new_msg_id();
         let serialized = match &author {
@@ -510,6 +536,7 @@ impl Sim {
             mapping: m.lid_mapping.then(|| addressing::mapping_of(&sender)),
             ciphertext: m.ciphertext.clone(),
             media: media.map(Box::new),
+            content: structured.map(Box::new),
         };
         self.deliver(to, msg)?;
         let log = self.inbound_log.entry(to.to_owned()).or_default();

@@ -91,7 +91,19 @@ pub fn message_payload(m: &InboundMessage) -> Value {
         "media": media_obj,
         "mimetype": m.mimetype,
         "filename": m.filename,
+        "location": structured(m, "location"),
+        "contact": structured(m, "contact"),
+        "poll": structured(m, "poll"),
     })
+}
+
+/// The `location`, `contact` or `poll` object of a structured message, else null.
+fn structured(m: &InboundMessage, key: &str) -> Value {
+    m.content
+        .as_ref()
+        .and_then(|c| c.get(key))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 /// The worker's download route of a message's media, as the router exposes it.
@@ -148,6 +160,16 @@ mod tests {
             assert_eq!(api_type(wa), api, "{wa}");
             assert!(TYPES.contains(&api_type(wa)));
         }
+    }
+
+    #[test]
+    fn structured_messages_carry_their_object() {
+        let mut m = msg("location");
+        m.content = Some(serde_json::json!({"location": {"latitude": 1.5, "longitude": 2.5}}));
+        let p = message_payload(&m);
+        assert_eq!(p["type"], "location");
+        assert_eq!(p["location"]["latitude"], 1.5);
+        assert!(p["text"].is_null() && p["contact"].is_null() && p["poll"].is_null());
     }
 
     #[test]
