@@ -34,12 +34,16 @@ use super::{SimConfig, SimError};
 use crate::api::{ApiError, recover};
 
 mod activity;
+mod assets;
 mod chats;
 mod contacts;
 mod faults;
 mod groups;
+mod page;
+use assets::*;
 use faults::{FaultsReq, apply_faults, fault_settings};
 pub use faults::{MAX_MISSING_NAMES, MAX_SYNC_DELAY_MS};
+use page::page_conn;
 
 /// Control API bodies are small; media never goes through it.
 pub const MAX_CONTROL_BODY_BYTES: u64 = 64 * 1024;
@@ -52,26 +56,6 @@ const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const MAX_SLOW_LOAD_MS: u64 = 3_600_000;
 /// Upper bound of the reconnect refusal after a dropped socket.
 pub const MAX_REFUSE_MS: u64 = 3_600_000;
-
-const INDEX_HTML: &str = include_str!("../../assets/sim/index.html");
-const PHONE_HTML: &str = include_str!("../../assets/sim/phone.html");
-const RUNTIME_JS: &str = include_str!("../../assets/sim/wa-runtime.js");
-const MODELS_JS: &str = include_str!("../../assets/sim/wa-models.js");
-const MODULES_JS: &str = include_str!("../../assets/sim/wa-modules.js");
-const CHAT_JS: &str = include_str!("../../assets/sim/wa-chat.js");
-const MEDIA_JS: &str = include_str!("../../assets/sim/wa-media.js");
-const CHATS_JS: &str = include_str!("../../assets/sim/wa-chats.js");
-const ACTIONS_JS: &str = include_str!("../../assets/sim/wa-actions.js");
-const EVENTS_JS: &str = include_str!("../../assets/sim/wa-events.js");
-const GROUPS_JS: &str = include_str!("../../assets/sim/wa-groups.js");
-const APP_JS: &str = include_str!("../../assets/sim/wa-app.js");
-/// Stands for the web version in the assets; replaced when they are served.
-const VERSION_PLACEHOLDER: &str = "__SIM_WEB_VERSION__";
-/// Stand for the JSON lists of the `missing_modules` / `missing_members` faults in the runtime.
-const MISSING_MODULES_PLACEHOLDER: &str = "__SIM_MISSING_MODULES__";
-const MISSING_MEMBERS_PLACEHOLDER: &str = "__SIM_MISSING_MEMBERS__";
-/// Stands for whether the runtime is a July-2025 build (fault `legacy_build`).
-const LEGACY_PLACEHOLDER: &str = "__SIM_LEGACY_BUILD__";
 
 /// A simulator started by [`spawn`].
 #[derive(Debug)]
@@ -555,13 +539,6 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .or(self::groups::routes(shared))
 }
 
-/// The text of an asset as served for one web version: every bundle of a version carries that
-/// version (the page's `Debug.VERSION`, the URLs index.html references). `version` is
-/// validated (digits, dots, a lower-case tag), so it is safe in HTML, JS and URLs.
-fn for_version(template: &str, version: &str) -> String {
-    template.replace(VERSION_PLACEHOLDER, version)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WebVersionReq {
@@ -587,97 +564,6 @@ fn web_version(req: WebVersionReq, shared: &Shared) -> warp::reply::Response {
             };
             ApiError::new(status, code, e.to_string()).into_response()
         }
-    }
-}
-
-fn asset(body: impl Into<String>, content_type: &'static str) -> warp::reply::Response {
-    let mut resp = warp::reply::Response::new(body.into().into());
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    // Every load must reach the server so the slow-load fault and new builds always apply.
-    h.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    resp
-}
-
-async fn static_chunk(
-    name: String,
-    query: HashMap<String, String>,
-    shared: Arc<Shared>,
-) -> Result<warp::reply::Response, Rejection> {
-    // `?v=<version>` picks the bundles of that version (any version ever served); without it,
-    // the live one.
-    let version = shared.with(|sim, _| match query.get("v") {
-        Some(v) => sim.web_versions().is_known(v).then(|| v.clone()),
-        None => Some(sim.web_versions().live.clone()),
-    });
-    let Some(version) = version else {
-        return Err(warp::reject::not_found());
-    };
-    let runtime = || {
-        let missing = lock(&shared.missing).clone();
-        for_version(RUNTIME_JS, &version)
-            .replace(
-                MISSING_MODULES_PLACEHOLDER,
-                &serde_json::to_string(&missing.modules).unwrap_or_else(|_| "[]".into()),
-            )
-            .replace(
-                MISSING_MEMBERS_PLACEHOLDER,
-                &serde_json::to_string(&missing.members).unwrap_or_else(|_| "[]".into()),
-            )
-            .replace(
-                LEGACY_PLACEHOLDER,
-                if missing.legacy { "true" } else { "false" },
-            )
-    };
-    let body: String = match name.as_str() {
-        "wa-config.js" => shared.page_config.clone(),
-        "wa-runtime.js" => runtime(),
-        "wa-models.js" => for_version(MODELS_JS, &version),
-        "wa-modules.js" => for_version(MODULES_JS, &version),
-        "wa-chat.js" => for_version(CHAT_JS, &version),
-        "wa-media.js" => for_version(MEDIA_JS, &version),
-        "wa-chats.js" => for_version(CHATS_JS, &version),
-        "wa-actions.js" => for_version(ACTIONS_JS, &version),
-        "wa-events.js" => for_version(EVENTS_JS, &version),
-        "wa-groups.js" => for_version(GROUPS_JS, &version),
-        "wa-app.js" => for_version(APP_JS, &version),
-        _ => return Err(warp::reject::not_found()),
-    };
-    // Registered before reading the setting, so a clear that lands in between still wakes us.
-    let released = shared.release_loads.notified();
-    let delay = *lock(&shared.slow_load_ms);
-    if delay > 0 {
-        // The fault itself: hold the chunk back so the page's modules appear late. Lowering or
-        // clearing the fault releases the requests already held.
-        let _held = HeldLoad::new(&shared.held_loads);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
-            _ = released => {}
-            _ = shared.shutdown.cancelled() => {}
-        }
-    }
-    Ok(asset(body, "text/javascript; charset=utf-8"))
-}
-
-/// Counts a held chunk request for as long as it lives.
-struct HeldLoad<'a>(&'a AtomicUsize);
-
-impl<'a> HeldLoad<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        HeldLoad(counter)
-    }
-}
-
-impl Drop for HeldLoad<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -766,59 +652,4 @@ struct PhoneReq {
 #[derive(Debug, Deserialize)]
 struct PhoneQuery {
     phone: Option<String>,
-}
-
-// === page websocket ===
-
-async fn page_conn(socket: WebSocket, shared: Arc<Shared>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let id = shared.with(|sim, _| sim.connect());
-    lock(&shared.conns).insert(id, tx);
-    let span = tracing::debug_span!("sim_page", conn = id);
-    async {
-        tracing::debug!("page connected");
-        let (mut sink, mut stream) = socket.split();
-        loop {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => {
-                    let _ = sink.send(Message::close()).await;
-                    break;
-                }
-                out = rx.recv() => match out {
-                    Some(Outbound::Text(s)) => {
-                        if sink.send(Message::text(s)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Outbound::Close) | None => {
-                        let _ = sink.send(Message::close()).await;
-                        break;
-                    }
-                },
-                msg = stream.next() => match msg {
-                    Some(Ok(m)) if m.is_text() => {
-                        let parsed = m.to_str().map_err(|_| "not text".to_owned()).and_then(|s| {
-                            serde_json::from_str::<ClientMsg>(s).map_err(|e| e.to_string())
-                        });
-                        match parsed {
-                            Ok(cm) => shared.with(|sim, now| sim.handle(id, cm, now)),
-                            Err(e) => shared.with(|sim, _| sim.protocol_error(id, e)),
-                        }
-                    }
-                    Some(Ok(m)) if m.is_close() => break,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "page websocket error");
-                        break;
-                    }
-                    None => break,
-                },
-            }
-        }
-        tracing::debug!("page disconnected");
-    }
-    .instrument(span)
-    .await;
-    lock(&shared.conns).remove(&id);
-    shared.with(|sim, _| sim.disconnect(id));
 }

@@ -13,6 +13,8 @@
 //! rows in this store move with it ([`handoff`]).
 
 pub mod activity;
+mod engine_sender;
+use engine_sender::EngineSender;
 pub mod handoff;
 pub mod media;
 pub mod payload;
@@ -26,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -539,76 +540,6 @@ impl Messaging {
     }
 }
 
-// === impl EngineSender ===
-
-/// [`MessageSender`] over the engine's session handles.
-struct EngineSender {
-    engine: Option<Arc<dyn EngineAccess>>,
-}
-
-impl MessageSender for EngineSender {
-    async fn send(&self, msg: OutgoingMessage) -> Result<WaMessageId, SendError> {
-        let handle = self
-            .engine
-            .as_ref()
-            .and_then(|e| e.session_handle(&msg.workspace, &msg.session))
-            .ok_or_else(|| SendError::NotReady("session is not running".into()))?;
-        let status = handle.status().status;
-        if status != crate::engine::Status::Working {
-            return Err(SendError::NotReady(format!(
-                "session is {}",
-                status.as_str()
-            )));
-        }
-        // A person types before sending; the pacing config decides how long.
-        if let Some(t) = msg.presence.typing {
-            tokio::time::sleep(t.min(Duration::from_secs(10))).await;
-        }
-        let r = match msg.kind {
-            // Every body since issue 12 names its type: the page adapter sends it as it is.
-            _ if msg.body.get("type").is_some() => handle.send_spec(&msg.to, &msg.body).await,
-            MessageKind::Media => {
-                let media = media_of(&msg.body).map_err(SendError::Rejected)?;
-                handle.send_media(&msg.to, &media).await
-            }
-            _ => {
-                let text = msg.body.get("text").and_then(Value::as_str).unwrap_or("");
-                handle.send_text(&msg.to, text).await
-            }
-        };
-        r.map(|m| WaMessageId(m.id)).map_err(|e| match e {
-            SessionCommandError::WrongStatus(st) => {
-                SendError::NotReady(format!("session is {}", st.as_str()))
-            }
-            SessionCommandError::Gone => SendError::NotReady("session stopped".into()),
-            SessionCommandError::Engine(
-                e @ (crate::engine::EngineError::Invalid(_)
-                | crate::engine::EngineError::Adapter(_)),
-            ) => SendError::Rejected(e.to_string()),
-            SessionCommandError::Engine(e) => SendError::Transient(e.to_string()),
-        })
-    }
-}
-
-/// The engine's media from a stored body `{"media": {"data" (base64), "mimetype", …}}`.
-fn media_of(body: &Value) -> Result<crate::engine::Media, String> {
-    let m = body.get("media").ok_or("no media in the message")?;
-    let data = m
-        .get("data")
-        .and_then(Value::as_str)
-        .ok_or("no media data")?;
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| format!("media data: {e}"))?;
-    let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-    Ok(crate::engine::Media {
-        data: data.into(),
-        mimetype: s("mimetype").unwrap_or_else(|| "application/octet-stream".into()),
-        filename: s("filename"),
-        caption: s("caption"),
-    })
-}
-
 // === the engine host adapter ===
 
 impl EngineAccess for super::engine_host::EngineHost {
@@ -680,148 +611,4 @@ fn status_reason(status: &crate::engine::SessionStatus) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::worker::host::DesiredState;
-
-    #[test]
-    fn status_reason_only_for_failed_and_qr_timeout_stops() {
-        use crate::engine::Status;
-        let mut st = crate::engine::state::Machine::new(
-            crate::engine::state::Timing::default(),
-            crate::engine::state::Now::system(),
-        )
-        .snapshot();
-        let with = |mut st: crate::engine::SessionStatus, status, error: Option<&str>| {
-            st.status = status;
-            st.last_error = error.map(str::to_owned);
-            st
-        };
-        let qr = "qr_timeout: not linked within 300 s; start the session again for a new QR";
-        st = with(st, Status::Stopped, Some(qr));
-        assert_eq!(status_reason(&st), Some(qr));
-        st = with(st, Status::Failed, Some("crashed: oom"));
-        assert_eq!(status_reason(&st), Some("crashed: oom"));
-        // An old error is not news for a stop by command or a recovered session.
-        st = with(st, Status::Stopped, Some("crashed: oom"));
-        assert_eq!(status_reason(&st), None);
-        st = with(st, Status::Working, Some(qr));
-        assert_eq!(status_reason(&st), None);
-        st = with(st, Status::Failed, None);
-        assert_eq!(status_reason(&st), None);
-    }
-
-    fn config(s: &str, pacing: Option<PacingConfig>) -> SessionConfig {
-        SessionConfig {
-            session: SessionId::new(s).unwrap(),
-            webhook: None,
-            webhooks: Vec::new(),
-            metadata: BTreeMap::new(),
-            pacing,
-            desired: DesiredState::Running,
-            created_at_ms: 0,
-            reject_calls: false,
-            media_download: Default::default(),
-        }
-    }
-
-    /// A session's own pacing reaches the send queue, also when it was set before the store
-    /// opened (sessions are restored before a term opens it), and goes away with the session.
-    #[tokio::test]
-    async fn session_pacing_reaches_the_send_queue_across_terms() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = Messaging::from_lookup(0, dir.path().to_path_buf(), |_| None).unwrap();
-        let ws = WorkspaceId::new("acme").unwrap();
-        let own = PacingConfig {
-            interval_ms: 9_000,
-            typing: false,
-            ..PacingConfig::default()
-        };
-        m.on_created(&ws, &config("paced", Some(own.clone())));
-        m.on_created(&ws, &config("plain", None));
-        let paced = SessionId::new("paced").unwrap();
-        let plain = SessionId::new("plain").unwrap();
-
-        m.open().await.unwrap();
-        let queue = m.active().unwrap().sendq.clone();
-        assert_eq!(queue.pacing(&ws, &paced), own);
-        assert_eq!(queue.pacing(&ws, &plain), PacingConfig::default());
-
-        m.on_deleted(&ws, &paced).await;
-        assert_eq!(queue.pacing(&ws, &paced), PacingConfig::default());
-        assert_eq!(m.session_pacing(&ws, &paced), PacingConfig::default());
-        m.close().await;
-    }
-
-    /// The rolling-restart loss (cluster issue, item 8): a worker restarted mid-send finds the
-    /// previous process's events in the outbox as soon as it opens the store, before it has
-    /// restored (and so registered) their sessions. Those events are delivered to the
-    /// session's own webhook from `session.json`, with its metadata, not skipped as "no
-    /// webhook".
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn events_of_sessions_not_restored_yet_reach_their_webhook() {
-        use warp::Filter;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-        let route = warp::post()
-            .and(warp::path!("hook"))
-            .and(warp::body::json())
-            .map(move |body: Value| {
-                let _ = tx.send(body);
-                warp::reply()
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        {
-            let stop = stop.clone();
-            tokio::spawn(
-                warp::serve(route)
-                    .incoming(listener)
-                    .graceful(async move { stop.cancelled().await })
-                    .run(),
-            );
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ws = WorkspaceId::new("acme").unwrap();
-        let s = SessionId::new("default").unwrap();
-        let mut cfg = config("default", None);
-        cfg.webhook = Some(crate::worker::host::WebhookConfig {
-            id: String::new(),
-            url: format!("http://{addr}/hook"),
-            secret: None,
-            events: Vec::new(),
-            headers: BTreeMap::new(),
-        });
-        cfg.metadata.insert("tenant".into(), json!("t-42"));
-        let file = session_file(dir.path(), &ws, &s);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, serde_json::to_vec(&cfg).unwrap()).unwrap();
-
-        let m = Messaging::from_lookup(0, dir.path().to_path_buf(), |_| None).unwrap();
-        m.open().await.unwrap();
-        // No on_created: the session is not restored yet.
-        m.active()
-            .unwrap()
-            .emitter
-            .emit(
-                &ws,
-                &s,
-                events::MESSAGE_SENT,
-                json!({"id": "msg_1"}),
-                now_ms(),
-            )
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("the event reaches the session's webhook")
-            .unwrap();
-        assert_eq!(got["event"], events::MESSAGE_SENT);
-        assert_eq!(got["payload"]["id"], "msg_1");
-        assert_eq!(got["metadata"]["tenant"], "t-42");
-        m.close().await;
-        stop.cancel();
-    }
-}
+mod tests;
