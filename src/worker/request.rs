@@ -15,6 +15,7 @@ use super::host::HostError;
 use super::ownership::Phase;
 use crate::api::ApiError;
 use crate::auth::{AuthError, Authority};
+use crate::engine::{SessionHandle, Status};
 use crate::ids::{SessionId, WorkspaceId};
 
 /// `Retry-After` sent with 503 answers, in seconds.
@@ -242,6 +243,45 @@ pub(crate) fn running_session(
         }));
     }
     Ok((ws, s))
+}
+
+/// `409 not_ready`: the session is `status`, and `what` (a feature, e.g. "groups") needs it
+/// `WORKING`.
+pub(crate) fn not_working(what: &str, status: Status) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_ready",
+        format!(
+            "session is {}; {what} need it WORKING (logged in)",
+            status.as_str()
+        ),
+    )
+}
+
+/// The session's engine handle when it is `WORKING`: what every route that talks to WhatsApp
+/// needs. A host without an engine answers `501` naming `what`; a session the engine does not
+/// run is `404 session_not_found`; any other status `409 not_ready`.
+pub(crate) fn working_session(
+    api: &Api,
+    ws: &WorkspaceId,
+    s: &SessionId,
+    what: &'static str,
+) -> Result<SessionHandle, ApiError> {
+    let engine = api
+        .engine()
+        .ok_or_else(|| host_error(ws, HostError::Unsupported(what)))?;
+    let handle = engine.handle(ws, s).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no session {s} in workspace {ws}"),
+        )
+    })?;
+    let status = handle.status().status;
+    if status != Status::Working {
+        return Err(not_working(what, status));
+    }
+    Ok(handle)
 }
 
 /// Validates a chat id parameter: `<digits>@c.us`, `<digits>@lid` or a group id

@@ -20,9 +20,8 @@ use crate::api::ApiError;
 use crate::engine::contacts::{SERVER_ERROR_PREFIX, UNSUPPORTED_PREFIX};
 use crate::engine::{EngineError, SessionCommandError, SessionHandle, Status};
 use crate::ids::{SessionId, WorkspaceId};
-use crate::worker::host::HostError;
 use crate::worker::layout::now_ms;
-use crate::worker::request::{Api, host_error, parse_phone, running_session};
+use crate::worker::request::{Api, parse_phone, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
@@ -112,32 +111,11 @@ pub(crate) fn working(
     ws: &WorkspaceId,
     s: &SessionId,
 ) -> Result<SessionHandle, ApiError> {
-    let engine = api
-        .engine()
-        .ok_or_else(|| host_error(ws, HostError::Unsupported("contact lookups")))?;
-    let handle = engine.handle(ws, s).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            format!("no session {s} in workspace {ws}"),
-        )
-    })?;
-    let status = handle.status().status;
-    if status != Status::Working {
-        return Err(not_working(status));
-    }
-    Ok(handle)
+    crate::worker::request::working_session(api, ws, s, "contact lookups")
 }
 
 fn not_working(status: Status) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "not_ready",
-        format!(
-            "session is {}; lookups need it WORKING (logged in)",
-            status.as_str()
-        ),
-    )
+    crate::worker::request::not_working("contact lookups", status)
 }
 
 /// The documented error for a failed lookup.

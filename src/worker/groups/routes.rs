@@ -24,8 +24,7 @@ use crate::engine::contacts::{SERVER_ERROR_PREFIX, UNSUPPORTED_PREFIX};
 use crate::engine::groups::ParticipantAction;
 use crate::engine::{EngineError, SessionCommandError, SessionHandle, Status};
 use crate::ids::{SessionId, WorkspaceId};
-use crate::worker::host::HostError;
-use crate::worker::request::{Api, host_error, parse_group_id, running_session};
+use crate::worker::request::{Api, parse_group_id, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
@@ -121,32 +120,11 @@ pub fn routes(
 /// The handle of a WORKING session: 501 without a browser host, 404 for no such session, 409
 /// `not_ready` while it is not logged in.
 fn working(api: &Api, ws: &WorkspaceId, s: &SessionId) -> Result<SessionHandle, ApiError> {
-    let engine = api
-        .engine()
-        .ok_or_else(|| host_error(ws, HostError::Unsupported("groups")))?;
-    let handle = engine.handle(ws, s).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            format!("no session {s} in workspace {ws}"),
-        )
-    })?;
-    let status = handle.status().status;
-    if status != Status::Working {
-        return Err(not_working(status));
-    }
-    Ok(handle)
+    crate::worker::request::working_session(api, ws, s, "groups")
 }
 
 fn not_working(status: Status) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "not_ready",
-        format!(
-            "session is {}; groups need it WORKING (logged in)",
-            status.as_str()
-        ),
-    )
+    crate::worker::request::not_working("groups", status)
 }
 
 fn group_not_found(id: &str) -> ApiError {

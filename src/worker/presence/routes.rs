@@ -14,8 +14,7 @@ use crate::api::ApiError;
 use crate::engine::activity::valid_chat;
 use crate::engine::{EngineError, SessionCommandError, SessionHandle, Status};
 use crate::ids::{SessionId, WorkspaceId};
-use crate::worker::host::HostError;
-use crate::worker::request::{Api, host_error, running_session};
+use crate::worker::request::{Api, running_session};
 
 /// Largest subscribe body.
 pub const MAX_BODY_BYTES: u64 = 4096;
@@ -54,32 +53,11 @@ fn parse_body(body: &[u8]) -> Result<String, ApiError> {
 }
 
 fn not_working(status: Status) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "not_ready",
-        format!(
-            "session is {}; presence needs it WORKING (logged in)",
-            status.as_str()
-        ),
-    )
+    crate::worker::request::not_working("presence", status)
 }
 
 fn working(api: &Api, ws: &WorkspaceId, s: &SessionId) -> Result<SessionHandle, ApiError> {
-    let engine = api
-        .engine()
-        .ok_or_else(|| host_error(ws, HostError::Unsupported("presence")))?;
-    let handle = engine.handle(ws, s).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            format!("no session {s} in workspace {ws}"),
-        )
-    })?;
-    let status = handle.status().status;
-    if status != Status::Working {
-        return Err(not_working(status));
-    }
-    Ok(handle)
+    crate::worker::request::working_session(api, ws, s, "presence")
 }
 
 async fn subscribe(
