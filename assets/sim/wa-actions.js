@@ -3,7 +3,8 @@
  * Web's own action modules (docs/wa-surface.md, "Send types"): a reaction
  * (WAWebSendReactionMsgAction.sendReactionToMsg), an edit (WAWebSendMessageEditAction
  * .sendMessageEdit), delete for everyone (WAWebChatSendMessages.sendRevokeMsgs) and forwarding
- * (WAWebForwardMessagesToChat.forwardMessagesToChats).
+ * (WAWebForwardMessagesToChat.forwardMessagesToChats); and the link preview a text gets
+ * (WAWebLinkPreviewChatAction.getLinkPreview, the phone's minimal answer).
  *
  * As in WhatsApp, a reaction, an edit and a revoke are messages of their own on the wire (their
  * own key, addressed like any message of the chat) that never join the message collection: the
@@ -90,6 +91,25 @@
           });
         });
       }));
+    };
+  });
+
+  __d('WAWebLinkPreviewChatAction', [], function (t, require, r, o, a, i, l) {
+    // getLinkPreview(link, chat): link is WALinkify.findLink's {url, domain}. WhatsApp asks the
+    // primary phone and, when it has nothing richer, builds the minimal preview
+    // (WAWebGenMinimalLinkPreviewChatAction through WAWebLinkPreviewUtils.genLinkPreview):
+    // {url, data: {matchedText: url, title: domain, description: url, richPreviewType: 0 (NONE),
+    // doNotPlayInline: true}}. The simulated phone fetches nothing, so it is always that one;
+    // null for a missing or non-http(s) link, as WhatsApp gives for what it cannot preview.
+    l.getLinkPreview = function (link, chat) {
+      var url = link && typeof link.url === 'string' ? link.url : '';
+      var domain;
+      try { domain = link.domain || new URL(url).hostname; } catch (e) { return Promise.resolve(null); }
+      if (!/^https?:\/\//i.test(url) || url.length > 2048) return Promise.resolve(null);
+      return Promise.resolve({
+        url: url,
+        data: { matchedText: url, title: domain, description: url, richPreviewType: 0, doNotPlayInline: true },
+      });
     };
   });
 

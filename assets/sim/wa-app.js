@@ -264,11 +264,14 @@
 
   function inboundAttrs(m, key, type) {
     var chat = WF.createWid(m.chat);
+    var me = WF.createWid(m.me);
     var attrs = {
-      id: key, from: chat, to: WF.createWid(m.me), author: m.author ? WF.createWid(m.author) : undefined,
+      id: key, from: chat, to: me, author: m.author ? WF.createWid(m.author) : undefined,
       body: type === 'ciphertext' ? undefined : m.body, type: type, t: m.ts, ack: 1,
       isNewMsg: true, self: 'in', local: false, notifyName: m.notify || '',
     };
+    // Written on the phone itself: the linked device gets it as its own, from me to the chat.
+    if (m.from_me) Object.assign(attrs, { from: me, to: chat, self: 'out', notifyName: '' });
     // A media message carries what the sender's upload produced (WhatsApp's field names); the
     // file itself stays on the media server until WAWebDownloadManager fetches it.
     if (m.media && type !== 'ciphertext') {
@@ -294,14 +297,14 @@
     if (!internal.mePn) return;
     if (m.mapping) learn(m.mapping.pn, m.mapping.lid);
     var MsgKey = require('WAWebMsgKey');
-    var key = new MsgKey({ fromMe: false, remote: m.chat, id: m.id, participant: m.author });
+    var key = new MsgKey({ fromMe: !!m.from_me, remote: m.chat, id: m.id, participant: m.author });
     if (C.Msg.get(key)) return;
     var chat;
     try { chat = C.Chat.__simEnsure(m.chat).chat; } catch (e) { console.error('inbound for an unknown chat', m.chat, e); return; }
     if (m.author) C.Contact.__simEnsure(WF.createWid(m.author));
     var ct = m.ciphertext;
     var msg = C.Msg.add(inboundAttrs(m, key, ct ? 'ciphertext' : 'chat'));
-    chat.set({ unreadCount: (chat.unreadCount || 0) + 1, t: m.ts });
+    chat.set(m.from_me ? { t: m.ts } : { unreadCount: (chat.unreadCount || 0) + 1, t: m.ts });
     if (!ct) return;
     // Decrypted later: the same model changes type, or the placeholder is deleted and a fresh
     // model with the same id is added (both paths exist in WhatsApp).

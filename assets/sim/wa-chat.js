@@ -22,7 +22,7 @@
       'caption', 'mimetype', 'filename', 'ack', 'local', 'self', 'notifyName', 'size', 'filehash',
       'encFilehash', 'mediaKey', 'mediaKeyTimestamp', 'directPath', 'deprecatedMms3Url',
       'streamingSidecar', 'firstFrameSidecar', 'isViewOnce', 'revokeSender', 'protocolMessageKey',
-      'quotedMsg', 'quotedStanzaID', 'quotedParticipant', 'mentionedJidList', 'isForwarded',
+      'quotedMsg', 'quotedStanzaID', 'quotedParticipant', 'quotedRemoteJid', 'mentionedJidList', 'isForwarded',
       'forwardingScore', 'recipients'];
     // Structured messages and edits (issue 12): location, contact card, poll, the latest edit.
     MSG_PROPS.push('lat', 'lng', 'loc', 'vcardFormattedName', 'pollName', 'pollOptions',
@@ -193,6 +193,11 @@
         if (typeof data.body !== 'string') throw new Error('addAndSendMsgToChat: body must be a string');
         wire.body = data.body;
         if (typeof data.matchedText === 'string') wire.matchedText = data.matchedText;
+        // A link preview (WAWebLinkPreviewChatAction's data spread into the message).
+        ['title', 'description', 'canonicalUrl'].forEach(function (f) {
+          if (typeof data[f] === 'string') wire[f] = data[f];
+        });
+        if (data.subtype === 'url') wire.subtype = 'url';
       } else if (type === 'location') {
         wire.lat = data.lat; wire.lng = data.lng;
         if (data.loc != null) wire.loc = String(data.loc);

@@ -332,15 +332,17 @@ impl super::Sim {
                 "quoted names a message of another chat",
             ));
         }
-        let known = if from_me {
-            self.sent
-                .get(to)
-                .is_some_and(|l| l.iter().any(|s| s.view.id == wa_id))
-        } else {
-            self.inbound_log
-                .get(to)
-                .is_some_and(|l| l.iter().any(|(id, _)| id == wa_id))
-        };
+        // Our own messages are the ones a linked device sent or the phone wrote itself.
+        let in_log = self
+            .inbound_log
+            .get(to)
+            .is_some_and(|l| l.iter().any(|(id, _)| id == wa_id));
+        let known = in_log
+            || (from_me
+                && self
+                    .sent
+                    .get(to)
+                    .is_some_and(|l| l.iter().any(|s| s.view.id == wa_id)));
         if !known {
             return Err(PhoneError::NotFound(
                 "unknown_message",

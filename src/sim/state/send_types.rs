@@ -59,6 +59,34 @@ pub struct OutExtras {
     /// The message a protocol message acts on.
     #[serde(rename = "protocolMessageKey", default)]
     pub protocol_message_key: Option<String>,
+    /// A text's link preview: the URL as it stands in the text.
+    #[serde(rename = "matchedText", default)]
+    pub matched_text: Option<String>,
+    /// A link preview's title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A link preview's description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A link preview's canonical URL, when the preview names one.
+    #[serde(rename = "canonicalUrl", default)]
+    pub canonical_url: Option<String>,
+}
+
+/// A text's link preview as `/sim/messages` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPreviewView {
+    /// The URL as it stands in the text (`matchedText`).
+    pub url: String,
+    /// Title (the domain in the phone's minimal preview).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub title: Option<String>,
+    /// Description (the URL in the minimal preview).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub description: Option<String>,
+    /// Canonical URL, when given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub canonical_url: Option<String>,
 }
 
 /// A poll as `/sim/messages` shows it.
@@ -130,6 +158,9 @@ pub struct SendExtras {
     /// Revokes (delete for everyone): the target.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub revoked: Option<String>,
+    /// A text's link preview.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link_preview: Option<LinkPreviewView>,
     /// Voice notes.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ptt: Option<bool>,
@@ -163,6 +194,34 @@ fn bounded(field: &str, s: &Option<String>, max: usize) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// A text's link preview, checked as the server would: the matched URL is an http(s) URL that
+/// stands in the text, and every field is bounded.
+fn link_preview(x: &OutExtras, body: Option<&str>) -> Result<Option<LinkPreviewView>, String> {
+    let Some(url) = &x.matched_text else {
+        if x.title.is_some() || x.description.is_some() || x.canonical_url.is_some() {
+            return Err("a link preview needs matchedText".into());
+        }
+        return Ok(None);
+    };
+    bounded("matchedText", &x.matched_text, 2048)?;
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err("matchedText must be an http(s) URL".into());
+    }
+    if !body.is_some_and(|b| b.contains(url.as_str())) {
+        return Err("matchedText must stand in the text".into());
+    }
+    bounded("title", &x.title, 1024)?;
+    bounded("description", &x.description, 4096)?;
+    bounded("canonicalUrl", &x.canonical_url, 2048)?;
+    Ok(Some(LinkPreviewView {
+        url: url.clone(),
+        title: x.title.clone(),
+        description: x.description.clone(),
+        canonical_url: x.canonical_url.clone(),
+    }))
 }
 
 impl Sim {
@@ -207,6 +266,7 @@ impl Sim {
             return Err("mentionedJidList must hold user ids".into());
         }
         match kind {
+            "chat" => out.link_preview = link_preview(x, m.body.as_deref())?,
             "location" => {
                 let (Some(lat), Some(lng)) = (&x.lat, &x.lng) else {
                     return Err("a location needs lat and lng".into());
@@ -324,5 +384,31 @@ mod tests {
         assert_eq!(audio_codec(b"ID3\x04\0"), Some("mp3"));
         assert_eq!(audio_codec(&[0xFF, 0xFB, 0x90]), Some("mp3"));
         assert_eq!(audio_codec(b"RIFF\0\0\0\0WAVE"), None);
+    }
+
+    #[test]
+    fn link_previews_must_match_the_text_and_be_bounded() {
+        let x = |m: &str, t: Option<&str>| OutExtras {
+            matched_text: Some(m.into()),
+            title: t.map(Into::into),
+            ..OutExtras::default()
+        };
+        let body = Some("see https://example.com/a?b=1 now");
+        let ok = link_preview(&x("https://example.com/a?b=1", Some("example.com")), body)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.url, "https://example.com/a?b=1");
+        assert_eq!(ok.title.as_deref(), Some("example.com"));
+        assert_eq!(link_preview(&OutExtras::default(), body), Ok(None));
+        assert!(link_preview(&x("https://other.example/", None), body).is_err());
+        assert!(
+            link_preview(&x("ftp://example.com/a", None), Some("ftp://example.com/a")).is_err()
+        );
+        assert!(link_preview(&x("https://example.com/a?b=1", Some("")), body).is_err());
+        let orphan = OutExtras {
+            title: Some("t".into()),
+            ..OutExtras::default()
+        };
+        assert!(link_preview(&orphan, body).is_err());
     }
 }

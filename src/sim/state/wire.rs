@@ -386,6 +386,10 @@ pub enum ServerMsg {
         /// WhatsApp Web's model attributes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         content: Option<Box<super::content::MsgContent>>,
+        /// Sent by the phone itself (another of the account's devices): the key is `fromMe`,
+        /// `author` (in a group) is me.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        from_me: bool,
     },
     /// An earlier inbound message was revoked by its sender.
     Revoke {

@@ -192,6 +192,11 @@ pub struct Inbound {
     /// The `wa_id` of an earlier message of the same chat that this one replies to.
     #[serde(default)]
     pub quoted: Option<String>,
+    /// The phone itself wrote this, in the chat with `from` or in `group` (no `author`): its
+    /// linked devices receive it as their own message (`fromMe`), as WhatsApp's multi-device
+    /// sync gives a message sent on the phone.
+    #[serde(default)]
+    pub from_me: bool,
 }
 
 /// The `media` of `POST /sim/inbound`.
