@@ -45,6 +45,12 @@ use faults::{FaultsReq, apply_faults, fault_settings};
 pub use faults::{MAX_MISSING_NAMES, MAX_SYNC_DELAY_MS};
 use page::page_conn;
 
+mod control;
+use control::{
+    LinkReq, PairReq, PasskeyReq, PhoneQuery, PhoneReq, RevokeReq, WebVersionReq, json_body,
+    json_body_up_to, link_reply, phone_error, reply, web_version,
+};
+
 /// Control API bodies are small; media never goes through it.
 pub const MAX_CONTROL_BODY_BYTES: u64 = 64 * 1024;
 /// `/sim/inbound` may carry a file (`media.data`, base64 of at most `MAX_MEDIA_BYTES`).
@@ -512,144 +518,47 @@ fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(with)
         .map(|req: FaultsReq, shared: Arc<Shared>| apply_faults(req, &shared));
 
-    index
-        .or(phone)
-        .or(statics)
-        .or(health)
-        .or(ws)
-        .or(link)
-        .or(pair)
-        .or(inbound)
-        .or(revoke)
-        .or(groups)
-        .or(passkey)
-        .or(lid)
-        .or(upload)
-        .or(download)
-        .or(messages)
-        .or(unlink)
-        .or(devices)
-        .or(faults_get)
-        .or(faults_post)
-        .or(web_version_get)
-        .or(web_version_post)
-        .or(contacts::routes(shared.clone()))
-        .or(chats::routes(shared.clone()))
-        .or(activity::routes(shared.clone()))
-        .or(self::groups::routes(shared))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebVersionReq {
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    retire: Option<Vec<String>>,
-}
-
-fn web_version(req: WebVersionReq, shared: &Shared) -> warp::reply::Response {
-    let retire = req.retire.unwrap_or_default();
-    if req.version.is_none() && retire.is_empty() {
-        return ApiError::bad_request("invalid_body", "give version and/or retire").into_response();
+    // Boxed one by one (see `boxed`): the unboxed chain was one enormous nested type.
+    let rest = [
+        boxed(phone),
+        boxed(statics),
+        boxed(health),
+        boxed(ws),
+        boxed(link),
+        boxed(pair),
+        boxed(inbound),
+        boxed(revoke),
+        boxed(groups),
+        boxed(passkey),
+        boxed(lid),
+        boxed(upload),
+        boxed(download),
+        boxed(messages),
+        boxed(unlink),
+        boxed(devices),
+        boxed(faults_get),
+        boxed(faults_post),
+        boxed(web_version_get),
+        boxed(web_version_post),
+        boxed(contacts::routes(shared.clone())),
+        boxed(chats::routes(shared.clone())),
+        boxed(activity::routes(shared.clone())),
+        boxed(self::groups::routes(shared)),
+    ];
+    let mut all = boxed(index);
+    for route in rest {
+        all = all.or(route).unify().boxed();
     }
-    match shared.with(|sim, _| sim.set_web_versions(req.version.as_deref(), &retire)) {
-        Ok(v) => warp::reply::json(&v).into_response(),
-        Err(e) => {
-            let (status, code) = match &e {
-                VersionError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_version"),
-                VersionError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_version"),
-                VersionError::Conflict(code, _) => (StatusCode::CONFLICT, *code),
-                VersionError::TooMany => (StatusCode::CONFLICT, "too_many_versions"),
-            };
-            ApiError::new(status, code, e.to_string()).into_response()
-        }
-    }
+    all
 }
 
-fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+/// A route with its answer as a plain response, boxed: chaining boxed filters keeps the
+/// composed type small (type-checking a long chain of unboxed warp filters costs minutes);
+/// at run time it is one indirect call per route tried.
+fn boxed<F, R>(f: F) -> warp::filters::BoxedFilter<(warp::reply::Response,)>
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply + 'static,
 {
-    json_body_up_to(MAX_CONTROL_BODY_BYTES)
-}
-
-/// A JSON body of at most `limit` bytes.
-fn json_body_up_to<T: DeserializeOwned + Send>(
-    limit: u64,
-) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(limit)
-        .and(warp::body::bytes())
-        .and_then(|bytes: bytes::Bytes| async move {
-            serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                warp::reject::custom(ApiError::bad_request("invalid_body", e.to_string()))
-            })
-        })
-}
-
-/// 200 with the link, or 202 `{"passkey": "pending", "phone"}` while passkey linking holds it.
-fn link_reply(r: Result<LinkOutcome, PhoneError>) -> warp::reply::Response {
-    match r {
-        Ok(o @ LinkOutcome::Passkey { .. }) => {
-            warp::reply::with_status(warp::reply::json(&o), StatusCode::ACCEPTED).into_response()
-        }
-        other => reply(other),
-    }
-}
-
-fn reply<T: serde::Serialize>(r: Result<T, PhoneError>) -> warp::reply::Response {
-    match r {
-        Ok(v) => warp::reply::json(&v).into_response(),
-        Err(e) => phone_error(e).into_response(),
-    }
-}
-
-fn phone_error(e: PhoneError) -> ApiError {
-    match e {
-        PhoneError::Invalid(code, m) => ApiError::bad_request(code, m),
-        PhoneError::NotFound(code, m) => ApiError::new(StatusCode::NOT_FOUND, code, m),
-        PhoneError::Conflict(code, m) => ApiError::new(StatusCode::CONFLICT, code, m),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkReq {
-    qr: String,
-    phone: String,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PairReq {
-    phone: String,
-    code: String,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeReq {
-    from: String,
-    to: String,
-    wa_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasskeyReq {
-    phone: String,
-    action: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PhoneReq {
-    phone: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct PhoneQuery {
-    phone: Option<String>,
+    f.map(|r: R| r.into_response()).boxed()
 }

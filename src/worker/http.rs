@@ -1,7 +1,7 @@
 //! The worker's HTTP surface (warp): the composition root of its routes. Health, readiness,
-//! metrics and the state endpoint live here; the resources have their own modules
-//! ([`super::session_routes`], [`super::messaging::routes`], [`super::profile_routes`],
-//! [`super::fleet_api`], [`super::contacts::routes`]) over the shared request layer ([`super::request`]), so no route module
+//! metrics and the state endpoint live here; the resources have their own modules (sessions,
+//! messages, media, chats, contacts, LIDs, groups, presence, webhooks, profiles, the fleet list:
+//! see [`super`]) over the shared request layer ([`super::request`]), so no route module
 //! depends on this one.
 //!
 //! Every answer carries `X-Wafleet-Shard: K`. A workspace route answers, in this order:
@@ -21,6 +21,9 @@ use crate::api::{MAX_BODY_BYTES, recover};
 
 /// The header naming the shard that answered.
 pub const SHARD_HEADER: &str = "x-wafleet-shard";
+
+/// One route (or group of routes) of the worker, boxed.
+type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 /// All routes, with the JSON rejection handler and the shard header applied.
 pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let shard = api.shared.shard;
@@ -57,41 +60,35 @@ pub fn filters(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infalli
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
-        .and_then(super::messaging::routes::create_session);
-    healthz
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(state)
-        .unify()
-        .or(create)
-        .unify()
-        .or(super::session_routes::routes(api.clone()))
-        .unify()
-        .or(super::messaging::routes::routes(api.clone()))
-        .unify()
-        .or(super::profile_routes::routes(api.clone()))
-        .unify()
-        .or(super::fleet_api::routes(api.clone()))
-        .unify()
-        .or(super::contacts::routes::routes(api.clone()))
-        .unify()
-        .or(super::settings::routes::routes(api.clone()))
-        .unify()
-        .or(super::contacts::list::routes(api.clone()))
-        .unify()
-        .or(super::contacts::actions::routes(api.clone()))
-        .unify()
-        .or(super::chats::routes::routes(api.clone()))
-        .unify()
-        .or(super::presence::routes::routes(api.clone()))
-        .unify()
-        .or(super::groups::routes::routes(api.clone()))
-        .unify()
-        .or(super::media::routes::routes(api.clone()))
-        .unify()
-        .recover(recover)
+        .and_then(super::session_routes::create::create);
+    // Every route is boxed before it joins the chain: a chain of twenty-odd unboxed warp
+    // filters is one enormous nested type, and type-checking it was most of the crate's
+    // compile time. At run time a boxed filter costs one indirect call per route tried.
+    let rest: Vec<Route> = vec![
+        readyz.boxed(),
+        metrics.boxed(),
+        state.boxed(),
+        create.boxed(),
+        super::session_routes::routes(api.clone()).boxed(),
+        super::messaging::routes::routes(api.clone()).boxed(),
+        super::profile_routes::routes(api.clone()).boxed(),
+        super::fleet_api::routes(api.clone()).boxed(),
+        super::contacts::routes::routes(api.clone()).boxed(),
+        super::lids::routes(api.clone()).boxed(),
+        super::webhooks::routes(api.clone()).boxed(),
+        super::settings::routes::routes(api.clone()).boxed(),
+        super::contacts::list::routes(api.clone()).boxed(),
+        super::contacts::actions::routes(api.clone()).boxed(),
+        super::chats::routes::routes(api.clone()).boxed(),
+        super::presence::routes::routes(api.clone()).boxed(),
+        super::groups::routes::routes(api.clone()).boxed(),
+        super::media::routes::routes(api).boxed(),
+    ];
+    let mut all: Route = healthz.boxed();
+    for route in rest {
+        all = all.or(route).unify().boxed();
+    }
+    all.recover(recover)
         .unify()
         .map(move |mut resp: warp::reply::Response| {
             resp.headers_mut()

@@ -15,10 +15,13 @@
 //! * [`driver`]: the async shell: terms, actions, published status.
 //! * [`http`]: the composition root of the warp routes (health, readiness, metrics, state);
 //!   the resources each have a module over the shared request layer [`request`]:
-//!   [`session_routes`], [`messaging`] (messages, webhooks, events), [`profile_routes`] (profile
-//!   import/export) and [`fleet_api`] (`GET /v1/sessions`, every session this worker hosts; the
-//!   router's fleet-wide list fans out to it), [`contacts`] ("is this number on WhatsApp?",
-//!   LID ↔ phone number, with their cache and rate limit).
+//!   [`session_routes`] (sessions, with create's idempotency), [`settings`] (a session's
+//!   `PATCH`), [`messaging`] (messages and the event stream), [`media`], [`chats`],
+//!   [`contacts`] ("is this number on WhatsApp?", with its cache and rate limit, the contact
+//!   list and actions), [`lids`] (LID ↔ phone number), [`groups`], [`presence`], [`webhooks`]
+//!   (dead letters and replay), [`profile_routes`] (profile import/export) and [`fleet_api`]
+//!   (`GET /v1/sessions`, every session this worker hosts; the router's fleet-wide list fans
+//!   out to it).
 //! * [`owner`]: owner records on the shared volume (shard holder with its lease, profile owner)
 //!   and the checks on them: the takeover of a dead predecessor's session, the profile check
 //!   before a browser starts; [`guard`]: the browser guard process that kills this worker's
@@ -40,6 +43,7 @@ pub mod guard;
 pub mod host;
 pub mod http;
 pub mod layout;
+pub mod lids;
 pub mod media;
 pub mod messaging;
 pub mod owner;
@@ -50,6 +54,7 @@ pub mod profile_routes;
 pub mod request;
 pub mod session_routes;
 pub mod settings;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Session routes (DESIGN §7): list, get, create, delete, lifecycle actions, QR and pairing
-//! code. The idempotent wrapper of create lives with the other idempotent route
-//! ([`super::messaging::routes::create_session`]) and calls [`create_session`] here.
+//! code. Create is served through [`create::create`] (webhook allow-list and `Idempotency-Key`
+//! around [`create_session`] here).
 
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,8 @@ use super::request::{
 };
 use crate::api::{ApiError, MAX_BODY_BYTES};
 use crate::ids::{SessionId, WorkspaceId};
+
+pub mod create;
 
 /// The body of `POST /v1/workspaces/{ws}/sessions`.
 // Unknown fields are ignored so clients written against a later API (engine options) keep

@@ -1,11 +1,10 @@
-//! The contact routes (docs/api.md "Contacts and LIDs"):
+//! The contact lookup route (docs/api.md "Contacts and LIDs"), and the path-segment decoding
+//! and lookup errors the LID routes ([`crate::worker::lids`]) and chat routes share:
 //!
 //! * `GET /v1/workspaces/{ws}/sessions/{s}/contacts/{phone}/exists` →
-//!   `{"exists", "wa_id", "lid"}`, cached and rate-limited per session ([`super::Lookups`]);
-//! * `GET …/sessions/{s}/lids/{lid}` → `{"lid", "pn"}` and `GET …/sessions/{s}/lids/pn/{phone}`
-//!   → `{"pn", "lid"}`, from WhatsApp Web's own mapping; `404 lid_not_found` when it has none.
+//!   `{"exists", "wa_id", "lid"}`, cached and rate-limited per session ([`super::Lookups`]).
 //!
-//! Each starts with the worker's gate for a per-session route (ids, token, readiness,
+//! It starts with the worker's gate for a per-session route (ids, token, readiness,
 //! ownership), then validates its parameter, then needs the session WORKING (`409 not_ready`,
 //! as every other command to a session that is not logged in).
 
@@ -33,7 +32,7 @@ fn reject(e: ApiError) -> warp::Rejection {
     warp::reject::custom(e)
 }
 
-/// The contact routes, with the lookup state they share (settings from the environment,
+/// The exists route, with the lookup state it keeps (settings from the environment,
 /// [`ContactsConfig::from_lookup`]).
 pub fn routes(
     api: Api,
@@ -44,26 +43,12 @@ pub fn routes(
     let with = warp::any().map(move || api.clone());
     let with_lookups = warp::any().map(move || lookups.clone());
     let auth = warp::header::optional::<String>("authorization");
-    let exists = warp::path!(
-        "v1" / "workspaces" / String / "sessions" / String / "contacts" / String / "exists"
-    )
-    .and(warp::get())
-    .and(with.clone())
-    .and(with_lookups)
-    .and(auth)
-    .and_then(exists);
-    let lid = warp::path!("v1" / "workspaces" / String / "sessions" / String / "lids" / String)
+    warp::path!("v1" / "workspaces" / String / "sessions" / String / "contacts" / String / "exists")
         .and(warp::get())
-        .and(with.clone())
+        .and(with)
+        .and(with_lookups)
         .and(auth)
-        .and_then(phone_for_lid);
-    let pn =
-        warp::path!("v1" / "workspaces" / String / "sessions" / String / "lids" / "pn" / String)
-            .and(warp::get())
-            .and(with)
-            .and(auth)
-            .and_then(lid_for_phone);
-    exists.or(pn).unify().or(lid).unify()
+        .and_then(exists)
 }
 
 /// A path segment as clients send it: `+` may arrive as `%2B`, spaces as `%20`, `@` as `%40`.
@@ -88,20 +73,6 @@ pub(crate) fn decode_segment(raw: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Validates a LID parameter: `<digits>@lid` or the bare digits (5 to 64); answers `<digits>@lid`.
-pub fn parse_lid(raw: &str) -> Result<String, ApiError> {
-    let decoded = decode_segment(raw);
-    let user = decoded.strip_suffix("@lid").unwrap_or(&decoded);
-    if (5..=64).contains(&user.len()) && user.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(format!("{user}@lid"))
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_lid",
-            "lid must be <digits>@lid (5 to 64 digits)",
-        ))
-    }
 }
 
 /// The handle of a WORKING session: 501 without a browser host, 404 for no such session, 409
@@ -204,45 +175,6 @@ async fn exists(
     Ok(resp)
 }
 
-fn lid_not_found(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "lid_not_found",
-        format!("WhatsApp Web knows no LID mapping for {what}"),
-    )
-}
-
-async fn phone_for_lid(ws: String, s: String, lid: String, api: Api, auth: Option<String>) -> Resp {
-    let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(reject)?;
-    let lid = parse_lid(&lid).map_err(reject)?;
-    let handle = working(&api, &ws, &s).map_err(reject)?;
-    let pn = handle
-        .phone_for_lid(&lid)
-        .await
-        .map_err(|e| reject(lookup_error(&ws, &s, e)))?
-        .ok_or_else(|| reject(lid_not_found(&lid)))?;
-    Ok(warp::reply::json(&json!({ "lid": lid, "pn": pn })).into_response())
-}
-
-async fn lid_for_phone(
-    ws: String,
-    s: String,
-    phone: String,
-    api: Api,
-    auth: Option<String>,
-) -> Resp {
-    let (ws, s) = running_session(&api, &ws, &s, auth.as_deref()).map_err(reject)?;
-    let digits = parse_phone(&decode_segment(&phone)).map_err(reject)?;
-    let handle = working(&api, &ws, &s).map_err(reject)?;
-    let pn = format!("{digits}@c.us");
-    let lid = handle
-        .lid_for_phone(&digits)
-        .await
-        .map_err(|e| reject(lookup_error(&ws, &s, e)))?
-        .ok_or_else(|| reject(lid_not_found(&pn)))?;
-    Ok(warp::reply::json(&json!({ "pn": pn, "lid": lid })).into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,28 +188,5 @@ mod tests {
         assert_eq!(decode_segment("9%4"), "9%4");
         assert!(parse_phone(&decode_segment("%2B4915550002")).is_ok());
         assert!(parse_phone(&decode_segment("..%2F..%2Fetc")).is_err());
-    }
-
-    #[test]
-    fn lids_are_digits_at_lid() {
-        assert_eq!(
-            parse_lid("123456789012345@lid").unwrap(),
-            "123456789012345@lid"
-        );
-        assert_eq!(
-            parse_lid("123456789012345%40lid").unwrap(),
-            "123456789012345@lid"
-        );
-        assert_eq!(parse_lid("123456789012345").unwrap(), "123456789012345@lid");
-        for bad in [
-            "",
-            "1234@lid",
-            "12345@c.us",
-            "abcde@lid",
-            "12345-678@lid",
-            "pn",
-        ] {
-            assert!(parse_lid(bad).is_err(), "{bad}");
-        }
     }
 }

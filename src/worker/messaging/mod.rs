@@ -67,8 +67,9 @@ pub trait EngineAccess: Send + Sync + 'static {
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// The pieces that live while the shard lock is held.
-struct Active {
-    store: Store,
+pub(crate) struct Active {
+    /// The shard store (the webhook and create routes read it too).
+    pub(crate) store: Store,
     emitter: Emitter,
     sendq: Arc<SendQueue<EngineSender>>,
     stop: CancellationToken,

@@ -4,7 +4,8 @@
 //! * `POST /v1/workspaces/{ws}/sessions/{s}/messages` (+ `Idempotency-Key`) → 202
 //! * `GET  /v1/workspaces/{ws}/sessions/{s}/messages/{id}`
 //! * `GET  /v1/workspaces/{ws}/sessions/{s}/events` (SSE, `Last-Event-ID`)
-//! * `GET  /v1/workspaces/{ws}/webhooks/dead`, `POST …/webhooks/dead/{id}/replay`
+//!
+//! (A workspace's dead letters are [`crate::worker::webhooks`].)
 //!
 //! Every route starts with the worker's gate (id validation, token, readiness, ownership) and
 //! answers `503 messaging_unavailable` while the shard store is not open.
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use http::{HeaderValue, StatusCode};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use warp::{Filter, Reply};
 
@@ -26,172 +26,8 @@ use crate::store::{
 };
 use crate::worker::request::{Api, gate, host_error, unavailable};
 
-/// Every route of the worker and the router: `(method, path template, who serves it)`, where
-/// "who" is `"worker"`, `"router"` or `"both"` (workspace routes are served by the worker and
-/// forwarded by the router).
-pub const ROUTES: &[(&str, &str, &str)] = &[
-    ("GET", "/healthz", "both"),
-    ("GET", "/readyz", "both"),
-    ("GET", "/metrics", "both"),
-    ("GET", "/v1/worker/state", "worker"),
-    ("GET", "/v1/shards", "router"),
-    ("PUT", "/v1/shards", "router"),
-    ("POST", "/v1/shards/plan", "router"),
-    ("PUT", "/v1/shards/pins/{ws}", "router"),
-    ("DELETE", "/v1/shards/pins/{ws}", "router"),
-    ("GET", "/v1/route/{ws}", "router"),
-    ("GET", "/v1/sessions", "both"),
-    ("GET", "/v1/workspaces/{ws}/sessions", "both"),
-    ("POST", "/v1/workspaces/{ws}/sessions", "both"),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}", "both"),
-    ("DELETE", "/v1/workspaces/{ws}/sessions/{s}", "both"),
-    ("PATCH", "/v1/workspaces/{ws}/sessions/{s}", "both"),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/qr", "both"),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/pairing-code",
-        "both",
-    ),
-    ("POST", "/v1/workspaces/{ws}/sessions/{s}/start", "both"),
-    ("POST", "/v1/workspaces/{ws}/sessions/{s}/stop", "both"),
-    ("POST", "/v1/workspaces/{ws}/sessions/{s}/restart", "both"),
-    ("POST", "/v1/workspaces/{ws}/sessions/{s}/logout", "both"),
-    ("POST", "/v1/workspaces/{ws}/sessions/{s}/messages", "both"),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/presence/subscribe",
-        "both",
-    ),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/messages/{id}",
-        "both",
-    ),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/events", "both"),
-    ("PUT", "/v1/workspaces/{ws}/sessions/{s}/profile", "both"),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/profile", "both"),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/contacts/{phone}/exists",
-        "both",
-    ),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/lids/{lid}", "both"),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/messages/{wa_id}/media",
-        "both",
-    ),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/lids/pn/{phone}",
-        "both",
-    ),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/chats", "both"),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/messages",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/read",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/seen",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/archive",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/unarchive",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/chats/{chat}/presence",
-        "both",
-    ),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/contacts", "both"),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/picture",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/block",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/contacts/{id}/unblock",
-        "both",
-    ),
-    ("GET", "/v1/workspaces/{ws}/sessions/{s}/groups", "both"),
-    ("POST", "/v1/workspaces/{ws}/sessions/{s}/groups", "both"),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/add",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/remove",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/promote",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/participants/demote",
-        "both",
-    ),
-    (
-        "GET",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/invite",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/invite/reset",
-        "both",
-    ),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/leave",
-        "both",
-    ),
-    (
-        "PUT",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/subject",
-        "both",
-    ),
-    (
-        "PUT",
-        "/v1/workspaces/{ws}/sessions/{s}/groups/{group}/description",
-        "both",
-    ),
-    ("GET", "/v1/workspaces/{ws}/webhooks/dead", "both"),
-    (
-        "POST",
-        "/v1/workspaces/{ws}/webhooks/dead/{id}/replay",
-        "both",
-    ),
-];
+mod table;
+pub use table::ROUTES;
 
 /// Largest `POST …/messages` body: 16 MiB of media as base64 plus the JSON around it.
 pub const MAX_MESSAGE_BODY_BYTES: u64 = 23 * 1024 * 1024;
@@ -226,33 +62,15 @@ pub fn routes(
         .and_then(get_message);
     let events = warp::path!("v1" / "workspaces" / String / "sessions" / String / "events")
         .and(warp::get())
-        .and(with.clone())
+        .and(with)
         .and(auth)
         .and(warp::header::optional::<String>("last-event-id"))
         .and_then(event_stream);
-    let dead = warp::path!("v1" / "workspaces" / String / "webhooks" / "dead")
-        .and(warp::get())
-        .and(with.clone())
-        .and(auth)
-        .and(warp::query::<crate::webhook::api::DeadLetterQuery>())
-        .and_then(dead_letters);
-    let replay =
-        warp::path!("v1" / "workspaces" / String / "webhooks" / "dead" / String / "replay")
-            .and(warp::post())
-            .and(with)
-            .and(auth)
-            .and_then(replay);
-    send.or(get)
-        .unify()
-        .or(events)
-        .unify()
-        .or(dead)
-        .unify()
-        .or(replay)
-        .unify()
+    send.or(get).unify().or(events).unify()
 }
 
-fn messaging(api: &Api) -> Result<(Arc<Messaging>, Arc<super::Active>), ApiError> {
+/// The messaging service and its open shard store, or `503 messaging_unavailable`.
+pub(crate) fn messaging(api: &Api) -> Result<(Arc<Messaging>, Arc<super::Active>), ApiError> {
     let m = api
         .shared
         .messaging
@@ -545,110 +363,11 @@ async fn event_stream(
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
 }
 
-async fn dead_letters(
-    ws: String,
-    api: Api,
-    auth: Option<String>,
-    q: crate::webhook::api::DeadLetterQuery,
-) -> Resp {
-    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
-    let (_, active) = messaging(&api).map_err(reject)?;
-    let v = crate::webhook::api::list_dead_letters(&active.store, &ws, &q)
-        .await
-        .map_err(reject)?;
-    Ok(warp::reply::json(&v).into_response())
-}
-
-async fn replay(ws: String, id: String, api: Api, auth: Option<String>) -> Resp {
-    let ws = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
-    let (_, active) = messaging(&api).map_err(reject)?;
-    let v = crate::webhook::api::replay_dead_letter(&active.store, &ws, &id, now_ms())
-        .await
-        .map_err(reject)?;
-    Ok(warp::reply::with_status(warp::reply::json(&v), StatusCode::ACCEPTED).into_response())
-}
-
-/// The parts of a create-session body this wrapper checks (the handler parses it fully).
-#[derive(Debug, Default, Deserialize)]
-struct CreateProbe {
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    webhook: Option<crate::webhook::WebhookRequest>,
-}
-
-/// `POST /v1/workspaces/{ws}/sessions` with the messaging checks around the session handler:
-/// the webhook URL must pass the allow-list (`WAFLEET_WEBHOOK_ALLOW`, 400 at configuration
-/// time), and an `Idempotency-Key` makes a repeat with the same body answer the first 201
-/// (`Idempotent-Replayed: true`) and another body under the key 422 `idempotency_conflict`.
-pub async fn create_session(
-    ws: String,
-    api: Api,
-    auth: Option<String>,
-    idem: Option<String>,
-    body: bytes::Bytes,
-) -> Resp {
-    let wsid = gate(&api, &ws, auth.as_deref()).map_err(reject)?;
-    let probe: CreateProbe = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateProbe::default()
-    } else {
-        // Malformed bodies are the handler's to refuse, with its error.
-        serde_json::from_slice(&body).unwrap_or_default()
-    };
-    if let (Some(w), Some(m)) = (&probe.webhook, api.shared.messaging.get()) {
-        crate::webhook::WebhookConfig::from_request(w, m.url_policy())
-            .map_err(|e| reject(ApiError::bad_request(e.code(), e.to_string())))?;
-    }
-    let Some(k) = idem else {
-        return crate::worker::session_routes::create_session(ws, api, auth, body).await;
-    };
-    if !validate_idempotency_key(&k) {
-        return Err(reject(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )));
-    }
-    let (_, active) = messaging(&api).map_err(reject)?;
-    let key = IdempotencyKey {
-        workspace: wsid.clone(),
-        request_hash: request_hash(&[
-            b"POST",
-            format!("/v1/workspaces/{wsid}/sessions").as_bytes(),
-            &body,
-        ]),
-        key: k,
-        expires_at: now_ms() + IDEMPOTENCY_TTL.as_millis() as u64,
-    };
-    match active.store.idempotency_lookup(&key, now_ms()).await {
-        Ok(Some(stored)) => return Ok(stored_reply(stored, true)),
-        Ok(None) => {}
-        Err(e) => return Err(reject(e.to_api_error())),
-    }
-    let resp = crate::worker::session_routes::create_session(ws, api.clone(), auth, body).await?;
-    if resp.status() == StatusCode::CREATED {
-        let session = probe
-            .session
-            .unwrap_or_else(|| crate::worker::host::DEFAULT_SESSION.to_owned());
-        if let Ok(s) = SessionId::new(session)
-            && let Ok(Some(info)) = api.shared.host.get_session(&wsid, &s).await
-        {
-            let stored = crate::store::StoredResponse {
-                status: 201,
-                body: serde_json::to_vec(&info).unwrap_or_default(),
-            };
-            if let Err(e) = active
-                .store
-                .idempotency_put_if_absent(&key, &stored, now_ms())
-                .await
-            {
-                tracing::warn!(error = %e, "storing the create answer under its Idempotency-Key");
-            }
-        }
-    }
-    Ok(resp)
-}
-
-fn stored_reply(stored: crate::store::StoredResponse, replayed: bool) -> warp::reply::Response {
+/// A stored answer as the reply, marked `Idempotent-Replayed` when it is a repeat.
+pub(crate) fn stored_reply(
+    stored: crate::store::StoredResponse,
+    replayed: bool,
+) -> warp::reply::Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut resp = warp::reply::with_status(stored.body, status).into_response();
     resp.headers_mut().insert(
@@ -667,32 +386,4 @@ fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recipients() {
-        assert_eq!(
-            normalize_recipient("+49 151 1234-5678").as_deref(),
-            Some("4915112345678")
-        );
-        assert_eq!(
-            normalize_recipient("4915550002@c.us").as_deref(),
-            Some("4915550002@c.us")
-        );
-        for id in ["123456789012345@lid", "4915550001-1700000000@g.us"] {
-            assert_eq!(normalize_recipient(id).as_deref(), Some(id));
-        }
-        for bad in [
-            "4915-550002@c.us",
-            "1234-5678901@lid",
-            "",
-            "123",
-            "abc12345",
-            "49151@evil",
-            "1234567890123456789012345678901234",
-        ] {
-            assert_eq!(normalize_recipient(bad), None, "{bad}");
-        }
-    }
-}
+mod tests;
