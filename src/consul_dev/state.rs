@@ -565,5 +565,4 @@ fn same_check(a: &CheckEntry, b: &CheckEntry) -> bool {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;

@@ -1,6 +1,6 @@
 //! In-process tests of the driver and the HTTP surface over an in-memory coordinator (the fake
 //! implements the same [`Coordinator`] trait as the Consul adapter) and the placeholder host.
-//! The real-process tests with the built-in Consul agent are in `tests/fleet.rs`.
+//! The real-process tests with the built-in Consul agent are in `tests/it/fleet.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
