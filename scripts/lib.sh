@@ -31,7 +31,7 @@ ensure_test_deps() {
   ensure_moto
 }
 
-# ensure_moto: a real S3 server for tests/media.rs (moto's `moto_server`), in a venv under
+# ensure_moto: a real S3 server for tests/it/media.rs (moto's `moto_server`), in a venv under
 # target/ so it never touches the system Python.
 ensure_moto() {
   local venv="${CARGO_TARGET_DIR:-target}/test-venv"
