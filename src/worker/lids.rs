@@ -14,13 +14,9 @@ use warp::{Filter, Reply};
 
 use crate::api::ApiError;
 use crate::worker::contacts::routes::{decode_segment, lookup_error, working};
-use crate::worker::request::{Api, parse_phone, running_session};
+use crate::worker::request::{Api, parse_phone, reject, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The LID routes (compose them into the worker filter before its `recover`).
 pub fn routes(

@@ -41,6 +41,11 @@ impl Api {
     }
 }
 
+/// An API error as a warp rejection (the worker's `recover` turns it back into its JSON).
+pub(crate) fn reject(e: ApiError) -> warp::Rejection {
+    warp::reject::custom(e)
+}
+
 /// A 503 with `Retry-After`: the caller should retry (not ready, fenced, handing over).
 pub(crate) fn unavailable(code: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_header(

@@ -11,17 +11,12 @@
 use http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::api::ApiError;
 use crate::webhook::api::{DeadLetterQuery, list_dead_letters, replay_dead_letter};
 use crate::worker::layout::now_ms;
 use crate::worker::messaging::routes::messaging;
-use crate::worker::request::{Api, gate};
+use crate::worker::request::{Api, gate, reject};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The webhook routes (compose them into the worker filter before its `recover`).
 pub fn routes(

@@ -27,7 +27,7 @@ use crate::engine::{EngineError, SessionCommandError};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::worker::contacts::routes::{lookup_error, working};
 use crate::worker::messaging::payload::message_payload;
-use crate::worker::request::{Api, parse_chat_id, running_session};
+use crate::worker::request::{Api, parse_chat_id, reject, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
@@ -35,10 +35,6 @@ type Resp = Result<warp::reply::Response, warp::Rejection>;
 pub const MAX_ACTION_BODY_BYTES: u64 = 1024;
 /// Longest `before` anchor (a serialized message key), in bytes.
 const MAX_KEY_BYTES: usize = 256;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The documented error for a failed chat or contact command: the page's "not found" answers
 /// are 404s, the rest as for contact lookups ([`lookup_error`]).

@@ -24,7 +24,7 @@ use crate::api::ApiError;
 use crate::ids::{SessionId, WorkspaceId};
 use crate::worker::chats::routes::command_error;
 use crate::worker::layout::now_ms;
-use crate::worker::request::{Api, parse_contact_id, running_session};
+use crate::worker::request::{Api, parse_contact_id, reject, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
@@ -160,10 +160,6 @@ impl Actions {
         )
         .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
     }
-}
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
 }
 
 /// The picture and block routes, with the state they share (settings from the environment).

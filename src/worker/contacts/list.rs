@@ -8,18 +8,13 @@ use serde_json::json;
 use warp::{Filter, Reply};
 
 use super::routes::working;
-use crate::api::ApiError;
 use crate::worker::chats::routes::command_error;
 use crate::worker::chats::{
     decode_contact_cursor, encode_contact_cursor, parse_limit, parse_search,
 };
-use crate::worker::request::{Api, running_session};
+use crate::worker::request::{Api, reject, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The contact list route.
 pub fn routes(

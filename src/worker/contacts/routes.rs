@@ -20,17 +20,13 @@ use crate::engine::contacts::{SERVER_ERROR_PREFIX, UNSUPPORTED_PREFIX};
 use crate::engine::{EngineError, SessionCommandError, SessionHandle, Status};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::worker::layout::now_ms;
-use crate::worker::request::{Api, parse_phone, running_session};
+use crate::worker::request::{Api, parse_phone, reject, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
 /// The header saying whether an exists answer came from the cache (`hit`) or from WhatsApp
 /// (`miss`).
 pub const CACHE_HEADER: &str = "wafleet-cache";
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The exists route, with the lookup state it keeps (settings from the environment,
 /// [`ContactsConfig::from_lookup`]).

@@ -24,13 +24,9 @@ use crate::engine::contacts::{SERVER_ERROR_PREFIX, UNSUPPORTED_PREFIX};
 use crate::engine::groups::ParticipantAction;
 use crate::engine::{EngineError, SessionCommandError, SessionHandle, Status};
 use crate::ids::{SessionId, WorkspaceId};
-use crate::worker::request::{Api, parse_group_id, running_session};
+use crate::worker::request::{Api, parse_group_id, reject, running_session};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The query of `GET …/groups`.
 #[derive(Debug, Default, serde::Deserialize)]

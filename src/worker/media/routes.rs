@@ -21,7 +21,7 @@ use warp::{Filter, Reply};
 use super::MediaService;
 use crate::api::ApiError;
 use crate::engine::media::valid_wa_id;
-use crate::worker::request::{Api, running_session, unavailable};
+use crate::worker::request::{Api, reject, running_session, unavailable};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
 
@@ -38,10 +38,6 @@ impl<S: Stream + Unpin> Stream for SyncStream<S> {
         let this = self.get_mut();
         Pin::new(this.0.get_mut().unwrap_or_else(PoisonError::into_inner)).poll_next(cx)
     }
-}
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
 }
 
 /// The media route.

@@ -24,7 +24,7 @@ use crate::sendq::SendRequest;
 use crate::store::{
     IDEMPOTENCY_TTL, IdempotencyKey, MessageKind, request_hash, validate_idempotency_key,
 };
-use crate::worker::request::{Api, gate, host_error, unavailable};
+use crate::worker::request::{Api, gate, host_error, reject, unavailable};
 
 mod table;
 pub use table::ROUTES;
@@ -36,10 +36,6 @@ pub const MAX_MESSAGE_BODY_BYTES: u64 = 23 * 1024 * 1024;
 pub const MAX_TEXT_BYTES: usize = 65_536;
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The messaging routes (compose them into the worker filter before its `recover`).
 pub fn routes(

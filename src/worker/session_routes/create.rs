@@ -10,13 +10,9 @@ use crate::ids::SessionId;
 use crate::store::{IDEMPOTENCY_TTL, IdempotencyKey, request_hash, validate_idempotency_key};
 use crate::worker::layout::now_ms;
 use crate::worker::messaging::routes::{messaging, stored_reply};
-use crate::worker::request::{Api, gate};
+use crate::worker::request::{Api, gate, reject};
 
 type Resp = Result<warp::reply::Response, warp::Rejection>;
-
-fn reject(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
-}
 
 /// The parts of a create-session body this wrapper checks (the handler parses it fully).
 #[derive(Debug, Default, Deserialize)]
