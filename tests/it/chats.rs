@@ -14,10 +14,10 @@
 use crate::support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, call_with_headers, get, post};
+use support::wait_for;
 
 const PHONE: &str = "4915550301";
 const ANN: &str = "4915550302";
@@ -25,79 +25,22 @@ const BOB: &str = "4915550303";
 const CAROL: &str = "4915550304";
 const WS: &str = "chats-ws";
 const S: &str = "main";
-const LONG: Duration = Duration::from_secs(120);
 /// Messages of Ann's history: far more than the 10 the page gets with the chat.
 const HISTORY: usize = 120;
 
-struct Rig {
-    sim: Proc,
-    worker: Proc,
-    router: Router,
-    /// Its agent and temporary directory; declared last so it is dropped last.
-    _fleet: Fleet,
+/// What the simulator and the chat list of session `S` show.
+trait Chats {
+    /// Chat `id` as the simulator holds it for PHONE (`null` when there is none).
+    async fn sim_chat(&self, id: &str) -> Value;
+    /// Contact `id` as the simulator holds it for PHONE (`null` when there is none).
+    async fn sim_contact(&self, id: &str) -> Value;
+    /// Every chat of the list, paging with `limit`.
+    async fn all_chats(&self, limit: usize) -> Vec<Value>;
+    /// Chat `id` of the list (`null` when it is not there).
+    async fn chat(&self, id: &str) -> Value;
 }
 
-async fn call(
-    url: &str,
-    method: reqwest::Method,
-    body: Option<Value>,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut r = http().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    let (st, _, v) = call(url, reqwest::Method::GET, None).await;
-    (st, v)
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    let (st, _, v) = call(url, reqwest::Method::POST, Some(body)).await;
-    (st, v)
-}
-
-impl Rig {
-    async fn start() -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut env = fleet.env();
-        env.push(("WAFLEET_CONTACT_ACTIONS_BURST".into(), "50".into()));
-        let mut worker = Proc::start("worker", &wargs, &env, &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
-        Rig {
-            sim,
-            worker,
-            router,
-            _fleet: fleet,
-        }
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
-
-    fn session(&self, rest: &str) -> String {
-        format!(
-            "http://{}/v1/workspaces/{WS}/sessions/{S}{rest}",
-            self.router.addr
-        )
-    }
-
-    async fn status(&self) -> String {
-        let (_, v) = get(&self.session("")).await;
-        v["status"].as_str().unwrap_or_default().to_owned()
-    }
-
+impl Chats for WaRig {
     async fn sim_chat(&self, id: &str) -> Value {
         let (st, v) = get(&self.sim(&format!("/sim/chats?phone={PHONE}"))).await;
         assert_eq!(st, 200, "{v}");
@@ -114,7 +57,6 @@ impl Rig {
             .unwrap_or(Value::Null)
     }
 
-    /// Every chat of the list, paging with `limit`.
     async fn all_chats(&self, limit: usize) -> Vec<Value> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
@@ -122,7 +64,7 @@ impl Rig {
             let q = cursor
                 .as_ref()
                 .map_or(String::new(), |c| format!("&cursor={c}"));
-            let (st, v) = get(&self.session(&format!("/chats?limit={limit}{q}"))).await;
+            let (st, v) = get(&self.session(S, &format!("/chats?limit={limit}{q}"))).await;
             assert_eq!(st, 200, "{v}");
             out.extend(v["chats"].as_array().cloned().unwrap_or_default());
             match v["next_cursor"].as_str() {
@@ -144,29 +86,13 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chats_history_actions_and_contacts_through_the_router() {
-    let mut rig = Rig::start().await;
-    let (st, v) = post(
-        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
-        json!({"session": S}),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let qr = wait_for("a QR", LONG, || async {
-        let (st, v) = get(&rig.session("/qr?format=json")).await;
-        (st == 200)
-            .then(|| v["value"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
+    let mut rig = WaRig::start_with_env(WS, &[], &[("WAFLEET_CONTACT_ACTIONS_BURST", "50")]).await;
+    rig.create(S, json!({})).await;
+    let qr = rig.qr(S).await;
     // Not logged in: 409, as every other command.
-    let (st, v) = get(&rig.session("/chats")).await;
+    let (st, v) = get(&rig.session(S, "/chats")).await;
     assert_eq!((st, v["error"].as_str()), (409, Some("not_ready")), "{v}");
-    let (st, v) = post(&rig.sim("/sim/link"), json!({"qr": qr, "phone": PHONE})).await;
-    assert!(st < 300, "link: {st} {v}");
-    wait_for("session WORKING", LONG, || async {
-        (rig.status().await == "WORKING").then_some(())
-    })
-    .await;
+    rig.link(S, &qr, PHONE).await;
 
     // Ann: a long history, 3 unread. Bob: pinned, 1 unread. Carol: archived, older.
     let ann = format!("{ANN}@c.us");
@@ -240,7 +166,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         let q = before
             .as_ref()
             .map_or(String::new(), |b| format!("&before={b}"));
-        let (st, v) = get(&rig.session(&format!("/chats/{ann}/messages?limit=25{q}"))).await;
+        let (st, v) = get(&rig.session(S, &format!("/chats/{ann}/messages?limit=25{q}"))).await;
         assert_eq!(st, 200, "{v}");
         let page = v["messages"].as_array().cloned().unwrap_or_default();
         assert!(page.len() <= 25);
@@ -262,7 +188,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
     let loads = rig.sim_chat(&ann).await["loads"].as_u64().unwrap_or(0);
     assert!(loads >= 2, "the page loaded earlier pages: {loads}");
     // A message of Ann's chat as the `message` event carries it.
-    let (_, v) = get(&rig.session(&format!("/chats/{ann}/messages?limit=1"))).await;
+    let (_, v) = get(&rig.session(S, &format!("/chats/{ann}/messages?limit=1"))).await;
     let m = &v["messages"][0];
     assert_eq!(m["type"], "text");
     // History alternates inbound and outbound; the newest (index 119) is outbound.
@@ -270,7 +196,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
 
     // Read: the unread count goes to 0 on the servers and in the list.
     assert_eq!(rig.sim_chat(&ann).await["read_receipts"], 0);
-    let (st, v) = post(&rig.session(&format!("/chats/{ann}/read")), json!({})).await;
+    let (st, v) = post(&rig.session(S, &format!("/chats/{ann}/read")), json!({})).await;
     assert_eq!((st, &v["unread_count"]), (200, &json!(0)), "{v}");
     let sim_ann = rig.sim_chat(&ann).await;
     assert_eq!(
@@ -279,16 +205,16 @@ async fn chats_history_actions_and_contacts_through_the_router() {
     );
     assert_eq!(rig.chat(&ann).await["unread_count"], 0);
     // Seen on Bob's chat sends his read receipt too; a chat with nothing unread sends none.
-    let (st, v) = post(&rig.session(&format!("/chats/{bob}/seen")), json!({})).await;
+    let (st, v) = post(&rig.session(S, &format!("/chats/{bob}/seen")), json!({})).await;
     assert_eq!((st, &v["unread_count"]), (200, &json!(0)), "{v}");
     assert_eq!(rig.sim_chat(&bob).await["read_receipts"], 1);
-    let (st, _) = post(&rig.session(&format!("/chats/{bob}/seen")), json!({})).await;
+    let (st, _) = post(&rig.session(S, &format!("/chats/{bob}/seen")), json!({})).await;
     assert_eq!(st, 200);
     assert_eq!(rig.sim_chat(&bob).await["read_receipts"], 1);
 
     // Archive and unarchive (both idempotent).
     for (verb, archived) in [("archive", true), ("archive", true), ("unarchive", false)] {
-        let (st, v) = post(&rig.session(&format!("/chats/{ann}/{verb}")), json!({})).await;
+        let (st, v) = post(&rig.session(S, &format!("/chats/{ann}/{verb}")), json!({})).await;
         assert_eq!((st, &v["archived"]), (200, &json!(archived)), "{verb}: {v}");
         assert_eq!(rig.sim_chat(&ann).await["archived"], archived, "{verb}");
         assert_eq!(rig.chat(&ann).await["archived"], archived, "{verb}");
@@ -297,7 +223,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
     // Chat states reach the servers under the protocol's names.
     for state in ["typing", "recording", "paused"] {
         let (st, v) = post(
-            &rig.session(&format!("/chats/{ann}/presence")),
+            &rig.session(S, &format!("/chats/{ann}/presence")),
             json!({"state": state}),
         )
         .await;
@@ -329,7 +255,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         assert_eq!(st, 200, "{v}");
     }
     let listed = wait_for("the seeded contacts", LONG, || async {
-        let (st, v) = get(&rig.session("/contacts?q=ann")).await;
+        let (st, v) = get(&rig.session(S, "/contacts?q=ann")).await;
         (st == 200 && v["contacts"].as_array().is_some_and(|a| a.len() == 1)).then_some(v)
     })
     .await;
@@ -353,7 +279,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         ),
         "{c}"
     );
-    let (_, v) = get(&rig.session("/contacts?q=BOB")).await;
+    let (_, v) = get(&rig.session(S, "/contacts?q=BOB")).await;
     let b = &v["contacts"][0];
     assert_eq!(
         (&b["is_blocked"], &b["is_business"]),
@@ -367,7 +293,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         let q = cursor
             .as_ref()
             .map_or(String::new(), |c| format!("&cursor={c}"));
-        let (st, v) = get(&rig.session(&format!("/contacts?limit=1{q}"))).await;
+        let (st, v) = get(&rig.session(S, &format!("/contacts?limit=1{q}"))).await;
         assert_eq!(st, 200, "{v}");
         seen.extend(
             v["contacts"]
@@ -388,8 +314,8 @@ async fn chats_history_actions_and_contacts_through_the_router() {
     }
 
     // Pictures: Ann's URL (then from the cache), none for Bob.
-    let (st, h, v) = call(
-        &rig.session(&format!("/contacts/{ANN}/picture")),
+    let (st, h, v) = call_with_headers(
+        &rig.session(S, &format!("/contacts/{ANN}/picture")),
         reqwest::Method::GET,
         None,
     )
@@ -400,22 +326,26 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         "{v}"
     );
     assert_eq!(h["wafleet-cache"], "miss");
-    let (_, h, again) = call(
-        &rig.session(&format!("/contacts/{ann}/picture")),
+    let (_, h, again) = call_with_headers(
+        &rig.session(S, &format!("/contacts/{ann}/picture")),
         reqwest::Method::GET,
         None,
     )
     .await;
     assert_eq!((again, &h["wafleet-cache"]), (v, &"hit".parse().unwrap()));
-    let (st, v) = get(&rig.session(&format!("/contacts/{bob}/picture"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/contacts/{bob}/picture"))).await;
     assert_eq!((st, &v["url"]), (200, &Value::Null), "{v}");
 
     // Block and unblock Ann.
     for (verb, blocked) in [("block", true), ("unblock", false)] {
-        let (st, v) = post(&rig.session(&format!("/contacts/{ann}/{verb}")), json!({})).await;
+        let (st, v) = post(
+            &rig.session(S, &format!("/contacts/{ann}/{verb}")),
+            json!({}),
+        )
+        .await;
         assert_eq!((st, &v["blocked"]), (200, &json!(blocked)), "{verb}: {v}");
         assert_eq!(rig.sim_contact(&ann).await["blocked"], blocked, "{verb}");
-        let (_, v) = get(&rig.session("/contacts?q=annie")).await;
+        let (_, v) = get(&rig.session(S, "/contacts?q=annie")).await;
         assert_eq!(v["contacts"][0]["is_blocked"], blocked, "{verb}: {v}");
     }
 
@@ -441,11 +371,11 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         ("/contacts?cursor=xyz".to_owned(), "invalid_cursor"),
         ("/contacts/12ab/picture".to_owned(), "invalid_contact_id"),
     ] {
-        let (st, v) = get(&rig.session(&path)).await;
+        let (st, v) = get(&rig.session(S, &path)).await;
         assert_eq!((st, v["error"].as_str()), (400, Some(code)), "{path}: {v}");
     }
     let (st, v) = post(
-        &rig.session(&format!("/chats/{ann}/presence")),
+        &rig.session(S, &format!("/chats/{ann}/presence")),
         json!({"state": "dancing"}),
     )
     .await;
@@ -455,7 +385,7 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         "{v}"
     );
     let (st, v) = post(
-        &rig.session("/contacts/120363025246125486@g.us/block"),
+        &rig.session(S, "/contacts/120363025246125486@g.us/block"),
         json!({}),
     )
     .await;
@@ -464,21 +394,22 @@ async fn chats_history_actions_and_contacts_through_the_router() {
         (400, Some("invalid_contact_id")),
         "{v}"
     );
-    let (st, v) = get(&rig.session("/chats/4915550399@c.us/messages")).await;
+    let (st, v) = get(&rig.session(S, "/chats/4915550399@c.us/messages")).await;
     assert_eq!(
         (st, v["error"].as_str()),
         (404, Some("chat_not_found")),
         "{v}"
     );
-    let (st, v) = post(&rig.session("/chats/4915550399@c.us/read"), json!({})).await;
+    let (st, v) = post(&rig.session(S, "/chats/4915550399@c.us/read"), json!({})).await;
     assert_eq!(
         (st, v["error"].as_str()),
         (404, Some("chat_not_found")),
         "{v}"
     );
-    let (st, v) = get(&rig.session(&format!(
-        "/chats/{ann}/messages?before=false_{ann}_3EB0FFFFFF"
-    )))
+    let (st, v) = get(&rig.session(
+        S,
+        &format!("/chats/{ann}/messages?before=false_{ann}_3EB0FFFFFF"),
+    ))
     .await;
     assert_eq!(
         (st, v["error"].as_str()),

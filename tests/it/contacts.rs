@@ -13,98 +13,42 @@
 
 use crate::support;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, call_as, get, get_with_headers, post};
 
 const PHONE: &str = "4915550101";
 const PEER: &str = "4915550102";
 const STRANGER: &str = "4915550199";
 const WS: &str = "contacts-ws";
 const S: &str = "main";
-const LONG: Duration = Duration::from_secs(120);
 /// The worker's bucket for this test: four uncached lookups, then one a minute.
 const BURST: usize = 4;
 
-struct Rig {
-    sim: Proc,
-    worker: Proc,
-    router: Router,
-    /// Its agent and temporary directory; declared last so it is dropped last.
-    _fleet: Fleet,
+/// The rig of both tests: the per-session exists bucket is `BURST` lookups, then one a minute.
+async fn start() -> WaRig {
+    let burst = BURST.to_string();
+    WaRig::start_with_env(
+        WS,
+        &[],
+        &[
+            ("WAFLEET_EXISTS_BURST", burst.as_str()),
+            ("WAFLEET_EXISTS_PER_MINUTE", "1"),
+        ],
+    )
+    .await
 }
 
-/// (status, headers, body) of a call with the admin token (or none).
-async fn call(
-    url: &str,
-    method: reqwest::Method,
-    body: Option<Value>,
-    token: bool,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut r = http().request(method, url);
-    if token {
-        r = r.bearer_auth(ADMIN_TOKEN);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-    call(url, reqwest::Method::GET, None, true).await
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    let (st, _, v) = call(url, reqwest::Method::POST, Some(body), true).await;
-    (st, v)
-}
-
-impl Rig {
-    async fn start() -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut env = fleet.env();
-        env.push(("WAFLEET_EXISTS_BURST".into(), BURST.to_string()));
-        env.push(("WAFLEET_EXISTS_PER_MINUTE".into(), "1".into()));
-        let mut worker = Proc::start("worker", &wargs, &env, &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
-        Rig {
-            sim,
-            worker,
-            router,
-            _fleet: fleet,
-        }
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
-
-    /// A URL of the session, through the router.
-    fn session(&self, rest: &str) -> String {
-        format!(
-            "http://{}/v1/workspaces/{WS}/sessions/{S}{rest}",
-            self.router.addr
-        )
-    }
-
-    async fn status(&self) -> String {
-        let (_, _, v) = get(&self.session("")).await;
-        v["status"].as_str().unwrap_or_default().to_owned()
-    }
-
+/// The exists queries the simulator saw.
+trait Queries {
     /// The exists queries the simulator saw from the linked phone's page.
+    async fn queries(&self) -> Vec<Value>;
+    /// How many of them asked for `digits`.
+    async fn queries_for(&self, digits: &str) -> usize;
+}
+
+impl Queries for WaRig {
     async fn queries(&self) -> Vec<Value> {
-        let (st, _, v) = get(&self.sim(&format!("/sim/queries?phone={PHONE}"))).await;
+        let (st, v) = get(&self.sim(&format!("/sim/queries?phone={PHONE}"))).await;
         assert_eq!(st, 200, "{v}");
         v.as_array().cloned().unwrap_or_default()
     }
@@ -120,33 +64,17 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
-    let mut rig = Rig::start().await;
-    let (st, v) = post(
-        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
-        json!({"session": S}),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
+    let mut rig = start().await;
+    rig.create(S, json!({})).await;
 
     // Not logged in yet: 409, and nothing reaches WhatsApp.
-    let qr = wait_for("a QR", LONG, || async {
-        let (st, _, v) = get(&rig.session("/qr?format=json")).await;
-        (st == 200)
-            .then(|| v["value"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
-    let (st, _, v) = get(&rig.session(&format!("/contacts/{PEER}/exists"))).await;
+    let qr = rig.qr(S).await;
+    let (st, v) = get(&rig.session(S, &format!("/contacts/{PEER}/exists"))).await;
     assert_eq!((st, v["error"].as_str()), (409, Some("not_ready")), "{v}");
-    let (st, _, v) = get(&rig.session(&format!("/lids/pn/{PEER}"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/lids/pn/{PEER}"))).await;
     assert_eq!((st, v["error"].as_str()), (409, Some("not_ready")), "{v}");
 
-    let (st, v) = post(&rig.sim("/sim/link"), json!({"qr": qr, "phone": PHONE})).await;
-    assert!(st < 300, "link: {st} {v}");
-    wait_for("session WORKING", LONG, || async {
-        (rig.status().await == "WORKING").then_some(())
-    })
-    .await;
+    rig.link(S, &qr, PHONE).await;
 
     // PEER has a WhatsApp account; STRANGER has none.
     let (st, v) = post(&rig.sim("/sim/accounts"), json!({"phone": PEER})).await;
@@ -155,7 +83,7 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     assert!(peer_lid.ends_with("@lid"), "{peer_lid}");
     assert!(rig.queries().await.is_empty());
 
-    let (st, h, v) = get(&rig.session(&format!("/contacts/+{PEER}/exists"))).await;
+    let (st, h, v) = get_with_headers(&rig.session(S, &format!("/contacts/+{PEER}/exists"))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v,
@@ -164,31 +92,34 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     assert_eq!(h["wafleet-cache"], "miss");
     assert!(h.contains_key("x-wafleet-shard"));
     // The second answer comes from the cache: still one query in the simulator's log.
-    let (st, h, again) = get(&rig.session(&format!("/contacts/{PEER}/exists"))).await;
+    let (st, h, again) =
+        get_with_headers(&rig.session(S, &format!("/contacts/{PEER}/exists"))).await;
     assert_eq!((st, &again), (200, &v));
     assert_eq!(h["wafleet-cache"], "hit");
     assert_eq!(rig.queries_for(PEER).await, 1, "{:?}", rig.queries().await);
 
-    let (st, h, v) = get(&rig.session(&format!("/contacts/{STRANGER}/exists"))).await;
+    let (st, h, v) =
+        get_with_headers(&rig.session(S, &format!("/contacts/{STRANGER}/exists"))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v, json!({"exists": false, "wa_id": null, "lid": null}));
     assert_eq!(h["wafleet-cache"], "miss");
-    let (_, h, _) = get(&rig.session(&format!("/contacts/{STRANGER}/exists"))).await;
+    let (_, h, _) =
+        get_with_headers(&rig.session(S, &format!("/contacts/{STRANGER}/exists"))).await;
     assert_eq!(h["wafleet-cache"], "hit", "negative answers are cached too");
     assert_eq!(rig.queries_for(STRANGER).await, 1);
 
     // LID <-> phone number: the exists query taught WhatsApp Web PEER's pair; the account's own
     // pair it knows from the link.
-    let (st, _, v) = get(&rig.session(&format!("/lids/{peer_lid}"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/lids/{peer_lid}"))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v, json!({"lid": peer_lid, "pn": format!("{PEER}@c.us")}));
     let encoded = peer_lid.replace('@', "%40");
-    let (st, _, v2) = get(&rig.session(&format!("/lids/{encoded}"))).await;
+    let (st, v2) = get(&rig.session(S, &format!("/lids/{encoded}"))).await;
     assert_eq!((st, v2), (200, v));
-    let (st, _, v) = get(&rig.session(&format!("/lids/pn/{PEER}"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/lids/pn/{PEER}"))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v, json!({"pn": format!("{PEER}@c.us"), "lid": peer_lid}));
-    let (st, _, v) = get(&rig.session(&format!("/lids/pn/{PHONE}"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/lids/pn/{PHONE}"))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v["lid"],
@@ -198,7 +129,7 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
         "/lids/999999999999999@lid".to_owned(),
         format!("/lids/pn/{STRANGER}"),
     ] {
-        let (st, _, v) = get(&rig.session(&unknown)).await;
+        let (st, v) = get(&rig.session(S, &unknown)).await;
         assert_eq!(
             (st, v["error"].as_str()),
             (404, Some("lid_not_found")),
@@ -215,14 +146,14 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
         ("/lids/12345-678@lid", "invalid_lid"),
         ("/lids/4915550102@c.us", "invalid_lid"),
     ] {
-        let (st, _, v) = get(&rig.session(path)).await;
+        let (st, v) = get(&rig.session(S, path)).await;
         assert_eq!((st, v["error"].as_str()), (400, Some(code)), "{path}: {v}");
     }
-    let (st, _, v) = call(
-        &rig.session(&format!("/contacts/{PEER}/exists")),
+    let (st, _, v) = call_as(
+        &rig.session(S, &format!("/contacts/{PEER}/exists")),
         reqwest::Method::GET,
         None,
-        false,
+        None,
     )
     .await;
     assert_eq!(st, 401, "{v}");
@@ -233,7 +164,7 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     let flaky = "4915550188";
     let (st, v) = post(&rig.sim("/sim/faults"), json!({"usync_error": 500})).await;
     assert!(st < 300, "faults: {st} {v}");
-    let (st, _, v) = get(&rig.session(&format!("/contacts/{flaky}/exists"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/contacts/{flaky}/exists"))).await;
     assert_eq!(
         (st, v["error"].as_str()),
         (502, Some("whatsapp_error")),
@@ -245,7 +176,7 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     );
     let (st, v) = post(&rig.sim("/sim/faults"), json!({"usync_error": 0})).await;
     assert!(st < 300, "faults: {st} {v}");
-    let (st, h, v) = get(&rig.session(&format!("/contacts/{flaky}/exists"))).await;
+    let (st, h, v) = get_with_headers(&rig.session(S, &format!("/contacts/{flaky}/exists"))).await;
     assert_eq!((st, v["exists"].as_bool()), (200, Some(false)), "{v}");
     assert_eq!(h["wafleet-cache"], "miss");
     assert_eq!(rig.queries_for(flaky).await, 2);
@@ -254,7 +185,7 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
     // is limited. Cached answers are still served, and a limited call asks nothing.
     let spent = rig.queries().await.len();
     assert_eq!(spent, BURST);
-    let (st, h, v) = get(&rig.session("/contacts/4915550177/exists")).await;
+    let (st, h, v) = get_with_headers(&rig.session(S, "/contacts/4915550177/exists")).await;
     assert_eq!(
         (st, v["error"].as_str()),
         (429, Some("rate_limited")),
@@ -266,7 +197,7 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
         .parse()
         .expect("seconds");
     assert!((1..=60).contains(&retry), "{retry}");
-    let (st, h, _) = get(&rig.session(&format!("/contacts/{PEER}/exists"))).await;
+    let (st, h, _) = get_with_headers(&rig.session(S, &format!("/contacts/{PEER}/exists"))).await;
     assert_eq!((st, &h["wafleet-cache"]), (200, &"hit".parse().unwrap()));
     assert_eq!(
         rig.queries().await.len(),
@@ -284,34 +215,16 @@ async fn exists_and_lids_through_the_router_with_cache_and_rate_limit() {
 /// the LID lookups, whose modules are there, keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_build_without_the_exists_query_answers_not_supported() {
-    let mut rig = Rig::start().await;
+    let mut rig = start().await;
     let (st, v) = post(
         &rig.sim("/sim/faults"),
         json!({"missing_modules": ["WAWebQueryExistsJob"]}),
     )
     .await;
     assert!(st < 300, "faults: {st} {v}");
-    let (st, v) = post(
-        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
-        json!({"session": S}),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let qr = wait_for("a QR", LONG, || async {
-        let (st, _, v) = get(&rig.session("/qr?format=json")).await;
-        (st == 200)
-            .then(|| v["value"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
-    let (st, v) = post(&rig.sim("/sim/link"), json!({"qr": qr, "phone": PHONE})).await;
-    assert!(st < 300, "link: {st} {v}");
-    wait_for("session WORKING", LONG, || async {
-        (rig.status().await == "WORKING").then_some(())
-    })
-    .await;
+    rig.linked(S, PHONE, json!({})).await;
 
-    let (st, _, v) = get(&rig.session(&format!("/contacts/{PEER}/exists"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/contacts/{PEER}/exists"))).await;
     assert_eq!(
         (st, v["error"].as_str()),
         (501, Some("not_supported")),
@@ -323,9 +236,9 @@ async fn a_build_without_the_exists_query_answers_not_supported() {
             .is_some_and(|m| m.contains("WAWebQueryExistsJob")),
         "{v}"
     );
-    let (st, _, v) = get(&rig.session(&format!("/lids/pn/{PHONE}"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/lids/pn/{PHONE}"))).await;
     assert_eq!(st, 200, "{v}");
-    assert_eq!(rig.status().await, "WORKING", "the session keeps working");
+    assert_eq!(rig.status(S).await, "WORKING", "the session keeps working");
     assert!(rig.queries().await.is_empty());
 
     rig.worker.signal("TERM");

@@ -13,108 +13,20 @@
 use crate::support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::hooks::{Inbox, event, receiver};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, get, of_session, post};
+use support::wait_for;
 
 const WS: &str = "events-ws";
 const PHONE_A: &str = "4915550201";
 const PHONE_B: &str = "4915550202";
 const PEER: &str = "4915550203";
-const LONG: Duration = Duration::from_secs(120);
-
-struct Rig {
-    sim: Proc,
-    _worker: Proc,
-    router: Router,
-    _fleet: Fleet,
-}
-
-async fn call(url: &str, method: reqwest::Method, body: Option<Value>) -> (u16, Value) {
-    let mut r = http().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    call(url, reqwest::Method::POST, Some(body)).await
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    call(url, reqwest::Method::GET, None).await
-}
-
-impl Rig {
-    async fn start() -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut worker = Proc::start("worker", &wargs, &fleet.env(), &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
-        Rig {
-            sim,
-            _worker: worker,
-            router,
-            _fleet: fleet,
-        }
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
-
-    fn session(&self, s: &str, rest: &str) -> String {
-        format!(
-            "http://{}/v1/workspaces/{WS}/sessions/{s}{rest}",
-            self.router.addr
-        )
-    }
-
-    /// Creates a session with `extra` in its body and links it to `phone`.
-    async fn linked(&self, s: &str, phone: &str, extra: Value) {
-        let mut body = json!({"session": s});
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        let (st, v) = post(
-            &format!("http://{}/v1/workspaces/{WS}/sessions", self.router.addr),
-            body,
-        )
-        .await;
-        assert_eq!(st, 201, "{v}");
-        let qr = wait_for("a QR", LONG, || async {
-            let (st, v) = get(&self.session(s, "/qr?format=json")).await;
-            (st == 200)
-                .then(|| v["value"].as_str().map(str::to_owned))
-                .flatten()
-        })
-        .await;
-        let (st, v) = post(&self.sim("/sim/link"), json!({"qr": qr, "phone": phone})).await;
-        assert!(st < 300, "link: {st} {v}");
-        wait_for("session WORKING", LONG, || async {
-            let (_, v) = get(&self.session(s, "")).await;
-            (v["status"] == "WORKING").then_some(())
-        })
-        .await;
-    }
-}
-
-fn of_session<'a>(v: &'a Value, s: &str, name: &str) -> Option<&'a Value> {
-    (v["session"] == s && v["event"] == name).then(|| &v["payload"])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reactions_edits_revokes_calls_and_presence_arrive_as_their_events() {
-    let rig = Rig::start().await;
+    let rig = WaRig::start(WS, &[]).await;
     let inbox = Arc::new(Mutex::new(Inbox::default()));
     let hook = format!("http://{}/hook", receiver(inbox.clone()));
     rig.linked("plain", PHONE_A, json!({"webhook": {"url": hook}}))

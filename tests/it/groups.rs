@@ -11,11 +11,11 @@
 use crate::support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::hooks::{self, Inbox, receiver};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, call, get, post, put};
+use support::wait_for;
 
 const PHONE: &str = "4915550301";
 const PEER: &str = "4915550302";
@@ -24,81 +24,16 @@ const PEER3: &str = "4915550304";
 const STRANGER: &str = "4915550399";
 const WS: &str = "groups-ws";
 const S: &str = "main";
-const LONG: Duration = Duration::from_secs(120);
-
-struct Rig {
-    sim: Proc,
-    worker: Proc,
-    router: Router,
-    /// Its agent and temporary directory; declared last so it is dropped last.
-    _fleet: Fleet,
-}
-
-async fn call(url: &str, method: reqwest::Method, body: Option<Value>) -> (u16, Value) {
-    let mut r = http().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    call(url, reqwest::Method::GET, None).await
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    call(url, reqwest::Method::POST, Some(body)).await
-}
-
-async fn put(url: &str, body: Value) -> (u16, Value) {
-    call(url, reqwest::Method::PUT, Some(body)).await
-}
 
 fn wid(phone: &str) -> String {
     format!("{phone}@c.us")
 }
 
-impl Rig {
-    async fn start() -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut worker = Proc::start("worker", &wargs, &fleet.env(), &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
-        Rig {
-            sim,
-            worker,
-            router,
-            _fleet: fleet,
-        }
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
-
-    fn session(&self, rest: &str) -> String {
-        format!(
-            "http://{}/v1/workspaces/{WS}/sessions/{S}{rest}",
-            self.router.addr
-        )
-    }
-
-    async fn status(&self) -> String {
-        let (_, v) = get(&self.session("")).await;
-        v["status"].as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn sim_group(&self, id: &str) -> Value {
-        let (st, v) = get(&self.sim(&format!("/sim/groups/{id}"))).await;
-        assert_eq!(st, 200, "{v}");
-        v
-    }
+/// The simulator's record of group `id`.
+async fn sim_group(rig: &WaRig, id: &str) -> Value {
+    let (st, v) = get(&rig.sim(&format!("/sim/groups/{id}"))).await;
+    assert_eq!(st, 200, "{v}");
+    v
 }
 
 /// Waits for the `group.participants` event of `group` with this action and participant.
@@ -122,15 +57,14 @@ async fn change(inbox: &Arc<Mutex<Inbox>>, group: &str, action: &str, who: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn groups_through_the_router_with_participant_events() {
-    let mut rig = Rig::start().await;
+    let mut rig = WaRig::start(WS, &[]).await;
     let inbox: Arc<Mutex<Inbox>> = Arc::default();
     let hook = receiver(inbox.clone());
-    let (st, v) = post(
-        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
-        json!({"session": S, "webhook": {"url": format!("http://{hook}/hook")}}),
+    rig.create(
+        S,
+        json!({"webhook": {"url": format!("http://{hook}/hook")}}),
     )
     .await;
-    assert_eq!(st, 201, "{v}");
 
     // Bad ids and bodies are refused before anything else, logged in or not.
     for (method, path, body, code) in [
@@ -170,26 +104,15 @@ async fn groups_through_the_router_with_participant_events() {
         ),
     ] {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let (st, v) = call(&rig.session(path), m, body).await;
+        let (st, v) = call(&rig.session(S, path), m, body).await;
         assert_eq!((st, v["error"].as_str()), (400, Some(code)), "{path}: {v}");
     }
     // Valid but not logged in: 409.
-    let (st, v) = get(&rig.session("/groups")).await;
+    let (st, v) = get(&rig.session(S, "/groups")).await;
     assert_eq!((st, v["error"].as_str()), (409, Some("not_ready")), "{v}");
 
-    let qr = wait_for("a QR", LONG, || async {
-        let (st, v) = get(&rig.session("/qr?format=json")).await;
-        (st == 200)
-            .then(|| v["value"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
-    let (st, v) = post(&rig.sim("/sim/link"), json!({"qr": qr, "phone": PHONE})).await;
-    assert!(st < 300, "link: {st} {v}");
-    wait_for("session WORKING", LONG, || async {
-        (rig.status().await == "WORKING").then_some(())
-    })
-    .await;
+    let qr = rig.qr(S).await;
+    rig.link(S, &qr, PHONE).await;
     for p in [PEER, PEER2, PEER3] {
         let (st, v) = post(&rig.sim("/sim/accounts"), json!({"phone": p})).await;
         assert_eq!(st, 200, "{v}");
@@ -197,7 +120,7 @@ async fn groups_through_the_router_with_participant_events() {
 
     // Create: PEER is added; STRANGER has no WhatsApp account and is reported as failed.
     let (st, created) = post(
-        &rig.session("/groups"),
+        &rig.session(S, "/groups"),
         json!({"subject": "Support team", "participants": [format!("+{PEER}"), STRANGER]}),
     )
     .await;
@@ -224,7 +147,7 @@ async fn groups_through_the_router_with_participant_events() {
 
     // Add a participant: the answer per participant, then the event.
     let (st, v) = post(
-        &rig.session(&format!("/groups/{gid}/participants/add")),
+        &rig.session(S, &format!("/groups/{gid}/participants/add")),
         json!({"participants": [PEER2, PEER]}),
     )
     .await;
@@ -242,13 +165,13 @@ async fn groups_through_the_router_with_participant_events() {
     assert!(ev["timestamp"].as_i64().is_some_and(|t| t > 0), "{ev}");
 
     // Read it back: list (paged) and one group with its participants.
-    let (st, list) = get(&rig.session("/groups?limit=1")).await;
+    let (st, list) = get(&rig.session(S, "/groups?limit=1")).await;
     assert_eq!(st, 200, "{list}");
     assert_eq!(list["groups"][0]["id"], gid.as_str(), "{list}");
     assert_eq!(list["groups"][0]["participants_count"], 3, "{list}");
     assert!(list["next_cursor"].is_null(), "one group, one page: {list}");
     let encoded = gid.replace('@', "%40");
-    let (st, g) = get(&rig.session(&format!("/groups/{encoded}"))).await;
+    let (st, g) = get(&rig.session(S, &format!("/groups/{encoded}"))).await;
     assert_eq!(st, 200, "{g}");
     let me = g["participants"]
         .as_array()
@@ -269,7 +192,7 @@ async fn groups_through_the_router_with_participant_events() {
     // Promote, demote, remove: each answers per participant and fires its event.
     for (action, who) in [("promote", PEER), ("demote", PEER), ("remove", PEER2)] {
         let (st, v) = post(
-            &rig.session(&format!("/groups/{gid}/participants/{action}")),
+            &rig.session(S, &format!("/groups/{gid}/participants/{action}")),
             json!({"participants": [who]}),
         )
         .await;
@@ -277,11 +200,11 @@ async fn groups_through_the_router_with_participant_events() {
         assert_eq!(v["participants"][0]["status"], "ok", "{action}: {v}");
         change(&inbox, &gid, action, &wid(who)).await;
     }
-    let state = rig.sim_group(&gid).await;
+    let state = sim_group(&rig, &gid).await;
     assert_eq!(state["participants"], json!([PHONE, PEER]), "{state}");
     assert_eq!(state["admins"], json!([PHONE]), "{state}");
     let (st, v) = post(
-        &rig.session(&format!("/groups/{gid}/participants/remove")),
+        &rig.session(S, &format!("/groups/{gid}/participants/remove")),
         json!({"participants": [PEER3]}),
     )
     .await;
@@ -291,43 +214,43 @@ async fn groups_through_the_router_with_participant_events() {
         "{v}"
     );
     let (st, v) = post(
-        &rig.session(&format!("/groups/{gid}/participants/kick")),
+        &rig.session(S, &format!("/groups/{gid}/participants/kick")),
         json!({"participants": [PEER]}),
     )
     .await;
     assert_eq!(st, 404, "{v}");
 
     // Invite link: the same code until reset.
-    let (st, inv) = get(&rig.session(&format!("/groups/{gid}/invite"))).await;
+    let (st, inv) = get(&rig.session(S, &format!("/groups/{gid}/invite"))).await;
     assert_eq!(st, 200, "{inv}");
     let code = inv["code"].as_str().expect("code").to_owned();
     assert_eq!(inv["url"], format!("https://chat.whatsapp.com/{code}"));
-    let (_, again) = get(&rig.session(&format!("/groups/{gid}/invite"))).await;
+    let (_, again) = get(&rig.session(S, &format!("/groups/{gid}/invite"))).await;
     assert_eq!(again["code"], code.as_str());
     let (st, reset) = post(
-        &rig.session(&format!("/groups/{gid}/invite/reset")),
+        &rig.session(S, &format!("/groups/{gid}/invite/reset")),
         json!({}),
     )
     .await;
     assert_eq!(st, 200, "{reset}");
     assert_ne!(reset["code"], code.as_str(), "{reset}");
-    assert_eq!(rig.sim_group(&gid).await["invite"], reset["code"]);
+    assert_eq!(sim_group(&rig, &gid).await["invite"], reset["code"]);
 
     // Subject and description.
     let (st, v) = put(
-        &rig.session(&format!("/groups/{gid}/subject")),
+        &rig.session(S, &format!("/groups/{gid}/subject")),
         json!({"subject": "Support (EU)"}),
     )
     .await;
     assert_eq!(st, 200, "{v}");
     let (st, v) = put(
-        &rig.session(&format!("/groups/{gid}/description")),
+        &rig.session(S, &format!("/groups/{gid}/description")),
         json!({"description": "Opening hours:\n9 to 5"}),
     )
     .await;
     assert_eq!(st, 200, "{v}");
     let (st, v) = put(
-        &rig.session(&format!("/groups/{gid}/subject")),
+        &rig.session(S, &format!("/groups/{gid}/subject")),
         json!({"subject": "x".repeat(101)}),
     )
     .await;
@@ -337,7 +260,7 @@ async fn groups_through_the_router_with_participant_events() {
         "{v}"
     );
     let g = wait_for("the new subject and description", LONG, || async {
-        let (_, g) = get(&rig.session(&format!("/groups/{gid}"))).await;
+        let (_, g) = get(&rig.session(S, &format!("/groups/{gid}"))).await;
         (g["subject"] == "Support (EU)" && g["description"] == "Opening hours:\n9 to 5")
             .then_some(g)
     })
@@ -346,7 +269,7 @@ async fn groups_through_the_router_with_participant_events() {
 
     // A change made by someone else: PEER, made admin again, adds PEER3 from the phone.
     let (st, v) = post(
-        &rig.session(&format!("/groups/{gid}/participants/promote")),
+        &rig.session(S, &format!("/groups/{gid}/participants/promote")),
         json!({"participants": [PEER]}),
     )
     .await;
@@ -361,11 +284,11 @@ async fn groups_through_the_router_with_participant_events() {
     assert_eq!(ev["author"], wid(PEER), "{ev}");
 
     // Leave: the event names this account; the group no longer has it.
-    let (st, v) = post(&rig.session(&format!("/groups/{gid}/leave")), json!({})).await;
+    let (st, v) = post(&rig.session(S, &format!("/groups/{gid}/leave")), json!({})).await;
     assert_eq!(st, 200, "{v}");
     let ev = change(&inbox, &gid, "leave", &wid(PHONE)).await;
     assert_eq!(ev["author"], wid(PHONE), "{ev}");
-    let state = rig.sim_group(&gid).await;
+    let state = sim_group(&rig, &gid).await;
     assert!(
         !state["participants"]
             .as_array()
@@ -374,7 +297,7 @@ async fn groups_through_the_router_with_participant_events() {
         "{state}"
     );
     // Not an admin any more: WhatsApp refuses the admin actions.
-    let (st, v) = get(&rig.session(&format!("/groups/{gid}/invite"))).await;
+    let (st, v) = get(&rig.session(S, &format!("/groups/{gid}/invite"))).await;
     assert!(st == 403 || st == 404, "{st} {v}");
 
     // No group notification became a `message`.

@@ -15,37 +15,31 @@ use crate::support;
 
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::hooks::{self, Inbox, receiver};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, delete, post};
+use support::{ADMIN_TOKEN, free_port, http, wait_for};
 
 const PHONE: &str = "4915550121";
 const PEER: &str = "4915550122";
 const WS: &str = "media-ws";
-const LONG: Duration = Duration::from_secs(120);
 
-struct Rig {
-    sim: Proc,
-    /// Kept so the worker lives as long as the rig (killed on drop).
-    _worker: Proc,
-    router: Router,
+/// The WhatsApp rig and the webhook receiver every session of the test reports to.
+struct MediaRig {
+    wa: WaRig,
     inbox: Arc<Mutex<Inbox>>,
     hook: std::net::SocketAddr,
-    _fleet: Fleet,
 }
 
-async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = http().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
+impl std::ops::Deref for MediaRig {
+    type Target = WaRig;
+
+    fn deref(&self) -> &WaRig {
+        &self.wa
     }
-    let resp = r.send().await.expect("request");
-    let st = resp.status().as_u16();
-    (st, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// (status, headers, bytes) of a GET with the token.
@@ -71,86 +65,34 @@ fn picture(tag: &str) -> Vec<u8> {
     v
 }
 
-impl Rig {
-    async fn start(extra_env: Vec<(String, String)>) -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut env = fleet.env();
-        env.extend(extra_env);
-        let mut worker = Proc::start("worker", &wargs, &env, &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
+impl MediaRig {
+    /// The rig with `extra_env` for the worker (the media store), and a webhook receiver.
+    async fn start(extra_env: &[(&str, &str)]) -> MediaRig {
+        let wa = WaRig::start_with_env(WS, &[], extra_env).await;
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let hook = receiver(inbox.clone());
-        Rig {
-            sim,
-            _worker: worker,
-            router,
-            inbox,
-            hook,
-            _fleet: fleet,
-        }
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("http://{}{path}", self.router.addr)
+        MediaRig { wa, inbox, hook }
     }
 
     /// Creates session `s` (with `media_download`), links it to PHONE and waits for WORKING.
     async fn linked_session(&self, s: &str, mode: &str) {
-        let (st, v) = call(
-            reqwest::Method::POST,
-            &self.api(&format!("/v1/workspaces/{WS}/sessions")),
-            Some(json!({"session": s, "media_download": mode,
-                "webhook": {"url": format!("http://{}/hook", self.hook)}})),
+        self.linked(
+            s,
+            PHONE,
+            json!({"media_download": mode,
+                "webhook": {"url": format!("http://{}/hook", self.hook)}}),
         )
-        .await;
-        assert_eq!(st, 201, "{v}");
-        let session = self.api(&format!("/v1/workspaces/{WS}/sessions/{s}"));
-        let qr = wait_for("a QR", LONG, || async {
-            let (st, v) = call(
-                reqwest::Method::GET,
-                &format!("{session}/qr?format=json"),
-                None,
-            )
-            .await;
-            (st == 200)
-                .then(|| v["value"].as_str().map(str::to_owned))
-                .flatten()
-        })
-        .await;
-        let (st, v) = call(
-            reqwest::Method::POST,
-            &self.sim("/sim/link"),
-            Some(json!({"qr": qr, "phone": PHONE})),
-        )
-        .await;
-        assert!(st < 300, "link: {st} {v}");
-        wait_for("session WORKING", LONG, || async {
-            let (_, v) = call(reqwest::Method::GET, &session, None).await;
-            (v["status"] == "WORKING").then_some(())
-        })
         .await;
     }
 
     /// The simulator sends an image with a caption; answers session `s`'s `message` event
     /// payload (every session linked to PHONE gets the message).
     async fn inbound_image(&self, s: &str, bytes: &[u8], caption: &str) -> Value {
-        let (st, v) = call(
-            reqwest::Method::POST,
+        let (st, v) = post(
             &self.sim("/sim/inbound"),
-            Some(
-                json!({"to": PHONE, "from": PEER, "caption": caption, "media": {
-                "mimetype": "image/png", "filename": "photo \"1\".png",
-                "data": base64::engine::general_purpose::STANDARD.encode(bytes)}}),
-            ),
+            json!({"to": PHONE, "from": PEER, "caption": caption, "media": {
+            "mimetype": "image/png", "filename": "photo \"1\".png",
+            "data": base64::engine::general_purpose::STANDARD.encode(bytes)}}),
         )
         .await;
         assert_eq!(st, 200, "inbound: {v}");
@@ -162,7 +104,7 @@ impl Rig {
     }
 
     async fn faults(&self, body: Value) {
-        let (st, v) = call(reqwest::Method::POST, &self.sim("/sim/faults"), Some(body)).await;
+        let (st, v) = post(&self.sim("/sim/faults"), body).await;
         assert_eq!(st, 200, "faults: {v}");
     }
 }
@@ -199,7 +141,7 @@ fn check_file(h: &reqwest::header::HeaderMap, got: &[u8], bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inbound_media_lazy_and_eager_through_the_router() {
-    let rig = Rig::start(Vec::new()).await;
+    let rig = MediaRig::start(&[]).await;
     rig.linked_session("lazy", "lazy").await;
 
     // Lazy: nothing is stored until the request; the request downloads through WhatsApp Web.
@@ -254,10 +196,9 @@ async fn inbound_media_lazy_and_eager_through_the_router() {
         (404, Some("message_not_found")),
         "{v}"
     );
-    let (st, v) = call(
-        reqwest::Method::POST,
+    let (st, v) = post(
         &rig.sim("/sim/inbound"),
-        Some(json!({"to": PHONE, "from": PEER, "text": "just text"})),
+        json!({"to": PHONE, "from": PEER, "text": "just text"}),
     )
     .await;
     assert_eq!(st, 200, "{v}");
@@ -281,7 +222,7 @@ async fn inbound_media_lazy_and_eager_through_the_router() {
     let bytes = picture("eager");
     let p = rig.inbound_image("eager", &bytes, "eager one").await;
     let url = check_payload(&p, "eager", &bytes);
-    let stored = MediaDir(rig.worker_data())
+    let stored = MediaDir(rig.data())
         .wait_for_file(&hex::encode(Sha256::digest(&bytes)))
         .await;
     assert!(stored.contains("/eager/"), "{stored}");
@@ -291,22 +232,11 @@ async fn inbound_media_lazy_and_eager_through_the_router() {
     check_file(&h, &got, &bytes);
 
     // Deleting the session deletes its files.
-    let (st, v) = call(
-        reqwest::Method::DELETE,
-        &rig.api(&format!("/v1/workspaces/{WS}/sessions/eager")),
-        None,
-    )
-    .await;
+    let (st, v) = delete(&rig.session("eager", "")).await;
     assert!(st < 300, "delete: {st} {v}");
-    MediaDir(rig.worker_data())
+    MediaDir(rig.data())
         .wait_gone(&hex::encode(Sha256::digest(&bytes)))
         .await;
-}
-
-impl Rig {
-    fn worker_data(&self) -> std::path::PathBuf {
-        self._fleet.data()
-    }
 }
 
 /// The shard volume's media directory of the test's worker.
@@ -402,10 +332,8 @@ async fn s3_mode_stores_and_serves_through_moto() {
         ("WAFLEET_MEDIA_S3_PREFIX", "tests"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec();
-    let rig = Rig::start(env).await;
+    ];
+    let rig = MediaRig::start(&env).await;
     rig.linked_session("s3", "lazy").await;
     let bytes = picture("s3 mode");
     let p = rig.inbound_image("s3", &bytes, "to the bucket").await;
@@ -433,7 +361,7 @@ async fn s3_mode_stores_and_serves_through_moto() {
         listing.contains(&format!("<Size>{}</Size>", bytes.len())),
         "{listing}"
     );
-    assert!(MediaDir(rig.worker_data()).find(&sha).is_none());
+    assert!(MediaDir(rig.data()).find(&sha).is_none());
 
     // Served from the bucket while the media server is down.
     rig.faults(json!({"media_download": "fail"})).await;

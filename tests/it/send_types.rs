@@ -12,44 +12,16 @@
 
 use crate::support;
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, get, post};
+use support::wait_for;
 
 const PHONE: &str = "4915550301";
 const PEER: &str = "4915550302";
 const OTHER: &str = "4915550303";
 const WS: &str = "send-ws";
 const S: &str = "main";
-const LONG: Duration = Duration::from_secs(120);
-
-struct Rig {
-    sim: Proc,
-    worker: Proc,
-    router: Router,
-    /// Its agent and temporary directory; declared last so it is dropped last.
-    _fleet: Fleet,
-}
-
-async fn call(url: &str, method: reqwest::Method, body: Option<Value>) -> (u16, Value) {
-    let mut r = http().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    call(url, reqwest::Method::GET, None).await
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    call(url, reqwest::Method::POST, Some(body)).await
-}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -101,46 +73,28 @@ const PNG: &[u8] = &[
     0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
-impl Rig {
-    async fn start() -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut worker = Proc::start("worker", &wargs, &fleet.env(), &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
-        Rig {
-            sim,
-            worker,
-            router,
-            _fleet: fleet,
-        }
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
-
-    fn session(&self, rest: &str) -> String {
-        format!(
-            "http://{}/v1/workspaces/{WS}/sessions/{S}{rest}",
-            self.router.addr
-        )
-    }
-
+/// Sending through session `S` of the rig and finding the result at the simulator.
+trait Sends {
     /// Queues a message; answers its id.
+    async fn send(&self, body: Value) -> String;
+    /// Waits until a queued message was handed to WhatsApp; answers its GET.
+    async fn sent(&self, id: &str) -> Value;
+    /// Sends and waits; answers (GET of the message, its `/sim/messages` row).
+    async fn roundtrip(&self, body: Value) -> (Value, Value);
+    /// The simulator's record of the message `wa_id` (for actions: of the newest action on it).
+    async fn row(&self, wa_id: &str) -> Value;
+}
+
+impl Sends for WaRig {
     async fn send(&self, body: Value) -> String {
-        let (st, v) = post(&self.session("/messages"), body.clone()).await;
+        let (st, v) = post(&self.session(S, "/messages"), body.clone()).await;
         assert_eq!(st, 202, "{body}: {v}");
         v["id"].as_str().expect("id").to_owned()
     }
 
-    /// Waits until a queued message was handed to WhatsApp; answers its GET.
     async fn sent(&self, id: &str) -> Value {
         wait_for(&format!("{id} sent"), LONG, || async {
-            let (_, v) = get(&self.session(&format!("/messages/{id}"))).await;
+            let (_, v) = get(&self.session(S, &format!("/messages/{id}"))).await;
             match v["status"].as_str() {
                 Some("failed") => panic!("{id} failed: {v}"),
                 Some("queued") | None => None,
@@ -150,7 +104,6 @@ impl Rig {
         .await
     }
 
-    /// Sends and waits; answers (GET of the message, its `/sim/messages` row).
     async fn roundtrip(&self, body: Value) -> (Value, Value) {
         let id = self.send(body).await;
         let msg = self.sent(&id).await;
@@ -159,7 +112,6 @@ impl Rig {
         (msg, row)
     }
 
-    /// The simulator's record of the message `wa_id` (for actions: of the newest action on it).
     async fn row(&self, wa_id: &str) -> Value {
         // An action's wa_id is `<type>:<target>` (WhatsApp Web keeps its key to itself).
         let action = wa_id
@@ -183,26 +135,12 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_send_type_reaches_whatsapp_with_its_fields() {
-    let mut rig = Rig::start().await;
-    let (st, v) = post(
-        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
-        json!({"session": S, "pacing": {"interval_ms": 100, "jitter_ms": 0, "typing": false}}),
+    let mut rig = WaRig::start(WS, &[]).await;
+    rig.linked(
+        S,
+        PHONE,
+        json!({"pacing": {"interval_ms": 100, "jitter_ms": 0, "typing": false}}),
     )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let qr = wait_for("a QR", LONG, || async {
-        let (st, v) = get(&rig.session("/qr?format=json")).await;
-        (st == 200)
-            .then(|| v["value"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
-    let (st, v) = post(&rig.sim("/sim/link"), json!({"qr": qr, "phone": PHONE})).await;
-    assert!(st < 300, "link: {st} {v}");
-    wait_for("session WORKING", LONG, || async {
-        let (_, v) = get(&rig.session("")).await;
-        (v["status"] == "WORKING").then_some(())
-    })
     .await;
 
     // Bad inputs: 400 each, naming the field, before anything is queued.
@@ -254,7 +192,7 @@ async fn every_send_type_reaches_whatsapp_with_its_fields() {
             "voice",
         ),
     ] {
-        let (st, v) = post(&rig.session("/messages"), body.clone()).await;
+        let (st, v) = post(&rig.session(S, "/messages"), body.clone()).await;
         assert_eq!((st, v["error"].as_str()), (400, Some(code)), "{body}: {v}");
         assert!(
             v["message"].as_str().unwrap_or_default().contains(field),
@@ -404,7 +342,7 @@ async fn every_send_type_reaches_whatsapp_with_its_fields() {
         .send(json!({"to": OTHER, "type": "forward", "wa_id": first_id}))
         .await;
     let failed = wait_for("the forward of a revoked message fails", LONG, || async {
-        let (_, v) = get(&rig.session(&format!("/messages/{id}"))).await;
+        let (_, v) = get(&rig.session(S, &format!("/messages/{id}"))).await;
         (v["status"] == "failed").then_some(v)
     })
     .await;

@@ -15,36 +15,16 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::hooks::{Inbox, event, receiver};
-use support::{ADMIN_TOKEN, Fleet, Proc, Router, free_port, http, put_map, wait_for};
+use support::wa::{LONG, WaRig, call, get, patch, post};
+use support::wait_for;
 
 const PHONE: &str = "4915550301";
 const PEER: &str = "4915550302";
 const WS: &str = "settings-ws";
 const S: &str = "main";
-const LONG: Duration = Duration::from_secs(120);
-
-struct Rig {
-    sim: Proc,
-    worker: Proc,
-    router: Router,
-    data: std::path::PathBuf,
-    /// Its agent and temporary directory; declared last so it is dropped last.
-    _fleet: Fleet,
-}
-
-async fn call(url: &str, method: reqwest::Method, body: Option<Value>) -> (u16, Value) {
-    let mut r = http().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 /// Main browser processes whose `--user-data-dir` is under `data` (helpers carry `--type=`).
 fn browsers(data: &Path) -> BTreeMap<String, Vec<u32>> {
@@ -103,54 +83,48 @@ fn count(inbox: &Arc<Mutex<Inbox>>, pred: impl Fn(&Value) -> bool) -> usize {
         .count()
 }
 
-impl Rig {
-    async fn start() -> Rig {
-        let fleet = Fleet::start().await;
-        put_map(fleet.consul_http(), &wafleet::shard::ShardMap::uniform(1)).await;
-        let args = ["sim", "--listen", "127.0.0.1:0"].map(String::from);
-        let sim = Proc::spawn("sim", &args, &[], &fleet.logs()).await;
-        let wargs = fleet.engine_worker_args(free_port(), sim.addr("http"));
-        let mut env = fleet.env();
-        // A failing target gives up quickly, so its dead letter shows within the test.
-        env.push(("WAFLEET_WEBHOOK_MAX_ATTEMPTS".into(), "3".into()));
-        env.push(("WAFLEET_WEBHOOK_BACKOFF_BASE_MS".into(), "100".into()));
-        env.push(("WAFLEET_WEBHOOK_BACKOFF_MAX_MS".into(), "300".into()));
-        let mut worker = Proc::start("worker", &wargs, &env, &fleet.logs());
-        worker.wait_ready(support::READY_TIMEOUT).await;
-        let router = fleet.router().await;
-        Rig {
-            sim,
-            worker,
-            router,
-            data: fleet.data(),
-            _fleet: fleet,
-        }
-    }
+/// The rig's worker with webhook retries short enough that a failing target's dead letter
+/// shows within the test.
+async fn start() -> WaRig {
+    WaRig::start_with_env(
+        WS,
+        &[],
+        &[
+            ("WAFLEET_WEBHOOK_MAX_ATTEMPTS", "3"),
+            ("WAFLEET_WEBHOOK_BACKOFF_BASE_MS", "100"),
+            ("WAFLEET_WEBHOOK_BACKOFF_MAX_MS", "300"),
+        ],
+    )
+    .await
+}
 
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sim.addr("http"))
-    }
+/// Session `S` of the rig: its settings through the router, its files on the volume.
+trait Settings {
+    /// `PATCH` of the session.
+    async fn patch(&self, body: Value) -> (u16, Value);
+    /// The session as the router shows it.
+    async fn get(&self) -> Value;
+    /// A text message from PEER.
+    async fn inbound(&self, text: &str);
+    /// The session's `session.json` as stored.
+    fn session_json(&self) -> Vec<u8>;
+    /// The session's browser profile directory.
+    fn profile(&self) -> std::path::PathBuf;
+}
 
-    fn session(&self, s: &str) -> String {
-        format!(
-            "http://{}/v1/workspaces/{WS}/sessions/{s}",
-            self.router.addr
-        )
-    }
-
+impl Settings for WaRig {
     async fn patch(&self, body: Value) -> (u16, Value) {
-        call(&self.session(S), reqwest::Method::PATCH, Some(body)).await
+        patch(&self.session(S, ""), body).await
     }
 
     async fn get(&self) -> Value {
-        call(&self.session(S), reqwest::Method::GET, None).await.1
+        get(&self.session(S, "")).await.1
     }
 
     async fn inbound(&self, text: &str) {
-        let (st, v) = call(
+        let (st, v) = post(
             &self.sim("/sim/inbound"),
-            reqwest::Method::POST,
-            Some(json!({"to": PHONE, "from": PEER, "text": text})),
+            json!({"to": PHONE, "from": PEER, "text": text}),
         )
         .await;
         assert!(st < 300, "inbound: {st} {v}");
@@ -158,7 +132,7 @@ impl Rig {
 
     fn session_json(&self) -> Vec<u8> {
         std::fs::read(
-            self.data
+            self.data()
                 .join("workspaces")
                 .join(WS)
                 .join(S)
@@ -168,7 +142,7 @@ impl Rig {
     }
 
     fn profile(&self) -> std::path::PathBuf {
-        self.data
+        self.data()
             .join("workspaces")
             .join(WS)
             .join(S)
@@ -178,21 +152,18 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
-    let mut rig = Rig::start().await;
+    let mut rig = start().await;
     let (a, a_url) = inbox();
     let (b, b_url) = inbox();
 
     // Created with the single `webhook` of earlier versions.
-    let (st, v) = call(
-        &format!("http://{}/v1/workspaces/{WS}/sessions", rig.router.addr),
-        reqwest::Method::POST,
-        Some(
-            json!({"session": S, "metadata": {"tenant": 1, "plan": "free"},
+    let v = rig
+        .create(
+            S,
+            json!({"metadata": {"tenant": 1, "plan": "free"},
                     "webhook": {"url": a_url, "secret": "old-secret-1"}}),
-        ),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
+        )
+        .await;
     assert_eq!(v["webhooks"][0]["id"], "wh1", "{v}");
     assert_eq!(v["webhook"]["url"], a_url.as_str());
     assert!(
@@ -200,18 +171,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         "secret echoed: {v}"
     );
 
-    let qr = wait_for("a QR", LONG, || async {
-        let (st, v) = call(
-            &format!("{}/qr?format=json", rig.session(S)),
-            reqwest::Method::GET,
-            None,
-        )
-        .await;
-        (st == 200)
-            .then(|| v["value"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
+    let qr = rig.qr(S).await;
     let (st, v) = call(
         &rig.sim("/sim/link"),
         reqwest::Method::POST,
@@ -229,13 +189,13 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     })
     .await;
     let profile = rig.profile().display().to_string();
-    let before = browsers(&rig.data);
+    let before = browsers(&rig.data());
     assert_eq!(before.get(&profile).map(Vec::len), Some(1), "{before:?}");
     let statuses_before = count(&a, |v| v["event"] == "session.status");
 
     // Unknown session: 404. Bad patches: 400 and nothing changed, in the API or on disk.
     let (st, v) = call(
-        &rig.session("nobody"),
+        &rig.session("nobody", ""),
         reqwest::Method::PATCH,
         Some(json!({"metadata": {"x": 1}})),
     )
@@ -325,7 +285,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         "nothing at the old URL"
     );
     // No restart, no QR: the same browser, no status event since, the profile in place.
-    assert_eq!(browsers(&rig.data).get(&profile), before.get(&profile));
+    assert_eq!(browsers(&rig.data()).get(&profile), before.get(&profile));
     assert_eq!(
         count(&a, |v| v["event"] == "session.status"),
         statuses_before
@@ -363,10 +323,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
         v["payload"]["text"] == "to three targets"
     })
     .await;
-    let dead_url = format!(
-        "http://{}/v1/workspaces/{WS}/webhooks/dead",
-        rig.router.addr
-    );
+    let dead_url = rig.api(&format!("/v1/workspaces/{WS}/webhooks/dead"));
     let dead = wait_for("dead letters of both failing targets", LONG, || async {
         let (_, v) = call(&dead_url, reqwest::Method::GET, None).await;
         let d = v["dead_letters"].as_array().cloned().unwrap_or_default();
@@ -393,7 +350,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     let mut answers = Vec::new();
     for i in 0..3 {
         let (st, v) = call(
-            &format!("{}/messages", rig.session(S)),
+            &rig.session(S, "/messages"),
             reqwest::Method::POST,
             Some(json!({"to": PEER, "text": format!("paced {i}")})),
         )
@@ -406,7 +363,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
             .any(|(st, e)| *st == 429 && e.as_deref() == Some("queue_full")),
         "the new queue cap applies: {answers:?}"
     );
-    assert_eq!(browsers(&rig.data).get(&profile), before.get(&profile));
+    assert_eq!(browsers(&rig.data()).get(&profile), before.get(&profile));
 
     // Concurrent PATCHes are applied one after the other: the file and the API agree on the
     // last one, whichever it was.
@@ -418,7 +375,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     assert_eq!(on_disk["metadata"], shown["metadata"]);
     assert!(shown["metadata"]["round"].is_u64(), "{shown}");
     // A PATCH racing a DELETE never brings the deleted session's file back.
-    let url = rig.session(S);
+    let url = rig.session(S, "");
     let (patched, deleted) = tokio::join!(
         rig.patch(json!({"metadata": {"late": true}})),
         call(&url, reqwest::Method::DELETE, None)
@@ -426,7 +383,7 @@ async fn patch_changes_settings_without_a_new_qr_or_a_browser_restart() {
     assert_eq!(deleted.0, 200, "{deleted:?}");
     assert!(matches!(patched.0, 200 | 404), "{patched:?}");
     assert!(
-        !rig.data.join("workspaces").join(WS).join(S).exists(),
+        !rig.data().join("workspaces").join(WS).join(S).exists(),
         "the session directory stays deleted"
     );
     let (st, v) = rig.patch(json!({"metadata": {"x": 1}})).await;
