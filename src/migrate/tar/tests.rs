@@ -1,6 +1,7 @@
 //! The tar reader and writer: round trips through the writer, archives made by GNU tar
 //! (ustar, PAX and GNU long names), and every entry the reader must refuse.
 
+use super::write::ustar_block;
 use super::*;
 
 /// Feeds `bytes` in chunks of `chunk` bytes; answers the events or the first error.

@@ -16,6 +16,9 @@ pub mod activity;
 mod engine_sender;
 use engine_sender::EngineSender;
 pub mod handoff;
+mod hooks;
+pub(crate) use hooks::validated_target;
+use hooks::{hooks_of, load_hooks};
 pub mod media;
 pub mod payload;
 pub mod routes;
@@ -24,7 +27,7 @@ pub mod send_types;
 pub mod voice;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -34,17 +37,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::host::SessionConfig;
-use super::layout::session_file;
 use crate::engine::{EngineEvent, InboundMessage, SessionCommandError, SessionHandle};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::sendq::{
     MessageSender, OutgoingMessage, PacingConfig, SendError, SendQueue, WaMessageId,
 };
 use crate::store::{Maintenance, MessageKind, Store, StoreError};
-use crate::webhook::{
-    DeliveryConfig, Emitter, Registry, SessionHooks, UrlPolicy, WebhookConfig, WebhookRequest,
-    events,
-};
+use crate::webhook::{DeliveryConfig, Emitter, Registry, UrlPolicy, WebhookConfig, events};
 
 /// Why messaging could not be configured or opened.
 #[derive(Debug, thiserror::Error)]
@@ -116,69 +115,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// The registry's view of a session's configuration. A webhook the policy refuses is logged
-/// and left out (create refuses it before it is ever written).
-fn hooks_of(ws: &WorkspaceId, config: &SessionConfig, policy: &UrlPolicy) -> SessionHooks {
-    let webhooks = config
-        .targets()
-        .iter()
-        .filter_map(|w| match validated_target(w, policy) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                warn!(workspace = %ws, session = %config.session, target = %w.id, error = %e, "session webhook refused");
-                None
-            }
-        })
-        .collect();
-    let metadata = serde_json::to_value(&config.metadata).unwrap_or(Value::Null);
-    let metadata = if metadata.is_object() {
-        metadata
-    } else {
-        json!({})
-    };
-    SessionHooks { webhooks, metadata }
-}
-
-/// Validates one stored or requested target against the URL policy (as on create).
-pub(crate) fn validated_target(
-    w: &crate::worker::host::WebhookConfig,
-    policy: &UrlPolicy,
-) -> Result<WebhookConfig, crate::webhook::ConfigError> {
-    let req = WebhookRequest {
-        url: w.url.clone(),
-        secret: w.secret.clone(),
-        events: (!w.events.is_empty()).then(|| w.events.clone()),
-        headers: (!w.headers.is_empty()).then(|| w.headers.clone()),
-    };
-    WebhookConfig::from_request(&req, policy).map(|c| c.with_id(w.id.clone()))
-}
-
-/// Reads a session's hooks from its `session.json`, for events whose session is not restored
-/// yet (see [`crate::webhook::Registry`]). Unreadable or corrupt files count as no session.
-fn load_hooks(
-    data: &Path,
-    ws: &WorkspaceId,
-    s: &SessionId,
-    policy: &UrlPolicy,
-) -> Option<SessionHooks> {
-    let path = session_file(data, ws, s);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "reading a session configuration for its webhooks failed");
-            return None;
-        }
-    };
-    match serde_json::from_slice::<SessionConfig>(&bytes) {
-        Ok(config) => Some(hooks_of(ws, &config, policy)),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "corrupt session configuration");
-            None
-        }
-    }
 }
 
 // === impl Messaging ===

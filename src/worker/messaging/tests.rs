@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::worker::host::DesiredState;
+use crate::worker::layout::session_file;
 
 #[test]
 fn status_reason_only_for_failed_and_qr_timeout_stops() {
