@@ -1,12 +1,13 @@
 //! Browsers the bench launches itself, outside any worker: the whatsapp-web.js baseline, the
-//! engine's own flags with one density lever each, and the several-sessions-per-browser
-//! prototype (N pages in N browser contexts of one Chromium).
+//! engine's own flags with one density lever each, and the two several-sessions-per-browser
+//! prototypes: N pages in N (in-memory) browser contexts of one Chromium, and N pages in N
+//! (on-disk) profiles of one Chromium, opened through Chrome's process singleton.
 //!
 //! Every session is linked the way a person links whatsapp-web.js: the page shows a QR (read
 //! from WhatsApp Web's module surface, built as whatsapp-web.js builds it), the simulated phone
 //! scans it (`POST /sim/link`), and the page reaches `CONNECTED`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -114,17 +115,50 @@ pub enum Layout {
     NewTarget,
     /// One browser for all sessions, each in its own browser context (in-memory profiles).
     Contexts,
+    /// One browser for all sessions, each in its own on-disk profile of the browser's
+    /// user-data-dir (`--profile-directory`), opened by a second, short-lived `chromium` that
+    /// hands its URL to the running browser's process singleton (docs/engine.md §9).
+    Profiles,
+}
+
+impl Layout {
+    /// Whether every session of a measurement goes into one browser.
+    pub fn shared(self) -> bool {
+        matches!(self, Layout::Contexts | Layout::Profiles)
+    }
+}
+
+/// The command line of a [`Layout::Profiles`] browser: the engine's, headful on the headless
+/// Ozone platform instead of `--headless` (a headless browser has no process singleton, so a
+/// second start could not hand it a profile).
+pub fn profiles_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .filter(|a| !a.starts_with("--headless"))
+        .cloned()
+        .chain(std::iter::once("--ozone-platform=headless".to_string()))
+        .collect()
 }
 
 /// One launched Chromium and the sessions (pages) in it.
 pub struct Launched {
     child: Child,
     browser: Browser,
+    /// The Chromium binary and the user-data-dir (for [`Layout::Profiles`]' second starts).
+    chromium: PathBuf,
+    user_data_dir: PathBuf,
+    /// Whether the browser runs without the sandbox (a second start must say so too, or
+    /// Chromium refuses to start as root before it reaches the process singleton).
+    no_sandbox: bool,
     /// The sessions' pages.
     pub pages: Vec<Page>,
 }
 
 impl Launched {
+    /// The browser's user-data-dir.
+    pub fn user_data_dir(&self) -> &Path {
+        &self.user_data_dir
+    }
+
     /// SIGKILLs the browser (its helpers follow it; [`super::procs::kill_trees`] sweeps the rest).
     pub async fn kill(mut self) {
         drop(self.pages);
@@ -172,6 +206,9 @@ pub async fn launch(
     Ok(Launched {
         child,
         browser,
+        chromium: chromium.to_path_buf(),
+        user_data_dir: profile.to_path_buf(),
+        no_sandbox: args.iter().any(|a| a == "--no-sandbox"),
         pages: Vec::new(),
     })
 }
@@ -212,7 +249,74 @@ pub async fn open_page(launched: &mut Launched, url: &str, layout: Layout) -> an
                 .map_err(anyhow::Error::msg)?;
             launched.browser.new_page(target).await?
         }
+        Layout::Profiles => {
+            let profile = format!("p{:03}", launched.pages.len());
+            return open_in_profile(launched, url, &profile).await;
+        }
     };
+    launched.pages.push(page);
+    Ok(())
+}
+
+/// Opens `url` in profile `profile` of the running [`Layout::Profiles`] browser: a second
+/// `chromium` on the same user-data-dir hands a marker page to the browser's process singleton
+/// and exits; the bench finds that page's target by its marker, attaches, and navigates it.
+pub async fn open_in_profile(
+    launched: &mut Launched,
+    url: &str,
+    profile: &str,
+) -> anyhow::Result<()> {
+    let marker = format!("data:text/html,<title>wafleet-{profile}</title>");
+    let mut second = Command::new(&launched.chromium);
+    if launched.no_sandbox {
+        second.arg("--no-sandbox");
+    }
+    let out = second
+        .arg("--ozone-platform=headless")
+        .arg(format!(
+            "--user-data-dir={}",
+            launched.user_data_dir.display()
+        ))
+        .arg(format!("--profile-directory={profile}"))
+        .arg(&marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .map_err(|_| anyhow::anyhow!("the second chromium start did not exit within 30 s"))??;
+    anyhow::ensure!(
+        out.status.success(),
+        "the second chromium start for {profile} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let targets = launched
+            .browser
+            .execute(GetTargetsParams::default())
+            .await?;
+        let found = targets
+            .result
+            .target_infos
+            .iter()
+            .find(|t| t.r#type == "page" && t.url.contains(&format!("wafleet-{profile}<")))
+            .map(|t| t.target_id.clone());
+        if let Some(id) = found
+            && let Ok(page) = launched.browser.get_page(id).await
+        {
+            break page;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no page of profile {profile} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    page.goto(url).await?;
     launched.pages.push(page);
     Ok(())
 }
@@ -256,6 +360,25 @@ async fn wait_state(page: &Page, what: &str, ok: impl Fn(&str) -> bool) -> anyho
         anyhow::ensure!(
             Instant::now() < deadline,
             "page not {what} within 120 s (state {state})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until a page whose login was stored comes back `CONNECTED` on its own; an error if it
+/// shows a QR instead (the login was lost).
+pub async fn wait_restored(page: &Page) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let state = eval(page, STATE_JS).await.unwrap_or_default();
+        match state.as_str() {
+            Some(s) if s.starts_with("CONNECTED") => return Ok(()),
+            Some("UNPAIRED:ref") => anyhow::bail!("the page shows a QR: its login was lost"),
+            _ => {}
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "page not CONNECTED within 120 s (state {state})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,8 +1,9 @@
 //! The density levers the bench measures (docs/density-research.md §6 ranks them): the engine's
 //! command line before the helper trimming plus one lever's flags, or the trimmed command line
-//! plus a V8 flag, a purge, or several sessions per browser (on top of the engine's defaults).
+//! plus a V8 flag, a purge, or several sessions per browser (on top of the engine's defaults):
+//! in browser contexts (in memory) or in on-disk profiles (which must survive kill -9).
 
-use super::direct::{Layout, engine_args};
+use super::direct::{Layout, engine_args, profiles_args};
 
 /// Every lever, in the order they are measured.
 pub const ALL: &[&str] = &[
@@ -22,6 +23,7 @@ pub const ALL: &[&str] = &[
     "v8-size-purge",
     "single-process",
     "contexts",
+    "profiles",
 ];
 
 /// How one lever launches its sessions.
@@ -42,6 +44,7 @@ pub fn lever(name: &str) -> Lever {
     let trimmed = |flags: &[&str]| (flags.iter().map(|s| s.to_string()).collect(), true);
     let (layout, purge) = match name {
         "contexts" => (Layout::Contexts, false),
+        "profiles" => (Layout::Profiles, false),
         "purge" | "v8-size-purge" => (Layout::NewTarget, true),
         _ => (Layout::NewTarget, false),
     };
@@ -58,7 +61,7 @@ pub fn lever(name: &str) -> Lever {
         "no-zygote" => alone("--no-zygote"),
         "trimmed" | "purge" => trimmed(&[]),
         // The engine's defaults (trimmed, --optimize-for-size; the periodic purge with "purge").
-        "v8-size-purge" | "contexts" => trimmed(&["--js-flags=--optimize-for-size"]),
+        "v8-size-purge" | "contexts" | "profiles" => trimmed(&["--js-flags=--optimize-for-size"]),
         "trimmed-no-zygote" => trimmed(&["--no-zygote"]),
         "v8-optimize-for-size" => trimmed(&["--js-flags=--optimize-for-size"]),
         "v8-lite-mode" => trimmed(&["--js-flags=--lite-mode"]),
@@ -66,8 +69,13 @@ pub fn lever(name: &str) -> Lever {
         "single-process" => trimmed(&["--single-process"]),
         other => unreachable!("unknown lever {other} (checked against ALL)"),
     };
+    let args = engine_args(&extra, trim);
     Lever {
-        args: engine_args(&extra, trim),
+        args: if layout == Layout::Profiles {
+            profiles_args(&args)
+        } else {
+            args
+        },
         layout,
         purge,
     }

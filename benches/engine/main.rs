@@ -160,7 +160,7 @@ impl Run<'_> {
         let mut browsers: Vec<direct::Launched> = Vec::new();
         let mut rows = Vec::new();
         for i in 0..max {
-            if layout != Layout::Contexts || browsers.is_empty() {
+            if !layout.shared() || browsers.is_empty() {
                 let profile = marker.join(format!("s{i:03}"));
                 browsers.push(
                     direct::launch(
@@ -197,10 +197,56 @@ impl Run<'_> {
                 }
             }
         }
+        if layout == Layout::Profiles
+            && let Some(b) = browsers.pop()
+        {
+            rows.push(self.restore_profiles(name, args, b, max, &marker_s).await?);
+        }
         for b in browsers {
             b.kill().await;
         }
         Ok(rows)
+    }
+
+    /// The durability check of [`Layout::Profiles`]: SIGKILLs the shared browser, starts it
+    /// again on the same user-data-dir, reopens every profile and requires each page to come
+    /// back `CONNECTED` without a QR; then measures PSS again.
+    async fn restore_profiles(
+        &self,
+        name: &str,
+        args: &[String],
+        browser: direct::Launched,
+        sessions: usize,
+        marker_s: &str,
+    ) -> anyhow::Result<MemoryRow> {
+        let user_data_dir = browser.user_data_dir().to_path_buf();
+        browser.kill().await;
+        procs::kill_trees(marker_s).await;
+        let mut b = direct::launch(&self.settings.chromium, args, &user_data_dir, false).await?;
+        let url = format!("http://{}/", self.sim);
+        for i in 0..sessions {
+            direct::open_in_profile(&mut b, &url, &format!("p{i:03}")).await?;
+        }
+        let mut lost = Vec::new();
+        for (i, page) in b.pages.iter().enumerate() {
+            if let Err(e) = direct::wait_restored(page).await {
+                lost.push(format!("p{i:03}: {e:#}"));
+            }
+        }
+        let usage = procs::settled_usage(marker_s, Duration::from_secs(30)).await;
+        b.kill().await;
+        anyhow::ensure!(
+            lost.is_empty(),
+            "{} of {sessions} logins lost after kill -9: {}",
+            lost.len(),
+            lost.join("; ")
+        );
+        let label = format!("{name}, after kill -9 and a restart (every login kept)");
+        eprintln!(
+            "  {label} @{sessions}: {}",
+            report::describe(usage, sessions)
+        );
+        Ok(MemoryRow::new(&label, self.ballast, sessions, usage))
     }
 
     /// The wafleet side: a fleet, sessions created and linked through the router one by one
